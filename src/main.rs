@@ -1,0 +1,12 @@
+//! The `slipway` binary: parse, route, print the error chain once.
+
+use clap::Parser;
+
+fn main() {
+    let cli = slipway::cli::Cli::parse();
+    slipway::ui::set_quiet(cli.quiet);
+    if let Err(e) = slipway::cli::run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
