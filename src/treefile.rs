@@ -1,0 +1,652 @@
+//! The treefile: a JSON description of a host, with rpm-ostree's key names where the meaning
+//! is the same.
+//!
+//! Parsing is strict: every file is checked on its own (so an error names the file that holds
+//! the bad key and the key's path inside it), includes are resolved depth first (scalars of the
+//! including file override, arrays concatenate after the included ones, maps merge), cycles
+//! are errors, and every path resolves relative to the treefile that names it. The result is a
+//! flattened [`Treefile`] whose canonical JSON is part of the compose input hash and is stored
+//! in each commit.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Default Debian suite.
+pub const DEFAULT_SUITE: &str = "bookworm";
+
+/// A file the treefile refers to: its path as shown to people (relative to the top treefile's
+/// directory, so it does not depend on where the checkout lives) and its real location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    pub display: String,
+    pub path: PathBuf,
+}
+
+impl Serialize for FileRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.display)
+    }
+}
+
+/// An extra apt repository.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AptRepo {
+    pub uri: String,
+    pub suite: String,
+    pub components: Vec<String>,
+    #[serde(rename = "signed-by")]
+    pub signed_by: FileRef,
+}
+
+/// A file to copy into the tree: source on the build host, absolute destination in the tree.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AddFile {
+    pub source: FileRef,
+    pub dest: String,
+}
+
+/// An inline postprocess script, with where it was defined (for error messages).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Script {
+    #[serde(skip)]
+    pub origin: String,
+    pub text: String,
+}
+
+/// The flattened treefile.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Treefile {
+    #[serde(rename = "ref")]
+    pub ostree_ref: String,
+    pub suite: String,
+    pub packages: Vec<String>,
+    pub exclude_packages: Vec<String>,
+    pub repos: Vec<AptRepo>,
+    pub add_files: Vec<AddFile>,
+    pub postprocess: Vec<Script>,
+    pub postprocess_script: Option<FileRef>,
+    pub remove_files: Vec<String>,
+    pub units: Vec<String>,
+    pub default_target: Option<String>,
+    pub etc_group_members: Vec<String>,
+    pub initramfs_args: Vec<String>,
+    pub automatic_version_prefix: Option<String>,
+    pub add_commit_metadata: BTreeMap<String, Value>,
+    /// Which treefile (and key) asked for each package, for error messages.
+    #[serde(skip)]
+    pub package_origins: BTreeMap<String, String>,
+    /// Every treefile read, top first.
+    #[serde(skip)]
+    pub sources: Vec<PathBuf>,
+}
+
+/// One file as written: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Fragment {
+    #[serde(rename = "ref")]
+    ostree_ref: Option<String>,
+    suite: Option<String>,
+    packages: Option<Vec<String>>,
+    exclude_packages: Option<Vec<String>>,
+    repos: Option<Vec<RawRepo>>,
+    include: Option<OneOrMany>,
+    add_files: Option<Vec<(String, String)>>,
+    postprocess: Option<Vec<String>>,
+    postprocess_script: Option<String>,
+    remove_files: Option<Vec<String>>,
+    units: Option<Vec<String>>,
+    default_target: Option<String>,
+    etc_group_members: Option<Vec<String>>,
+    initramfs_args: Option<Vec<String>>,
+    automatic_version_prefix: Option<String>,
+    add_commit_metadata: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRepo {
+    uri: String,
+    suite: String,
+    components: Vec<String>,
+    signed_by: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// Keys starting with `//` are comments (JSON has none) and are ignored everywhere.
+fn strip_comments(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| !k.starts_with("//"));
+            m.values_mut().for_each(strip_comments);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_comments),
+        _ => {}
+    }
+}
+
+/// State threaded through the include walk.
+struct Loader {
+    top_dir: PathBuf,
+    stack: Vec<PathBuf>,
+    sources: Vec<PathBuf>,
+}
+
+/// Accumulated, not yet validated result.
+#[derive(Default)]
+struct Acc {
+    ostree_ref: Option<String>,
+    suite: Option<String>,
+    packages: Vec<String>,
+    exclude_packages: Vec<String>,
+    repos: Vec<AptRepo>,
+    add_files: Vec<AddFile>,
+    postprocess: Vec<Script>,
+    postprocess_script: Option<FileRef>,
+    remove_files: Vec<String>,
+    units: Vec<String>,
+    default_target: Option<String>,
+    etc_group_members: Vec<String>,
+    initramfs_args: Vec<String>,
+    automatic_version_prefix: Option<String>,
+    add_commit_metadata: BTreeMap<String, Value>,
+    package_origins: BTreeMap<String, String>,
+}
+
+impl Loader {
+    fn file_ref(&self, file: &Path, key: &str, raw: &str) -> Result<FileRef> {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let path = dir.join(raw);
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| anyhow!("{}: {key}: {}: {e}", file.display(), path.display()))?;
+        if !meta.is_file() {
+            bail!(
+                "{}: {key}: {} is not a regular file",
+                file.display(),
+                path.display()
+            );
+        }
+        let display = relative_display(&self.top_dir, &path);
+        Ok(FileRef { display, path })
+    }
+
+    fn load(&mut self, file: &Path, acc: &mut Acc) -> Result<()> {
+        let canonical = std::fs::canonicalize(file)
+            .with_context(|| format!("reading treefile {}", file.display()))?;
+        if let Some(pos) = self.stack.iter().position(|p| p == &canonical) {
+            let mut chain: Vec<String> = self.stack[pos..]
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            chain.push(canonical.display().to_string());
+            bail!("include cycle: {}", chain.join(" -> "));
+        }
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading treefile {}", file.display()))?;
+        let mut value: Value = serde_json::from_str(&text).map_err(|e| {
+            anyhow!(
+                "{}: line {} column {}: invalid JSON: {e}",
+                file.display(),
+                e.line(),
+                e.column()
+            )
+        })?;
+        if !value.is_object() {
+            bail!("{}: a treefile must be a JSON object", file.display());
+        }
+        strip_comments(&mut value);
+        let frag: Fragment = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                anyhow!("{}: {inner}", file.display())
+            } else {
+                anyhow!("{}: {path}: {inner}", file.display())
+            }
+        })?;
+
+        self.stack.push(canonical.clone());
+        self.sources.push(file.to_path_buf());
+        let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        if let Some(inc) = frag.include {
+            for (i, name) in inc.into_vec().into_iter().enumerate() {
+                let child = dir.join(&name);
+                if !child.exists() {
+                    bail!(
+                        "{}: include[{i}]: {}: no such file",
+                        file.display(),
+                        child.display()
+                    );
+                }
+                self.load(&child, acc)?;
+            }
+        }
+        self.stack.pop();
+
+        let fname = file.display().to_string();
+        if let Some(r) = frag.ostree_ref {
+            acc.ostree_ref = Some(r);
+        }
+        if let Some(s) = frag.suite {
+            acc.suite = Some(s);
+        }
+        for (i, p) in frag.packages.unwrap_or_default().into_iter().enumerate() {
+            // rpm-ostree allows several whitespace-separated names in one entry.
+            for name in p.split_whitespace() {
+                acc.package_origins
+                    .entry(name.to_string())
+                    .or_insert_with(|| format!("{fname}: packages[{i}]"));
+                acc.packages.push(name.to_string());
+            }
+        }
+        for p in frag.exclude_packages.unwrap_or_default() {
+            acc.exclude_packages
+                .extend(p.split_whitespace().map(String::from));
+        }
+        for (i, r) in frag.repos.unwrap_or_default().into_iter().enumerate() {
+            let signed_by = self.file_ref(file, &format!("repos[{i}].signed-by"), &r.signed_by)?;
+            acc.repos.push(AptRepo {
+                uri: r.uri,
+                suite: r.suite,
+                components: r.components,
+                signed_by,
+            });
+        }
+        for (i, (src, dest)) in frag.add_files.unwrap_or_default().into_iter().enumerate() {
+            let source = self.file_ref(file, &format!("add-files[{i}][0]"), &src)?;
+            acc.add_files.push(AddFile { source, dest });
+        }
+        for (i, text) in frag.postprocess.unwrap_or_default().into_iter().enumerate() {
+            acc.postprocess.push(Script {
+                origin: format!("{fname}: postprocess[{i}]"),
+                text,
+            });
+        }
+        if let Some(s) = frag.postprocess_script {
+            acc.postprocess_script = Some(self.file_ref(file, "postprocess-script", &s)?);
+        }
+        acc.remove_files
+            .extend(frag.remove_files.unwrap_or_default());
+        acc.units.extend(frag.units.unwrap_or_default());
+        if let Some(t) = frag.default_target {
+            acc.default_target = Some(t);
+        }
+        acc.etc_group_members
+            .extend(frag.etc_group_members.unwrap_or_default());
+        acc.initramfs_args
+            .extend(frag.initramfs_args.unwrap_or_default());
+        if let Some(p) = frag.automatic_version_prefix {
+            acc.automatic_version_prefix = Some(p);
+        }
+        for (k, v) in frag.add_commit_metadata.unwrap_or_default() {
+            acc.add_commit_metadata.insert(k, v);
+        }
+        Ok(())
+    }
+}
+
+/// `path` relative to `base` when it lies below it, else with `..` components.
+fn relative_display(base: &Path, path: &Path) -> String {
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (b, p) = (abs(base), abs(path));
+    let bc: Vec<_> = b.components().collect();
+    let pc: Vec<_> = p.components().collect();
+    let common = bc.iter().zip(&pc).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..bc.len() {
+        out.push("..");
+    }
+    for c in &pc[common..] {
+        out.push(c);
+    }
+    out.display().to_string()
+}
+
+fn dedup_keep_order(v: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|x| seen.insert(x.clone()));
+}
+
+impl Treefile {
+    /// Load, resolve includes, and validate.
+    pub fn load(path: &Path) -> Result<Self> {
+        let top_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut loader = Loader {
+            top_dir,
+            stack: Vec::new(),
+            sources: Vec::new(),
+        };
+        let mut acc = Acc::default();
+        loader.load(path, &mut acc)?;
+        let top = path.display().to_string();
+
+        let ostree_ref = acc.ostree_ref.ok_or_else(|| {
+            anyhow!("{top}: ref: missing (no treefile in the include chain sets it)")
+        })?;
+        ostree::validate_rev(&ostree_ref).map_err(|e| anyhow!("{top}: ref: {e}"))?;
+        let suite = acc.suite.unwrap_or_else(|| DEFAULT_SUITE.to_string());
+        if suite.is_empty() || suite.contains(['/', ' ']) {
+            bail!("{top}: suite: `{suite}` is not a Debian suite name");
+        }
+        dedup_keep_order(&mut acc.packages);
+        if acc.packages.is_empty() {
+            bail!("{top}: packages: no packages listed");
+        }
+        for p in acc.packages.iter().chain(&acc.exclude_packages) {
+            if !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.:=~_".contains(c))
+            {
+                bail!("{top}: packages: `{p}` is not a valid Debian package name");
+            }
+        }
+        for p in &acc.exclude_packages {
+            if acc.packages.contains(p) {
+                bail!("{top}: exclude-packages: `{p}` is also listed in packages");
+            }
+        }
+        for (i, r) in acc.repos.iter().enumerate() {
+            let scheme_ok = ["http://", "https://", "file:/"]
+                .iter()
+                .any(|s| r.uri.starts_with(s));
+            if !scheme_ok {
+                bail!(
+                    "{top}: repos[{i}].uri: `{}` must be an http, https or file URI",
+                    r.uri
+                );
+            }
+            if r.components.is_empty() && !r.suite.ends_with('/') {
+                bail!(
+                    "{top}: repos[{i}].components: empty (only a flat repository, whose suite ends in `/`, has no components)"
+                );
+            }
+        }
+        for (i, f) in acc.add_files.iter().enumerate() {
+            if !f.dest.starts_with('/') || f.dest.split('/').any(|c| c == "..") {
+                bail!(
+                    "{top}: add-files[{i}][1]: `{}` must be an absolute path without `..`",
+                    f.dest
+                );
+            }
+            let d = f.dest.trim_start_matches('/');
+            if d == "var" || d.starts_with("var/") {
+                bail!(
+                    "{top}: add-files[{i}][1]: `{}` is under /var, which an OSTree host never sees from a commit; use a tmpfiles.d entry instead",
+                    f.dest
+                );
+            }
+        }
+        for f in &acc.remove_files {
+            if f.is_empty() || f.split('/').any(|c| c == "..") {
+                bail!("{top}: remove-files: `{f}` must be a path inside the tree without `..`");
+            }
+        }
+        dedup_keep_order(&mut acc.units);
+        for u in &acc.units {
+            if !u.contains('.') || u.contains('/') {
+                bail!("{top}: units: `{u}` is not a systemd unit name (e.g. docker.service)");
+            }
+        }
+        if let Some(t) = &acc.default_target {
+            if !t.ends_with(".target") || t.contains('/') {
+                bail!("{top}: default-target: `{t}` is not a target unit");
+            }
+        }
+        dedup_keep_order(&mut acc.etc_group_members);
+        if let Some(p) = &acc.automatic_version_prefix {
+            if p.trim().is_empty() {
+                bail!("{top}: automatic-version-prefix: empty");
+            }
+        }
+        for (k, v) in &acc.add_commit_metadata {
+            if k.is_empty() {
+                bail!("{top}: add-commit-metadata: empty key");
+            }
+            if crate::compose::metadata::json_to_variant(v).is_none() {
+                bail!(
+                    "{top}: add-commit-metadata.{k}: only strings, booleans, numbers and arrays of strings are supported"
+                );
+            }
+        }
+
+        Ok(Treefile {
+            ostree_ref,
+            suite,
+            packages: acc.packages,
+            exclude_packages: acc.exclude_packages,
+            repos: acc.repos,
+            add_files: acc.add_files,
+            postprocess: acc.postprocess,
+            postprocess_script: acc.postprocess_script,
+            remove_files: acc.remove_files,
+            units: acc.units,
+            default_target: acc.default_target,
+            etc_group_members: acc.etc_group_members,
+            initramfs_args: acc.initramfs_args,
+            automatic_version_prefix: acc.automatic_version_prefix,
+            add_commit_metadata: acc.add_commit_metadata,
+            package_origins: acc.package_origins,
+            sources: loader.sources,
+        })
+    }
+
+    /// Canonical JSON of the flattened treefile (sorted keys, no host paths).
+    pub fn canonical_json(&self) -> String {
+        let v = serde_json::to_value(self).expect("treefile serializes");
+        // serde_json's default map is a BTreeMap, so object keys come out sorted.
+        serde_json::to_string(&v).expect("value serializes")
+    }
+
+    /// Every external file the treefile refers to, in a stable order.
+    pub fn referenced_files(&self) -> Vec<&FileRef> {
+        let mut v: Vec<&FileRef> = self
+            .repos
+            .iter()
+            .map(|r| &r.signed_by)
+            .chain(self.add_files.iter().map(|f| &f.source))
+            .chain(self.postprocess_script.iter())
+            .collect();
+        v.sort_by(|a, b| a.display.cmp(&b.display));
+        v.dedup_by(|a, b| a.display == b.display);
+        v
+    }
+
+    /// Where a package was asked for, if the treefile names it directly.
+    pub fn origin_of(&self, package: &str) -> Option<&str> {
+        self.package_origins.get(package).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+        let p = dir.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    #[test]
+    fn includes_merge_scalars_override_arrays_concatenate() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "base.json",
+            r#"{"ref": "base/ref", "packages": ["systemd", "dracut"], "units": ["ssh.service"], "add-commit-metadata": {"a": "1", "b": "base"}}"#,
+        );
+        write(
+            d.path(),
+            "docker.json",
+            r#"{"packages": ["docker.io"], "units": ["docker.service"], "default-target": "graphical.target"}"#,
+        );
+        let top = write(
+            d.path(),
+            "top.json",
+            r#"{"include": ["base.json", "docker.json"], "ref": "top/ref", "packages": ["systemd", "vim"], "default-target": "multi-user.target", "add-commit-metadata": {"b": "top"}}"#,
+        );
+        let t = Treefile::load(&top).unwrap();
+        assert_eq!(t.ostree_ref, "top/ref");
+        assert_eq!(t.suite, DEFAULT_SUITE);
+        assert_eq!(t.packages, ["systemd", "dracut", "docker.io", "vim"]);
+        assert_eq!(t.units, ["ssh.service", "docker.service"]);
+        assert_eq!(t.default_target.as_deref(), Some("multi-user.target"));
+        assert_eq!(t.add_commit_metadata["a"], "1");
+        assert_eq!(t.add_commit_metadata["b"], "top");
+        assert!(
+            t.origin_of("docker.io")
+                .unwrap()
+                .contains("docker.json: packages[0]")
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "inc.json",
+            r#"{"repos": [{"uri": "http://x", "suite": "s", "components": ["main"], "signed-by": "k.gpg", "colour": 1}]}"#,
+        );
+        write(d.path(), "k.gpg", "key");
+        let top = write(
+            d.path(),
+            "top.json",
+            r#"{"include": "inc.json", "ref": "r", "packages": ["a"]}"#,
+        );
+        let err = format!("{:#}", Treefile::load(&top).unwrap_err());
+        assert!(err.contains("inc.json"), "{err}");
+        assert!(err.contains("repos[0]"), "{err}");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_path() {
+        let d = tempfile::tempdir().unwrap();
+        let top = write(d.path(), "t.json", r#"{"ref": "r", "packages": ["a", 3]}"#);
+        let err = format!("{:#}", Treefile::load(&top).unwrap_err());
+        assert!(err.contains("t.json: packages[1]"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_names_key() {
+        let d = tempfile::tempdir().unwrap();
+        let top = write(
+            d.path(),
+            "t.json",
+            r#"{"ref": "r", "packages": ["a"], "add-files": [["nope.conf", "/etc/nope.conf"]]}"#,
+        );
+        let err = format!("{:#}", Treefile::load(&top).unwrap_err());
+        assert!(err.contains("add-files[0][0]"), "{err}");
+        assert!(err.contains("nope.conf"), "{err}");
+    }
+
+    #[test]
+    fn include_cycle_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.json", r#"{"include": "b.json"}"#);
+        write(d.path(), "b.json", r#"{"include": "a.json"}"#);
+        let top = write(
+            d.path(),
+            "top.json",
+            r#"{"include": "a.json", "ref": "r", "packages": ["x"]}"#,
+        );
+        let err = format!("{:#}", Treefile::load(&top).unwrap_err());
+        assert!(err.contains("include cycle"), "{err}");
+    }
+
+    #[test]
+    fn paths_resolve_relative_to_the_naming_file() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "sub/files/daemon.json", "{}");
+        write(
+            d.path(),
+            "sub/docker.json",
+            r#"{"add-files": [["files/daemon.json", "/etc/docker/daemon.json"]]}"#,
+        );
+        let top = write(
+            d.path(),
+            "top.json",
+            r#"{"include": "sub/docker.json", "ref": "r", "packages": ["x"]}"#,
+        );
+        let t = Treefile::load(&top).unwrap();
+        assert_eq!(t.add_files[0].source.display, "sub/files/daemon.json");
+        assert!(t.add_files[0].source.path.exists());
+        // The flattened form carries no absolute host paths.
+        assert!(!t.canonical_json().contains(d.path().to_str().unwrap()));
+    }
+
+    #[test]
+    fn add_files_into_var_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "f", "x");
+        let top = write(
+            d.path(),
+            "t.json",
+            r#"{"ref": "r", "packages": ["a"], "add-files": [["f", "/var/lib/f"]]}"#,
+        );
+        let err = format!("{:#}", Treefile::load(&top).unwrap_err());
+        assert!(err.contains("/var"), "{err}");
+    }
+
+    #[test]
+    fn comments_are_ignored_and_json_errors_have_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let top = write(
+            d.path(),
+            "t.json",
+            "{\"// note\": \"hello\", \"ref\": \"r\", \"packages\": [\"a\"]}",
+        );
+        Treefile::load(&top).unwrap();
+        let bad = write(
+            d.path(),
+            "bad.json",
+            "{\n\"ref\": \"r\",\n\"packages\": [\"a\",]\n}",
+        );
+        let err = format!("{:#}", Treefile::load(&bad).unwrap_err());
+        assert!(err.contains("bad.json: line 3"), "{err}");
+    }
+
+    #[test]
+    fn canonical_json_is_stable_and_sensitive() {
+        let d = tempfile::tempdir().unwrap();
+        let top = write(
+            d.path(),
+            "t.json",
+            r#"{"ref": "r", "packages": ["a", "b"]}"#,
+        );
+        let a = Treefile::load(&top).unwrap().canonical_json();
+        let b = Treefile::load(&top).unwrap().canonical_json();
+        assert_eq!(a, b);
+        write(
+            d.path(),
+            "t.json",
+            r#"{"ref": "r", "packages": ["a", "c"]}"#,
+        );
+        let c = Treefile::load(&top).unwrap().canonical_json();
+        assert_ne!(a, c);
+    }
+}
