@@ -1,0 +1,280 @@
+//! Treefile customisations applied to the built root, before the OSTree layout conversion:
+//! `add-files`, `remove-files`, postprocess scripts, `units`, `default-target`, and the
+//! generic initramfs.
+//!
+//! Everything that executes code of the tree runs inside it with bubblewrap: a private mount
+//! namespace with its own /proc, /dev and /tmp, no network, its own PID namespace, and killed
+//! with slipway. Nothing mounted can leak onto the host.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::cmd::{CommandRunExt, kill_with_parent};
+use crate::treefile::Treefile;
+
+/// A command that runs `argv` inside `root` with no network.
+pub fn in_root(root: &Path, argv: &[&str]) -> Command {
+    sandbox(root, &[], argv)
+}
+
+/// Like [`in_root`], with extra read-only binds `(host path, path inside)`.
+pub fn sandbox(root: &Path, ro_binds: &[(&Path, &str)], argv: &[&str]) -> Command {
+    let mut c = Command::new("bwrap");
+    c.arg("--bind").arg(root).arg("/").args([
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        "/run",
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--die-with-parent",
+        "--chdir",
+        "/",
+        "--setenv",
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "--setenv",
+        "LC_ALL",
+        "C.UTF-8",
+        "--setenv",
+        "DEBIAN_FRONTEND",
+        "noninteractive",
+    ]);
+    for (src, dst) in ro_binds {
+        c.arg("--ro-bind").arg(src).arg(dst);
+    }
+    c.arg("--").args(argv);
+    c.env_clear();
+    kill_with_parent(&mut c);
+    c
+}
+
+/// Copy `add-files` into the tree (parents created, mode kept).
+pub fn add_files(root: &Path, tf: &Treefile) -> Result<()> {
+    for (i, f) in tf.add_files.iter().enumerate() {
+        let dest = root.join(f.dest.trim_start_matches('/'));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("add-files[{i}]: creating {}", parent.display()))?;
+        }
+        if dest.is_dir() {
+            bail!(
+                "add-files[{i}]: destination {} is a directory in the tree",
+                f.dest
+            );
+        }
+        if dest.is_symlink() {
+            std::fs::remove_file(&dest).ok();
+        }
+        std::fs::copy(&f.source.path, &dest).with_context(|| {
+            format!("add-files[{i}]: copying {} to {}", f.source.display, f.dest)
+        })?;
+    }
+    Ok(())
+}
+
+/// Delete `remove-files` entries (files or whole directories); a missing path is an error, so
+/// a typo does not pass silently.
+pub fn remove_files(root: &Path, tf: &Treefile) -> Result<()> {
+    for f in &tf.remove_files {
+        let p = root.join(f.trim_start_matches('/'));
+        let meta = std::fs::symlink_metadata(&p)
+            .map_err(|_| anyhow!("remove-files: `{f}` does not exist in the tree"))?;
+        if meta.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        }
+        .with_context(|| format!("remove-files: removing {f}"))?;
+    }
+    Ok(())
+}
+
+/// One script to run, with the name errors use.
+struct ScriptRun {
+    name: String,
+    text: String,
+}
+
+/// Run the inline `postprocess` scripts, then `postprocess-script`, each inside the tree
+/// without network. A failure names the script and shows the end of its output.
+pub fn run_scripts(root: &Path, tf: &Treefile, on_line: &mut dyn FnMut(&str)) -> Result<()> {
+    let mut scripts: Vec<ScriptRun> = tf
+        .postprocess
+        .iter()
+        .map(|s| ScriptRun {
+            name: s.origin.clone(),
+            text: s.text.clone(),
+        })
+        .collect();
+    if let Some(f) = &tf.postprocess_script {
+        let text = std::fs::read_to_string(&f.path)
+            .with_context(|| format!("postprocess-script: reading {}", f.display))?;
+        scripts.push(ScriptRun {
+            name: format!("postprocess-script {}", f.display),
+            text,
+        });
+    }
+    if scripts.is_empty() {
+        return Ok(());
+    }
+    // The script lives in a private directory bound into the sandbox's /tmp; nothing is left
+    // in the tree.
+    let dir = tempfile::tempdir().context("creating a directory for postprocess scripts")?;
+    for (i, s) in scripts.iter().enumerate() {
+        let path: PathBuf = dir.path().join(format!("script-{i}"));
+        let text = if s.text.starts_with("#!") {
+            s.text.clone()
+        } else {
+            format!("#!/bin/sh\nset -e\n{}", s.text)
+        };
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        sandbox(
+            root,
+            &[(&path, "/tmp/slipway-postprocess")],
+            &["/tmp/slipway-postprocess"],
+        )
+        .run_streaming(on_line)
+        .map_err(|e| anyhow!("postprocess script failed ({}): {e:#}", s.name))?;
+    }
+    Ok(())
+}
+
+/// Enable `units` and set `default-target` with the tree's own systemctl.
+pub fn systemd_units(root: &Path, tf: &Treefile) -> Result<()> {
+    for u in &tf.units {
+        in_root(root, &["systemctl", "enable", u])
+            .run()
+            .map_err(|e| anyhow!("units: enabling `{u}` failed: {e:#}"))?;
+    }
+    if let Some(t) = &tf.default_target {
+        in_root(root, &["systemctl", "set-default", t])
+            .run()
+            .map_err(|e| anyhow!("default-target: setting `{t}` failed: {e:#}"))?;
+    }
+    Ok(())
+}
+
+/// Does the user's argument list already choose a compression?
+fn chooses_compression(args: &[String]) -> bool {
+    const FLAGS: &[&str] = &[
+        "--gzip",
+        "--bzip2",
+        "--lzma",
+        "--xz",
+        "--lzo",
+        "--lz4",
+        "--zstd",
+        "--compress",
+        "--no-compress",
+    ];
+    args.iter().any(|a| {
+        FLAGS
+            .iter()
+            .any(|f| a == f || a.starts_with(&format!("{f}=")))
+    })
+}
+
+/// dracut arguments for the generic OSTree initramfs.
+pub fn dracut_args(
+    kver: &str,
+    extra: &[String],
+    have_zstd: bool,
+    reproducible: bool,
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "dracut".into(),
+        "--force".into(),
+        "--no-hostonly".into(),
+        "--add".into(),
+        "ostree".into(),
+    ];
+    if reproducible {
+        a.push("--reproducible".into());
+    }
+    if !chooses_compression(extra) && have_zstd {
+        // zstd at a moderate level compresses a generic initramfs about as well as gzip -9
+        // in a few percent of the time (measured: 1.4 s against 34 s).
+        a.push("--compress".into());
+        a.push("zstd -9 -T0".into());
+    }
+    a.extend(extra.iter().cloned());
+    a.push(format!("/usr/lib/modules/{kver}/initramfs.img"));
+    a.push(kver.to_string());
+    a
+}
+
+/// Build `/usr/lib/modules/KVER/initramfs.img` inside the tree.
+pub fn build_initramfs(
+    root: &Path,
+    kver: &str,
+    extra: &[String],
+    on_line: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let have_zstd = root.join("usr/bin/zstd").exists();
+    if !have_zstd && !chooses_compression(extra) {
+        crate::ui::warn(
+            "zstd is not in the tree; dracut falls back to gzip, which is much slower (add zstd to packages)",
+        );
+    }
+    let args = dracut_args(kver, extra, have_zstd, true);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = in_root(root, &argv);
+    if let Ok(t) = std::env::var("SOURCE_DATE_EPOCH") {
+        c.env("SOURCE_DATE_EPOCH", t);
+    }
+    c.run_streaming(on_line)
+        .map_err(|e| anyhow!("building the initramfs with dracut failed: {e:#}"))?;
+    let img = root.join(format!("usr/lib/modules/{kver}/initramfs.img"));
+    if !img.is_file() {
+        bail!("dracut reported success but wrote no {}", img.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dracut_defaults_to_zstd_unless_user_chooses() {
+        let a = dracut_args("6.1.0-1-amd64", &[], true, true);
+        assert!(a.windows(2).any(|w| w == ["--add", "ostree"]));
+        assert!(a.contains(&"zstd -9 -T0".to_string()));
+        assert_eq!(a.last().unwrap(), "6.1.0-1-amd64");
+        let b = dracut_args("k", &["--xz".into()], true, false);
+        assert!(!b.iter().any(|x| x.contains("zstd")));
+        assert!(!b.contains(&"--reproducible".to_string()));
+        let c = dracut_args("k", &[], false, true);
+        assert!(!c.iter().any(|x| x.contains("zstd")));
+    }
+
+    #[test]
+    fn remove_files_reports_missing_paths() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("usr/share/doc/x")).unwrap();
+        std::fs::write(d.path().join("usr/share/doc/x/f"), "x").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tfp = dir.path().join("t.json");
+        std::fs::write(
+            &tfp,
+            r#"{"ref": "r", "packages": ["a"], "remove-files": ["usr/share/doc/x"]}"#,
+        )
+        .unwrap();
+        let tf = Treefile::load(&tfp).unwrap();
+        remove_files(d.path(), &tf).unwrap();
+        assert!(!d.path().join("usr/share/doc/x").exists());
+        let err = remove_files(d.path(), &tf).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}
