@@ -351,15 +351,16 @@ impl AptWorkspace {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let problems: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("E:") || l.starts_with("W:") || l.starts_with("Err:"))
-            .collect();
-        // Name the source each problem line is about.
+        let problems = problem_blocks(&text);
+        // Name the source each problem is about (apt writes file: URIs with one slash).
         for src in sources {
             for uri in &src.uris {
                 let u = uri.trim_end_matches('/');
-                let hits: Vec<&str> = problems.iter().copied().filter(|l| l.contains(u)).collect();
+                let alt = u.strip_prefix("file://").map(|p| format!("file:{p}"));
+                let hits: Vec<&String> = problems
+                    .iter()
+                    .filter(|b| b.contains(u) || alt.as_deref().is_some_and(|a| b.contains(a)))
+                    .collect();
                 if hits.is_empty() {
                     continue;
                 }
@@ -377,10 +378,11 @@ impl AptWorkspace {
                 } else {
                     "cannot be reached".to_string()
                 };
+                let said: Vec<&str> = hits.iter().map(|s| s.as_str()).collect();
                 bail!(
                     "apt repository {uri} ({}) {what}; apt said:\n{}",
                     src.origin,
-                    hits.join("\n")
+                    said.join("\n")
                 );
             }
         }
@@ -443,6 +445,25 @@ impl AptWorkspace {
     }
 }
 
+/// apt's error and warning lines, each with the indented lines that continue it.
+fn problem_blocks(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut open = false;
+    for line in text.lines() {
+        if line.starts_with("E:") || line.starts_with("W:") || line.starts_with("Err:") {
+            out.push(line.to_string());
+            open = true;
+        } else if open && line.starts_with(' ') {
+            let last = out.last_mut().expect("open block");
+            last.push('\n');
+            last.push_str(line);
+        } else {
+            open = false;
+        }
+    }
+    out
+}
+
 fn render_sources_for_digest(p: &Path) -> Result<Vec<u8>> {
     std::fs::read(p).with_context(|| format!("reading {}", p.display()))
 }
@@ -476,7 +497,7 @@ pub fn parse_print_uris(text: &str) -> Result<Vec<ResolvedPackage>> {
             continue;
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 4 {
+        if fields.len() < 3 {
             bail!("unexpected apt output line: {line}");
         }
         let file = fields[1];
@@ -491,7 +512,11 @@ pub fn parse_print_uris(text: &str) -> Result<Vec<ResolvedPackage>> {
             name: parts[0].to_string(),
             version: parts[1].replace("%3a", ":"),
             arch: parts[2].to_string(),
-            hash: fields[3].to_string(),
+            // apt omits the hash for some indexes; the size still identifies a rebuild.
+            hash: fields
+                .get(3)
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| format!("size:{}", fields[2])),
         });
     }
     Ok(out)
@@ -574,13 +599,23 @@ mod tests {
 
     #[test]
     fn print_uris_lines_parse_with_epochs() {
-        let t = "'http://m/pool/main/g/gcc/gcc-12-base_12.2.0-14%2bdeb12u1_amd64.deb' gcc-12-base_12.2.0-14+deb12u1_amd64.deb 37596 MD5Sum:8e7e\n'http://m/pool/x/libx_1%3a2.0-1_all.deb' libx_1%3a2.0-1_all.deb 10 SHA256:abcd\n";
+        let t = "'http://m/pool/main/g/gcc/gcc-12-base_12.2.0-14%2bdeb12u1_amd64.deb' gcc-12-base_12.2.0-14+deb12u1_amd64.deb 37596 MD5Sum:8e7e\n'http://m/pool/x/libx_1%3a2.0-1_all.deb' libx_1%3a2.0-1_all.deb 10 SHA256:abcd\n'http://s/pool/y_1_amd64.deb' y_1_amd64.deb 205796\n";
         let p = parse_print_uris(t).unwrap();
         assert_eq!(p[0].name, "gcc-12-base");
         assert_eq!(p[0].version, "12.2.0-14+deb12u1");
         assert_eq!(p[1].version, "1:2.0-1");
         assert_eq!(p[1].arch, "all");
         assert_eq!(p[1].hash, "SHA256:abcd");
+        assert_eq!(p[2].hash, "size:205796");
+    }
+
+    #[test]
+    fn problem_blocks_keep_continuation_lines() {
+        let t = "Get:1 file:/r ./ InRelease\nErr:1 file:/r ./ InRelease\n  The following signatures couldn't be verified: NO_PUBKEY 6B\nReading package lists...\nE: The repository 'file:/r ./ InRelease' is not signed.\n";
+        let b = problem_blocks(t);
+        assert_eq!(b.len(), 2);
+        assert!(b[0].contains("NO_PUBKEY"));
+        assert!(b[1].starts_with("E: The repository"));
     }
 
     #[test]

@@ -342,6 +342,7 @@ pub fn commit_tree(
             "not committing /{s}: not a regular file, directory or symlink"
         ));
     }
+    crate::failpoint::hit("commit-start")?;
     let (contents, mut stats) = write_contents(
         req.repo_path,
         req.tree,
@@ -440,6 +441,7 @@ pub fn commit_tree(
         repo.sign_commit(&commit, g.key_id, g.homedir, gio::Cancellable::NONE)
             .with_context(|| format!("signing commit {commit} with GPG key {}", g.key_id))?;
     }
+    crate::failpoint::hit("commit-before-ref")?;
     repo.transaction_set_ref(None, req.ostree_ref, Some(&commit));
     let st = txn
         .commit(gio::Cancellable::NONE)

@@ -254,10 +254,15 @@ fn var_entries(
     Ok(out)
 }
 
-/// Convert `root` in place. `kver` is the kernel version found before the initramfs was built.
-pub fn convert(root: &Path, kver: &str, etc_group_members: &[String]) -> Result<LayoutReport> {
+/// Convert `root` in place. `kver` is the kernel version found before the initramfs was built
+/// (`None` for a tree without a kernel, which makes a commit that is not bootable).
+pub fn convert(
+    root: &Path,
+    kver: Option<&str>,
+    etc_group_members: &[String],
+) -> Result<LayoutReport> {
     let mut report = LayoutReport {
-        kernel_version: kver.to_string(),
+        kernel_version: kver.unwrap_or_default().to_string(),
         ..Default::default()
     };
     if root.join("usr/etc").exists() {
@@ -276,7 +281,10 @@ pub fn convert(root: &Path, kver: &str, etc_group_members: &[String]) -> Result<
         }
     }
 
-    move_kernel(root, kver)?;
+    match kver {
+        Some(k) => move_kernel(root, k)?,
+        None => remove_contents(&root.join("boot"))?,
+    }
 
     // dpkg database under /usr.
     let dpkg = root.join("var/lib/dpkg");
@@ -482,7 +490,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
         synthetic_tree(root);
-        let rep = convert(root, "6.1.0-9-amd64", &["docker".into()]).unwrap();
+        let rep = convert(root, Some("6.1.0-9-amd64"), &["docker".into()]).unwrap();
         assert!(root.join("usr/lib/modules/6.1.0-9-amd64/vmlinuz").is_file());
         assert!(root.join("usr/lib/modules/6.1.0-9-amd64/config").is_file());
         assert_eq!(std::fs::read_dir(root.join("boot")).unwrap().count(), 0);
@@ -534,7 +542,7 @@ mod tests {
     fn missing_group_member_group_is_an_error() {
         let d = tempfile::tempdir().unwrap();
         synthetic_tree(d.path());
-        let err = convert(d.path(), "6.1.0-9-amd64", &["wheel".into()]).unwrap_err();
+        let err = convert(d.path(), Some("6.1.0-9-amd64"), &["wheel".into()]).unwrap_err();
         assert!(err.to_string().contains("wheel"), "{err}");
         // Nothing was moved before the check failed.
         assert!(d.path().join("etc/passwd").exists());

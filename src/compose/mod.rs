@@ -275,7 +275,12 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
     phase.finish(&format!("{} packages installed", packages.len()));
 
     let kver = rootfs::kernel_version(&rootfs)?;
-    cj.kernel_version = Some(kver.clone());
+    if kver.is_none() {
+        ui::warn(
+            "the tree has no kernel (add linux-image-amd64 to packages): the commit will not be bootable",
+        );
+    }
+    cj.kernel_version = kver.clone();
     let phase = progress.phase(
         "customize",
         "add-files, remove-files, postprocess, units",
@@ -287,14 +292,14 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
     postprocess::systemd_units(&rootfs, &tf)?;
     phase.finish("done");
 
-    let phase = progress.phase("initramfs", &format!("dracut for {kver}"), None);
-    postprocess::build_initramfs(&rootfs, &kver, &tf.initramfs_args, &mut |l| {
-        phase.message(l)
-    })?;
-    phase.finish("generic initramfs with the ostree module");
+    if let Some(kver) = &kver {
+        let phase = progress.phase("initramfs", &format!("dracut for {kver}"), None);
+        postprocess::build_initramfs(&rootfs, kver, &tf.initramfs_args, &mut |l| phase.message(l))?;
+        phase.finish("generic initramfs with the ostree module");
+    }
 
     let phase = progress.phase("layout", "converting to the OSTree layout", None);
-    let report = layout::convert(&rootfs, &kver, &tf.etc_group_members)?;
+    let report = layout::convert(&rootfs, kver.as_deref(), &tf.etc_group_members)?;
     cj.tmpfiles_entries = report.tmpfiles_entries;
     if let Some(old) = &seed {
         let new = UserDb::load(&rootfs.join("usr/etc"))?;
@@ -421,12 +426,14 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
 }
 
 fn generate_delta(repo: &ostree::Repo, path: &Path, from: &str, to: &str) -> Result<(String, u64)> {
+    // libostree dereferences `params` unconditionally: pass an empty dictionary, never NULL.
+    let params = glib::VariantDict::new(None).end();
     repo.static_delta_generate(
         ostree::StaticDeltaGenerateOpt::Major,
         Some(from),
         to,
         None,
-        None,
+        Some(&params),
         gio::Cancellable::NONE,
     )
     .with_context(|| format!("generating the static delta {from} -> {to}"))?;

@@ -12,50 +12,13 @@ use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::cmd::{CommandRunExt, kill_with_parent};
+use crate::cmd::CommandRunExt;
+use crate::sandbox::Sandbox;
 use crate::treefile::Treefile;
 
 /// A command that runs `argv` inside `root` with no network.
 pub fn in_root(root: &Path, argv: &[&str]) -> Command {
-    sandbox(root, &[], argv)
-}
-
-/// Like [`in_root`], with extra read-only binds `(host path, path inside)`.
-pub fn sandbox(root: &Path, ro_binds: &[(&Path, &str)], argv: &[&str]) -> Command {
-    let mut c = Command::new("bwrap");
-    c.arg("--bind").arg(root).arg("/").args([
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
-        "--tmpfs",
-        "/run",
-        "--unshare-net",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--die-with-parent",
-        "--chdir",
-        "/",
-        "--setenv",
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "--setenv",
-        "LC_ALL",
-        "C.UTF-8",
-        "--setenv",
-        "DEBIAN_FRONTEND",
-        "noninteractive",
-    ]);
-    for (src, dst) in ro_binds {
-        c.arg("--ro-bind").arg(src).arg(dst);
-    }
-    c.arg("--").args(argv);
-    c.env_clear();
-    kill_with_parent(&mut c);
-    c
+    Sandbox::new(root).command(argv)
 }
 
 /// Copy `add-files` into the tree (parents created, mode kept).
@@ -139,13 +102,11 @@ pub fn run_scripts(root: &Path, tf: &Treefile, on_line: &mut dyn FnMut(&str)) ->
         };
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-        sandbox(
-            root,
-            &[(&path, "/tmp/slipway-postprocess")],
-            &["/tmp/slipway-postprocess"],
-        )
-        .run_streaming(on_line)
-        .map_err(|e| anyhow!("postprocess script failed ({}): {e:#}", s.name))?;
+        Sandbox::new(root)
+            .ro_bind(&path, "/tmp/slipway-postprocess")
+            .command(&["/tmp/slipway-postprocess"])
+            .run_streaming(on_line)
+            .map_err(|e| anyhow!("postprocess script failed ({}): {e:#}", s.name))?;
     }
     Ok(())
 }

@@ -129,10 +129,14 @@ pub fn build(plan: &RootfsPlan, on_line: &mut dyn FnMut(&str)) -> Result<()> {
         .context("building the root filesystem with mmdebstrap")
 }
 
-/// The one kernel version installed in `root` (from `/usr/lib/modules` with a kernel image).
-pub fn kernel_version(root: &Path) -> Result<String> {
+/// The one kernel version installed in `root` (from `/usr/lib/modules` with a kernel image);
+/// `None` when the tree has no kernel (a commit that is not bootable).
+pub fn kernel_version(root: &Path) -> Result<Option<String>> {
     let moddir = root.join("usr/lib/modules");
     let mut found = Vec::new();
+    if !moddir.is_dir() {
+        return Ok(None);
+    }
     for e in std::fs::read_dir(&moddir).with_context(|| format!("reading {}", moddir.display()))? {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
@@ -144,10 +148,8 @@ pub fn kernel_version(root: &Path) -> Result<String> {
     }
     found.sort();
     match found.len() {
-        0 => anyhow::bail!(
-            "no kernel in the tree: add a kernel package (linux-image-amd64) to the treefile's packages"
-        ),
-        1 => Ok(found.remove(0)),
+        0 => Ok(None),
+        1 => Ok(Some(found.remove(0))),
         _ => anyhow::bail!(
             "more than one kernel in the tree ({}); an OSTree commit carries exactly one",
             found.join(", ")

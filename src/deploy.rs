@@ -1,0 +1,253 @@
+//! Making a commit a bootable deployment in a sysroot, with libostree: used to build disk
+//! images, by the PXE installer on a target disk, and by the host lifecycle.
+//!
+//! The sequence is Anaconda's `ostreesetup`: initialize the sysroot and the stateroot, pull
+//! the commit into the sysroot's repository, deploy it with kernel arguments (`root=` by
+//! label), mark `/sysroot` read-only, write the OS remote into the deployment's
+//! `/etc/ostree/remotes.d` so the host can upgrade from it later, then regenerate the boot
+//! loader menu from the BLS entries.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use ostree::gio;
+use ostree::glib;
+use ostree::prelude::*;
+
+use crate::bootloader;
+
+/// Where a deployment's files are.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub commit: String,
+    pub osname: String,
+    /// The deployment's root (`<sysroot>/ostree/deploy/OS/deploy/CSUM.N`).
+    pub root: PathBuf,
+    /// The stateroot's `/var` (`<sysroot>/ostree/deploy/OS/var`).
+    pub var: PathBuf,
+    pub kernel_args: Vec<String>,
+    pub version: Option<String>,
+}
+
+/// An OSTree remote for upgrades.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub name: String,
+    pub url: String,
+    pub gpg_verify: bool,
+}
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub struct DeployRequest<'a> {
+    pub sysroot: &'a Path,
+    pub osname: &'a str,
+    /// Repository to pull from (a path or URL).
+    pub source: &'a str,
+    pub ostree_ref: &'a str,
+    pub kernel_args: Vec<String>,
+    pub remote: Option<Remote>,
+    /// Verify GPG signatures while pulling from `source` (an http source with signed commits).
+    pub gpg_verify: bool,
+}
+
+/// Default kernel arguments of a slipway host.
+pub fn default_kernel_args() -> Vec<String> {
+    vec![
+        format!("root=LABEL={}", bootloader::ROOT_LABEL),
+        "rw".into(),
+        "console=tty0".into(),
+        "console=ttyS0,115200n8".into(),
+    ]
+}
+
+/// Validate an OS name (the stateroot and remote name).
+pub fn validate_osname(os: &str) -> Result<()> {
+    if os.is_empty()
+        || !os
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        bail!("`{os}` is not a valid OS name (letters, digits, `-`, `_`, `.`)");
+    }
+    Ok(())
+}
+
+fn source_url(source: &str) -> String {
+    if source.contains("://") {
+        source.to_string()
+    } else {
+        let abs = std::fs::canonicalize(source).unwrap_or_else(|_| PathBuf::from(source));
+        format!("file://{}", abs.display())
+    }
+}
+
+/// Initialize `sysroot` (a directory that will become the root file system), deploy the
+/// commit and write the boot loader configuration.
+pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> Result<Deployed> {
+    validate_osname(req.osname)?;
+    std::fs::create_dir_all(req.sysroot)
+        .with_context(|| format!("creating {}", req.sysroot.display()))?;
+    let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(req.sysroot)));
+    sysroot
+        .ensure_initialized(gio::Cancellable::NONE)
+        .context("initializing the sysroot")?;
+    sysroot
+        .load(gio::Cancellable::NONE)
+        .context("loading the sysroot")?;
+    sysroot
+        .init_osname(req.osname, gio::Cancellable::NONE)
+        .with_context(|| format!("creating stateroot {}", req.osname))?;
+    let repo = sysroot.repo();
+
+    // libostree writes only BLS entries (we generate GRUB's menu), and /sysroot is read-only
+    // on the running host.
+    let config = repo.copy_config();
+    config.set_string("sysroot", "bootloader", "none");
+    config.set_boolean("sysroot", "readonly", true);
+    repo.write_config(&config)
+        .context("writing the sysroot repository config")?;
+
+    let opts = glib::VariantDict::new(None);
+    opts.insert_value("refs", &vec![req.ostree_ref.to_string()].to_variant());
+    opts.insert_value("gpg-verify", &req.gpg_verify.to_variant());
+    opts.insert_value("gpg-verify-summary", &false.to_variant());
+    let url = source_url(req.source);
+    repo.pull_with_options(&url, &opts.end(), None, gio::Cancellable::NONE)
+        .with_context(|| format!("pulling {} from {url}", req.ostree_ref))?;
+    let commit = repo
+        .resolve_rev(req.ostree_ref, false)
+        .with_context(|| format!("resolving {}", req.ostree_ref))?
+        .ok_or_else(|| anyhow!("ref {} missing after pull", req.ostree_ref))?
+        .to_string();
+
+    let refspec = match &req.remote {
+        Some(r) => {
+            // The ref as the remote's, so `upgrade` follows the remote.
+            repo.set_ref_immediate(
+                Some(&r.name),
+                req.ostree_ref,
+                Some(&commit),
+                gio::Cancellable::NONE,
+            )
+            .with_context(|| format!("setting {}:{}", r.name, req.ostree_ref))?;
+            format!("{}:{}", r.name, req.ostree_ref)
+        }
+        None => req.ostree_ref.to_string(),
+    };
+    let origin = sysroot.origin_new_from_refspec(&refspec);
+    let kargs: Vec<&str> = req.kernel_args.iter().map(String::as_str).collect();
+    let dep = sysroot
+        .deploy_tree(
+            Some(req.osname),
+            &commit,
+            Some(&origin),
+            None,
+            &kargs,
+            gio::Cancellable::NONE,
+        )
+        .with_context(|| format!("deploying {commit}"))?;
+    sysroot
+        .simple_write_deployment(
+            Some(req.osname),
+            &dep,
+            None,
+            ostree::SysrootSimpleWriteDeploymentFlags::NONE,
+            gio::Cancellable::NONE,
+        )
+        .context("writing the deployment")?;
+    let root = req.sysroot.join(sysroot.deployment_dirpath(&dep).as_str());
+    let var = req
+        .sysroot
+        .join(format!("ostree/deploy/{}/var", req.osname));
+
+    if let Some(r) = &req.remote {
+        write_remote(&root, r)?;
+    }
+    bootloader::write_grub_cfg(&req.sysroot.join("boot"), Some(settings))?;
+    let version = crate::repo::commit_meta_string(&repo, &commit, "version")?;
+    Ok(Deployed {
+        commit,
+        osname: req.osname.to_string(),
+        root,
+        var,
+        kernel_args: req.kernel_args.clone(),
+        version,
+    })
+}
+
+/// The remote's configuration file inside a deployment's /etc.
+pub fn write_remote(deployment_root: &Path, r: &Remote) -> Result<()> {
+    let dir = deployment_root.join("etc/ostree/remotes.d");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let text = format!(
+        "[remote \"{}\"]\nurl={}\ngpg-verify={}\n",
+        r.name, r.url, r.gpg_verify
+    );
+    let p = dir.join(format!("{}.conf", r.name));
+    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+}
+
+/// Append to a deployment's `/etc/fstab`.
+pub fn add_fstab_lines(deployment_root: &Path, lines: &[String]) -> Result<()> {
+    let p = deployment_root.join("etc/fstab");
+    let mut text = std::fs::read_to_string(&p).unwrap_or_default();
+    text = text
+        .lines()
+        .filter(|l| !l.starts_with("# UNCONFIGURED FSTAB"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn osnames_are_validated() {
+        validate_osname("debian").unwrap();
+        validate_osname("fedora-coreos").unwrap();
+        assert!(validate_osname("a/b").is_err());
+        assert!(validate_osname("").is_err());
+    }
+
+    #[test]
+    fn remote_file_is_written_into_the_deployment() {
+        let d = tempfile::tempdir().unwrap();
+        write_remote(
+            d.path(),
+            &Remote {
+                name: "debian".into(),
+                url: "http://10.0.0.1/repo".into(),
+                gpg_verify: false,
+            },
+        )
+        .unwrap();
+        let t = std::fs::read_to_string(d.path().join("etc/ostree/remotes.d/debian.conf")).unwrap();
+        assert_eq!(
+            t,
+            "[remote \"debian\"]\nurl=http://10.0.0.1/repo\ngpg-verify=false\n"
+        );
+    }
+
+    #[test]
+    fn fstab_drops_the_unconfigured_marker() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/fstab"),
+            "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n",
+        )
+        .unwrap();
+        add_fstab_lines(d.path(), &["LABEL=boot /boot ext4 defaults 0 2".into()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("etc/fstab")).unwrap(),
+            "LABEL=boot /boot ext4 defaults 0 2\n"
+        );
+    }
+}

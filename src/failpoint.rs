@@ -1,0 +1,31 @@
+//! Failpoints for fault-injection tests: `SLIPWAY_FAILPOINTS=name=action[,name=action...]`
+//! where action is `error` (the operation fails there) or `pause` (it announces itself on
+//! stderr and sleeps, so a test can kill the process at exactly that point).
+
+use anyhow::{Result, bail};
+
+/// The environment variable naming active failpoints.
+pub const ENV: &str = "SLIPWAY_FAILPOINTS";
+
+fn action(name: &str) -> Option<String> {
+    let spec = std::env::var(ENV).ok()?;
+    spec.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// Hit failpoint `name`.
+pub fn hit(name: &str) -> Result<()> {
+    match action(name).as_deref() {
+        None => Ok(()),
+        Some("error") => bail!("failpoint {name} triggered"),
+        Some("pause") => {
+            eprintln!("slipway: failpoint {name}: pausing");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        Some(other) => bail!("{ENV}: unknown action `{other}` for {name} (use error or pause)"),
+    }
+}

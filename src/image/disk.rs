@@ -1,0 +1,355 @@
+//! Disk layout and file systems, written straight into an image file: no loop device, no
+//! mount. The partition table comes from `sfdisk`, the ext4 file systems from
+//! `mke2fs -d` at an offset, the EFI system partition from `mkfs.fat --offset` and mtools.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::bootloader::{BOOT_LABEL, ESP_LABEL, ROOT_LABEL};
+use crate::cmd::CommandRunExt;
+
+pub const MIB: u64 = 1024 * 1024;
+pub const SECTOR: u64 = 512;
+
+const BIOS_BOOT_TYPE: &str = "21686148-6449-6E6F-744E-656564454649";
+const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+const LINUX_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+/// XBOOTLDR: the type systemd and the BLS use for an extended boot partition.
+const XBOOTLDR_TYPE: &str = "BC13C2FF-59E6-4262-A352-B275FD6F7172";
+
+/// Which firmware the disk must boot under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    Bios,
+    Uefi,
+    Hybrid,
+}
+
+impl Firmware {
+    pub fn bios(self) -> bool {
+        matches!(self, Firmware::Bios | Firmware::Hybrid)
+    }
+    pub fn uefi(self) -> bool {
+        matches!(self, Firmware::Uefi | Firmware::Hybrid)
+    }
+}
+
+/// One partition, in sectors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub name: &'static str,
+    pub type_guid: &'static str,
+    pub start: u64,
+    pub sectors: u64,
+}
+
+impl Partition {
+    pub fn offset(&self) -> u64 {
+        self.start * SECTOR
+    }
+    pub fn bytes(&self) -> u64 {
+        self.sectors * SECTOR
+    }
+}
+
+/// The partitions of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub disk_bytes: u64,
+    pub bios_boot: Option<Partition>,
+    pub esp: Option<Partition>,
+    pub boot: Partition,
+    pub root: Partition,
+}
+
+/// Sizes chosen for the fixed partitions.
+pub const BIOS_BOOT_MIB: u64 = 1;
+pub const ESP_MIB: u64 = 127;
+pub const BOOT_MIB: u64 = 384;
+/// Room GPT needs at the end of the disk (backup header and table).
+const GPT_TAIL_MIB: u64 = 1;
+
+impl Layout {
+    /// Lay out `disk_bytes` for `firmware`; the root partition takes the rest. `boot_mib`
+    /// grows the boot partition beyond its default when needed.
+    pub fn new(disk_bytes: u64, firmware: Firmware, boot_mib: u64) -> Result<Self> {
+        let mut next = MIB / SECTOR; // 1 MiB alignment
+        let mut take = |mib: u64, name, type_guid| {
+            let p = Partition {
+                name,
+                type_guid,
+                start: next,
+                sectors: mib * MIB / SECTOR,
+            };
+            next += p.sectors;
+            p
+        };
+        let bios_boot = firmware
+            .bios()
+            .then(|| take(BIOS_BOOT_MIB, "BIOS-BOOT", BIOS_BOOT_TYPE));
+        let esp = firmware.uefi().then(|| take(ESP_MIB, ESP_LABEL, ESP_TYPE));
+        let boot = take(boot_mib.max(BOOT_MIB), BOOT_LABEL, XBOOTLDR_TYPE);
+        let end = disk_bytes / SECTOR - GPT_TAIL_MIB * MIB / SECTOR;
+        if end <= next {
+            bail!(
+                "a {} MiB disk has no room for the root partition",
+                disk_bytes / MIB
+            );
+        }
+        let root = Partition {
+            name: ROOT_LABEL,
+            type_guid: LINUX_TYPE,
+            start: next,
+            sectors: (end - next) / (MIB / SECTOR) * (MIB / SECTOR),
+        };
+        Ok(Self {
+            disk_bytes,
+            bios_boot,
+            esp,
+            boot,
+            root,
+        })
+    }
+
+    /// Bytes used before the root partition.
+    pub fn overhead(firmware: Firmware, boot_mib: u64) -> u64 {
+        let mut m = 1 + boot_mib.max(BOOT_MIB) + GPT_TAIL_MIB;
+        if firmware.bios() {
+            m += BIOS_BOOT_MIB;
+        }
+        if firmware.uefi() {
+            m += ESP_MIB;
+        }
+        m * MIB
+    }
+
+    pub fn partitions(&self) -> Vec<&Partition> {
+        self.bios_boot
+            .iter()
+            .chain(self.esp.iter())
+            .chain([&self.boot, &self.root])
+            .collect()
+    }
+
+    /// The `sfdisk` script.
+    pub fn sfdisk_script(&self) -> String {
+        let mut s = String::from("label: gpt\n");
+        for p in self.partitions() {
+            s.push_str(&format!(
+                "start={}, size={}, type={}, name=\"{}\"\n",
+                p.start, p.sectors, p.type_guid, p.name
+            ));
+        }
+        s
+    }
+}
+
+/// Write the partition table.
+pub fn partition(image: &Path, layout: &Layout) -> Result<()> {
+    let mut c = Command::new("sfdisk");
+    c.args(["--quiet", "--no-reread", "--no-tell-kernel"])
+        .arg(image);
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting sfdisk (apt-get install fdisk)")?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(layout.sfdisk_script().as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "sfdisk failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// An ext4 file system populated from `source`, written into the partition.
+pub fn mkfs_ext4(image: &Path, p: &Partition, label: &str, source: &Path) -> Result<()> {
+    Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", label])
+        // Features GRUB 2.06 cannot read stay off whatever the host's mke2fs.conf says.
+        .args(["-O", "^metadata_csum_seed,^orphan_file"])
+        .arg("-E")
+        .arg(format!("offset={}", p.offset()))
+        .arg("-d")
+        .arg(source)
+        .arg(image)
+        .arg(format!("{}k", p.bytes() / 1024))
+        .run()
+        .with_context(|| format!("creating the {label} file system from {}", source.display()))
+}
+
+/// A FAT file system on the EFI system partition with `files` (host path, path inside).
+pub fn mkfs_esp(image: &Path, p: &Partition, files: &[(&Path, &str)]) -> Result<()> {
+    Command::new("mkfs.fat")
+        // One sector per cluster keeps a 127 MiB FAT32 above its minimum cluster count.
+        .args(["-F", "32", "-s", "1", "-n", ESP_LABEL])
+        .arg(format!("--offset={}", p.start))
+        .arg(image)
+        .arg((p.bytes() / 1024).to_string())
+        .run()
+        .context("creating the EFI system partition")?;
+    let target = format!("{}@@{}", image.display(), p.offset());
+    for (src, dest) in files {
+        let dest = dest.trim_start_matches('/');
+        let mut dir = String::new();
+        for comp in dest
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|x| x.1)
+            .unwrap_or(&[])
+        {
+            dir.push('/');
+            dir.push_str(comp);
+            let _ = Command::new("mmd")
+                .args(["-D", "s", "-i", &target, &format!("::{dir}")])
+                .run();
+        }
+        Command::new("mcopy")
+            .args(["-o", "-i", &target])
+            .arg(src)
+            .arg(format!("::/{dest}"))
+            .run()
+            .with_context(|| format!("copying {} to the EFI system partition", dest))?;
+    }
+    Ok(())
+}
+
+/// Bytes a directory tree occupies (allocated blocks, each inode counted once).
+pub fn tree_usage(dir: &Path) -> Result<u64> {
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let e = e?;
+            let m = e.metadata()?;
+            if seen.insert((m.dev(), m.ino())) {
+                total += m.blocks() * 512 + 256; // + an inode's worth
+            }
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Parse `8G`, `8GiB`, `512M`, `1T`, or bytes.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, unit) = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| t.split_at(i))
+        .unwrap_or((t, ""));
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("`{s}` is not a size (e.g. 8G, 512M)"))?;
+    let mult = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1u64,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        u => bail!("`{s}`: unknown size unit `{u}` (use K, M, G or T)"),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hybrid_layout_has_all_partitions_aligned() {
+        let l = Layout::new(8 << 30, Firmware::Hybrid, 0).unwrap();
+        let parts = l.partitions();
+        assert_eq!(parts.len(), 4);
+        for p in &parts {
+            assert_eq!(p.start % 2048, 0, "{p:?}");
+        }
+        assert_eq!(l.bios_boot.as_ref().unwrap().bytes(), MIB);
+        assert_eq!(l.boot.bytes(), BOOT_MIB * MIB);
+        assert!(l.root.offset() + l.root.bytes() <= (8 << 30) - MIB);
+        let s = l.sfdisk_script();
+        assert!(s.contains("type=21686148-6449-6E6F-744E-656564454649"));
+        assert!(s.contains("name=\"root\""));
+        // Partitions do not overlap.
+        for w in parts.windows(2) {
+            assert!(w[0].start + w[0].sectors <= w[1].start);
+        }
+    }
+
+    #[test]
+    fn bios_only_and_uefi_only_layouts() {
+        let b = Layout::new(4 << 30, Firmware::Bios, 0).unwrap();
+        assert!(b.esp.is_none() && b.bios_boot.is_some());
+        let u = Layout::new(4 << 30, Firmware::Uefi, 0).unwrap();
+        assert!(u.esp.is_some() && u.bios_boot.is_none());
+        assert!(Layout::new(400 * MIB, Firmware::Hybrid, 0).is_err());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("8G").unwrap(), 8 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("8X").is_err());
+        assert!(parse_size("big").is_err());
+    }
+
+    #[test]
+    fn filesystems_are_written_at_their_offsets() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("disk.raw");
+        let f = std::fs::File::create(&img).unwrap();
+        f.set_len(1 << 30).unwrap();
+        let l = Layout::new(1 << 30, Firmware::Hybrid, 0).unwrap();
+        partition(&img, &l).unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("grub")).unwrap();
+        std::fs::write(src.join("grub/grub.cfg"), "set timeout=1\n").unwrap();
+        mkfs_ext4(&img, &l.boot, BOOT_LABEL, &src).unwrap();
+        let efi = d.path().join("BOOTX64.EFI");
+        std::fs::write(&efi, "not really an EFI binary").unwrap();
+        mkfs_esp(
+            &img,
+            l.esp.as_ref().unwrap(),
+            &[(&efi, "EFI/BOOT/BOOTX64.EFI")],
+        )
+        .unwrap();
+        // The file system is found at its partition by blkid-style probing of the offset.
+        let out = Command::new("mdir")
+            .args([
+                "-i",
+                &format!("{}@@{}", img.display(), l.esp.as_ref().unwrap().offset()),
+                "::/EFI/BOOT",
+            ])
+            .run_get_string()
+            .unwrap();
+        assert!(out.contains("BOOTX64"), "{out}");
+        // The image is still the size it was, and the table is intact.
+        assert_eq!(std::fs::metadata(&img).unwrap().len(), 1 << 30);
+        let table = Command::new("sfdisk")
+            .arg("--json")
+            .arg(&img)
+            .run_get_string()
+            .unwrap();
+        assert!(table.contains("\"name\": \"boot\""), "{table}");
+    }
+}

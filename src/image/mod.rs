@@ -1,0 +1,419 @@
+//! `slipway image`: a commit becomes a disk image (raw, qcow2) or a Vagrant box, bootable
+//! under BIOS and UEFI.
+//!
+//! Plan (everything checked before any image file exists) -> stage (libostree deployment in
+//! a work directory, kickstart host configuration, Vagrant user, boot loader menu) -> disk
+//! (partition table, file systems populated from the staged trees, GRUB for each firmware, all
+//! written into a temporary file beside OUT without loop devices or mounts) -> convert
+//! (qcow2, box) -> rename to OUT.
+
+pub mod disk;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::bootloader::{self, GrubSettings, Platform};
+use crate::cmd::CommandRunExt;
+use crate::deploy::{self, DeployRequest, Remote};
+use crate::kickstart::{self, Kickstart};
+use crate::lock::{self, Wait};
+use crate::ui::{self, Progress};
+pub use disk::Firmware;
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    Raw,
+    Qcow2,
+    VagrantLibvirt,
+}
+
+/// What `slipway image` is asked to do.
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    pub repo: PathBuf,
+    pub ostree_ref: String,
+    pub format: Format,
+    pub output: PathBuf,
+    pub firmware: Firmware,
+    pub size: Option<u64>,
+    pub kickstart: Option<PathBuf>,
+    pub remote_url: Option<String>,
+    pub force: bool,
+    pub osname: String,
+    pub cachedir: PathBuf,
+    /// Compress qcow2 clusters (default for Vagrant boxes).
+    pub compress: Option<bool>,
+}
+
+/// The summary printed at the end (and with `--json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageSummary {
+    pub output: PathBuf,
+    pub format: Format,
+    pub firmware: Firmware,
+    pub commit: String,
+    pub version: Option<String>,
+    pub osname: String,
+    pub disk_size: u64,
+    pub file_size: u64,
+    pub kernel_args: Vec<String>,
+    pub phases: BTreeMap<String, f64>,
+}
+
+/// Checked inputs.
+struct Plan {
+    commit: String,
+    ks: Option<Kickstart>,
+    settings: GrubSettings,
+    kernel_args: Vec<String>,
+}
+
+fn plan(opts: &ImageOptions) -> Result<Plan> {
+    if opts.output.exists() && !opts.force {
+        bail!(
+            "{} exists; use --force to replace it",
+            opts.output.display()
+        );
+    }
+    if opts.output.is_dir() {
+        bail!("{} is a directory", opts.output.display());
+    }
+    let parent = opts
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("{}: directory does not exist", parent.display());
+    }
+    deploy::validate_osname(&opts.osname)?;
+    let repo = crate::repo::open(&opts.repo)?;
+    let commit = crate::repo::resolve_required(&repo, &opts.ostree_ref)?;
+    let linux = crate::repo::commit_meta_string(&repo, &commit, "ostree.linux")?;
+    if linux.is_none() {
+        bail!(
+            "commit {commit} ({}) has no kernel (no ostree.linux metadata): it cannot boot",
+            opts.ostree_ref
+        );
+    }
+    let ks = match &opts.kickstart {
+        Some(p) => {
+            let ks = kickstart::parse_file(p)?;
+            ks.validate_for_image()?;
+            for w in ks.image_warnings() {
+                ui::warn(w);
+            }
+            Some(ks)
+        }
+        None => None,
+    };
+    let mut settings = GrubSettings::default();
+    let mut kernel_args = deploy::default_kernel_args();
+    if let Some(b) = ks.as_ref().and_then(|k| k.bootloader.as_ref()) {
+        if let Some(t) = b.timeout {
+            settings.timeout = t;
+        }
+        kernel_args.extend(b.append.iter().cloned());
+    }
+    if let Some(u) = &opts.remote_url {
+        if !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("file://")) {
+            bail!("--remote-url `{u}` must be an http, https or file URL");
+        }
+    }
+    Ok(Plan {
+        commit,
+        ks,
+        settings,
+        kernel_args,
+    })
+}
+
+/// Temporary files beside OUT: `.NAME.XXXX.slipway-partial`, locked while written.
+struct Partial {
+    file: tempfile::NamedTempFile,
+    _lock: lock::LockGuard,
+}
+
+fn partial_beside(out: &Path) -> Result<Partial> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .context("output has no file name")?
+        .to_string_lossy();
+    // Leftovers of killed builds: nobody holds their lock.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&format!(".{name}."))
+                && n.ends_with(".slipway-partial")
+                && lock::is_free(&e.path())
+            {
+                ui::info(format!(
+                    "removing the leftover of an interrupted build: {}",
+                    e.path().display()
+                ));
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let file = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".slipway-partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let guard = lock::exclusive(file.path(), "the image being written", Wait::NoWait)?;
+    Ok(Partial { file, _lock: guard })
+}
+
+/// Build the image.
+pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
+    let progress = Progress::new();
+    crate::hosttools::require_root("slipway image")?;
+    let mut tools = vec!["sfdisk", "mke2fs", "grub-mkimage", "bwrap"];
+    if opts.firmware.uefi() {
+        tools.extend(["mkfs.fat", "mcopy", "mmd"]);
+    }
+    if opts.format != Format::Raw {
+        tools.extend(["qemu-img", "tar"]);
+    }
+    crate::hosttools::require_programs(&tools)?;
+    if opts.firmware.bios() {
+        bootloader::grub_lib(Platform::Bios)?;
+    }
+    if opts.firmware.uefi() {
+        bootloader::grub_lib(Platform::Efi)?;
+    }
+    let phase = progress.phase("plan", "checking the inputs", None);
+    let plan = plan(opts)?;
+    phase.finish(&format!("commit {}", &plan.commit[..12]));
+
+    std::fs::create_dir_all(&opts.cachedir)
+        .with_context(|| format!("creating {}", opts.cachedir.display()))?;
+    let work = crate::compose::workdir::create(&opts.cachedir, "image-")?;
+    let sysroot = work.path().join("sysroot");
+
+    let phase = progress.phase("deploy", "pulling and deploying the commit", None);
+    let remote = opts.remote_url.as_ref().map(|u| Remote {
+        name: opts.osname.clone(),
+        url: u.clone(),
+        gpg_verify: false,
+    });
+    let deployed = deploy::deploy_new(
+        &DeployRequest {
+            sysroot: &sysroot,
+            osname: &opts.osname,
+            source: &opts.repo.display().to_string(),
+            ostree_ref: &opts.ostree_ref,
+            kernel_args: plan.kernel_args.clone(),
+            remote,
+            gpg_verify: false,
+        },
+        &plan.settings,
+    )?;
+    if deployed.commit != plan.commit {
+        bail!(
+            "the ref moved while the image was built ({} -> {})",
+            plan.commit,
+            deployed.commit
+        );
+    }
+    deploy::add_fstab_lines(
+        &deployed.root,
+        &[format!(
+            "LABEL={} /boot ext4 defaults 0 2",
+            bootloader::BOOT_LABEL
+        )],
+    )?;
+    phase.finish(&format!(
+        "deployed {}",
+        deployed.version.as_deref().unwrap_or(&deployed.commit)
+    ));
+
+    let phase = progress.phase("configure", "host configuration", None);
+    if let Some(ks) = &plan.ks {
+        crate::hostconfig::apply(ks, &deployed)?;
+        crate::hostconfig::run_post(ks, &deployed)?;
+    }
+    if opts.format == Format::VagrantLibvirt {
+        crate::hostconfig::vagrant_user(&deployed)?;
+        crate::hostconfig::check_sudoers(&deployed)?;
+    }
+    phase.finish("done");
+
+    // The boot file system gets what libostree put in /boot; the root's /boot stays an empty
+    // mount point.
+    let bootfs = work.path().join("bootfs");
+    std::fs::rename(sysroot.join("boot"), &bootfs).context("moving /boot aside")?;
+    std::fs::create_dir(sysroot.join("boot"))?;
+    let mut platforms = Vec::new();
+    if opts.firmware.bios() {
+        platforms.push(Platform::Bios);
+    }
+    if opts.firmware.uefi() {
+        platforms.push(Platform::Efi);
+    }
+    for p in &platforms {
+        bootloader::install_modules(*p, &bootfs)?;
+    }
+
+    // Sizes: everything is known now, before the image file exists.
+    let root_need = disk::tree_usage(&sysroot)?;
+    let boot_need = disk::tree_usage(&bootfs)?;
+    let boot_mib = (boot_need * 3 / disk::MIB + 1).max(disk::BOOT_MIB);
+    let overhead = disk::Layout::overhead(opts.firmware, boot_mib);
+    // ext4 metadata and journal, and room to breathe.
+    let min = overhead + root_need + root_need / 8 + 256 * disk::MIB;
+    let size = match opts.size {
+        Some(s) if s < min => bail!(
+            "--size {} is too small: commit {} needs at least {} (root file system {}, boot {})",
+            crate::compose::human_bytes(s),
+            &plan.commit[..12],
+            crate::compose::human_bytes(min),
+            crate::compose::human_bytes(root_need),
+            crate::compose::human_bytes(boot_need)
+        ),
+        Some(s) => s / disk::MIB * disk::MIB,
+        None => (min.div_ceil(1 << 30) << 30).max(8 << 30),
+    };
+    let layout = disk::Layout::new(size, opts.firmware, boot_mib)?;
+
+    let phase = progress.phase("disk", "partitions, file systems, boot loader", None);
+    let raw_in_work = opts.format != Format::Raw;
+    let out_partial = partial_beside(&opts.output)?;
+    let raw: PathBuf = if raw_in_work {
+        work.path().join("disk.raw")
+    } else {
+        out_partial.file.path().to_path_buf()
+    };
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&raw)
+        .with_context(|| format!("creating {}", raw.display()))?;
+    f.set_len(size).context("sizing the image")?;
+    drop(f);
+    disk::partition(&raw, &layout)?;
+    phase.message("boot file system");
+    disk::mkfs_ext4(&raw, &layout.boot, bootloader::BOOT_LABEL, &bootfs)?;
+    phase.message("root file system");
+    disk::mkfs_ext4(&raw, &layout.root, bootloader::ROOT_LABEL, &sysroot)?;
+    if let Some(bb) = &layout.bios_boot {
+        let core = work.path().join("core.img");
+        bootloader::mkimage(Platform::Bios, &core)?;
+        bootloader::install_bios(&raw, &core, bb.start, bb.sectors)?;
+    }
+    if let Some(esp) = &layout.esp {
+        let efi = work.path().join("BOOTX64.EFI");
+        bootloader::mkimage(Platform::Efi, &efi)?;
+        disk::mkfs_esp(&raw, esp, &[(&efi, "EFI/BOOT/BOOTX64.EFI")])?;
+    }
+    phase.finish(&format!("{} disk", crate::compose::human_bytes(size)));
+
+    let compress = opts
+        .compress
+        .unwrap_or(opts.format == Format::VagrantLibvirt);
+    match opts.format {
+        Format::Raw => {}
+        Format::Qcow2 => {
+            let phase = progress.phase("convert", "qcow2", None);
+            qcow2(&raw, out_partial.file.path(), compress)?;
+            phase.finish("done");
+        }
+        Format::VagrantLibvirt => {
+            let phase = progress.phase("convert", "Vagrant box (libvirt)", None);
+            let boxdir = work.path().join("box");
+            std::fs::create_dir_all(&boxdir)?;
+            qcow2(&raw, &boxdir.join("box.img"), compress)?;
+            std::fs::write(
+                boxdir.join("metadata.json"),
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "provider": "libvirt",
+                    "format": "qcow2",
+                    "virtual_size": size.div_ceil(1 << 30),
+                }))? + "\n",
+            )?;
+            std::fs::write(boxdir.join("Vagrantfile"), BOX_VAGRANTFILE)?;
+            Command::new("tar")
+                .arg("-cf")
+                .arg(out_partial.file.path())
+                .arg("-C")
+                .arg(&boxdir)
+                .args(["metadata.json", "Vagrantfile", "box.img"])
+                .run()
+                .context("writing the box")?;
+            phase.finish("done");
+        }
+    }
+    let Partial { file, _lock } = out_partial;
+    use std::os::unix::fs::PermissionsExt;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .context("setting the image's mode")?;
+    file.persist(&opts.output)
+        .map_err(|e| anyhow!("renaming to {}: {}", opts.output.display(), e.error))?;
+    drop(_lock);
+    drop(work);
+
+    let mut phases = BTreeMap::new();
+    for (n, d) in progress.timings() {
+        *phases.entry(n).or_default() += d.as_secs_f64();
+    }
+    let summary = ImageSummary {
+        output: opts.output.clone(),
+        format: opts.format,
+        firmware: opts.firmware,
+        commit: plan.commit,
+        version: deployed.version,
+        osname: opts.osname.clone(),
+        disk_size: size,
+        file_size: std::fs::metadata(&opts.output)
+            .map(|m| m.len())
+            .unwrap_or(0),
+        kernel_args: plan.kernel_args,
+        phases,
+    };
+    ui::info(format!(
+        "wrote {} ({:?}, {:?} firmware, {} disk, {} file): commit {} version {}",
+        summary.output.display(),
+        summary.format,
+        summary.firmware,
+        crate::compose::human_bytes(summary.disk_size),
+        crate::compose::human_bytes(summary.file_size),
+        summary.commit,
+        summary.version.as_deref().unwrap_or("-")
+    ));
+    Ok(summary)
+}
+
+fn qcow2(raw: &Path, out: &Path, compress: bool) -> Result<()> {
+    let mut c = Command::new("qemu-img");
+    c.args(["convert", "-O", "qcow2"]);
+    if compress {
+        c.arg("-c");
+    }
+    c.arg(raw).arg(out).run().context("converting to qcow2")
+}
+
+/// The Vagrantfile inside a box: libvirt defaults that suit an OSTree host.
+pub const BOX_VAGRANTFILE: &str = r#"# Defaults for boxes built by `slipway image --format vagrant-libvirt`.
+Vagrant.configure("2") do |config|
+  # An OSTree host has no rsync or NFS client for synced folders.
+  config.vm.synced_folder ".", "/vagrant", disabled: true
+  config.vm.provider :libvirt do |libvirt|
+    # kvm where nested virtualisation works; qemu (software emulation) elsewhere.
+    libvirt.driver = ENV.fetch("SLIPWAY_LIBVIRT_DRIVER", "kvm")
+    libvirt.memory = 2048
+    libvirt.cpus = 2
+    libvirt.machine_type = "q35"
+  end
+end
+"#;

@@ -1,0 +1,234 @@
+//! Fixtures shared by the slow suite: the slipway binary, the composed default host (cached
+//! between runs, recomposed only when its inputs change), tiny treefiles, and a local signed
+//! apt repository.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+
+/// The slipway binary under test.
+pub fn slipway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_slipway"))
+}
+
+/// The repository checkout (for treefiles/, kickstart/...).
+pub fn source_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Cache shared by slow tests across runs (`$SLIPWAY_TEST_CACHE`, default
+/// `/var/tmp/slipway-test-cache`).
+pub fn cache_root() -> PathBuf {
+    let p = std::env::var_os("SLIPWAY_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/slipway-test-cache"));
+    std::fs::create_dir_all(&p).expect("creating the test cache");
+    p
+}
+
+/// The apt/work cache directory composes in tests use.
+pub fn apt_cache() -> PathBuf {
+    cache_root().join("slipway-cache")
+}
+
+/// Run a command, panicking with its output if it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout_of(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
+}
+
+/// `ostree --repo=REPO ARGS...` stdout.
+pub fn ostree(repo: &Path, args: &[&str]) -> String {
+    stdout_of(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(args),
+    )
+}
+
+/// The default host composed from `treefiles/atomic-host.json`.
+#[derive(Debug, Clone)]
+pub struct ComposedHost {
+    pub repo: PathBuf,
+    pub reference: String,
+    pub commit: String,
+    pub composejson: serde_json::Value,
+}
+
+pub const HOST_REF: &str = "slipway/bookworm/x86_64/atomic-host";
+
+/// Compose the default treefile into the cached fixture repository (a no-op when nothing
+/// changed since the last run). Serialized across test binaries by a lock file.
+pub fn composed_host() -> ComposedHost {
+    static HOST: OnceLock<ComposedHost> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let root = cache_root();
+        let lock = std::fs::File::create(root.join("host.lock")).unwrap();
+        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let repo = root.join("host-repo");
+        let json = root.join("host-compose.json");
+        let out = run_ok(
+            slipway()
+                .args(["compose", "tree", "--repo"])
+                .arg(&repo)
+                .arg("--cachedir")
+                .arg(apt_cache())
+                .arg("--write-composejson-to")
+                .arg(&json)
+                .arg(source_dir().join("treefiles/atomic-host.json")),
+        );
+        let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let composejson: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        ComposedHost {
+            repo,
+            reference: HOST_REF.to_string(),
+            commit,
+            composejson,
+        }
+    })
+    .clone()
+}
+
+/// Write a small treefile (minbase plus `packages`, no kernel) with extra JSON keys merged in.
+pub fn tiny_treefile(dir: &Path, reference: &str, extra: serde_json::Value) -> PathBuf {
+    let mut v = serde_json::json!({
+        "ref": reference,
+        "packages": ["hello"],
+    });
+    if let serde_json::Value::Object(m) = extra {
+        for (k, val) in m {
+            v[k] = val;
+        }
+    }
+    let p = dir.join("tiny.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    p
+}
+
+/// A flat apt repository on disk holding one package, signed with a throwaway key.
+pub struct LocalAptRepo {
+    pub dir: PathBuf,
+    /// The binary keyring that verifies it.
+    pub key: PathBuf,
+    /// A keyring of another throwaway key (which must not verify it).
+    pub wrong_key: PathBuf,
+    pub package: String,
+    pub file_in_package: String,
+}
+
+fn gpg(home: &Path) -> Command {
+    let mut c = Command::new("gpg");
+    c.arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--yes", "--quiet"]);
+    c
+}
+
+fn new_key(home: &Path, name: &str, export_to: &Path) {
+    std::fs::create_dir_all(home).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    run_ok(gpg(home).args([
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        &format!("{name} <{name}@slipway.invalid>"),
+        "ed25519",
+        "sign",
+        "never",
+    ]));
+    run_ok(gpg(home).arg("--output").arg(export_to).arg("--export"));
+}
+
+/// Build the repository under `dir`.
+pub fn local_apt_repo(dir: &Path) -> LocalAptRepo {
+    let repo = dir.join("apt-repo");
+    let pkgroot = dir.join("pkgroot");
+    let package = "slipway-test-hello".to_string();
+    let file_in_package = "usr/share/slipway-test-hello/hello.txt".to_string();
+    std::fs::create_dir_all(pkgroot.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(pkgroot.join("usr/share/slipway-test-hello")).unwrap();
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(
+        pkgroot.join(&file_in_package),
+        "hello from a third-party repository\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pkgroot.join("DEBIAN/control"),
+        format!(
+            "Package: {package}\nVersion: 1.0\nArchitecture: all\nMaintainer: slipway tests <tests@slipway.invalid>\nDescription: slipway third-party repository test package\n"
+        ),
+    )
+    .unwrap();
+    let deb_name = format!("{package}_1.0_all.deb");
+    run_ok(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zgzip", "--build"])
+            .arg(&pkgroot)
+            .arg(repo.join(&deb_name)),
+    );
+    let deb = std::fs::read(repo.join(&deb_name)).unwrap();
+    let control = std::fs::read_to_string(pkgroot.join("DEBIAN/control")).unwrap();
+    let packages = format!(
+        "{}Filename: ./{deb_name}\nSize: {}\nSHA256: {}\n\n",
+        control,
+        deb.len(),
+        hex::encode(Sha256::digest(&deb))
+    );
+    std::fs::write(repo.join("Packages"), &packages).unwrap();
+    let release = format!(
+        "Origin: slipway-tests\nLabel: slipway-tests\nDate: Thu, 01 Jan 2026 00:00:00 UTC\nSHA256:\n {} {} Packages\n",
+        hex::encode(Sha256::digest(packages.as_bytes())),
+        packages.len()
+    );
+    std::fs::write(repo.join("Release"), &release).unwrap();
+    let key = dir.join("good-key.gpg");
+    let wrong_key = dir.join("wrong-key.gpg");
+    let home = dir.join("gnupg-good");
+    new_key(&home, "slipway-test-good", &key);
+    new_key(&dir.join("gnupg-wrong"), "slipway-test-wrong", &wrong_key);
+    run_ok(
+        gpg(&home)
+            .arg("--output")
+            .arg(repo.join("InRelease"))
+            .arg("--clearsign")
+            .arg(repo.join("Release")),
+    );
+    LocalAptRepo {
+        dir: repo,
+        key,
+        wrong_key,
+        package,
+        file_in_package,
+    }
+}
+
+/// Mount points below `dir` right now.
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let d = dir.display().to_string();
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|m| m.starts_with(&d))
+        .map(String::from)
+        .collect()
+}

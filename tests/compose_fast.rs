@@ -1,0 +1,132 @@
+//! Fast checks of `slipway compose` through the real binary: no network, seconds.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::fixtures::*;
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn compose_err(treefile: &Path, repo: &Path) -> String {
+    let out = slipway()
+        .args(["compose", "tree", "--repo"])
+        .arg(repo)
+        .arg(treefile)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn treefile_errors_name_file_and_key_and_touch_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    write(
+        d.path(),
+        "inc/docker.json",
+        r#"{"packages": ["docker.io"], "units": "docker.service"}"#,
+    );
+    let top = write(
+        d.path(),
+        "host.json",
+        r#"{"include": ["inc/docker.json"], "ref": "x/y", "packages": ["systemd"]}"#,
+    );
+    let err = compose_err(&top, &repo);
+    assert!(err.contains("inc/docker.json: units"), "{err}");
+    assert!(
+        !repo.exists(),
+        "a repository was created for a bad treefile"
+    );
+
+    let top = write(
+        d.path(),
+        "host.json",
+        r#"{"ref": "x/y", "packages": ["systemd"], "postprocess-script": "missing.sh"}"#,
+    );
+    let err = compose_err(&top, &repo);
+    assert!(
+        err.contains("postprocess-script") && err.contains("missing.sh"),
+        "{err}"
+    );
+
+    let top = write(
+        d.path(),
+        "host.json",
+        r#"{"ref": "x/y", "packages": ["systemd"], "paxkages": []}"#,
+    );
+    let err = compose_err(&top, &repo);
+    assert!(err.contains("unknown field `paxkages`"), "{err}");
+}
+
+#[test]
+fn every_compose_flag_is_documented() {
+    let out = stdout_of(slipway().args(["compose", "tree", "--help"]));
+    for flag in [
+        "--repo",
+        "--cachedir",
+        "--force-nocache",
+        "--write-composejson-to",
+        "--gpg-sign",
+        "--gpg-homedir",
+        "--dry-run",
+    ] {
+        assert!(out.contains(flag), "{flag} missing from help:\n{out}");
+    }
+}
+
+#[test]
+fn commit_verb_writes_what_ostree_commit_writes() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    write(&tree, "usr/bin/hello", "#!/bin/sh\necho hello\n");
+    write(&tree, "usr/share/doc/hello/README", "readme");
+    std::os::unix::fs::symlink("../share/doc", tree.join("usr/bin/docs")).unwrap();
+    let repo = d.path().join("repo");
+    let out = stdout_of(
+        slipway()
+            .args(["compose", "commit", "--repo"])
+            .arg(&repo)
+            .args(["--ref", "fast/test", "--add-metadata-string", "version=1.0"])
+            .arg(&tree),
+    );
+    let commit = out.trim();
+    assert_eq!(ostree(&repo, &["rev-parse", "fast/test"]).trim(), commit);
+    run_ok(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["commit", "--branch=fast/cli"])
+            .arg(format!("--tree=dir={}", tree.display())),
+    );
+    assert_eq!(ostree(&repo, &["diff", "fast/test", "fast/cli"]).trim(), "");
+    assert!(ostree(&repo, &["show", "fast/test"]).contains("Version: 1.0"));
+    run_ok(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .arg("fsck"),
+    );
+}
+
+#[test]
+fn not_a_repository_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "notrepo/file", "x");
+    let tree = d.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let out = slipway()
+        .args(["compose", "commit", "--repo"])
+        .arg(d.path().join("notrepo"))
+        .args(["--ref", "a"])
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an OSTree repository"));
+}

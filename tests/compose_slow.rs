@@ -1,0 +1,444 @@
+//! Slow suite for `slipway compose tree`: real composes with mmdebstrap from the registry.
+//! Run with `cargo test --test compose_slow -- --include-ignored --test-threads=1` (root).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fixtures::*;
+
+fn meta(repo: &Path, rev: &str, key: &str) -> String {
+    ostree(repo, &["show", &format!("--print-metadata-key={key}"), rev])
+}
+
+#[test]
+#[ignore = "slow: composes the default host"]
+fn default_host_has_what_an_ostree_container_host_needs() {
+    let host = composed_host();
+    let (repo, r) = (&host.repo, host.reference.as_str());
+    assert_eq!(ostree(repo, &["rev-parse", r]).trim(), host.commit);
+
+    let os_release = ostree(repo, &["cat", r, "/usr/lib/os-release"]);
+    assert!(
+        os_release.contains("VERSION_CODENAME=bookworm"),
+        "{os_release}"
+    );
+
+    let kver = meta(repo, r, "ostree.linux")
+        .trim()
+        .trim_matches('\'')
+        .to_string();
+    assert!(kver.ends_with("-amd64"), "ostree.linux = {kver}");
+    for f in ["vmlinuz", "initramfs.img"] {
+        let ls = ostree(repo, &["ls", r, &format!("/usr/lib/modules/{kver}/{f}")]);
+        assert!(ls.starts_with('-'), "{f}: {ls}");
+    }
+    assert_eq!(meta(repo, r, "ostree.bootable").trim(), "true");
+
+    // The ostree dracut module is inside the initramfs.
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("initramfs.img");
+    let data = Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["cat", r, &format!("/usr/lib/modules/{kver}/initramfs.img")])
+        .output()
+        .unwrap();
+    std::fs::write(&img, &data.stdout).unwrap();
+    let listing = stdout_of(Command::new("lsinitrd").arg(&img));
+    assert!(
+        listing.contains("ostree-prepare-root"),
+        "no ostree-prepare-root in the initramfs"
+    );
+
+    // /var and /boot are empty; /var comes from tmpfiles.
+    for d in ["/var", "/boot"] {
+        let ls = ostree(repo, &["ls", r, d]);
+        assert_eq!(ls.lines().count(), 1, "{d} is not empty:\n{ls}");
+    }
+    let tmpfiles = ostree(repo, &["cat", r, "/usr/lib/tmpfiles.d/slipway-var.conf"]);
+    for needed in [
+        "d /var/lib/docker ",
+        "d /var/lib/containerd ",
+        "d /var/home ",
+        "d /var/roothome ",
+        "L /var/lib/dpkg ",
+    ] {
+        assert!(
+            tmpfiles.contains(needed),
+            "missing `{needed}` in tmpfiles:\n{tmpfiles}"
+        );
+    }
+    for link in [
+        "home -> var/home",
+        "root -> var/roothome",
+        "ostree -> sysroot/ostree",
+    ] {
+        assert!(ostree(repo, &["ls", r, "/"]).contains(link), "{link}");
+    }
+
+    // The dpkg database is readable from the commit.
+    let db = tmp.path().join("dpkg");
+    run_ok(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["checkout", "--subpath=/usr/share/dpkg/database", "-U", r])
+            .arg(&db),
+    );
+    let q = stdout_of(
+        Command::new("dpkg-query")
+            .arg(format!("--admindir={}", db.display()))
+            .args([
+                "-W",
+                "-f",
+                "${Package} ${Status}\n",
+                "docker.io",
+                "containerd",
+                "kubernetes-client",
+                "ostree-boot",
+            ]),
+    );
+    assert_eq!(q.matches("install ok installed").count(), 4, "{q}");
+
+    // Groups and first-boot state.
+    let group = ostree(repo, &["cat", r, "/usr/etc/group"]);
+    assert!(
+        group.lines().any(|l| l.starts_with("docker:")),
+        "no docker group"
+    );
+    assert!(
+        !ostree(repo, &["ls", r, "/usr/etc/ssh"]).contains("ssh_host_"),
+        "host keys baked in"
+    );
+    assert_eq!(ostree(repo, &["cat", r, "/usr/etc/machine-id"]), "");
+
+    // Metadata.
+    for key in [
+        "version",
+        "slipway.inputhash",
+        "slipway.packages",
+        "slipway.treefile",
+        "ostree.linux",
+    ] {
+        let v = meta(repo, r, key);
+        assert!(!v.trim().is_empty(), "metadata {key} missing");
+    }
+    assert!(meta(repo, r, "slipway.packages").contains("'docker.io'"));
+    assert!(meta(repo, r, "slipway.treefile").contains("kubernetes-client"));
+
+    run_ok(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .arg("fsck"),
+    );
+    assert!(repo.join("summary").is_file());
+    let summary = ostree(repo, &["summary", "--view"]);
+    assert!(summary.contains(r), "{summary}");
+
+    // A second compose with the same inputs changes nothing.
+    let json = tmp.path().join("again.json");
+    let out = run_ok(
+        slipway()
+            .args(["compose", "tree", "--repo"])
+            .arg(repo)
+            .arg("--cachedir")
+            .arg(apt_cache())
+            .arg("--write-composejson-to")
+            .arg(&json)
+            .arg(source_dir().join("treefiles/atomic-host.json")),
+    );
+    let cj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(cj["changed"], false);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), host.commit);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No apparent changes"));
+    assert_eq!(ostree(repo, &["rev-parse", r]).trim(), host.commit);
+}
+
+fn compose(repo: &Path, treefile: &Path, extra: &[&str]) -> Output {
+    slipway()
+        .args(["compose", "tree", "--repo"])
+        .arg(repo)
+        .arg("--cachedir")
+        .arg(apt_cache())
+        .args(extra)
+        .arg(treefile)
+        .output()
+        .unwrap()
+}
+
+use std::process::Output;
+
+#[test]
+#[ignore = "slow: composes from a local signed apt repository"]
+fn third_party_repository_with_signed_by() {
+    let tmp = tempfile::tempdir().unwrap();
+    let apt = local_apt_repo(tmp.path());
+    let repo = tmp.path().join("repo");
+    let repos = |key: &Path| {
+        serde_json::json!({
+            "repos": [{"uri": format!("file://{}", apt.dir.display()), "suite": "./", "components": [], "signed-by": key.display().to_string()}],
+            "packages": ["hello", apt.package.clone()],
+        })
+    };
+
+    // With the wrong key: a clear error naming the repository; nothing written.
+    let tf = tiny_treefile(tmp.path(), "test/thirdparty", repos(&apt.wrong_key));
+    let out = compose(&repo, &tf, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&apt.dir.display().to_string()), "{err}");
+    assert!(err.contains("cannot be verified"), "{err}");
+    assert!(!ostree(&repo, &["refs"]).contains("test/thirdparty"));
+
+    // With the right key: the package's files are in the commit.
+    let tf = tiny_treefile(tmp.path(), "test/thirdparty", repos(&apt.key));
+    let out = compose(&repo, &tf, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let content = ostree(
+        &repo,
+        &[
+            "cat",
+            "test/thirdparty",
+            &format!("/{}", apt.file_in_package),
+        ],
+    );
+    assert_eq!(content, "hello from a third-party repository\n");
+    assert!(meta(&repo, "test/thirdparty", "slipway.packages").contains("slipway-test-hello"));
+}
+
+#[test]
+#[ignore = "slow: resolves against the registry"]
+fn missing_package_is_named_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let tf = tiny_treefile(
+        tmp.path(),
+        "test/missing",
+        serde_json::json!({"packages": ["hello", "no-such-package-slipway"]}),
+    );
+    let out = compose(&repo, &tf, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no-such-package-slipway"), "{err}");
+    assert!(err.contains("tiny.json: packages[1]"), "{err}");
+    assert_eq!(ostree(&repo, &["refs"]).trim(), "");
+}
+
+#[test]
+#[ignore = "slow: composes a small tree"]
+fn failing_postprocess_names_the_script_and_keeps_the_ref() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let good = tiny_treefile(tmp.path(), "test/post", serde_json::json!({}));
+    let out = compose(&repo, &good, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = ostree(&repo, &["rev-parse", "test/post"]);
+
+    let bad = tiny_treefile(
+        tmp.path(),
+        "test/post",
+        serde_json::json!({"postprocess": ["echo configuring the widget; echo widget exploded >&2; exit 3"]}),
+    );
+    let out = compose(&repo, &bad, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("postprocess[0]"), "{err}");
+    assert!(err.contains("widget exploded"), "{err}");
+    assert!(err.contains("status 3"), "{err}");
+    assert_eq!(ostree(&repo, &["rev-parse", "test/post"]), before);
+    run_ok(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .arg("fsck"),
+    );
+    // Postprocess scripts have no network.
+    let net = tiny_treefile(
+        tmp.path(),
+        "test/post",
+        serde_json::json!({"postprocess": ["if [ -e /sys/class/net/eth0 ] || ip -o link 2>/dev/null | grep -v ' lo:' | grep -q .; then echo has-network >&2; exit 1; fi; echo ok > /usr/share/slipway-no-network"]}),
+    );
+    let out = compose(&repo, &net, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        ostree(
+            &repo,
+            &["cat", "test/post", "/usr/share/slipway-no-network"]
+        ),
+        "ok\n"
+    );
+}
+
+/// Start a compose, kill it with `signal` when its stderr shows `marker`, return its stderr.
+fn kill_compose_at(
+    repo: &Path,
+    tf: &Path,
+    marker: &str,
+    signal: nix::sys::signal::Signal,
+    failpoints: &str,
+) -> String {
+    let mut child = slipway()
+        .env("SLIPWAY_FAILPOINTS", failpoints)
+        .args(["compose", "tree", "--force-nocache", "--repo"])
+        .arg(repo)
+        .arg("--cachedir")
+        .arg(apt_cache())
+        .arg(tf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let reader = BufReader::new(child.stderr.take().unwrap());
+    let start = Instant::now();
+    for line in reader.lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(marker) {
+            if marker.starts_with("build:") {
+                // Let mmdebstrap get going before the kill.
+                std::thread::sleep(Duration::from_millis(1500));
+            }
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "compose never reached {marker}"
+        );
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "compose finished before it could be killed:\n{seen}"
+    );
+    seen
+}
+
+#[test]
+#[ignore = "slow: kills composes"]
+fn killed_compose_leaves_repo_consistent_and_next_compose_succeeds() {
+    use nix::sys::signal::Signal;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let tf = tiny_treefile(tmp.path(), "test/kill", serde_json::json!({}));
+    let out = compose(&repo, &tf, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = ostree(&repo, &["rev-parse", "test/kill"]);
+
+    // Killed while objects are written, after they are all in but before the ref moves, and
+    // while mmdebstrap runs (SIGKILL and Ctrl-C).
+    for (marker, sig, fp) in [
+        ("commit: writing objects", Signal::SIGKILL, ""),
+        (
+            "failpoint commit-before-ref: pausing",
+            Signal::SIGKILL,
+            "commit-before-ref=pause",
+        ),
+        ("build: installing packages", Signal::SIGKILL, ""),
+        ("build: installing packages", Signal::SIGINT, ""),
+    ] {
+        kill_compose_at(&repo, &tf, marker, sig, fp);
+        // Give orphaned children (killed with their parent) a moment to go.
+        std::thread::sleep(Duration::from_secs(2));
+        run_ok(
+            Command::new("ostree")
+                .arg(format!("--repo={}", repo.display()))
+                .arg("fsck"),
+        );
+        assert_eq!(
+            ostree(&repo, &["rev-parse", "test/kill"]),
+            before,
+            "ref moved after {sig} at {marker}"
+        );
+        assert!(
+            mounts_below(&apt_cache()).is_empty(),
+            "mounts left behind: {:?}",
+            mounts_below(&apt_cache())
+        );
+        let ps = stdout_of(Command::new("ps").args(["-eo", "args"]));
+        assert!(
+            !ps.lines()
+                .any(|l| l.starts_with("mmdebstrap") || l.contains("/mmdebstrap ")),
+            "mmdebstrap still running:\n{ps}"
+        );
+    }
+    let out = compose(&repo, &tf, &["--force-nocache"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(ostree(&repo, &["rev-parse", "test/kill"]), before);
+    run_ok(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .arg("fsck"),
+    );
+}
+
+#[test]
+#[ignore = "slow: two composes at once"]
+fn concurrent_composes_into_one_repo_serialize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let tf = tiny_treefile(tmp.path(), "test/concurrent", serde_json::json!({}));
+    let spawn = || {
+        slipway()
+            .args(["compose", "tree", "--force-nocache", "--repo"])
+            .arg(&repo)
+            .arg("--cachedir")
+            .arg(apt_cache())
+            .arg(&tf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Create the repository first so both race on the lock, not on creation.
+    run_ok(
+        Command::new("ostree")
+            .args(["init", "--mode=archive"])
+            .arg(format!("--repo={}", repo.display())),
+    );
+    let a = spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let b = spawn();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert!(String::from_utf8_lossy(&b.stderr).contains("waiting for another slipway process"));
+    let (ca, cb) = (
+        String::from_utf8_lossy(&a.stdout).trim().to_string(),
+        String::from_utf8_lossy(&b.stdout).trim().to_string(),
+    );
+    assert_ne!(ca, cb);
+    // The second compose built on the first.
+    let log = ostree(&repo, &["log", "test/concurrent"]);
+    assert!(log.find(&cb).unwrap() < log.find(&ca).unwrap(), "{log}");
+    assert_eq!(ostree(&repo, &["rev-parse", "test/concurrent"]).trim(), cb);
+    run_ok(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .arg("fsck"),
+    );
+}
