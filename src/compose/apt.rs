@@ -225,7 +225,12 @@ pub fn treefile_sources(tf: &Treefile) -> Vec<Source> {
         .iter()
         .enumerate()
         .map(|(i, r)| Source {
-            uris: vec![r.uri.clone()],
+            // apt's copy: method puts the .debs of a local repository into the chroot's
+            // archive cache; with file: dpkg in the chroot would look for them at a host path.
+            uris: vec![match r.uri.strip_prefix("file:") {
+                Some(rest) => format!("copy:{rest}"),
+                None => r.uri.clone(),
+            }],
             suites: vec![r.suite.clone()],
             components: r.components.clone(),
             signed_by: Some(
@@ -356,7 +361,7 @@ impl AptWorkspace {
         for src in sources {
             for uri in &src.uris {
                 let u = uri.trim_end_matches('/');
-                let alt = u.strip_prefix("file://").map(|p| format!("file:{p}"));
+                let alt = u.split_once("://").map(|(scheme, p)| format!("{scheme}:{p}"));
                 let hits: Vec<&String> = problems
                     .iter()
                     .filter(|b| b.contains(u) || alt.as_deref().is_some_and(|a| b.contains(a)))

@@ -232,3 +232,99 @@ pub fn mounts_below(dir: &Path) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// The composed host's kernel, extracted once per commit into the test cache.
+pub fn host_kernel() -> PathBuf {
+    let host = composed_host();
+    let kver = ostree(&host.repo, &["show", "--print-metadata-key=ostree.linux", &host.commit])
+        .trim()
+        .trim_matches('\'')
+        .to_string();
+    let dest = cache_root().join(format!("vmlinuz-{}", &host.commit[..12]));
+    if !dest.exists() {
+        let out = run_ok(
+            Command::new("ostree")
+                .arg(format!("--repo={}", host.repo.display()))
+                .args(["cat", &host.commit, &format!("/usr/lib/modules/{kver}/vmlinuz")]),
+        );
+        let tmp = dest.with_extension("tmp");
+        std::fs::write(&tmp, out.stdout).unwrap();
+        std::fs::rename(&tmp, &dest).unwrap();
+    }
+    dest
+}
+
+/// An SSH key pair the image tests put into images through the kickstart.
+pub fn test_ssh_key() -> (PathBuf, String) {
+    let dir = cache_root().join("ssh");
+    let key = dir.join("id_ed25519");
+    if !key.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = dir.join(format!("tmp-{}", std::process::id()));
+        run_ok(Command::new("ssh-keygen").args(["-t", "ed25519", "-N", "", "-q", "-C", "slipway-tests", "-f"]).arg(&tmp));
+        std::fs::rename(tmp.with_extension("pub"), key.with_extension("pub")).unwrap();
+        std::fs::rename(&tmp, &key).unwrap();
+    }
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string();
+    (key, public)
+}
+
+/// The kickstart the image tests use: a user with the test key, a kernel argument, a
+/// hostname, an enabled service and a %post marker.
+pub fn test_kickstart(dir: &Path) -> PathBuf {
+    let (_, public) = test_ssh_key();
+    let ks = format!(
+        "user --name=core --groups=sudo,docker --gecos=\"slipway test user\"\n\
+         sshkey --username=core \"{public}\"\n\
+         sshkey --username=root \"{public}\"\n\
+         bootloader --append=\"slipway.test=1\" --timeout=1\n\
+         network --hostname=slipway-test\n\
+         timezone --utc Europe/Berlin\n\
+         services --enabled=docker,containerd\n\
+         %post --erroronfail\n\
+         echo from-post > /etc/slipway-post-marker\n\
+         %end\n"
+    );
+    let p = dir.join("test.ks");
+    std::fs::write(&p, ks).unwrap();
+    p
+}
+
+/// A disk image of the composed host, built once per commit and format.
+pub fn host_image(format: &str) -> PathBuf {
+    let host = composed_host();
+    let dir = cache_root().join("images");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ext = match format {
+        "raw" => "raw",
+        "qcow2" => "qcow2",
+        _ => "box",
+    };
+    let out = dir.join(format!("host-{}.{ext}", &host.commit[..12]));
+    let lock = std::fs::File::create(dir.join(format!("{ext}.lock"))).unwrap();
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    if !out.exists() {
+        // Old images of earlier commits only take room.
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("host-") && n.ends_with(&format!(".{ext}")) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let ks = test_kickstart(&dir);
+        run_ok(
+            slipway()
+                .args(["image", "--repo"])
+                .arg(&host.repo)
+                .args(["--ref", &host.reference, "--format", format, "-o"])
+                .arg(&out)
+                .arg("--cachedir")
+                .arg(apt_cache())
+                .arg("--kickstart")
+                .arg(&ks),
+        );
+    }
+    out
+}

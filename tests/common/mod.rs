@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod libvirt;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -86,11 +87,8 @@ pub fn test_kernel() -> PathBuf {
             );
             path
         }
-        None => panic!(
-            "no test kernel: set {ENV_KERNEL} to a bootable x86_64 Linux kernel \
-             (bzImage, e.g. /boot/vmlinuz-* from a composed Debian tree); the VM \
-             harness tests boot it directly with QEMU"
-        ),
+        // The kernel of the composed default host (composed first if needed).
+        None => fixtures::host_kernel(),
     }
 }
 
