@@ -189,10 +189,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 host_apt_dir: a.host_apt_dir,
             };
             let cj = crate::compose::compose_tree(&opts)?;
-            if let Some(c) = &cj.commit {
-                if !opts.dry_run {
-                    println!("{c}");
-                }
+            if let Some(c) = &cj.commit
+                && !opts.dry_run
+            {
+                println!("{c}");
             }
             Ok(())
         }

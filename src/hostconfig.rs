@@ -75,10 +75,10 @@ pub fn populate_var(d: &Deployed) -> Result<()> {
 
 /// The prefix length of a netmask given dotted (`255.255.255.0`) or as a number.
 pub fn prefix_len(mask: &str) -> Result<u8> {
-    if let Ok(n) = mask.parse::<u8>() {
-        if n <= 32 {
-            return Ok(n);
-        }
+    if let Ok(n) = mask.parse::<u8>()
+        && n <= 32
+    {
+        return Ok(n);
     }
     let addr: std::net::Ipv4Addr = mask.parse().map_err(|_| anyhow!("bad netmask `{mask}`"))?;
     let bits = u32::from(addr);
@@ -137,6 +137,17 @@ fn home_of(d: &Deployed, user: &str) -> Result<(String, u32, u32)> {
         .find(|u| u.name == user)
         .ok_or_else(|| anyhow!("user `{user}` does not exist in the deployment"))?;
     Ok((u.home, u.uid, u.gid))
+}
+
+/// Append `keys` (one per line) to the user's `~/.ssh/authorized_keys`, owned by the user.
+fn add_authorized_keys(d: &Deployed, user: &str, keys: &str) -> Result<()> {
+    let (home, uid, gid) = home_of(d, user)?;
+    let script = format!(
+        "set -e\ninstall -d -m 700 -o {uid} -g {gid} {h}/.ssh\nprintf '%s\\n' {k} >> {h}/.ssh/authorized_keys\nchown {uid}:{gid} {h}/.ssh/authorized_keys\nchmod 600 {h}/.ssh/authorized_keys\n",
+        h = crate::cmd::shell_quote(&home),
+        k = crate::cmd::shell_quote(keys)
+    );
+    run_in(d, &["sh", "-c", &script]).map(|_| ())
 }
 
 /// Apply everything but `%post`.
@@ -204,14 +215,7 @@ pub fn apply(ks: &Kickstart, d: &Deployed) -> Result<()> {
         }
     }
     for k in &ks.sshkeys {
-        let (home, uid, gid) =
-            home_of(d, &k.username).map_err(|e| anyhow!("{}: sshkey: {e}", k.at))?;
-        let script = format!(
-            "set -e\ninstall -d -m 700 -o {uid} -g {gid} {h}/.ssh\nprintf '%s\\n' {key} >> {h}/.ssh/authorized_keys\nchown {uid}:{gid} {h}/.ssh/authorized_keys\nchmod 600 {h}/.ssh/authorized_keys\n",
-            h = crate::cmd::shell_quote(&home),
-            key = crate::cmd::shell_quote(&k.key)
-        );
-        run_in(d, &["sh", "-c", &script])
+        add_authorized_keys(d, &k.username, &k.key)
             .map_err(|e| anyhow!("{}: sshkey for {}: {e:#}", k.at, k.username))?;
     }
     if let Some(h) = ks.hostname() {
@@ -331,14 +335,8 @@ pub fn vagrant_user(d: &Deployed) -> Result<()> {
         .context("creating the vagrant user")?;
     }
     run_with_stdin(d, &["chpasswd"], "vagrant:vagrant\n")?;
-    let (home, uid, gid) = home_of(d, "vagrant")?;
-    let keys = VAGRANT_INSECURE_KEYS.join("\n");
-    let script = format!(
-        "set -e\ninstall -d -m 700 -o {uid} -g {gid} {h}/.ssh\nprintf '%s\\n' {k} > {h}/.ssh/authorized_keys\nchown {uid}:{gid} {h}/.ssh/authorized_keys\nchmod 600 {h}/.ssh/authorized_keys\n",
-        h = crate::cmd::shell_quote(&home),
-        k = crate::cmd::shell_quote(&keys)
-    );
-    run_in(d, &["sh", "-c", &script]).context("installing Vagrant's insecure key")?;
+    add_authorized_keys(d, "vagrant", &VAGRANT_INSECURE_KEYS.join("\n"))
+        .context("installing Vagrant's insecure key")?;
     let sudoers = d.root.join("etc/sudoers.d/vagrant");
     std::fs::create_dir_all(sudoers.parent().unwrap())?;
     std::fs::write(

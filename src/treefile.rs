@@ -407,16 +407,16 @@ impl Treefile {
                 bail!("{top}: units: `{u}` is not a systemd unit name (e.g. docker.service)");
             }
         }
-        if let Some(t) = &acc.default_target {
-            if !t.ends_with(".target") || t.contains('/') {
-                bail!("{top}: default-target: `{t}` is not a target unit");
-            }
+        if let Some(t) = &acc.default_target
+            && (!t.ends_with(".target") || t.contains('/'))
+        {
+            bail!("{top}: default-target: `{t}` is not a target unit");
         }
         dedup_keep_order(&mut acc.etc_group_members);
-        if let Some(p) = &acc.automatic_version_prefix {
-            if p.trim().is_empty() {
-                bail!("{top}: automatic-version-prefix: empty");
-            }
+        if let Some(p) = &acc.automatic_version_prefix
+            && p.trim().is_empty()
+        {
+            bail!("{top}: automatic-version-prefix: empty");
         }
         for (k, v) in &acc.add_commit_metadata {
             if k.is_empty() {

@@ -115,17 +115,17 @@ impl UserDb {
     pub fn id_changes(&self, old: &UserDb) -> Vec<(&'static str, String, u32, u32)> {
         let mut out = Vec::new();
         for u in &self.users {
-            if let Some(o) = old.user(&u.name) {
-                if o.uid != u.uid {
-                    out.push(("user", u.name.clone(), o.uid, u.uid));
-                }
+            if let Some(o) = old.user(&u.name)
+                && o.uid != u.uid
+            {
+                out.push(("user", u.name.clone(), o.uid, u.uid));
             }
         }
         for g in &self.groups {
-            if let Some(o) = old.group(&g.name) {
-                if o.gid != g.gid {
-                    out.push(("group", g.name.clone(), o.gid, g.gid));
-                }
+            if let Some(o) = old.group(&g.name)
+                && o.gid != g.gid
+            {
+                out.push(("group", g.name.clone(), o.gid, g.gid));
             }
         }
         out

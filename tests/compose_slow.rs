@@ -211,6 +211,52 @@ fn third_party_repository_with_signed_by() {
     );
     assert_eq!(content, "hello from a third-party repository\n");
     assert!(meta(&repo, "test/thirdparty", "slipway.packages").contains("slipway-test-hello"));
+
+    // Signed: the commit and the summary carry signatures that verify with the key.
+    let fpr = gpg_fingerprint(&apt.gnupg_home);
+    let out = compose(
+        &repo,
+        &tf,
+        &[
+            "--force-nocache",
+            "--gpg-sign",
+            &fpr,
+            "--gpg-homedir",
+            apt.gnupg_home.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(repo.join("summary.sig").is_file(), "summary not signed");
+    run_ok(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["remote", "add", "--gpg-import"])
+            .arg(&apt.key)
+            .args(["self", &format!("file://{}", repo.display())]),
+    );
+    let shown = ostree(
+        &repo,
+        &["show", "--gpg-verify-remote=self", "test/thirdparty"],
+    );
+    assert!(shown.contains("Good signature"), "{shown}");
+
+    // A repository that cannot be reached is named.
+    let tf = tiny_treefile(
+        tmp.path(),
+        "test/thirdparty",
+        serde_json::json!({"repos": [{"uri": "file:///nonexistent/slipway-repo", "suite": "./", "components": [], "signed-by": apt.key.display().to_string()}]}),
+    );
+    let out = compose(&repo, &tf, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("/nonexistent/slipway-repo") && err.contains("cannot be reached"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -17,7 +17,10 @@ fn synthetic_repo(dir: &Path) -> PathBuf {
         std::fs::write(p, c).unwrap();
     };
     w("usr/lib/modules/6.1.0-0-amd64/vmlinuz", "not a kernel");
-    w("usr/lib/modules/6.1.0-0-amd64/initramfs.img", "not an initramfs");
+    w(
+        "usr/lib/modules/6.1.0-0-amd64/initramfs.img",
+        "not an initramfs",
+    );
     w("usr/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n");
     w("usr/etc/group", "root:x:0:\n");
     w("usr/etc/fstab", "");
@@ -31,11 +34,26 @@ fn synthetic_repo(dir: &Path) -> PathBuf {
         slipway()
             .args(["compose", "commit", "--repo"])
             .arg(&repo)
-            .args(["--ref", "test/synthetic", "--add-metadata-string", "version=1.0"])
+            .args([
+                "--ref",
+                "test/synthetic",
+                "--add-metadata-string",
+                "version=1.0",
+            ])
             .arg(&tree),
     );
     // `compose commit` adds ostree.linux when the tree has a kernel.
-    assert!(ostree(&repo, &["show", "--print-metadata-key=ostree.linux", "test/synthetic"]).contains("6.1.0-0-amd64"));
+    assert!(
+        ostree(
+            &repo,
+            &[
+                "show",
+                "--print-metadata-key=ostree.linux",
+                "test/synthetic"
+            ]
+        )
+        .contains("6.1.0-0-amd64")
+    );
     repo
 }
 
@@ -84,23 +102,40 @@ fn bad_input_fails_before_any_image_file_exists() {
         .arg(&cache)
         .output()
         .unwrap());
-    assert!(e.contains("no/such/ref") && e.contains("test/synthetic"), "{e}");
+    assert!(
+        e.contains("no/such/ref") && e.contains("test/synthetic"),
+        "{e}"
+    );
     // A repository that is not one.
     let e = err(image(&outdir, &out, &[], &cache));
     assert!(e.contains("not an OSTree repository"), "{e}");
     // A kickstart with an unknown command names the line.
     let ks = d.path().join("bad.ks");
     std::fs::write(&ks, "user --name=core\nfrobnicate --now\n").unwrap();
-    let e = err(image(&repo, &out, &["--kickstart", ks.to_str().unwrap()], &cache));
+    let e = err(image(
+        &repo,
+        &out,
+        &["--kickstart", ks.to_str().unwrap()],
+        &cache,
+    ));
     assert!(e.contains("bad.ks:2") && e.contains("frobnicate"), "{e}");
     // A malformed option.
     std::fs::write(&ks, "bootloader --timeout=soon\n").unwrap();
-    let e = err(image(&repo, &out, &["--kickstart", ks.to_str().unwrap()], &cache));
+    let e = err(image(
+        &repo,
+        &out,
+        &["--kickstart", ks.to_str().unwrap()],
+        &cache,
+    ));
     assert!(e.contains("bad.ks:1"), "{e}");
     // A size too small for the tree (checked after staging, before the image file).
     let e = err(image(&repo, &out, &["--size", "64M"], &cache));
     assert!(e.contains("too small"), "{e}");
-    assert!(files_in(&outdir).is_empty(), "files left behind: {:?}", files_in(&outdir));
+    assert!(
+        files_in(&outdir).is_empty(),
+        "files left behind: {:?}",
+        files_in(&outdir)
+    );
 
     // OUT exists: refused without --force, and left untouched.
     std::fs::write(&out, "precious").unwrap();
@@ -114,7 +149,12 @@ fn image_layout_partitions_and_boot_files() {
     let d = tempfile::tempdir().unwrap();
     let repo = synthetic_repo(d.path());
     let out = d.path().join("host.raw");
-    let o = image(&repo, &out, &["--size", "2G", "--json"], &d.path().join("cache"));
+    let o = image(
+        &repo,
+        &out,
+        &["--size", "2G", "--json"],
+        &d.path().join("cache"),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["firmware"], "hybrid");
@@ -136,22 +176,39 @@ fn image_layout_partitions_and_boot_files() {
 
     // The ESP has the EFI loader.
     let esp_off = parts[1]["start"].as_u64().unwrap() * 512;
-    let dir = stdout_of(Command::new("mdir").args(["-i", &format!("{}@@{esp_off}", out.display()), "::/EFI/BOOT"]));
+    let dir = stdout_of(Command::new("mdir").args([
+        "-i",
+        &format!("{}@@{esp_off}", out.display()),
+        "::/EFI/BOOT",
+    ]));
     assert!(dir.contains("BOOTX64"), "{dir}");
 
     // The boot file system holds grub.cfg generated from the BLS entry.
     let boot = d.path().join("boot.part");
-    run_ok(Command::new("dd").arg(format!("if={}", out.display())).arg(format!("of={}", boot.display())).args([
-        "bs=1M",
-        &format!("skip={}", parts[2]["start"].as_u64().unwrap() / 2048),
-        &format!("count={}", parts[2]["size"].as_u64().unwrap() / 2048),
-        "conv=sparse",
-        "status=none",
-    ]));
-    let cfg = stdout_of(Command::new("debugfs").args(["-R", "cat /grub/grub.cfg"]).arg(&boot));
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", out.display()))
+            .arg(format!("of={}", boot.display()))
+            .args([
+                "bs=1M",
+                &format!("skip={}", parts[2]["start"].as_u64().unwrap() / 2048),
+                &format!("count={}", parts[2]["size"].as_u64().unwrap() / 2048),
+                "conv=sparse",
+                "status=none",
+            ]),
+    );
+    let cfg = stdout_of(
+        Command::new("debugfs")
+            .args(["-R", "cat /grub/grub.cfg"])
+            .arg(&boot),
+    );
     assert!(cfg.contains("root=LABEL=root"), "{cfg}");
     assert!(cfg.contains("ostree=/ostree/boot."), "{cfg}");
     assert!(cfg.contains("linux /ostree/debian-"), "{cfg}");
-    let entries = stdout_of(Command::new("debugfs").args(["-R", "ls /loader/entries"]).arg(&boot));
+    let entries = stdout_of(
+        Command::new("debugfs")
+            .args(["-R", "ls /loader/entries"])
+            .arg(&boot),
+    );
     assert!(entries.contains("ostree-1-debian.conf"), "{entries}");
 }

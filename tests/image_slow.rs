@@ -19,7 +19,11 @@ fn record(name: &str, value: f64, unit: &str, accel: &str) {
     if let Ok(path) = std::env::var("SLIPWAY_BENCH_OUT") {
         let line = serde_json::json!({"name": name, "value": value, "unit": unit, "accel": accel});
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
         writeln!(f, "{line}").unwrap();
     }
 }
@@ -42,8 +46,17 @@ fn boot(name: &str, disk: &Path, firmware: Firmware, user: &str, key: &Path) -> 
             panic!("{name}: no SSH: {e:#}\n{}", vm.diagnostics());
         }
     };
-    eprintln!("{name}: SSH after {:.1}s ({})", took.as_secs_f64(), accel.as_str());
-    record(&format!("boot_to_ssh_{name}"), took.as_secs_f64(), "s", accel.as_str());
+    eprintln!(
+        "{name}: SSH after {:.1}s ({})",
+        took.as_secs_f64(),
+        accel.as_str()
+    );
+    record(
+        &format!("boot_to_ssh_{name}"),
+        took.as_secs_f64(),
+        "s",
+        accel.as_str(),
+    );
     (vm, took)
 }
 
@@ -56,25 +69,59 @@ fn check(vm: &Vm, cmd: &str) -> String {
 
 fn host_checks(vm: &Vm, commit: &str) {
     // The booted deployment is the composed commit; / is an OSTree deployment, /usr read-only.
-    let status = check(vm, "sudo ostree admin status");
+    let status = check(vm, "ostree admin status");
     assert!(status.contains(&format!("* debian {commit}.0")), "{status}");
+    // The upgrade remote given with --remote-url, and the origin following it.
+    assert_eq!(
+        check(vm, "ostree remote show-url debian").trim(),
+        TEST_REMOTE_URL
+    );
+    assert!(
+        status.contains(&format!("origin refspec: debian:{HOST_REF}")),
+        "{status}"
+    );
     check(vm, "test -e /run/ostree-booted");
-    assert!(check(vm, "findmnt -no OPTIONS /usr").split(',').any(|o| o == "ro"));
-    assert!(vm.ssh("touch /usr/slipway-write-test").unwrap().status.code() != Some(0));
+    assert!(
+        check(vm, "findmnt -no OPTIONS /usr")
+            .split(',')
+            .any(|o| o == "ro")
+    );
+    assert!(
+        vm.ssh("touch /usr/slipway-write-test")
+            .unwrap()
+            .status
+            .code()
+            != Some(0)
+    );
     // Containers.
-    assert_eq!(check(vm, "systemctl is-active docker containerd").trim(), "active\nactive");
+    assert_eq!(
+        check(vm, "systemctl is-active docker containerd").trim(),
+        "active\nactive"
+    );
     let info = check(vm, "docker info --format '{{.ServerVersion}} {{.Driver}}'");
     assert!(info.contains("overlay2"), "{info}");
     check(vm, "kubectl version --client");
     check(vm, "test -d /var/lib/docker && test -d /var/lib/containerd");
-    assert_eq!(check(vm, "systemctl --failed --no-legend --plain").trim(), "");
+    assert_eq!(
+        check(vm, "systemctl --failed --no-legend --plain").trim(),
+        ""
+    );
     // The kickstart: user, key, kernel argument, hostname, timezone, %post.
     let id = check(vm, "id");
-    assert!(id.contains("(core)") && id.contains("(docker)") && id.contains("(sudo)"), "{id}");
+    assert!(
+        id.contains("(core)") && id.contains("(docker)") && id.contains("(sudo)"),
+        "{id}"
+    );
     assert!(check(vm, "cat /proc/cmdline").contains("slipway.test=1"));
     assert_eq!(check(vm, "hostname").trim(), "slipway-test");
-    assert_eq!(check(vm, "readlink /etc/localtime").trim(), "/usr/share/zoneinfo/Europe/Berlin");
-    assert_eq!(check(vm, "cat /etc/slipway-post-marker").trim(), "from-post");
+    assert_eq!(
+        check(vm, "readlink /etc/localtime").trim(),
+        "/usr/share/zoneinfo/Europe/Berlin"
+    );
+    assert_eq!(
+        check(vm, "cat /etc/slipway-post-marker").trim(),
+        "from-post"
+    );
     assert!(check(vm, "cat ~/.ssh/authorized_keys").contains("slipway-tests"));
     assert!(check(vm, "findmnt -no SOURCE /boot").starts_with("/dev/"));
 }
@@ -107,47 +154,103 @@ fn vagrant_box_is_accepted_and_boots_with_the_insecure_key() {
     let host = composed_host();
     let boxfile = host_image("vagrant-libvirt");
     let tmp = tempfile::tempdir().unwrap();
-    run_ok(Command::new("tar").arg("-xf").arg(&boxfile).arg("-C").arg(tmp.path()));
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&boxfile)
+            .arg("-C")
+            .arg(tmp.path()),
+    );
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("metadata.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("metadata.json")).unwrap())
+            .unwrap();
     assert_eq!(meta["provider"], "libvirt");
     assert_eq!(meta["format"], "qcow2");
     assert!(meta["virtual_size"].as_u64().unwrap() >= 8);
-    let info = stdout_of(Command::new("qemu-img").args(["info", "--output=json"]).arg(tmp.path().join("box.img")));
+    let info = stdout_of(
+        Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(tmp.path().join("box.img")),
+    );
     assert!(info.contains("\"format\": \"qcow2\""), "{info}");
-    assert!(std::fs::read_to_string(tmp.path().join("Vagrantfile")).unwrap().contains("libvirt"));
+    assert!(
+        std::fs::read_to_string(tmp.path().join("Vagrantfile"))
+            .unwrap()
+            .contains("libvirt")
+    );
 
     // `vagrant up` with the repository's Vagrantfile (the control host only), against a
     // libvirtd of our own in a private network namespace. Vagrant logs in with the insecure
     // key, replaces it, sets the hostname with sudo, and runs the shell provisioner.
     let lv = common::libvirt::PrivateLibvirt::start(tmp.path());
     let box_name = format!("slipway-test-{}", std::process::id());
-    let add = lv.vagrant(tmp.path(), &["box", "add", "--name", &box_name, boxfile.to_str().unwrap()], &[]);
-    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
-    let list = String::from_utf8_lossy(&lv.vagrant(tmp.path(), &["box", "list"], &[]).stdout).into_owned();
-    assert!(list.contains(&box_name) && list.contains("libvirt"), "{list}");
+    let add = lv.vagrant(
+        tmp.path(),
+        &["box", "add", "--name", &box_name, boxfile.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let list =
+        String::from_utf8_lossy(&lv.vagrant(tmp.path(), &["box", "list"], &[]).stdout).into_owned();
+    assert!(
+        list.contains(&box_name) && list.contains("libvirt"),
+        "{list}"
+    );
     let project = tmp.path().join("project");
     std::fs::create_dir_all(&project).unwrap();
-    std::fs::copy(source_dir().join("vagrant/Vagrantfile"), project.join("Vagrantfile")).unwrap();
+    std::fs::copy(
+        source_dir().join("vagrant/Vagrantfile"),
+        project.join("Vagrantfile"),
+    )
+    .unwrap();
     let driver = match vm::accel_for(Some(&host_kernel())) {
         vm::Accel::Kvm => "kvm",
         vm::Accel::Tcg => "qemu",
     };
-    let env = [("SLIPWAY_BOX", box_name.as_str()), ("SLIPWAY_NODES", "0"), ("SLIPWAY_LIBVIRT_DRIVER", driver)];
+    let env = [
+        ("SLIPWAY_BOX", box_name.as_str()),
+        ("SLIPWAY_NODES", "0"),
+        ("SLIPWAY_LIBVIRT_DRIVER", driver),
+    ];
     let start = Instant::now();
     let up = lv.vagrant(&project, &["up", "--provider=libvirt"], &env);
-    let up_log = format!("{}{}", String::from_utf8_lossy(&up.stdout), String::from_utf8_lossy(&up.stderr));
+    let up_log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
     assert!(up.status.success(), "vagrant up failed:\n{up_log}");
     record("vagrant_up", start.elapsed().as_secs_f64(), "s", driver);
     assert!(up_log.contains("Machine booted and ready"), "{up_log}");
-    let ssh = lv.vagrant(&project, &["ssh", "control", "-c", "sudo -n ostree admin status; hostname; id -un"], &env);
+    let ssh = lv.vagrant(
+        &project,
+        &[
+            "ssh",
+            "control",
+            "-c",
+            "sudo -n ostree admin status; hostname; id -un",
+        ],
+        &env,
+    );
     let out = String::from_utf8_lossy(&ssh.stdout);
-    assert!(ssh.status.success(), "{out}{}", String::from_utf8_lossy(&ssh.stderr));
+    assert!(
+        ssh.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&ssh.stderr)
+    );
     assert!(out.contains(&host.commit), "{out}");
     assert!(out.contains("control"), "{out}");
     assert!(out.contains("vagrant"), "{out}");
     let destroy = lv.vagrant(&project, &["destroy", "-f"], &env);
-    assert!(destroy.status.success(), "{}", String::from_utf8_lossy(&destroy.stderr));
+    assert!(
+        destroy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&destroy.stderr)
+    );
 }
 
 #[test]
@@ -176,10 +279,19 @@ fn interrupted_image_build_leaves_no_image_loop_device_or_mount() {
                 child.kill().unwrap();
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(600), "never reached {marker}");
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "never reached {marker}"
+            );
         }
-        assert!(!child.wait().unwrap().success(), "the build finished before the kill at {marker}");
-        assert!(!out.exists(), "a half image at OUT after a kill at {marker}");
+        assert!(
+            !child.wait().unwrap().success(),
+            "the build finished before the kill at {marker}"
+        );
+        assert!(
+            !out.exists(),
+            "a half image at OUT after a kill at {marker}"
+        );
         assert_eq!(stdout_of(Command::new("losetup").arg("-a")), loops_before);
         assert!(mounts_below(&apt_cache()).is_empty());
         assert!(mounts_below(tmp.path()).is_empty());

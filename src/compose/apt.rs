@@ -361,7 +361,9 @@ impl AptWorkspace {
         for src in sources {
             for uri in &src.uris {
                 let u = uri.trim_end_matches('/');
-                let alt = u.split_once("://").map(|(scheme, p)| format!("{scheme}:{p}"));
+                let alt = u
+                    .split_once("://")
+                    .map(|(scheme, p)| format!("{scheme}:{p}"));
                 let hits: Vec<&String> = problems
                     .iter()
                     .filter(|b| b.contains(u) || alt.as_deref().is_some_and(|a| b.contains(a)))

@@ -120,10 +120,10 @@ fn plan(opts: &ImageOptions) -> Result<Plan> {
         }
         kernel_args.extend(b.append.iter().cloned());
     }
-    if let Some(u) = &opts.remote_url {
-        if !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("file://")) {
-            bail!("--remote-url `{u}` must be an http, https or file URL");
-        }
+    if let Some(u) = &opts.remote_url
+        && !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("file://"))
+    {
+        bail!("--remote-url `{u}` must be an http, https or file URL");
     }
     Ok(Plan {
         commit,

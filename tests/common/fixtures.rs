@@ -132,6 +132,19 @@ pub struct LocalAptRepo {
     pub wrong_key: PathBuf,
     pub package: String,
     pub file_in_package: String,
+    /// GnuPG home holding the good key's secret part (also usable to sign commits).
+    pub gnupg_home: PathBuf,
+}
+
+/// The fingerprint of the (only) secret key in a GnuPG home.
+pub fn gpg_fingerprint(home: &Path) -> String {
+    let out = stdout_of(gpg(home).args(["--with-colons", "--list-secret-keys"]));
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix("fpr:")
+                .map(|r| r.trim_matches(':').to_string())
+        })
+        .expect("a secret key")
 }
 
 fn gpg(home: &Path) -> Command {
@@ -219,6 +232,7 @@ pub fn local_apt_repo(dir: &Path) -> LocalAptRepo {
         wrong_key,
         package,
         file_in_package,
+        gnupg_home: home,
     }
 }
 
@@ -236,16 +250,23 @@ pub fn mounts_below(dir: &Path) -> Vec<String> {
 /// The composed host's kernel, extracted once per commit into the test cache.
 pub fn host_kernel() -> PathBuf {
     let host = composed_host();
-    let kver = ostree(&host.repo, &["show", "--print-metadata-key=ostree.linux", &host.commit])
-        .trim()
-        .trim_matches('\'')
-        .to_string();
+    let kver = ostree(
+        &host.repo,
+        &["show", "--print-metadata-key=ostree.linux", &host.commit],
+    )
+    .trim()
+    .trim_matches('\'')
+    .to_string();
     let dest = cache_root().join(format!("vmlinuz-{}", &host.commit[..12]));
     if !dest.exists() {
         let out = run_ok(
             Command::new("ostree")
                 .arg(format!("--repo={}", host.repo.display()))
-                .args(["cat", &host.commit, &format!("/usr/lib/modules/{kver}/vmlinuz")]),
+                .args([
+                    "cat",
+                    &host.commit,
+                    &format!("/usr/lib/modules/{kver}/vmlinuz"),
+                ]),
         );
         let tmp = dest.with_extension("tmp");
         std::fs::write(&tmp, out.stdout).unwrap();
@@ -261,11 +282,18 @@ pub fn test_ssh_key() -> (PathBuf, String) {
     if !key.exists() {
         std::fs::create_dir_all(&dir).unwrap();
         let tmp = dir.join(format!("tmp-{}", std::process::id()));
-        run_ok(Command::new("ssh-keygen").args(["-t", "ed25519", "-N", "", "-q", "-C", "slipway-tests", "-f"]).arg(&tmp));
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-t", "ed25519", "-N", "", "-q", "-C", "slipway-tests", "-f"])
+                .arg(&tmp),
+        );
         std::fs::rename(tmp.with_extension("pub"), key.with_extension("pub")).unwrap();
         std::fs::rename(&tmp, &key).unwrap();
     }
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string();
+    let public = std::fs::read_to_string(key.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
     (key, public)
 }
 
@@ -290,6 +318,9 @@ pub fn test_kickstart(dir: &Path) -> PathBuf {
     p
 }
 
+/// The upgrade remote test images are built with.
+pub const TEST_REMOTE_URL: &str = "http://192.0.2.1/repo";
+
 /// A disk image of the composed host, built once per commit and format.
 pub fn host_image(format: &str) -> PathBuf {
     let host = composed_host();
@@ -300,7 +331,13 @@ pub fn host_image(format: &str) -> PathBuf {
         "qcow2" => "qcow2",
         _ => "box",
     };
-    let out = dir.join(format!("host-{}.{ext}", &host.commit[..12]));
+    // The name changes with the commit and with how the image is made (bump FIXTURE_VERSION
+    // when the arguments below change).
+    const FIXTURE_VERSION: u32 = 2;
+    let out = dir.join(format!(
+        "host-{}-v{FIXTURE_VERSION}.{ext}",
+        &host.commit[..12]
+    ));
     let lock = std::fs::File::create(dir.join(format!("{ext}.lock"))).unwrap();
     let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
@@ -323,7 +360,9 @@ pub fn host_image(format: &str) -> PathBuf {
                 .arg("--cachedir")
                 .arg(apt_cache())
                 .arg("--kickstart")
-                .arg(&ks),
+                .arg(&ks)
+                // TEST-NET-1: never contacted, only recorded as the upgrade remote.
+                .args(["--remote-url", TEST_REMOTE_URL]),
         );
     }
     out

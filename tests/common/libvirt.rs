@@ -38,7 +38,12 @@ impl PrivateLibvirt {
     pub fn start(workdir: &Path) -> Self {
         let sock = Path::new("/run/libvirt/libvirt-sock");
         assert!(
-            !sock.exists() || Command::new("virsh").args(["-c", "qemu:///system", "version"]).output().map(|o| !o.status.success()).unwrap_or(true),
+            !sock.exists()
+                || Command::new("virsh")
+                    .args(["-c", "qemu:///system", "version"])
+                    .output()
+                    .map(|o| !o.status.success())
+                    .unwrap_or(true),
             "a libvirtd is already running on this machine; the Vagrant test starts its own in a network namespace"
         );
         let netns = format!("slwvg-{}", std::process::id());
@@ -49,7 +54,10 @@ impl PrivateLibvirt {
         }
         let start = Instant::now();
         while !virsh(&["version"]).status.success() {
-            assert!(start.elapsed() < Duration::from_secs(30), "libvirtd did not come up");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "libvirtd did not come up"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         std::fs::create_dir_all("/var/lib/libvirt/images").unwrap();
@@ -94,7 +102,10 @@ impl Drop for PrivateLibvirt {
     fn drop(&mut self) {
         // Domains left by a failed test.
         let out = virsh(&["list", "--all", "--name"]);
-        for d in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()) {
+        for d in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
             let _ = virsh(&["destroy", d.trim()]);
             let _ = virsh(&["undefine", d.trim(), "--nvram"]);
         }
@@ -106,7 +117,9 @@ impl Drop for PrivateLibvirt {
         let _ = Command::new("pkill").args(["-x", "libvirtd"]).status();
         let _ = Command::new("pkill").args(["-x", "virtlogd"]).status();
         std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("ip").args(["netns", "delete", &self.netns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.netns])
+            .status();
         let _ = &self.workdir;
     }
 }
