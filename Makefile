@@ -34,8 +34,14 @@ deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS)
 
+# Daemons in these packages (libvirtd, dnsmasq) must not start on the host: the Vagrant test
+# runs its own libvirtd inside a network namespace. policy-rc.d keeps them stopped while the
+# packages install.
 test-deps:
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_DEPS)
+	@if [ -e /usr/sbin/policy-rc.d ]; then had_policy=1; else had_policy=0; \
+		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_DEPS); rc=$$?; \
+	[ $$had_policy = 1 ] || rm -f /usr/sbin/policy-rc.d; exit $$rc
 
 # A Rust toolchain: the machine's if it has one, else rustup's stable.
 rust:

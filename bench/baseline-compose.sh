@@ -62,6 +62,7 @@ rootfs=$(realpath -m "$rootfs")
 repo=$(realpath -m "$repo")
 log=$(realpath -m "${log:-$rootfs.log}")
 [ "$times" = /dev/null ] || times=$(realpath -m "$times")
+mkdir -p "$(dirname "$rootfs")" "$(dirname "$repo")" "$(dirname "$log")"
 : > "$times"
 
 now() { date +%s.%N; }
@@ -85,12 +86,14 @@ start=$(now)
 # empties /var anyway.
 seed="mkdir -p \"\$1/var/cache/apt/archives\" && for f in $debs/*.deb; do ln \"\$f\" \"\$1/var/cache/apt/archives/\" 2>/dev/null || cp \"\$f\" \"\$1/var/cache/apt/archives/\"; done"
 # Every output line gets a timestamp, to split the mmdebstrap phase afterwards.
+failed() { tail -n 30 "$log" >&2; say "$1 failed; log: $log"; exit 1; }
 LC_ALL=C.UTF-8 mmdebstrap --variant=minbase --mode=root --format=directory \
     --skip=download/empty \
     --include="$include" \
     --setup-hook="$seed" \
     "$suite" "$rootfs" "$sources" 2>&1 |
-    while IFS= read -r line; do printf '%s %s\n' "$(now)" "$line"; done > "$log"
+    while IFS= read -r line; do printf '%s %s\n' "$(now)" "$line"; done > "$log" ||
+    failed mmdebstrap
 record rootfs "$start"
 # mmdebstrap's own steps (its "I: ..." lines), for the report.
 awk -v end="$(now)" '
@@ -117,6 +120,12 @@ say "rootfs: $downloaded .debs downloaded (0 expected with a warm cache)"
 kvers=$(ls "$rootfs/usr/lib/modules")
 [ "$(echo "$kvers" | wc -l)" = 1 ] || { say "expected one kernel, found: $kvers"; exit 1; }
 kver=$kvers
+# The throwaway initramfs the kernel's postinst hook built (nothing diverted dracut).
+if [ -f "$rootfs/boot/initrd.img-$kver" ]; then
+    echo "hook_initramfs_bytes $(stat -c %s "$rootfs/boot/initrd.img-$kver")" >> "$times"
+else
+    echo "hook_initramfs_bytes 0" >> "$times"
+fi
 
 # --- initramfs: dracut, default compression --------------------------------------------------
 say "initramfs: dracut for $kver"
@@ -125,8 +134,18 @@ bwrap --bind "$rootfs" / --proc /proc --dev /dev --tmpfs /tmp --tmpfs /run \
     --unshare-pid --unshare-ipc --unshare-uts --unshare-net --die-with-parent --chdir / \
     --setenv PATH /usr/sbin:/usr/bin:/sbin:/bin --setenv LC_ALL C.UTF-8 -- \
     dracut --no-hostonly --add ostree --reproducible --force \
-    "/usr/lib/modules/$kver/initramfs.img" "$kver" >> "$log" 2>&1
+    "/usr/lib/modules/$kver/initramfs.img" "$kver" >> "$log" 2>&1 || failed dracut
 record initramfs "$start"
+img=$rootfs/usr/lib/modules/$kver/initramfs.img
+case $(head -c 4 "$img" | od -An -tx1 | tr -d ' \n') in
+    1f8b*) comp=gzip ;;
+    28b52ffd) comp=zstd ;;
+    fd377a58) comp=xz ;;
+    30373037) comp=cpio-early+? ;;
+    *) comp=unknown ;;
+esac
+echo "initramfs_bytes $(stat -c %s "$img")" >> "$times"
+echo "initramfs_compression $comp" >> "$times"
 
 # --- layout: the OSTree conversion ----------------------------------------------------------
 say "layout: converting to the OSTree layout"
@@ -147,9 +166,10 @@ ln -s ../var/usrlocal usr/local
 mkdir -p usr/lib/tmpfiles.d
 {
     echo "# /var of the baseline compose, recreated at boot."
-    for d in home roothome mnt opt srv usrlocal lib/docker lib/containerd; do
+    for d in home mnt opt srv usrlocal lib/docker lib/containerd; do
         [ -e "var/$d" ] || echo "d /var/$d 0755 root root - -"
     done
+    echo "d /var/roothome 0700 root root - -"
     echo "L /var/lib/dpkg - - - - /usr/share/dpkg/database"
     chroot . find /var -mindepth 1 \
         \( -type d -printf 'd %p %#m %u %g - -\n' \) -o \( -type l -printf 'L %p - - - - %l\n' \)
@@ -180,7 +200,7 @@ say "commit: ostree commit"
 start=$(now)
 ostree init --repo="$repo" --mode=archive
 ostree commit --repo="$repo" --branch=bench/baseline --tree=dir="$rootfs" \
-    --subject="baseline $suite" >> "$log"
+    --subject="baseline $suite" >> "$log" 2>&1 || failed "ostree commit"
 ostree summary --repo="$repo" -u
 record commit "$start"
 

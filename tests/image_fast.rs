@@ -156,6 +156,8 @@ fn image_layout_partitions_and_boot_files() {
         &d.path().join("cache"),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The staged deployment (immutable, as libostree leaves it) was cleaned up.
+    assert_eq!(files_in(&d.path().join("cache/work")), [".lock"]);
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["firmware"], "hybrid");
     assert_eq!(summary["version"], "1.0");

@@ -93,6 +93,15 @@ fn host_checks(vm: &Vm, commit: &str) {
             .code()
             != Some(0)
     );
+    // Boot has finished (SSH can come up before docker under emulation), nothing failed.
+    let state = vm.ssh("systemctl is-system-running --wait").unwrap();
+    let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+    assert_eq!(
+        state,
+        "running",
+        "{}",
+        check(vm, "systemctl --failed --no-legend --plain")
+    );
     // Containers.
     assert_eq!(
         check(vm, "systemctl is-active docker containerd").trim(),
@@ -312,4 +321,11 @@ fn interrupted_image_build_leaves_no_image_loop_device_or_mount() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["host.qcow2"], "leftovers: {left:?}");
+    // Work directories (with their immutable deployment directories) are gone too.
+    let work: Vec<String> = std::fs::read_dir(apt_cache().join("work"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("image-"))
+        .collect();
+    assert!(work.is_empty(), "work directories left: {work:?}");
 }

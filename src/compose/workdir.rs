@@ -13,19 +13,85 @@ use crate::lock::{self, LockGuard, Wait};
 
 /// A locked work directory, removed when dropped.
 pub struct WorkDir {
-    dir: Option<tempfile::TempDir>,
+    dir: PathBuf,
+    keep: bool,
     _lock: LockGuard,
 }
 
 impl WorkDir {
     pub fn path(&self) -> &Path {
-        self.dir.as_ref().expect("present until drop").path()
+        &self.dir
     }
 
     /// Keep the directory (for debugging).
     pub fn keep(mut self) -> PathBuf {
-        self.dir.take().expect("present until drop").keep()
+        self.keep = true;
+        self.dir.clone()
     }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        if let Err(e) = remove_tree(&self.dir) {
+            crate::ui::warn(format!(
+                "could not remove work directory {}: {e:#}",
+                self.dir.display()
+            ));
+        }
+    }
+}
+
+// From linux/fs.h.
+const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+
+/// Clear the immutable attribute libostree puts on deployment directories.
+fn clear_immutable(dir: &Path) {
+    let Ok(f) = std::fs::File::open(dir) else {
+        return;
+    };
+    use std::os::fd::AsRawFd;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: the fd is open for the duration of the calls and `flags` outlives them.
+    unsafe {
+        if libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) == 0
+            && flags & FS_IMMUTABLE_FL != 0
+        {
+            flags &= !FS_IMMUTABLE_FL;
+            libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS, &flags);
+        }
+    }
+}
+
+/// Remove a directory tree that may hold OSTree deployments (whose directories libostree
+/// marks immutable). Refuses when something is mounted below it.
+pub fn remove_tree(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let mounts = mounts_below(dir);
+    if !mounts.is_empty() {
+        anyhow::bail!("{} has mounts below it: {mounts:?}", dir.display());
+    }
+    if std::fs::remove_dir_all(dir).is_ok() {
+        return Ok(());
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        clear_immutable(&d);
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
 }
 
 /// Mount points at or below `dir`, from /proc/self/mountinfo.
@@ -50,10 +116,12 @@ pub fn create(cachedir: &Path, prefix: &str) -> Result<WorkDir> {
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(&base)
-        .with_context(|| format!("creating a work directory in {}", base.display()))?;
-    let guard = lock::exclusive(&dir.path().join(".lock"), "a work directory", Wait::NoWait)?;
+        .with_context(|| format!("creating a work directory in {}", base.display()))?
+        .keep();
+    let guard = lock::exclusive(&dir.join(".lock"), "a work directory", Wait::NoWait)?;
     Ok(WorkDir {
-        dir: Some(dir),
+        dir,
+        keep: false,
         _lock: guard,
     })
 }
@@ -81,7 +149,7 @@ fn clean_stale(base: &Path) {
             continue;
         }
         crate::ui::info(format!("removing stale work directory {}", p.display()));
-        if let Err(err) = std::fs::remove_dir_all(&p) {
+        if let Err(err) = remove_tree(&p) {
             crate::ui::warn(format!("could not remove {}: {err}", p.display()));
         }
     }
@@ -104,5 +172,26 @@ mod tests {
         let p = second.path().to_path_buf();
         drop(second);
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn immutable_directories_are_removed() {
+        let cache = tempfile::tempdir().unwrap();
+        let w = create(cache.path(), "image-").unwrap();
+        let dep = w.path().join("sysroot/ostree/deploy/debian/deploy/abc.0");
+        std::fs::create_dir_all(dep.join("usr")).unwrap();
+        std::fs::write(dep.join("usr/f"), "x").unwrap();
+        let st = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&dep)
+            .status()
+            .unwrap();
+        assert!(st.success(), "chattr is needed for this test (e2fsprogs)");
+        let p = w.path().to_path_buf();
+        drop(w);
+        assert!(
+            !p.exists(),
+            "work directory with an immutable deployment left behind"
+        );
     }
 }

@@ -398,7 +398,8 @@ fn qcow2(raw: &Path, out: &Path, compress: bool) -> Result<()> {
     let convert = |extra: &[&str]| {
         let mut c = Command::new("qemu-img");
         // Parallel, out-of-order writes: the output is a new file.
-        c.args(["convert", "-O", "qcow2", "-m", "8", "-W"]).args(extra);
+        c.args(["convert", "-O", "qcow2", "-m", "8", "-W"])
+            .args(extra);
         c.arg(raw).arg(out).run()
     };
     if !compress {
@@ -409,7 +410,9 @@ fn qcow2(raw: &Path, out: &Path, compress: bool) -> Result<()> {
     // qemu-img lacks zstd.
     convert(&["-c", "-o", "compression_type=zstd"])
         .or_else(|e| {
-            ui::warn(format!("qcow2 with zstd compression failed ({e:#}); using zlib"));
+            ui::warn(format!(
+                "qcow2 with zstd compression failed ({e:#}); using zlib"
+            ));
             convert(&["-c"])
         })
         .context("converting to compressed qcow2")
