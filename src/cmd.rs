@@ -101,7 +101,8 @@ pub fn kill_with_parent(cmd: &mut Command) -> &mut Command {
     }
 }
 
-/// Extension trait: run a [`Command`] and turn failure into an error with context.
+/// Extension trait: run a [`Command`] and turn failure into an error with context. Every
+/// command run this way dies with slipway (see [`kill_with_parent`]).
 pub trait CommandRunExt {
     /// Run; stdout and stderr are captured and shown only when the command fails.
     fn run(&mut self) -> Result<()>;
@@ -160,6 +161,7 @@ impl CommandRunExt for Command {
         if self.get_program() != OsStr::new("") {
             self.stdin(Stdio::null());
         }
+        kill_with_parent(self);
         let out = self
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -186,6 +188,7 @@ impl CommandRunExt for Command {
         self.stdin(Stdio::null())
             .stdout(Stdio::from(writer))
             .stderr(Stdio::from(writer2));
+        kill_with_parent(self);
         let mut child = self.spawn().map_err(|e| spawn_error(self, e))?;
         // Drop our copies of the write ends (held by `self`) so EOF arrives when the child exits.
         self.stdout(Stdio::null()).stderr(Stdio::null());
@@ -213,6 +216,7 @@ impl CommandRunExt for Command {
     }
 
     fn run_inherited(&mut self) -> Result<()> {
+        kill_with_parent(self);
         let status = self
             .stdin(Stdio::null())
             .status()

@@ -269,8 +269,17 @@ fn interrupted_image_build_leaves_no_image_loop_device_or_mount() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("host.qcow2");
     let loops_before = stdout_of(Command::new("losetup").arg("-a"));
-    for marker in ["disk: partitions", "convert: qcow2"] {
+    // Killed while file systems are written, and with the finished qcow2 still in its
+    // temporary file (a failpoint holds the build just before the rename).
+    for (marker, failpoints) in [
+        ("disk: partitions", ""),
+        (
+            "failpoint image-before-rename: pausing",
+            "image-before-rename=pause",
+        ),
+    ] {
         let mut child = slipway()
+            .env("SLIPWAY_FAILPOINTS", failpoints)
             .args(["image", "--repo"])
             .arg(&host.repo)
             .args(["--ref", &host.reference, "--format", "qcow2", "-o"])
@@ -284,7 +293,9 @@ fn interrupted_image_build_leaves_no_image_loop_device_or_mount() {
         for line in BufReader::new(child.stderr.take().unwrap()).lines() {
             let line = line.unwrap();
             if line.contains(marker) {
-                std::thread::sleep(Duration::from_millis(500));
+                if failpoints.is_empty() {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
                 child.kill().unwrap();
                 break;
             }

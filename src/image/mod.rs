@@ -353,6 +353,7 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
             phase.finish("done");
         }
     }
+    crate::failpoint::hit("image-before-rename")?;
     let Partial { file, _lock } = out_partial;
     use std::os::unix::fs::PermissionsExt;
     file.as_file()
