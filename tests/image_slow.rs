@@ -135,25 +135,28 @@ fn host_checks(vm: &Vm, commit: &str) {
     assert!(check(vm, "findmnt -no SOURCE /boot").starts_with("/dev/"));
 }
 
-#[test]
-#[ignore = "slow: boots the image under SeaBIOS"]
-fn hybrid_image_boots_under_seabios() {
+/// Boot the test image of the composed host under `firmware`, as the kickstart's user, and run
+/// the checks every host must pass.
+fn boot_test_image(name: &str, firmware: Firmware) -> Vm {
     let host = composed_host();
     let img = host_image("raw");
     let (key, _) = test_ssh_key();
-    let (vm, _) = boot("image-bios", &img, Firmware::Bios, "core", &key);
+    let (vm, _) = boot(name, &img, firmware, "core", &key);
     host_checks(&vm, &host.commit);
+    vm
+}
+
+#[test]
+#[ignore = "slow: boots the image under SeaBIOS"]
+fn hybrid_image_boots_under_seabios() {
+    let vm = boot_test_image("image-bios", Firmware::Bios);
     assert!(vm.ssh("test -d /sys/firmware/efi").unwrap().status.code() != Some(0));
 }
 
 #[test]
 #[ignore = "slow: boots the image under OVMF"]
 fn hybrid_image_boots_under_ovmf() {
-    let host = composed_host();
-    let img = host_image("raw");
-    let (key, _) = test_ssh_key();
-    let (vm, _) = boot("image-uefi", &img, Firmware::Uefi, "core", &key);
-    host_checks(&vm, &host.commit);
+    let vm = boot_test_image("image-uefi", Firmware::Uefi);
     check(&vm, "test -d /sys/firmware/efi");
 }
 
