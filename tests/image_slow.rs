@@ -265,6 +265,18 @@ fn vagrant_box_is_accepted_and_boots_with_the_insecure_key() {
     );
 }
 
+/// `slipway image` of the composed host as qcow2 into `out`.
+fn qcow2_build(host: &ComposedHost, out: &Path) -> Command {
+    let mut c = slipway();
+    c.args(["image", "--repo"])
+        .arg(&host.repo)
+        .args(["--ref", &host.reference, "--format", "qcow2", "-o"])
+        .arg(out)
+        .arg("--cachedir")
+        .arg(apt_cache());
+    c
+}
+
 #[test]
 #[ignore = "slow: kills an image build"]
 fn interrupted_image_build_leaves_no_image_loop_device_or_mount() {
@@ -281,14 +293,8 @@ fn interrupted_image_build_leaves_no_image_loop_device_or_mount() {
             "image-before-rename=pause",
         ),
     ] {
-        let mut child = slipway()
+        let mut child = qcow2_build(&host, &out)
             .env("SLIPWAY_FAILPOINTS", failpoints)
-            .args(["image", "--repo"])
-            .arg(&host.repo)
-            .args(["--ref", &host.reference, "--format", "qcow2", "-o"])
-            .arg(&out)
-            .arg("--cachedir")
-            .arg(apt_cache())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -320,15 +326,7 @@ fn interrupted_image_build_leaves_no_image_loop_device_or_mount() {
         assert!(mounts_below(tmp.path()).is_empty());
     }
     // The next build cleans up the leftover and succeeds.
-    let o = slipway()
-        .args(["image", "--repo"])
-        .arg(&host.repo)
-        .args(["--ref", &host.reference, "--format", "qcow2", "-o"])
-        .arg(&out)
-        .arg("--cachedir")
-        .arg(apt_cache())
-        .output()
-        .unwrap();
+    let o = qcow2_build(&host, &out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let left: Vec<String> = std::fs::read_dir(tmp.path())
         .unwrap()

@@ -442,7 +442,10 @@ impl AptWorkspace {
             .collect();
         names.sort();
         let mut h = Sha256::new();
-        h.update(render_sources_for_digest(&self.sources_file())?);
+        let sources = self.sources_file();
+        h.update(
+            std::fs::read(&sources).with_context(|| format!("reading {}", sources.display()))?,
+        );
         h.update(std::fs::read(self.preferences_file()).unwrap_or_default());
         for p in names {
             h.update(p.file_name().unwrap().as_encoded_bytes());
@@ -469,10 +472,6 @@ fn problem_blocks(text: &str) -> Vec<String> {
         }
     }
     out
-}
-
-fn render_sources_for_digest(p: &Path) -> Result<Vec<u8>> {
-    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
 }
 
 fn write_if_changed(path: &Path, content: &str) -> Result<()> {
