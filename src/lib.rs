@@ -1,21 +1,15 @@
 //! slipway: immutable Debian container hosts with OSTree.
 //!
-//! One module per capability; `main.rs` only parses the command line and routes here.
-//! See `docs/architecture.md` for how data flows between the modules.
+//! One folder per capability (`compose`, `image`; `pxe`, `install`, `host` and `services`
+//! follow), the pieces they share in named places (`sysroot`: what writes into an OSTree
+//! sysroot; `kickstart`: the kickstart language; `sys`: processes, sandbox, locks, progress,
+//! preflight, confined tree paths), and `cli`, which only parses and routes. `main.rs` is a
+//! few lines. See `docs/architecture.md` for how data flows between the modules.
 
-pub mod bootloader;
 pub mod cli;
-pub mod cmd;
 pub mod compose;
-pub mod deploy;
-pub mod failpoint;
-pub mod hostconfig;
-pub mod hosttools;
 pub mod image;
 pub mod kickstart;
-pub mod lock;
 pub mod repo;
-pub mod sandbox;
-pub mod treefile;
-pub mod ui;
-pub mod userdb;
+pub mod sys;
+pub mod sysroot;

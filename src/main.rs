@@ -4,7 +4,7 @@ use clap::Parser;
 
 fn main() {
     let cli = slipway::cli::Cli::parse();
-    slipway::ui::set_quiet(cli.quiet);
+    slipway::sys::ui::set_quiet(cli.quiet);
     if let Err(e) = slipway::cli::run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

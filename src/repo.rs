@@ -39,7 +39,7 @@ pub fn open_or_create_archive(path: &Path) -> Result<ostree::Repo> {
         let repo = ostree::Repo::new_for_path(path);
         repo.create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
             .with_context(|| format!("creating archive repository {}", path.display()))?;
-        crate::ui::info(format!("created archive repository {}", path.display()));
+        crate::sys::ui::info(format!("created archive repository {}", path.display()));
         return open(path);
     }
     open(path)

@@ -14,8 +14,8 @@ use std::process::Command;
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
 
-use crate::cmd::CommandRunExt;
-use crate::treefile::Treefile;
+use crate::compose::treefile::Treefile;
+use crate::sys::cmd::CommandRunExt;
 
 /// One deb822 source entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,7 +395,7 @@ impl AptWorkspace {
         }
         bail!(
             "apt-get update failed:\n{}",
-            crate::cmd::Tail::from_text(&text, 20)
+            crate::sys::cmd::Tail::from_text(&text, 20)
         )
     }
 
@@ -548,7 +548,7 @@ fn explain_resolve_failure(tf: &Treefile, stdout: &str, stderr: &str) -> anyhow:
     let text = format!("{stdout}\n{stderr}");
     anyhow!(
         "apt could not resolve the package set; apt said:\n{}",
-        crate::cmd::Tail::from_text(&text, 25)
+        crate::sys::cmd::Tail::from_text(&text, 25)
     )
 }
 

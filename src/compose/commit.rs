@@ -338,11 +338,11 @@ pub fn commit_tree(
 ) -> Result<CommitStats> {
     let w = walk(req.tree)?;
     for s in &w.skipped {
-        crate::ui::warn(format!(
+        crate::sys::ui::warn(format!(
             "not committing /{s}: not a regular file, directory or symlink"
         ));
     }
-    crate::failpoint::hit("commit-start")?;
+    crate::sys::failpoint::hit("commit-start")?;
     let (contents, mut stats) = write_contents(
         req.repo_path,
         req.tree,
@@ -441,7 +441,7 @@ pub fn commit_tree(
         repo.sign_commit(&commit, g.key_id, g.homedir, gio::Cancellable::NONE)
             .with_context(|| format!("signing commit {commit} with GPG key {}", g.key_id))?;
     }
-    crate::failpoint::hit("commit-before-ref")?;
+    crate::sys::failpoint::hit("commit-before-ref")?;
     repo.transaction_set_ref(None, req.ostree_ref, Some(&commit));
     let st = txn
         .commit(gio::Cancellable::NONE)
@@ -456,7 +456,7 @@ pub fn commit_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::CommandRunExt;
+    use crate::sys::cmd::CommandRunExt;
     use std::process::Command;
 
     fn tree(root: &Path) {

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::compose::apt::ResolvedPackage;
-use crate::treefile::Treefile;
+use crate::compose::treefile::Treefile;
 
 /// Bump when the layout conversion changes what a given input produces.
 const FORMAT: &str = "slipway-inputhash-1";

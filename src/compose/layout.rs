@@ -20,7 +20,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::userdb::UserDb;
+use crate::sysroot::userdb::UserDb;
 
 /// Where the dpkg database lives in a commit.
 pub const DPKG_DATABASE: &str = "usr/share/dpkg/database";

@@ -13,7 +13,7 @@ pub mod layout;
 pub mod metadata;
 pub mod postprocess;
 pub mod rootfs;
-pub mod workdir;
+pub mod treefile;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,10 +24,10 @@ use ostree::gio;
 use ostree::glib;
 use ostree::glib::prelude::*;
 
-use crate::lock::{self, Wait};
-use crate::treefile::Treefile;
-use crate::ui::{self, Progress};
-use crate::userdb::UserDb;
+use crate::compose::treefile::Treefile;
+use crate::sys::lock::{self, Wait};
+use crate::sys::ui::{self, Progress};
+use crate::sysroot::userdb::UserDb;
 
 /// Everything `compose tree` is asked to do.
 #[derive(Debug, Clone)]
@@ -137,8 +137,14 @@ fn seed_userdb(repo: &ostree::Repo, commit: &str, dest: &Path) -> Result<Option<
 pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
     let progress = Progress::new();
     let tf = Treefile::load(&opts.treefile)?;
-    crate::hosttools::require_root("slipway compose tree")?;
-    crate::hosttools::require_programs(&["mmdebstrap", "apt-get", "bwrap", "unshare", "dpkg"])?;
+    crate::sys::preflight::require_root("slipway compose tree")?;
+    crate::sys::preflight::require_programs(&[
+        "mmdebstrap",
+        "apt-get",
+        "bwrap",
+        "unshare",
+        "dpkg",
+    ])?;
     if let (Some(_), None) = (&opts.gpg_sign, &opts.gpg_homedir) {
         ui::info("--gpg-sign without --gpg-homedir: using the default GnuPG home");
     }
@@ -252,7 +258,7 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
     drop(_apt_lock);
 
     // Build.
-    let work = workdir::create(&opts.cachedir, "compose-")?;
+    let work = crate::sys::workdir::create(&opts.cachedir, "compose-")?;
     let seed = match &previous {
         Some(c) => seed_userdb(&repo, c, &work.path().join("userdb"))?,
         None => None,

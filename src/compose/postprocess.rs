@@ -12,9 +12,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::cmd::CommandRunExt;
-use crate::sandbox::Sandbox;
-use crate::treefile::Treefile;
+use crate::compose::treefile::Treefile;
+use crate::sys::cmd::CommandRunExt;
+use crate::sys::sandbox::Sandbox;
 
 /// A command that runs `argv` inside `root` with no network.
 pub fn in_root(root: &Path, argv: &[&str]) -> Command {
@@ -184,7 +184,7 @@ pub fn build_initramfs(
 ) -> Result<()> {
     let have_zstd = root.join("usr/bin/zstd").exists();
     if !have_zstd && !chooses_compression(extra) {
-        crate::ui::warn(
+        crate::sys::ui::warn(
             "zstd is not in the tree; dracut falls back to gzip, which is much slower (add zstd to packages)",
         );
     }

@@ -13,8 +13,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::cmd::{CommandRunExt, kill_with_parent, shell_quote};
 use crate::compose::apt::ResolvedPackage;
+use crate::sys::cmd::{CommandRunExt, kill_with_parent, shell_quote};
 
 /// Where dracut hides while packages install.
 const DRACUT_DIVERSION: &str = "/usr/bin/dracut.slipway-diverted";

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::bootloader::{BOOT_LABEL, ESP_LABEL, ROOT_LABEL};
-use crate::cmd::CommandRunExt;
+use crate::sys::cmd::CommandRunExt;
+use crate::sysroot::bootloader::{BOOT_LABEL, ESP_LABEL, ROOT_LABEL};
 
 pub const MIB: u64 = 1024 * 1024;
 pub const SECTOR: u64 = 512;

@@ -15,12 +15,12 @@ use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::bootloader::{self, GrubSettings, Platform};
-use crate::cmd::CommandRunExt;
-use crate::deploy::{self, DeployRequest, Remote};
 use crate::kickstart::{self, Kickstart};
-use crate::lock::{self, Wait};
-use crate::ui::{self, Progress};
+use crate::sys::cmd::CommandRunExt;
+use crate::sys::lock::{self, Wait};
+use crate::sys::ui::{self, Progress};
+use crate::sysroot::bootloader::{self, GrubSettings, Platform};
+use crate::sysroot::deploy::{self, DeployRequest, Remote};
 pub use disk::Firmware;
 
 /// Output formats.
@@ -176,7 +176,7 @@ fn partial_beside(out: &Path) -> Result<Partial> {
 /// Build the image.
 pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
     let progress = Progress::new();
-    crate::hosttools::require_root("slipway image")?;
+    crate::sys::preflight::require_root("slipway image")?;
     let mut tools = vec!["sfdisk", "mke2fs", "grub-mkimage", "bwrap"];
     if opts.firmware.uefi() {
         tools.extend(["mkfs.fat", "mcopy", "mmd"]);
@@ -184,7 +184,7 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
     if opts.format != Format::Raw {
         tools.extend(["qemu-img", "tar"]);
     }
-    crate::hosttools::require_programs(&tools)?;
+    crate::sys::preflight::require_programs(&tools)?;
     if opts.firmware.bios() {
         bootloader::grub_lib(Platform::Bios)?;
     }
@@ -197,7 +197,7 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
 
     std::fs::create_dir_all(&opts.cachedir)
         .with_context(|| format!("creating {}", opts.cachedir.display()))?;
-    let work = crate::compose::workdir::create(&opts.cachedir, "image-")?;
+    let work = crate::sys::workdir::create(&opts.cachedir, "image-")?;
     let sysroot = work.path().join("sysroot");
 
     let phase = progress.phase("deploy", "pulling and deploying the commit", None);
@@ -239,12 +239,12 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
 
     let phase = progress.phase("configure", "host configuration", None);
     if let Some(ks) = &plan.ks {
-        crate::hostconfig::apply(ks, &deployed)?;
-        crate::hostconfig::run_post(ks, &deployed)?;
+        crate::sysroot::hostconfig::apply(ks, &deployed)?;
+        crate::sysroot::hostconfig::run_post(ks, &deployed)?;
     }
     if opts.format == Format::VagrantLibvirt {
-        crate::hostconfig::vagrant_user(&deployed)?;
-        crate::hostconfig::check_sudoers(&deployed)?;
+        crate::sysroot::hostconfig::vagrant_user(&deployed)?;
+        crate::sysroot::hostconfig::check_sudoers(&deployed)?;
     }
     phase.finish("done");
 
@@ -353,7 +353,7 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
             phase.finish("done");
         }
     }
-    crate::failpoint::hit("image-before-rename")?;
+    crate::sys::failpoint::hit("image-before-rename")?;
     let Partial { file, _lock } = out_partial;
     use std::os::unix::fs::PermissionsExt;
     file.as_file()

@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cmd::kill_with_parent;
+use crate::sys::cmd::kill_with_parent;
 
 /// A bubblewrap sandbox rooted at a directory.
 #[derive(Debug, Clone)]

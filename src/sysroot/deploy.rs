@@ -14,7 +14,7 @@ use ostree::gio;
 use ostree::glib;
 use ostree::prelude::*;
 
-use crate::bootloader;
+use crate::sysroot::bootloader;
 
 /// Where a deployment's files are.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::lock::{self, LockGuard, Wait};
+use crate::sys::lock::{self, LockGuard, Wait};
 
 /// A locked work directory, removed when dropped.
 pub struct WorkDir {
@@ -36,7 +36,7 @@ impl Drop for WorkDir {
             return;
         }
         if let Err(e) = remove_tree(&self.dir) {
-            crate::ui::warn(format!(
+            crate::sys::ui::warn(format!(
                 "could not remove work directory {}: {e:#}",
                 self.dir.display()
             ));
@@ -137,7 +137,7 @@ fn clean_stale(base: &Path) {
         }
         let mounts = mounts_below(&p);
         if !mounts.is_empty() {
-            crate::ui::warn(format!(
+            crate::sys::ui::warn(format!(
                 "leaving stale work directory {}: still mounted below it: {}",
                 p.display(),
                 mounts
@@ -148,9 +148,9 @@ fn clean_stale(base: &Path) {
             ));
             continue;
         }
-        crate::ui::info(format!("removing stale work directory {}", p.display()));
+        crate::sys::ui::info(format!("removing stale work directory {}", p.display()));
         if let Err(err) = remove_tree(&p) {
-            crate::ui::warn(format!("could not remove {}: {err}", p.display()));
+            crate::sys::ui::warn(format!("could not remove {}: {err}", p.display()));
         }
     }
 }

@@ -12,10 +12,10 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::cmd::CommandRunExt;
-use crate::deploy::Deployed;
 use crate::kickstart::{BootProto, Kickstart, Network};
-use crate::sandbox::Sandbox;
+use crate::sys::cmd::CommandRunExt;
+use crate::sys::sandbox::Sandbox;
+use crate::sysroot::deploy::Deployed;
 
 /// Vagrant's well-known insecure public keys (RSA for older Vagrant, ed25519 for newer).
 pub const VAGRANT_INSECURE_KEYS: &[&str] = &[
@@ -63,7 +63,7 @@ pub fn populate_var(d: &Deployed) -> Result<()> {
     if let Err(e) = r {
         // Entries that need a running system (e.g. ACLs on journals) may fail here; what users
         // and %post need (/var/home, /var/roothome) is checked below.
-        crate::ui::warn(format!("systemd-tmpfiles reported problems: {e:#}"));
+        crate::sys::ui::warn(format!("systemd-tmpfiles reported problems: {e:#}"));
     }
     for needed in ["home", "roothome"] {
         if !d.var.join(needed).is_dir() {
@@ -132,7 +132,7 @@ pub fn network_file(n: &Network) -> Result<Option<String>> {
 fn home_of(d: &Deployed, user: &str) -> Result<(String, u32, u32)> {
     let passwd =
         std::fs::read_to_string(d.root.join("etc/passwd")).context("reading /etc/passwd")?;
-    let u = crate::userdb::parse_passwd(&passwd)
+    let u = crate::sysroot::userdb::parse_passwd(&passwd)
         .into_iter()
         .find(|u| u.name == user)
         .ok_or_else(|| anyhow!("user `{user}` does not exist in the deployment"))?;
@@ -144,8 +144,8 @@ fn add_authorized_keys(d: &Deployed, user: &str, keys: &str) -> Result<()> {
     let (home, uid, gid) = home_of(d, user)?;
     let script = format!(
         "set -e\ninstall -d -m 700 -o {uid} -g {gid} {h}/.ssh\nprintf '%s\\n' {k} >> {h}/.ssh/authorized_keys\nchown {uid}:{gid} {h}/.ssh/authorized_keys\nchmod 600 {h}/.ssh/authorized_keys\n",
-        h = crate::cmd::shell_quote(&home),
-        k = crate::cmd::shell_quote(keys)
+        h = crate::sys::cmd::shell_quote(&home),
+        k = crate::sys::cmd::shell_quote(keys)
     );
     run_in(d, &["sh", "-c", &script]).map(|_| ())
 }
@@ -153,7 +153,7 @@ fn add_authorized_keys(d: &Deployed, user: &str, keys: &str) -> Result<()> {
 /// Apply everything but `%post`.
 pub fn apply(ks: &Kickstart, d: &Deployed) -> Result<()> {
     populate_var(d)?;
-    let groups = crate::userdb::parse_group(
+    let groups = crate::sysroot::userdb::parse_group(
         &std::fs::read_to_string(d.root.join("etc/group")).context("reading /etc/group")?,
     );
     for u in &ks.users {
@@ -304,12 +304,12 @@ pub fn run_post(ks: &Kickstart, d: &Deployed) -> Result<()> {
                 "{}: %post script failed ({}); last lines:\n{}",
                 s.at,
                 out.status,
-                crate::cmd::Tail::from_text(&text, 20)
+                crate::sys::cmd::Tail::from_text(&text, 20)
             );
             if s.erroronfail {
                 bail!(msg);
             }
-            crate::ui::warn(msg);
+            crate::sys::ui::warn(msg);
         }
     }
     Ok(())

@@ -58,7 +58,7 @@ pub fn exclusive(path: &Path, what: &str, wait: Wait) -> Result<LockGuard> {
                     path.display()
                 );
             }
-            crate::ui::info(format!(
+            crate::sys::ui::info(format!(
                 "waiting for another slipway process to release {what} (lock {})",
                 path.display()
             ));

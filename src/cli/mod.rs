@@ -246,7 +246,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 use ostree::glib::prelude::ToVariant;
                 dict.insert_value(k, &v.to_variant());
             }
-            let progress = crate::ui::Progress::new();
+            let progress = crate::sys::ui::Progress::new();
             let phase = progress.phase("commit", "writing objects", Some(0));
             let stats = crate::compose::commit::commit_tree(
                 crate::compose::commit::CommitRequest {

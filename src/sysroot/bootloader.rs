@@ -20,7 +20,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::cmd::CommandRunExt;
+use crate::sys::cmd::CommandRunExt;
 
 /// Label of the file system holding /boot.
 pub const BOOT_LABEL: &str = "boot";

@@ -143,7 +143,7 @@ fn program_name(cmd: &Command) -> String {
 fn spawn_error(cmd: &Command, e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::NotFound {
         let prog = program_name(cmd);
-        let hint = crate::hosttools::package_for(&prog)
+        let hint = crate::sys::preflight::package_for(&prog)
             .map(|p| format!(" (install it with `apt-get install {p}`)"))
             .unwrap_or_default();
         anyhow::anyhow!("required program `{prog}` was not found{hint}")
@@ -240,7 +240,7 @@ pub fn require_program(prog: &str) -> Result<()> {
     if which(prog).is_some() {
         return Ok(());
     }
-    match crate::hosttools::package_for(prog) {
+    match crate::sys::preflight::package_for(prog) {
         Some(p) => {
             bail!("required program `{prog}` was not found (install it with `apt-get install {p}`)")
         }

@@ -58,7 +58,7 @@ pub fn require_programs(progs: &[&str]) -> Result<()> {
     let missing: Vec<&str> = progs
         .iter()
         .copied()
-        .filter(|p| crate::cmd::which(p).is_none())
+        .filter(|p| crate::sys::cmd::which(p).is_none())
         .collect();
     if missing.is_empty() {
         return Ok(());

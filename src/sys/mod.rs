@@ -1,0 +1,12 @@
+//! What every capability needs from the machine it runs on: the one runner for child
+//! processes (`cmd`), the bubblewrap sandbox, file locks, progress and logging on stderr,
+//! preflight checks for host programs, locked work directories, failpoints for the kill
+//! tests, and path resolution confined to a tree (`tree`).
+
+pub mod cmd;
+pub mod failpoint;
+pub mod lock;
+pub mod preflight;
+pub mod sandbox;
+pub mod ui;
+pub mod workdir;

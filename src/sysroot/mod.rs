@@ -1,0 +1,9 @@
+//! Everything that writes into an OSTree sysroot, shared by `image`, the network installer
+//! and the host lifecycle: the libostree deployment (`deploy`), GRUB configuration and
+//! images (`bootloader`), host configuration from a kickstart (`hostconfig`), and account
+//! databases of a tree (`userdb`).
+
+pub mod bootloader;
+pub mod deploy;
+pub mod hostconfig;
+pub mod userdb;
