@@ -74,7 +74,7 @@ mod tests {
     fn setup(dir: &Path) -> std::path::PathBuf {
         std::fs::write(dir.join("daemon.json"), "{}").unwrap();
         let t = dir.join("t.json");
-        std::fs::write(&t, r#"{"ref": "r", "packages": ["a"], "add-files": [["daemon.json", "/etc/docker/daemon.json"]]}"#).unwrap();
+        std::fs::write(&t, r#"{"ref": "r", "packages": ["aa"], "add-files": [["daemon.json", "/etc/docker/daemon.json"]]}"#).unwrap();
         t
     }
 
@@ -104,7 +104,7 @@ mod tests {
         let changed_file = input_hash(&Treefile::load(&t).unwrap(), &pk).unwrap();
         assert_ne!(base, changed_file);
         // The treefile itself.
-        std::fs::write(&t, r#"{"ref": "r", "packages": ["a", "c"], "add-files": [["daemon.json", "/etc/docker/daemon.json"]]}"#).unwrap();
+        std::fs::write(&t, r#"{"ref": "r", "packages": ["aa", "cc"], "add-files": [["daemon.json", "/etc/docker/daemon.json"]]}"#).unwrap();
         assert_ne!(
             changed_file,
             input_hash(&Treefile::load(&t).unwrap(), &pk).unwrap()

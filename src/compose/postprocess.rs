@@ -15,49 +15,44 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::compose::treefile::Treefile;
 use crate::sys::cmd::CommandRunExt;
 use crate::sys::sandbox::Sandbox;
+use crate::sys::tree::{self, Tree};
 
 /// A command that runs `argv` inside `root` with no network.
 pub fn in_root(root: &Path, argv: &[&str]) -> Command {
     Sandbox::new(root).command(argv)
 }
 
-/// Copy `add-files` into the tree (parents created, mode kept).
+/// Copy `add-files` into the tree (parents created, mode kept). Destinations resolve inside
+/// the tree: a link on the way (`/var/run -> /run`) is followed as the booted host would,
+/// never onto the build machine, and a link at the destination is replaced.
 pub fn add_files(root: &Path, tf: &Treefile) -> Result<()> {
+    let tree = Tree::open(root)?;
     for (i, f) in tf.add_files.iter().enumerate() {
-        let dest = root.join(f.dest.trim_start_matches('/'));
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("add-files[{i}]: creating {}", parent.display()))?;
-        }
-        if dest.is_dir() {
-            bail!(
-                "add-files[{i}]: destination {} is a directory in the tree",
-                f.dest
-            );
-        }
-        if dest.is_symlink() {
-            std::fs::remove_file(&dest).ok();
-        }
-        std::fs::copy(&f.source.path, &dest).with_context(|| {
-            format!("add-files[{i}]: copying {} to {}", f.source.display, f.dest)
-        })?;
+        let key = format!("add-files[{i}]");
+        let rel = tree::check_path(&key, &f.dest)?;
+        let mut src = std::fs::File::open(&f.source.path)
+            .with_context(|| format!("{key}: opening {}", f.source.display))?;
+        let mode = src
+            .metadata()
+            .with_context(|| format!("{key}: reading {}", f.source.display))?
+            .permissions()
+            .mode();
+        tree.write_file(&rel, &mut src, mode)
+            .with_context(|| format!("{key}: copying {} to {}", f.source.display, f.dest))?;
     }
     Ok(())
 }
 
-/// Delete `remove-files` entries (files or whole directories); a missing path is an error, so
-/// a typo does not pass silently.
+/// Delete `remove-files` entries (files, links or whole directories), resolved inside the
+/// tree; a missing path is an error, so a typo does not pass silently.
 pub fn remove_files(root: &Path, tf: &Treefile) -> Result<()> {
-    for f in &tf.remove_files {
-        let p = root.join(f.trim_start_matches('/'));
-        let meta = std::fs::symlink_metadata(&p)
-            .map_err(|_| anyhow!("remove-files: `{f}` does not exist in the tree"))?;
-        if meta.is_dir() {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
+    let tree = Tree::open(root)?;
+    for (i, f) in tf.remove_files.iter().enumerate() {
+        let key = format!("remove-files[{i}]");
+        let rel = tree::check_path(&key, f)?;
+        if !tree.remove(&rel).with_context(|| format!("{key}: `{f}`"))? {
+            bail!("{key}: `{f}` does not exist in the tree");
         }
-        .with_context(|| format!("remove-files: removing {f}"))?;
     }
     Ok(())
 }
@@ -229,7 +224,7 @@ mod tests {
         let tfp = dir.path().join("t.json");
         std::fs::write(
             &tfp,
-            r#"{"ref": "r", "packages": ["a"], "remove-files": ["usr/share/doc/x"]}"#,
+            r#"{"ref": "r", "packages": ["aa"], "remove-files": ["usr/share/doc/x"]}"#,
         )
         .unwrap();
         let tf = Treefile::load(&tfp).unwrap();
@@ -237,5 +232,57 @@ mod tests {
         assert!(!d.path().join("usr/share/doc/x").exists());
         let err = remove_files(d.path(), &tf).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn treefile_paths_never_reach_the_build_machine() {
+        // The "build machine": a directory an absolute link in the tree points at.
+        let host = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(host.path().join("sshd")).unwrap();
+        std::fs::write(host.path().join("sshd/pid"), "host").unwrap();
+        std::fs::write(host.path().join("motd"), "host").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("var")).unwrap();
+        std::os::unix::fs::symlink(host.path(), root.path().join("var/run")).unwrap();
+        std::os::unix::fs::symlink(host.path().join("motd"), root.path().join("motd")).unwrap();
+        let inner = root.path().join(host.path().strip_prefix("/").unwrap());
+        std::fs::create_dir_all(inner.join("sshd")).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("motd"), "tree").unwrap();
+        let tfp = dir.path().join("t.json");
+        std::fs::write(
+            &tfp,
+            r#"{"ref": "r", "packages": ["aa"], "remove-files": ["var/run/sshd"],
+                "add-files": [["motd", "/motd"], ["motd", "/var/run/added"]]}"#,
+        )
+        .unwrap();
+        // /var destinations are refused when the treefile loads (see treefile's tests).
+        assert!(Treefile::load(&tfp).is_err());
+        std::fs::write(
+            &tfp,
+            r#"{"ref": "r", "packages": ["aa"], "remove-files": ["var/run/sshd"],
+                "add-files": [["motd", "/motd"]]}"#,
+        )
+        .unwrap();
+        let tf = Treefile::load(&tfp).unwrap();
+        remove_files(root.path(), &tf).unwrap();
+        add_files(root.path(), &tf).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(host.path().join("sshd/pid")).unwrap(),
+            "host"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.path().join("motd")).unwrap(),
+            "host"
+        );
+        assert!(
+            !inner.join("sshd").exists(),
+            "the tree's own /run/sshd is removed"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("motd")).unwrap(),
+            "tree"
+        );
     }
 }

@@ -253,17 +253,41 @@ impl Loader {
         for (i, p) in frag.packages.unwrap_or_default().into_iter().enumerate() {
             // rpm-ostree allows several whitespace-separated names in one entry.
             for name in p.split_whitespace() {
+                check_package_name(name)
+                    .map_err(|why| anyhow!("{fname}: packages[{i}]: `{name}` {why}"))?;
                 acc.package_origins
                     .entry(name.to_string())
                     .or_insert_with(|| format!("{fname}: packages[{i}]"));
                 acc.packages.push(name.to_string());
             }
         }
-        for p in frag.exclude_packages.unwrap_or_default() {
-            acc.exclude_packages
-                .extend(p.split_whitespace().map(String::from));
+        for (i, p) in frag
+            .exclude_packages
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            for name in p.split_whitespace() {
+                check_package_name(name)
+                    .map_err(|why| anyhow!("{fname}: exclude-packages[{i}]: `{name}` {why}"))?;
+                acc.exclude_packages.push(name.to_string());
+            }
         }
         for (i, r) in frag.repos.unwrap_or_default().into_iter().enumerate() {
+            let scheme_ok = ["http://", "https://", "file:/"]
+                .iter()
+                .any(|s| r.uri.starts_with(s));
+            if !scheme_ok {
+                bail!(
+                    "{fname}: repos[{i}].uri: `{}` must be an http, https or file URI",
+                    r.uri
+                );
+            }
+            if r.components.is_empty() && !r.suite.ends_with('/') {
+                bail!(
+                    "{fname}: repos[{i}].components: empty (only a flat repository, whose suite ends in `/`, has no components)"
+                );
+            }
             let signed_by = self.file_ref(file, &format!("repos[{i}].signed-by"), &r.signed_by)?;
             acc.repos.push(AptRepo {
                 uri: r.uri,
@@ -273,6 +297,16 @@ impl Loader {
             });
         }
         for (i, (src, dest)) in frag.add_files.unwrap_or_default().into_iter().enumerate() {
+            let key = format!("{fname}: add-files[{i}][1]");
+            if !dest.starts_with('/') {
+                bail!("{key}: `{dest}` must be an absolute path in the tree");
+            }
+            let rel = crate::sys::tree::check_path(&key, &dest)?;
+            if rel == "var" || rel.starts_with("var/") {
+                bail!(
+                    "{key}: `{dest}` is under /var, which an OSTree host never sees from a commit; use a tmpfiles.d entry instead"
+                );
+            }
             let source = self.file_ref(file, &format!("add-files[{i}][0]"), &src)?;
             acc.add_files.push(AddFile { source, dest });
         }
@@ -285,10 +319,27 @@ impl Loader {
         if let Some(s) = frag.postprocess_script {
             acc.postprocess_script = Some(self.file_ref(file, "postprocess-script", &s)?);
         }
-        acc.remove_files
-            .extend(frag.remove_files.unwrap_or_default());
-        acc.units.extend(frag.units.unwrap_or_default());
+        for (i, f) in frag
+            .remove_files
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            crate::sys::tree::check_path(&format!("{fname}: remove-files[{i}]"), &f)?;
+            acc.remove_files.push(f);
+        }
+        for (i, u) in frag.units.unwrap_or_default().into_iter().enumerate() {
+            if !u.contains('.') || u.contains('/') || u.starts_with('-') {
+                bail!(
+                    "{fname}: units[{i}]: `{u}` is not a systemd unit name (e.g. docker.service)"
+                );
+            }
+            acc.units.push(u);
+        }
         if let Some(t) = frag.default_target {
+            if !t.ends_with(".target") || t.contains('/') || t.starts_with('-') {
+                bail!("{fname}: default-target: `{t}` is not a target unit");
+            }
             acc.default_target = Some(t);
         }
         acc.etc_group_members
@@ -322,6 +373,51 @@ fn relative_display(base: &Path, path: &Path) -> String {
     out.display().to_string()
 }
 
+/// Debian package names (policy 5.6.1: lower case letters, digits, `+`, `-`, `.`; at least two
+/// characters, starting with a letter or digit), optionally with `:ARCH` and `=VERSION`, as
+/// apt takes them. A leading `-` would reach apt as an option.
+fn check_package_name(spec: &str) -> std::result::Result<(), &'static str> {
+    let (name_arch, version) = match spec.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (spec, None),
+    };
+    let (name, arch) = match name_arch.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (name_arch, None),
+    };
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !first_ok
+        || name.len() < 2
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+    {
+        return Err(
+            "is not a Debian package name (lower case letters, digits, `+`, `-`, `.`, starting with a letter or digit)",
+        );
+    }
+    if let Some(a) = arch
+        && (a.is_empty()
+            || !a
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    {
+        return Err("has an invalid architecture after `:`");
+    }
+    if let Some(v) = version
+        && (!v.starts_with(|c: char| c.is_ascii_digit())
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".+~:-".contains(c)))
+    {
+        return Err("has an invalid version after `=`");
+    }
+    Ok(())
+}
+
 fn dedup_keep_order(v: &mut Vec<String>) {
     let mut seen = std::collections::HashSet::new();
     v.retain(|x| seen.insert(x.clone()));
@@ -352,66 +448,12 @@ impl Treefile {
         if acc.packages.is_empty() {
             bail!("{top}: packages: no packages listed");
         }
-        for p in acc.packages.iter().chain(&acc.exclude_packages) {
-            if !p
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-.:=~_".contains(c))
-            {
-                bail!("{top}: packages: `{p}` is not a valid Debian package name");
-            }
-        }
         for p in &acc.exclude_packages {
             if acc.packages.contains(p) {
                 bail!("{top}: exclude-packages: `{p}` is also listed in packages");
             }
         }
-        for (i, r) in acc.repos.iter().enumerate() {
-            let scheme_ok = ["http://", "https://", "file:/"]
-                .iter()
-                .any(|s| r.uri.starts_with(s));
-            if !scheme_ok {
-                bail!(
-                    "{top}: repos[{i}].uri: `{}` must be an http, https or file URI",
-                    r.uri
-                );
-            }
-            if r.components.is_empty() && !r.suite.ends_with('/') {
-                bail!(
-                    "{top}: repos[{i}].components: empty (only a flat repository, whose suite ends in `/`, has no components)"
-                );
-            }
-        }
-        for (i, f) in acc.add_files.iter().enumerate() {
-            if !f.dest.starts_with('/') || f.dest.split('/').any(|c| c == "..") {
-                bail!(
-                    "{top}: add-files[{i}][1]: `{}` must be an absolute path without `..`",
-                    f.dest
-                );
-            }
-            let d = f.dest.trim_start_matches('/');
-            if d == "var" || d.starts_with("var/") {
-                bail!(
-                    "{top}: add-files[{i}][1]: `{}` is under /var, which an OSTree host never sees from a commit; use a tmpfiles.d entry instead",
-                    f.dest
-                );
-            }
-        }
-        for f in &acc.remove_files {
-            if f.is_empty() || f.split('/').any(|c| c == "..") {
-                bail!("{top}: remove-files: `{f}` must be a path inside the tree without `..`");
-            }
-        }
         dedup_keep_order(&mut acc.units);
-        for u in &acc.units {
-            if !u.contains('.') || u.contains('/') {
-                bail!("{top}: units: `{u}` is not a systemd unit name (e.g. docker.service)");
-            }
-        }
-        if let Some(t) = &acc.default_target
-            && (!t.ends_with(".target") || t.contains('/'))
-        {
-            bail!("{top}: default-target: `{t}` is not a target unit");
-        }
         dedup_keep_order(&mut acc.etc_group_members);
         if let Some(p) = &acc.automatic_version_prefix
             && p.trim().is_empty()
@@ -535,7 +577,7 @@ mod tests {
         let top = write(
             d.path(),
             "top.json",
-            r#"{"include": "inc.json", "ref": "r", "packages": ["a"]}"#,
+            r#"{"include": "inc.json", "ref": "r", "packages": ["aa"]}"#,
         );
         let err = format!("{:#}", Treefile::load(&top).unwrap_err());
         assert!(err.contains("inc.json"), "{err}");
@@ -546,7 +588,7 @@ mod tests {
     #[test]
     fn wrong_type_names_key_path() {
         let d = tempfile::tempdir().unwrap();
-        let top = write(d.path(), "t.json", r#"{"ref": "r", "packages": ["a", 3]}"#);
+        let top = write(d.path(), "t.json", r#"{"ref": "r", "packages": ["aa", 3]}"#);
         let err = format!("{:#}", Treefile::load(&top).unwrap_err());
         assert!(err.contains("t.json: packages[1]"), "{err}");
     }
@@ -557,7 +599,7 @@ mod tests {
         let top = write(
             d.path(),
             "t.json",
-            r#"{"ref": "r", "packages": ["a"], "add-files": [["nope.conf", "/etc/nope.conf"]]}"#,
+            r#"{"ref": "r", "packages": ["aa"], "add-files": [["nope.conf", "/etc/nope.conf"]]}"#,
         );
         let err = format!("{:#}", Treefile::load(&top).unwrap_err());
         assert!(err.contains("add-files[0][0]"), "{err}");
@@ -572,7 +614,7 @@ mod tests {
         let top = write(
             d.path(),
             "top.json",
-            r#"{"include": "a.json", "ref": "r", "packages": ["x"]}"#,
+            r#"{"include": "a.json", "ref": "r", "packages": ["xx"]}"#,
         );
         let err = format!("{:#}", Treefile::load(&top).unwrap_err());
         assert!(err.contains("include cycle"), "{err}");
@@ -590,7 +632,7 @@ mod tests {
         let top = write(
             d.path(),
             "top.json",
-            r#"{"include": "sub/docker.json", "ref": "r", "packages": ["x"]}"#,
+            r#"{"include": "sub/docker.json", "ref": "r", "packages": ["xx"]}"#,
         );
         let t = Treefile::load(&top).unwrap();
         assert_eq!(t.add_files[0].source.display, "sub/files/daemon.json");
@@ -606,10 +648,88 @@ mod tests {
         let top = write(
             d.path(),
             "t.json",
-            r#"{"ref": "r", "packages": ["a"], "add-files": [["f", "/var/lib/f"]]}"#,
+            r#"{"ref": "r", "packages": ["aa"], "add-files": [["f", "/var/lib/f"]]}"#,
         );
         let err = format!("{:#}", Treefile::load(&top).unwrap_err());
         assert!(err.contains("/var"), "{err}");
+    }
+
+    #[test]
+    fn errors_in_an_include_name_that_file_and_its_own_index() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "f", "x");
+        write(
+            d.path(),
+            "inc.json",
+            r#"{"packages": ["systemd"], "remove-files": ["usr/share/doc", "a/../../b"]}"#,
+        );
+        let top = write(
+            d.path(),
+            "t.json",
+            r#"{"include": "inc.json", "ref": "r", "packages": ["vim"], "remove-files": ["x", "y", "z"]}"#,
+        );
+        let err = format!("{:#}", Treefile::load(&top).unwrap_err());
+        assert!(
+            err.contains("inc.json: remove-files[1]: `a/../../b`"),
+            "{err}"
+        );
+        assert!(!err.contains("t.json"), "{err}");
+        write(
+            d.path(),
+            "inc.json",
+            r#"{"packages": ["systemd", "docker.io -oops"]}"#,
+        );
+        let err = format!("{:#}", Treefile::load(&top).unwrap_err());
+        assert!(err.contains("inc.json: packages[1]: `-oops`"), "{err}");
+    }
+
+    #[test]
+    fn package_names_that_apt_would_take_as_options_are_refused() {
+        for good in [
+            "systemd",
+            "linux-image-amd64",
+            "g++",
+            "libc6:amd64",
+            "docker.io=20.10.24+dfsg1-1+b3",
+        ] {
+            check_package_name(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "-o",
+            "--allow-unauthenticated",
+            "Vim",
+            "a",
+            "x y",
+            "pkg=",
+            "pkg:",
+            "p/q",
+            "ab;rm",
+        ] {
+            assert!(check_package_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tree_paths_that_leave_or_name_the_root_are_refused_by_key() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "f", "x");
+        for (key, entry) in [
+            ("remove-files[0]", r#""remove-files": ["/"]"#),
+            ("remove-files[0]", r#""remove-files": ["."]"#),
+            ("remove-files[0]", r#""remove-files": [".."]"#),
+            ("remove-files[0]", r#""remove-files": ["a/../../b"]"#),
+            ("add-files[0][1]", r#""add-files": [["f", "/"]]"#),
+            ("add-files[0][1]", r#""add-files": [["f", "/etc/../../x"]]"#),
+            ("add-files[0][1]", r#""add-files": [["f", "/."]]"#),
+        ] {
+            let top = write(
+                d.path(),
+                "t.json",
+                &format!(r#"{{"ref": "r", "packages": ["vim"], {entry}}}"#),
+            );
+            let err = format!("{:#}", Treefile::load(&top).unwrap_err());
+            assert!(err.contains(&format!("t.json: {key}: ")), "{entry}: {err}");
+        }
     }
 
     #[test]
@@ -618,7 +738,7 @@ mod tests {
         let top = write(
             d.path(),
             "t.json",
-            "{\"// note\": \"hello\", \"ref\": \"r\", \"packages\": [\"a\"]}",
+            "{\"// note\": \"hello\", \"ref\": \"r\", \"packages\": [\"aa\"]}",
         );
         Treefile::load(&top).unwrap();
         let bad = write(
@@ -636,7 +756,7 @@ mod tests {
         let top = write(
             d.path(),
             "t.json",
-            r#"{"ref": "r", "packages": ["a", "b"]}"#,
+            r#"{"ref": "r", "packages": ["aa", "bb"]}"#,
         );
         let a = Treefile::load(&top).unwrap().canonical_json();
         let b = Treefile::load(&top).unwrap().canonical_json();
@@ -644,7 +764,7 @@ mod tests {
         write(
             d.path(),
             "t.json",
-            r#"{"ref": "r", "packages": ["a", "c"]}"#,
+            r#"{"ref": "r", "packages": ["aa", "cc"]}"#,
         );
         let c = Treefile::load(&top).unwrap().canonical_json();
         assert_ne!(a, c);

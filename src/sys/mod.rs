@@ -8,5 +8,6 @@ pub mod failpoint;
 pub mod lock;
 pub mod preflight;
 pub mod sandbox;
+pub mod tree;
 pub mod ui;
 pub mod workdir;
