@@ -333,9 +333,14 @@ impl AptWorkspace {
         .collect()
     }
 
+    /// apt-get in a PID namespace of its own: when slipway dies, apt-get dies (the runner),
+    /// and with it every download method and gpgv it started, so nothing holds the lists
+    /// lock against the next compose.
     fn apt_get(&self) -> Command {
-        let mut c = Command::new("apt-get");
-        c.args(self.options()).env("LC_ALL", "C.UTF-8");
+        let mut c = Command::new("unshare");
+        c.args(["--pid", "--fork", "--kill-child", "--", "apt-get"])
+            .args(self.options())
+            .env("LC_ALL", "C.UTF-8");
         c
     }
 
@@ -345,8 +350,7 @@ impl AptWorkspace {
         let out = self
             .apt_get()
             .args(["update", "--error-on=any", "-q"])
-            .stdin(std::process::Stdio::null())
-            .output()
+            .run_get_output()
             .context("running apt-get update")?;
         if out.status.success() {
             return Ok(());
@@ -408,8 +412,7 @@ impl AptWorkspace {
             .arg("apt")
             .args(&tf.packages);
         let out = cmd
-            .stdin(std::process::Stdio::null())
-            .output()
+            .run_get_output()
             .context("running apt-get install --print-uris")?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);

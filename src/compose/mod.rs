@@ -25,6 +25,8 @@ use ostree::glib;
 use ostree::glib::prelude::*;
 
 use crate::compose::treefile::Treefile;
+use indicatif::HumanBytes;
+
 use crate::sys::lock::{self, Wait};
 use crate::sys::ui::{self, Progress};
 use crate::sysroot::userdb::UserDb;
@@ -394,7 +396,7 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
         stats.commit,
         stats.content_objects_total,
         stats.content_objects_written,
-        human_bytes(stats.content_bytes_written)
+        HumanBytes(stats.content_bytes_written)
     ));
     cj.commit = Some(stats.commit.clone());
     cj.content_objects_total = stats.content_objects_total;
@@ -412,7 +414,7 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
                     "static delta {} -> {}: {}",
                     &prev[..12],
                     &stats.commit[..12],
-                    human_bytes(size)
+                    HumanBytes(size)
                 ));
                 cj.static_delta = Some(name);
                 cj.static_delta_size = Some(size);
@@ -465,22 +467,6 @@ fn short(h: Option<&str>) -> &str {
     h.map(|s| &s[..s.len().min(12)]).unwrap_or("-")
 }
 
-/// `1.2 GiB` style sizes for logs.
-pub fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,12 +481,5 @@ mod tests {
                 ("c".to_string(), "1:3".to_string())
             ]
         );
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 }

@@ -14,7 +14,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use crate::compose::apt::ResolvedPackage;
-use crate::sys::cmd::{CommandRunExt, kill_with_parent, shell_quote};
+use crate::sys::cmd::{CommandRunExt, shell_quote};
 
 /// Where dracut hides while packages install.
 const DRACUT_DIVERSION: &str = "/usr/bin/dracut.slipway-diverted";
@@ -118,7 +118,6 @@ pub fn command(plan: &RootfsPlan) -> Result<Command> {
     if let Some(t) = plan.source_date_epoch {
         cmd.env("SOURCE_DATE_EPOCH", t.to_string());
     }
-    kill_with_parent(&mut cmd);
     Ok(cmd)
 }
 

@@ -149,28 +149,11 @@ impl Layout {
 
 /// Write the partition table.
 pub fn partition(image: &Path, layout: &Layout) -> Result<()> {
-    let mut c = Command::new("sfdisk");
-    c.args(["--quiet", "--no-reread", "--no-tell-kernel"])
-        .arg(image);
-    let mut child = c
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("starting sfdisk (apt-get install fdisk)")?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(layout.sfdisk_script().as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "sfdisk failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    Command::new("sfdisk")
+        .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+        .arg(image)
+        .run_with_input(layout.sfdisk_script().as_bytes())
+        .with_context(|| format!("partitioning {}", image.display()))?;
     Ok(())
 }
 

@@ -274,11 +274,11 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
     let size = match opts.size {
         Some(s) if s < min => bail!(
             "--size {} is too small: commit {} needs at least {} (root file system {}, boot {})",
-            crate::compose::human_bytes(s),
+            indicatif::HumanBytes(s),
             &plan.commit[..12],
-            crate::compose::human_bytes(min),
-            crate::compose::human_bytes(root_need),
-            crate::compose::human_bytes(boot_need)
+            indicatif::HumanBytes(min),
+            indicatif::HumanBytes(root_need),
+            indicatif::HumanBytes(boot_need)
         ),
         Some(s) => s / disk::MIB * disk::MIB,
         None => (min.div_ceil(1 << 30) << 30).max(8 << 30),
@@ -316,7 +316,7 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
         bootloader::mkimage(Platform::Efi, &efi)?;
         disk::mkfs_esp(&raw, esp, &[(&efi, "EFI/BOOT/BOOTX64.EFI")])?;
     }
-    phase.finish(&format!("{} disk", crate::compose::human_bytes(size)));
+    phase.finish(&format!("{} disk", indicatif::HumanBytes(size)));
 
     let compress = opts
         .compress
@@ -387,8 +387,8 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
         summary.output.display(),
         summary.format,
         summary.firmware,
-        crate::compose::human_bytes(summary.disk_size),
-        crate::compose::human_bytes(summary.file_size),
+        indicatif::HumanBytes(summary.disk_size),
+        indicatif::HumanBytes(summary.file_size),
         summary.commit,
         summary.version.as_deref().unwrap_or("-")
     ));

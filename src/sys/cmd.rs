@@ -1,49 +1,41 @@
 //! The one runner for external commands.
 //!
-//! Every tool slipway calls (mmdebstrap, apt, bwrap, dracut, mkfs, grub, qemu-img...) goes
-//! through [`CommandRunExt`]: the exit status is always checked, stdin is closed unless a
-//! caller provides it, and when a command fails the error names the program and carries the
-//! tail of what it wrote to stderr (and stdout, for tools that report errors there).
+//! Every program slipway starts (mmdebstrap, apt, bwrap, dracut, mkfs, sfdisk, grub, qemu-img...)
+//! is started by [`spawn`], directly or through [`CommandRunExt`]:
+//! - the exit status is always checked, and a failure names the program and carries the tail
+//!   of what it wrote to stderr (or stdout, for tools that report errors there);
+//! - stdin is the runner's: closed, or the bytes given to [`CommandRunExt::run_with_input`];
+//!   callers never set it;
+//! - every child dies with slipway, even when slipway is killed with SIGKILL: the child asks
+//!   for `PR_SET_PDEATHSIG` before it executes, then checks that slipway did not die in
+//!   between. The kernel sends that signal when the *thread* that forked the child exits, so
+//!   all children are forked by one spawner thread that lives as long as the process; a
+//!   child started from a short-lived worker thread does not die with that thread.
 
 use std::collections::VecDeque;
-use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 /// How many lines of a failing command's output an error keeps.
 pub const ERROR_TAIL_LINES: usize = 30;
 
 /// A human readable rendering of a command line, for logs and errors.
 pub fn display(cmd: &Command) -> String {
-    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    for a in cmd.get_args() {
-        let s = a.to_string_lossy();
-        if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
-            parts.push(shell_quote(&s));
-        } else {
-            parts.push(s.into_owned());
-        }
-    }
+    let parts: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| shell_quote(&a.to_string_lossy()))
+        .collect();
     let full = parts.join(" ");
     if full.len() > 400 {
         format!("{}...", &full[..full.floor_char_boundary(400)])
     } else {
         full
     }
-}
-
-/// Quote a string for POSIX sh.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// Keeps the last `n` lines of a stream.
@@ -69,9 +61,6 @@ impl Tail {
     pub fn render(&self) -> String {
         self.lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
     /// The last `n` lines of `text`.
     pub fn from_text(text: &str, n: usize) -> String {
         let mut t = Tail::new(n);
@@ -81,33 +70,81 @@ impl Tail {
 }
 
 fn tail_of(bytes: &[u8], n: usize) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = s.lines().collect();
-    let start = lines.len().saturating_sub(n);
-    lines[start..].join("\n")
+    Tail::from_text(&String::from_utf8_lossy(bytes), n)
 }
 
-/// Ask the kernel to kill a child when slipway dies (even by SIGKILL), so no mmdebstrap,
-/// dracut or qemu outlives the process that started it.
-pub fn kill_with_parent(cmd: &mut Command) -> &mut Command {
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+/// A spawn request for the spawner thread, and where its answer goes.
+type SpawnJob = (Command, mpsc::SyncSender<(Command, std::io::Result<Child>)>);
+
+/// The spawner thread's queue; the thread is started on first use and never exits.
+fn spawner() -> &'static Mutex<mpsc::Sender<SpawnJob>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("slipway-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let child = cmd.spawn();
+                    let _ = reply.send((cmd, child));
+                }
+            })
+            .expect("starting the process spawner thread");
+        Mutex::new(tx)
+    })
+}
+
+/// Start `cmd` so that it dies with slipway (see the module documentation). The one place
+/// where slipway starts a child process. `cmd` keeps its configuration for error messages.
+pub fn spawn(cmd: &mut Command) -> Result<Child> {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the closure calls only async-signal-safe functions
+    // (prctl, getppid, raise) and touches no memory of the parent.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
+            // slipway may have died before prctl took effect: then nobody would kill us.
+            if libc::getppid() != parent {
+                libc::raise(libc::SIGKILL);
+            }
             Ok(())
-        })
+        });
     }
+    let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+    let owned = std::mem::replace(cmd, Command::new(""));
+    spawner()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the process spawner is poisoned"))?
+        .send((owned, reply_tx))
+        .map_err(|_| anyhow::anyhow!("the process spawner thread is gone"))?;
+    let (owned, child) = reply_rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("the process spawner thread is gone"))?;
+    *cmd = owned;
+    child.map_err(|e| spawn_error(cmd, e))
 }
 
-/// Extension trait: run a [`Command`] and turn failure into an error with context. Every
-/// command run this way dies with slipway (see [`kill_with_parent`]).
+/// Extension trait: run a [`Command`] through [`spawn`] and turn failure into an error with
+/// context.
 pub trait CommandRunExt {
     /// Run; stdout and stderr are captured and shown only when the command fails.
     fn run(&mut self) -> Result<()>;
     /// Run and return stdout as a string.
     fn run_get_string(&mut self) -> Result<String>;
+    /// Run with `input` on stdin; return stdout as a string.
+    fn run_with_input(&mut self, input: &[u8]) -> Result<String>;
+    /// Run and return the whole output whatever the exit status, for callers that explain
+    /// a failure themselves (apt); only failing to start is an error.
+    fn run_get_output(&mut self) -> Result<Output>;
     /// Run and parse stdout as JSON.
     fn run_and_parse_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T>;
     /// Run, passing each line of combined output to `on_line` as it arrives (for progress),
@@ -117,7 +154,8 @@ pub trait CommandRunExt {
     fn run_inherited(&mut self) -> Result<()>;
 }
 
-fn exit_failure(cmd: &Command, status: std::process::ExitStatus, tail: &str) -> anyhow::Error {
+/// The error for a command that ran and failed.
+pub fn exit_failure(cmd: &Command, status: std::process::ExitStatus, tail: &str) -> anyhow::Error {
     let what = match status.code() {
         Some(c) => format!("exited with status {c}"),
         None => {
@@ -136,13 +174,9 @@ fn exit_failure(cmd: &Command, status: std::process::ExitStatus, tail: &str) -> 
     }
 }
 
-fn program_name(cmd: &Command) -> String {
-    cmd.get_program().to_string_lossy().into_owned()
-}
-
 fn spawn_error(cmd: &Command, e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::NotFound {
-        let prog = program_name(cmd);
+        let prog = cmd.get_program().to_string_lossy().into_owned();
         let hint = crate::sys::preflight::package_for(&prog)
             .map(|p| format!(" (install it with `apt-get install {p}`)"))
             .unwrap_or_default();
@@ -152,29 +186,69 @@ fn spawn_error(cmd: &Command, e: std::io::Error) -> anyhow::Error {
     }
 }
 
+/// Run to completion with `input` (or nothing) on stdin, output captured.
+fn output_with_input(cmd: &mut Command, input: Option<&[u8]>) -> Result<Output> {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = spawn(cmd)?;
+    let writer = match (input, child.stdin.take()) {
+        (Some(data), Some(mut stdin)) => {
+            let data = data.to_vec();
+            // A separate thread, so a child that writes a lot before reading cannot deadlock.
+            Some(std::thread::spawn(move || stdin.write_all(&data)))
+        }
+        _ => None,
+    };
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for `{}`", display(cmd)))?;
+    if let Some(w) = writer {
+        match w.join() {
+            Ok(Ok(())) => {}
+            // The child may exit without reading all its input; its status tells.
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Ok(Err(e)) => {
+                return Err(e).with_context(|| format!("writing to `{}`", display(cmd)));
+            }
+            Err(_) => anyhow::bail!("writing to `{}`: writer thread panicked", display(cmd)),
+        }
+    }
+    Ok(out)
+}
+
+fn checked(cmd: &Command, out: Output) -> Result<String> {
+    if !out.status.success() {
+        let mut tail = tail_of(&out.stderr, ERROR_TAIL_LINES);
+        if tail.trim().is_empty() {
+            tail = tail_of(&out.stdout, ERROR_TAIL_LINES);
+        }
+        return Err(exit_failure(cmd, out.status, &tail));
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("output of `{}`", display(cmd)))
+}
+
 impl CommandRunExt for Command {
     fn run(&mut self) -> Result<()> {
         self.run_get_string().map(|_| ())
     }
 
     fn run_get_string(&mut self) -> Result<String> {
-        if self.get_program() != OsStr::new("") {
-            self.stdin(Stdio::null());
-        }
-        kill_with_parent(self);
-        let out = self
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| spawn_error(self, e))?;
-        if !out.status.success() {
-            let mut tail = tail_of(&out.stderr, ERROR_TAIL_LINES);
-            if tail.trim().is_empty() {
-                tail = tail_of(&out.stdout, ERROR_TAIL_LINES);
-            }
-            return Err(exit_failure(self, out.status, &tail));
-        }
-        String::from_utf8(out.stdout).with_context(|| format!("output of `{}`", display(self)))
+        let out = output_with_input(self, None)?;
+        checked(self, out)
+    }
+
+    fn run_with_input(&mut self, input: &[u8]) -> Result<String> {
+        let out = output_with_input(self, Some(input))?;
+        checked(self, out)
+    }
+
+    fn run_get_output(&mut self) -> Result<Output> {
+        output_with_input(self, None)
     }
 
     fn run_and_parse_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
@@ -188,8 +262,7 @@ impl CommandRunExt for Command {
         self.stdin(Stdio::null())
             .stdout(Stdio::from(writer))
             .stderr(Stdio::from(writer2));
-        kill_with_parent(self);
-        let mut child = self.spawn().map_err(|e| spawn_error(self, e))?;
+        let mut child = spawn(self)?;
         // Drop our copies of the write ends (held by `self`) so EOF arrives when the child exits.
         self.stdout(Stdio::null()).stderr(Stdio::null());
         let mut tail = Tail::new(ERROR_TAIL_LINES);
@@ -216,11 +289,10 @@ impl CommandRunExt for Command {
     }
 
     fn run_inherited(&mut self) -> Result<()> {
-        kill_with_parent(self);
-        let status = self
-            .stdin(Stdio::null())
-            .status()
-            .map_err(|e| spawn_error(self, e))?;
+        self.stdin(Stdio::null());
+        let status = spawn(self)?
+            .wait()
+            .with_context(|| format!("waiting for `{}`", display(self)))?;
         if !status.success() {
             return Err(exit_failure(self, status, ""));
         }
@@ -228,24 +300,12 @@ impl CommandRunExt for Command {
     }
 }
 
-/// Read everything from a reader into a string, lossily.
-pub fn read_lossy(mut r: impl Read) -> String {
-    let mut v = Vec::new();
-    let _ = r.read_to_end(&mut v);
-    String::from_utf8_lossy(&v).into_owned()
-}
-
-/// Ensure a command exists before starting work that needs it.
-pub fn require_program(prog: &str) -> Result<()> {
-    if which(prog).is_some() {
-        return Ok(());
-    }
-    match crate::sys::preflight::package_for(prog) {
-        Some(p) => {
-            bail!("required program `{prog}` was not found (install it with `apt-get install {p}`)")
-        }
-        None => bail!("required program `{prog}` was not found"),
-    }
+/// Quote a string for POSIX sh (`shlex`); a string with a NUL byte cannot be quoted and is
+/// shown escaped.
+pub fn shell_quote(s: &str) -> String {
+    shlex::try_quote(s)
+        .map(|q| q.into_owned())
+        .unwrap_or_else(|_| s.escape_debug().to_string())
 }
 
 /// Find a program in PATH (plus the sbin directories a non-login root shell may lack).
@@ -302,12 +362,88 @@ mod tests {
     }
 
     #[test]
-    fn quoting_round_trips_through_sh() {
-        let nasty = "a b'c\"d$e";
-        let out = Command::new("sh")
-            .args(["-c", &format!("printf %s {}", shell_quote(nasty))])
-            .run_get_string()
+    fn input_reaches_stdin_and_stdin_is_closed_otherwise() {
+        let out = Command::new("cat").run_with_input(b"hello").unwrap();
+        assert_eq!(out, "hello");
+        // With no input, stdin is closed (cat sees EOF at once, rather than hanging).
+        assert_eq!(Command::new("cat").run_get_string().unwrap(), "");
+    }
+
+    #[test]
+    fn children_die_with_slipway_not_with_the_spawning_thread() {
+        // A child started from a thread that then exits must keep running...
+        let handle = std::thread::spawn(|| {
+            let mut c = Command::new("sleep");
+            c.arg("30").stdin(Stdio::null());
+            spawn(&mut c).unwrap()
+        });
+        let mut child = handle.join().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child died with the thread that asked for it"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Not a test on its own: the "slipway" process of the test below (this test binary run
+    /// again). It starts a child through the runner, prints its pid, and waits to be killed.
+    #[test]
+    #[ignore = "helper process of children_die_when_slipway_is_killed"]
+    fn helper_parent_holding_a_child() {
+        if std::env::var_os("SLIPWAY_TEST_RUNNER_HELPER").is_none() {
+            return;
+        }
+        // Spawn from a worker thread that exits at once, to cover the thread case too.
+        let child = std::thread::spawn(|| {
+            let mut c = Command::new("sleep");
+            c.arg("60");
+            spawn(&mut c).unwrap()
+        })
+        .join()
+        .unwrap();
+        println!("CHILD {}", child.id());
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn children_die_when_slipway_is_killed() {
+        let mut helper = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sys::cmd::tests::helper_parent_holding_a_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("SLIPWAY_TEST_RUNNER_HELPER", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
             .unwrap();
-        assert_eq!(out, nasty);
+        let mut lines = BufReader::new(helper.stdout.take().unwrap()).lines();
+        let pid: i32 = loop {
+            let l = lines.next().expect("helper printed its child").unwrap();
+            if let Some((_, p)) = l.split_once("CHILD ") {
+                break p.trim().parse().unwrap();
+            }
+        };
+        let alive = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false)
+        };
+        assert!(alive(pid), "the child outlived its spawning thread");
+        helper.kill().unwrap();
+        helper.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!alive(pid), "child {pid} outlived the killed parent");
     }
 }

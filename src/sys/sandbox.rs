@@ -8,8 +8,6 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::sys::cmd::kill_with_parent;
-
 /// A bubblewrap sandbox rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
@@ -105,7 +103,6 @@ impl Sandbox {
         args.push("--".into());
         c.args(args).args(argv);
         c.env_clear();
-        kill_with_parent(&mut c);
         c
     }
 }

@@ -14,7 +14,6 @@ use crate::sys::lock::{self, LockGuard, Wait};
 /// A locked work directory, removed when dropped.
 pub struct WorkDir {
     dir: PathBuf,
-    keep: bool,
     _lock: LockGuard,
 }
 
@@ -22,19 +21,10 @@ impl WorkDir {
     pub fn path(&self) -> &Path {
         &self.dir
     }
-
-    /// Keep the directory (for debugging).
-    pub fn keep(mut self) -> PathBuf {
-        self.keep = true;
-        self.dir.clone()
-    }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
         if let Err(e) = remove_tree(&self.dir) {
             crate::sys::ui::warn(format!(
                 "could not remove work directory {}: {e:#}",
@@ -119,11 +109,7 @@ pub fn create(cachedir: &Path, prefix: &str) -> Result<WorkDir> {
         .with_context(|| format!("creating a work directory in {}", base.display()))?
         .keep();
     let guard = lock::exclusive(&dir.join(".lock"), "a work directory", Wait::NoWait)?;
-    Ok(WorkDir {
-        dir,
-        keep: false,
-        _lock: guard,
-    })
+    Ok(WorkDir { dir, _lock: guard })
 }
 
 fn clean_stale(base: &Path) {
@@ -181,12 +167,12 @@ mod tests {
         let dep = w.path().join("sysroot/ostree/deploy/debian/deploy/abc.0");
         std::fs::create_dir_all(dep.join("usr")).unwrap();
         std::fs::write(dep.join("usr/f"), "x").unwrap();
-        let st = std::process::Command::new("chattr")
+        use crate::sys::cmd::CommandRunExt;
+        std::process::Command::new("chattr")
             .arg("+i")
             .arg(&dep)
-            .status()
-            .unwrap();
-        assert!(st.success(), "chattr is needed for this test (e2fsprogs)");
+            .run()
+            .expect("chattr (e2fsprogs) sets the immutable flag");
         let p = w.path().to_path_buf();
         drop(w);
         assert!(

@@ -7,10 +7,9 @@
 //! 127.0.0.1 for [`Vm::ssh`]. A QMP socket is used to detect that QEMU is up
 //! and for ACPI power-down; there is no human monitor.
 //!
-//! Lifetime: QEMU is started with `PR_SET_PDEATHSIG=SIGKILL`, and dropping the
-//! `Vm` terminates and reaps it. Note that the death signal fires when the
-//! *thread* that started QEMU exits, so start a VM on the thread that uses it
-//! (the test's own thread), not on a short-lived helper thread.
+//! Lifetime: QEMU is started by slipway's runner (`slipway::sys::cmd::spawn`: it dies with
+//! the test process, not with the test's thread), and dropping the
+//! `Vm` terminates and reaps it.
 //!
 //! When a `Vm` is dropped while its thread is panicking, or after
 //! [`Vm::mark_failed`], its serial log and QEMU's stderr are copied to
@@ -25,7 +24,6 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -841,9 +839,8 @@ impl Vm {
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone()?)
                 .stderr(log_file);
-            set_parent_death_signal(&mut cmd);
             let started = Instant::now();
-            let mut child = cmd.spawn().with_context(|| match netns {
+            let mut child = slipway::sys::cmd::spawn(&mut cmd).with_context(|| match netns {
                 Some(_) => "spawning `ip netns exec` (Debian package iproute2)".to_string(),
                 None => format!("spawning {QEMU_BINARY}"),
             })?;
@@ -1527,41 +1524,13 @@ fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Makes the child die with SIGKILL when the thread that spawned it exits,
-/// including when the test process is killed.
-fn set_parent_death_signal(cmd: &mut Command) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure only calls async-signal-safe functions (prctl,
-    // getppid, raise) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent {
-                libc::raise(libc::SIGKILL);
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Runs `cmd` (stdin closed, output captured), killing it after `timeout`.
 fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    set_parent_death_signal(cmd);
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child = cmd.spawn().with_context(|| {
+    let mut child = slipway::sys::cmd::spawn(cmd).with_context(|| {
         if program == "ssh" {
             "spawning ssh (Debian package openssh-client)".to_string()
         } else {
