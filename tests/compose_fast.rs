@@ -130,3 +130,46 @@ fn not_a_repository_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an OSTree repository"));
 }
+
+/// The source hash the binary reports (and counts in every input hash) is the hash of this
+/// checkout's sources: recomputed here the way build.rs documents it, so a binary built
+/// from other sources, or a build script that stopped tracking a file, is caught.
+#[test]
+fn version_reports_the_hash_of_these_sources() {
+    use sha2::{Digest, Sha256};
+    fn files_below(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                files_below(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let root = source_dir();
+    let mut files = Vec::new();
+    files_below(&root.join("src"), &mut files);
+    for f in ["Cargo.toml", "Cargo.lock", "build.rs"] {
+        files.push(root.join(f));
+    }
+    let mut h = Sha256::new();
+    for f in &files {
+        let data = std::fs::read(f).unwrap();
+        h.update(f.strip_prefix(&root).unwrap().to_string_lossy().as_bytes());
+        h.update([0u8]);
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(&data);
+    }
+    let expected = hex::encode(h.finalize());
+    let out = slipway().arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("(source {expected})")),
+        "slipway --version says {text:?}, the sources hash to {expected}"
+    );
+}

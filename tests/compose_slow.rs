@@ -308,17 +308,30 @@ fn failing_postprocess_names_the_script_and_keeps_the_ref() {
             .arg(format!("--repo={}", repo.display()))
             .arg("fsck"),
     );
-    // Postprocess scripts have no network.
+    // Postprocess scripts have no network: a listener on the build machine's loopback is
+    // out of reach, and the only interface the script sees is its own loopback.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
     let net = tiny_treefile(
         tmp.path(),
         "test/post",
-        serde_json::json!({"postprocess": ["if [ -e /sys/class/net/eth0 ] || ip -o link 2>/dev/null | grep -v ' lo:' | grep -q .; then echo has-network >&2; exit 1; fi; echo ok > /usr/share/slipway-no-network"]}),
+        serde_json::json!({"postprocess": [format!(
+            "cat /proc/net/dev > /usr/share/slipway-net-dev; \
+             if bash -c 'echo hello > /dev/tcp/127.0.0.1/{port}' 2>/dev/null; then \
+             echo reached-the-build-machine >&2; exit 1; fi; \
+             echo ok > /usr/share/slipway-no-network"
+        )]}),
     );
     let out = compose(&repo, &net, &[]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listener.accept().is_err(),
+        "a postprocess script connected to the build machine's loopback"
     );
     assert_eq!(
         ostree(
@@ -327,6 +340,14 @@ fn failing_postprocess_names_the_script_and_keeps_the_ref() {
         ),
         "ok\n"
     );
+    let dev = ostree(&repo, &["cat", "test/post", "/usr/share/slipway-net-dev"]);
+    let interfaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(interfaces, ["lo"], "{dev}");
 }
 
 /// Start a compose, kill it with `signal` when its stderr shows `marker`, return its stderr.
@@ -444,6 +465,100 @@ fn killed_compose_leaves_repo_consistent_and_next_compose_succeeds() {
     );
 }
 
+/// Processes whose command line contains all of `words`.
+fn processes_with(words: &[&str]) -> Vec<String> {
+    stdout_of(Command::new("ps").args(["-eo", "pid,args"]))
+        .lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .map(String::from)
+        .collect()
+}
+
+/// Is any POSIX or flock lock held on `path` right now (from /proc/locks)?
+fn lock_held(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(path) else {
+        return false;
+    };
+    let suffix = format!(":{}", m.ino());
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .any(|dev_ino| dev_ino.ends_with(&suffix))
+}
+
+#[test]
+#[ignore = "slow: kills composes while apt resolves packages"]
+fn compose_killed_during_package_resolution_leaves_no_apt_and_no_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let tf = tiny_treefile(tmp.path(), "test/kill-apt", serde_json::json!({}));
+    let cache = apt_cache().display().to_string();
+    let apt_state = apt_cache().join("apt");
+    for stage in ["update", "--print-uris"] {
+        let mut child = slipway()
+            .args(["compose", "tree", "--force-nocache", "--repo"])
+            .arg(&repo)
+            .arg("--cachedir")
+            .arg(apt_cache())
+            .arg(&tf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            if !processes_with(&["apt-get", &cache, stage]).is_empty() {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "compose ended before apt-get {stage} was seen"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "apt-get {stage} never started"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let strays = || {
+            let mut v = processes_with(&["apt-get", &cache]);
+            v.extend(processes_with(&["/usr/lib/apt/methods/"]));
+            v
+        };
+        while !strays().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            strays().is_empty(),
+            "apt outlived the compose killed during {stage}: {:?}",
+            strays()
+        );
+        for lock in [
+            apt_state.join("lists/lock"),
+            apt_state.join("lock"),
+            apt_cache().join("apt.lock"),
+        ] {
+            assert!(
+                !lock_held(&lock),
+                "{} still locked after the compose was killed during {stage}",
+                lock.display()
+            );
+        }
+    }
+    // And the next compose goes through.
+    let out = compose(&repo, &tf, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 #[ignore = "slow: two composes at once"]
 fn concurrent_composes_into_one_repo_serialize() {
@@ -489,4 +604,54 @@ fn concurrent_composes_into_one_repo_serialize() {
             .arg(format!("--repo={}", repo.display()))
             .arg("fsck"),
     );
+}
+
+/// The root tree's contents and metadata checksums (`ostree ls -d -C REF /`).
+fn root_tree_checksums(repo: &Path, rev: &str) -> String {
+    let line = ostree(repo, &["ls", "-d", "-C", rev, "/"]);
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert!(f.len() >= 7, "unexpected `ostree ls` output: {line}");
+    format!("{} {}", f[4], f[5])
+}
+
+#[test]
+#[ignore = "slow: composes the default host twice more"]
+fn same_inputs_give_the_same_tree_and_commit() {
+    let host = composed_host();
+    let tmp = tempfile::tempdir().unwrap();
+    let treefile = source_dir().join("treefiles/atomic-host.json");
+    let mut commits = Vec::new();
+    for name in ["a", "b"] {
+        let repo = tmp.path().join(name);
+        let out = slipway()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["compose", "tree", "--force-nocache", "--repo"])
+            .arg(&repo)
+            .arg("--cachedir")
+            .arg(apt_cache())
+            .arg(&treefile)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        commits.push((
+            repo,
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ));
+    }
+    // The same tree as the fixture's compose (another time, no SOURCE_DATE_EPOCH)...
+    let fixture_tree = root_tree_checksums(&host.repo, &host.commit);
+    for (repo, commit) in &commits {
+        assert_eq!(
+            root_tree_checksums(repo, commit),
+            fixture_tree,
+            "differs: `ostree diff` between {} and the fixture's commit",
+            commit
+        );
+    }
+    // ...and under SOURCE_DATE_EPOCH the very same commit.
+    assert_eq!(commits[0].1, commits[1].1);
 }

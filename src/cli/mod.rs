@@ -9,11 +9,21 @@ use clap::{Args, Parser, Subcommand};
 /// Default cache directory (apt downloads, package lists, work directories).
 pub const DEFAULT_CACHEDIR: &str = "/var/cache/slipway";
 
+/// `slipway --version`: the release and the hash of the sources it was built from (the hash
+/// that compose counts in every input hash).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (source ",
+    env!("SLIPWAY_SOURCE_HASH"),
+    ")"
+);
+
 /// slipway builds immutable Debian container hosts with OSTree and keeps them healthy.
 #[derive(Debug, Parser)]
 #[command(
     name = "slipway",
     version,
+    long_version = LONG_VERSION,
     help_expected = true,
     propagate_version = true
 )]

@@ -2,8 +2,8 @@
 //!
 //! The input hash is a SHA-256 over everything that decides what a compose produces: the
 //! flattened treefile, the content of every file it refers to, and the resolved package set
-//! (name, version, architecture and the hash of each .deb), plus slipway's own version
-//! (the conversion code is an input too). Equal to the hash recorded on the ref's commit
+//! (name, version, architecture and the hash of each .deb), plus slipway's own version and
+//! the hash of its sources (the conversion code is an input too). Equal to the hash recorded on the ref's commit
 //! means nothing changed.
 //!
 //! The index hash is a cheaper pre-check: the treefile and its files plus the signed release
@@ -16,13 +16,23 @@ use sha2::{Digest, Sha256};
 use crate::compose::apt::ResolvedPackage;
 use crate::compose::treefile::Treefile;
 
-/// Bump when the layout conversion changes what a given input produces.
-const FORMAT: &str = "slipway-inputhash-1";
+/// The layout of the hash itself.
+const FORMAT: &str = "slipway-inputhash-2";
+
+/// SHA-256 of slipway's own sources (see `build.rs`): a change to the code that converts,
+/// postprocesses or commits a tree is a change of input, so it composes anew.
+pub const SOURCE_HASH: &str = env!("SLIPWAY_SOURCE_HASH");
 
 fn treefile_part(h: &mut Sha256, tf: &Treefile) -> Result<()> {
+    treefile_part_with_source(h, tf, SOURCE_HASH)
+}
+
+fn treefile_part_with_source(h: &mut Sha256, tf: &Treefile, source: &str) -> Result<()> {
     h.update(FORMAT.as_bytes());
     h.update(b"\0");
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(b"\0source\0");
+    h.update(source.as_bytes());
     h.update(b"\0treefile\0");
     h.update(tf.canonical_json().as_bytes());
     for f in tf.referenced_files() {
@@ -109,6 +119,20 @@ mod tests {
             changed_file,
             input_hash(&Treefile::load(&t).unwrap(), &pk).unwrap()
         );
+    }
+
+    #[test]
+    fn slipway_sources_are_an_input() {
+        let d = tempfile::tempdir().unwrap();
+        let t = Treefile::load(&setup(d.path())).unwrap();
+        let hash = |source: &str| {
+            let mut h = Sha256::new();
+            treefile_part_with_source(&mut h, &t, source).unwrap();
+            hex::encode(h.finalize())
+        };
+        assert_eq!(hash(SOURCE_HASH), hash(SOURCE_HASH));
+        assert_ne!(hash(SOURCE_HASH), hash("another build of slipway"));
+        assert_eq!(SOURCE_HASH.len(), 64, "set by build.rs");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! - `/usr/local` points into `/var/usrlocal`; `home`, `root`, `opt`, `srv`, `mnt`, `media`,
 //!   `ostree` become links and `/sysroot` is created;
 //! - `/etc` becomes `/usr/etc` (the machine id emptied, the build host's hostname and resolver
-//!   removed), and the system accounts are also declared for systemd-sysusers;
+//!   and the `passwd-`-style backup files removed, so equal inputs give an equal tree), and the system accounts are also declared for systemd-sysusers;
 //! - `dev`, `proc`, `sys`, `run`, `tmp` are emptied (no device nodes in a commit).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -382,7 +382,19 @@ pub fn convert(
         std::fs::remove_file(&machine_id)?;
     }
     std::fs::write(&machine_id, "")?;
-    for f in ["hostname", "resolv.conf"] {
+    // The build host's names, and the backup copies shadow's tools leave of the account files
+    // (their content depends on the order packages created accounts in, and on nothing a
+    // booted host reads): same inputs, same tree.
+    for f in [
+        "hostname",
+        "resolv.conf",
+        "passwd-",
+        "group-",
+        "shadow-",
+        "gshadow-",
+        "subuid-",
+        "subgid-",
+    ] {
         let p = etc.join(f);
         if std::fs::symlink_metadata(&p).is_ok() {
             std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
@@ -461,6 +473,10 @@ mod tests {
             "root:x:0:\ndocker:x:998:\nsystemd-journal:x:999:\n",
         );
         w("etc/os-release", "ID=debian\n");
+        w("etc/passwd-", "root:x:0:0:root:/root:/bin/bash\n");
+        w("etc/group-", "root:x:0:\n");
+        w("etc/shadow-", "root:*:19000:0:99999:7:::\n");
+        w("etc/gshadow-", "root:*::\n");
         w("etc/hostname", "buildhost\n");
         w("etc/machine-id", "0123456789abcdef\n");
         w("boot/vmlinuz-6.1.0-9-amd64", "kernel");
@@ -503,6 +519,9 @@ mod tests {
             ""
         );
         assert!(!root.join("usr/etc/hostname").exists());
+        for backup in ["passwd-", "group-", "shadow-", "gshadow-"] {
+            assert!(!root.join("usr/etc").join(backup).exists(), "{backup}");
+        }
         assert_eq!(
             std::fs::read_link(root.join("root")).unwrap(),
             Path::new("var/roothome")

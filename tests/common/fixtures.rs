@@ -331,13 +331,24 @@ pub fn host_image(format: &str) -> PathBuf {
         "qcow2" => "qcow2",
         _ => "box",
     };
-    // The name changes with the commit and with how the image is made (bump FIXTURE_VERSION
-    // when the arguments below change).
-    const FIXTURE_VERSION: u32 = 2;
-    let out = dir.join(format!(
-        "host-{}-v{FIXTURE_VERSION}.{ext}",
-        &host.commit[..12]
-    ));
+    // The name is a hash of everything that makes the image: the commit, the slipway that
+    // builds it (its source hash; deploy, bootloader and hostconfig code are in it), the
+    // format, the kickstart and the arguments. Any change builds a new image.
+    let ks = test_kickstart(&dir);
+    let args = image_args(format, &ks);
+    let key = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(host.commit.as_bytes());
+        h.update(env!("SLIPWAY_SOURCE_HASH").as_bytes());
+        h.update(std::fs::read(&ks).unwrap());
+        for a in &args {
+            h.update([0u8]);
+            h.update(a.as_bytes());
+        }
+        hex::encode(h.finalize())
+    };
+    let out = dir.join(format!("host-{}.{ext}", &key[..16]));
     let lock = std::fs::File::create(dir.join(format!("{ext}.lock"))).unwrap();
     let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
@@ -350,20 +361,33 @@ pub fn host_image(format: &str) -> PathBuf {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        let ks = test_kickstart(&dir);
         run_ok(
             slipway()
-                .args(["image", "--repo"])
-                .arg(&host.repo)
-                .args(["--ref", &host.reference, "--format", format, "-o"])
+                .args(&args)
+                .arg("-o")
                 .arg(&out)
                 .arg("--cachedir")
-                .arg(apt_cache())
-                .arg("--kickstart")
-                .arg(&ks)
-                // TEST-NET-1: never contacted, only recorded as the upgrade remote.
-                .args(["--remote-url", TEST_REMOTE_URL]),
+                .arg(apt_cache()),
         );
     }
     out
+}
+
+/// The arguments `host_image` builds with (all but the output and cache paths).
+fn image_args(format: &str, kickstart: &Path) -> Vec<String> {
+    let host = composed_host();
+    vec![
+        "image".into(),
+        "--repo".into(),
+        host.repo.display().to_string(),
+        "--ref".into(),
+        host.reference.clone(),
+        "--format".into(),
+        format.into(),
+        "--kickstart".into(),
+        kickstart.display().to_string(),
+        // TEST-NET-1: never contacted, only recorded as the upgrade remote.
+        "--remote-url".into(),
+        TEST_REMOTE_URL.into(),
+    ]
 }
