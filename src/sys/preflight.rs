@@ -10,6 +10,7 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("mmdebstrap", "mmdebstrap"),
     ("apt-get", "apt"),
     ("apt-cache", "apt"),
+    ("dpkg", "dpkg"),
     ("bwrap", "bubblewrap"),
     ("unshare", "util-linux"),
     ("ostree", "ostree"),
@@ -19,11 +20,15 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("mkfs.ext4", "e2fsprogs"),
     ("mke2fs", "e2fsprogs"),
     ("debugfs", "e2fsprogs"),
+    ("chattr", "e2fsprogs"),
+    ("mkfs.fat", "dosfstools"),
     ("mkfs.vfat", "dosfstools"),
     ("mformat", "mtools"),
     ("mcopy", "mtools"),
     ("mmd", "mtools"),
+    ("mdir", "mtools"),
     ("grub-mkimage", "grub-common"),
+    ("grub-script-check", "grub-common"),
     ("/usr/lib/grub/i386-pc/grub-bios-setup", "grub-pc-bin"),
     ("qemu-img", "qemu-utils"),
     ("qemu-system-x86_64", "qemu-system-x86"),
@@ -76,6 +81,64 @@ pub fn require_programs(progs: &[&str]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every program slipway starts by name (`Command::new("...")`) or asks for in a preflight
+    /// (`require_programs(&[...])`), anywhere in its sources, has its Debian package in the
+    /// table, so no hint ever reads `apt-get install ` with nothing after it.
+    #[test]
+    fn every_program_slipway_runs_has_its_package() {
+        fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    sources(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        sources(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let quoted = |s: &str| -> Vec<String> {
+            s.split('"')
+                .skip(1)
+                .step_by(2)
+                .map(String::from)
+                .collect()
+        };
+        let mut programs = std::collections::BTreeSet::new();
+        for f in &files {
+            let whole = std::fs::read_to_string(f).unwrap();
+            // The code slipway runs, not its unit tests.
+            let text = whole.split("#[cfg(test)]").next().unwrap();
+            for (i, _) in text.match_indices("Command::new(\"") {
+                let rest = &text[i + "Command::new(\"".len()..];
+                programs.insert(rest[..rest.find('"').unwrap()].to_string());
+            }
+            for (i, _) in text.match_indices("require_programs(&[") {
+                let rest = &text[i..];
+                programs.extend(quoted(&rest[..rest.find(']').unwrap()]));
+            }
+            for (i, _) in text.match_indices("tools.extend([") {
+                let rest = &text[i..];
+                programs.extend(quoted(&rest[..rest.find(']').unwrap()]));
+            }
+            for (i, _) in text.match_indices("let mut tools = vec![") {
+                let rest = &text[i..];
+                programs.extend(quoted(&rest[..rest.find(']').unwrap()]));
+            }
+        }
+        programs.remove(""); // the runner's placeholder while a command is with the spawner
+        assert!(programs.len() > 10, "found only {programs:?}");
+        let missing: Vec<&String> = programs
+            .iter()
+            .filter(|p| package_for(p).is_none())
+            .collect();
+        assert!(missing.is_empty(), "no package known for {missing:?}");
+    }
 
     #[test]
     fn missing_tools_are_named_with_their_package() {
