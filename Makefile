@@ -10,17 +10,6 @@ TREEFILE  ?= treefiles/atomic-host.json
 SLIPWAY   := target/release/slipway
 export SLIPWAY_TEST_CACHE ?= /var/tmp/slipway-test-cache
 
-# What slipway itself needs: building (libostree), composing, imaging.
-DEPS := build-essential pkg-config libglib2.0-dev libostree-dev ostree \
-	mmdebstrap bubblewrap util-linux apt dpkg gnupg ca-certificates curl \
-	fdisk e2fsprogs dosfstools mtools grub-common grub-pc-bin grub-efi-amd64-bin \
-	qemu-utils tar zstd
-# What the tests add: QEMU with SeaBIOS, OVMF and iPXE, SSH, initramfs inspection,
-# Vagrant with the libvirt provider.
-TEST_DEPS := qemu-system-x86 ovmf seabios ipxe-qemu openssh-client dracut-core cpio \
-	iproute2 procps vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients \
-	dnsmasq-base iptables
-
 .PHONY: run test deps test-deps rust build fast-test slow-test lint bench clean
 
 run: deps rust build
@@ -28,20 +17,15 @@ run: deps rust build
 	$(SLIPWAY) compose tree --repo $(REPO) --cachedir $(CACHEDIR) \
 		--write-composejson-to $(CURDIR)/build/compose.json $(TREEFILE)
 
-test: deps test-deps rust lint fast-test slow-test
+test: test-deps rust lint fast-test slow-test
 
+# Packages and the check that every tool is in place after installing: scripts/install-deps.sh
+# (one apt transaction, so a test package cannot remove a build tool; see the script).
 deps:
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS)
+	scripts/install-deps.sh build
 
-# Daemons in these packages (libvirtd, dnsmasq) must not start on the host: the Vagrant test
-# runs its own libvirtd inside a network namespace. policy-rc.d keeps them stopped while the
-# packages install.
 test-deps:
-	@if [ -e /usr/sbin/policy-rc.d ]; then had_policy=1; else had_policy=0; \
-		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_DEPS); rc=$$?; \
-	[ $$had_policy = 1 ] || rm -f /usr/sbin/policy-rc.d; exit $$rc
+	scripts/install-deps.sh test
 
 # A Rust toolchain: the machine's if it has one, else rustup's stable.
 rust:
@@ -62,7 +46,7 @@ fast-test:
 slow-test:
 	PATH=$$HOME/.cargo/bin:$$PATH cargo test -- --ignored --test-threads=1
 
-bench: deps test-deps rust build
+bench: test-deps rust build
 	bench/run.sh
 
 clean:
