@@ -10,6 +10,16 @@
 #      package set (slipway's resolved name=version list), same host apt sources, same .deb
 #      cache: neither side downloads packages (the cache is warmed by a throwaway compose first,
 #      and both sides count the .debs they had to fetch). Target: slipway <= 0.6x the baseline.
+#   1p. Cold compose against a peer tool: the same cold compose (the run of 1, not another)
+#      against debos building bench/debos/atomic-host.yaml (bench/debos/run-debos.sh): the
+#      treefiles' packages from the host's mirror (read from the apt sources at run time and
+#      passed as `-t mirror:`), debootstrap minbase, apt, the same customisations, one dracut
+#      run (ostree module, zstd), the OSTree layout in shell, debos's `ostree-commit` into a
+#      fresh archive repository. debos runs without fakemachine (--disable-fakemachine). It
+#      keeps no .deb cache between runs, so instead of a warm-up run the recipe hardlinks the
+#      shared cache into its chroot; what it still downloads (the debs debootstrap takes from
+#      the suite alone, index files) is counted and reported. The two commits' package lists
+#      are compared. Target: slipway <= 0.5x debos.
 #   2. No-op recompose: the same compose again; nothing changed, so it must stop after resolving
 #      (composejson `"changed": false`). Target: under 2 s.
 #   3. Commit stage: ONE converted tree (the baseline's, kept) committed by `ostree commit` and by
@@ -22,16 +32,32 @@
 #
 # Cheap commands (no-op recompose, images) run 3 times (median reported); the others once.
 # Targets are reported (PASS/FAIL), not enforced: the script exits non-zero only when a
-# measured command fails or a correctness check (changed: false, identical commits) fails.
+# measured command fails or a correctness check (changed: false, identical commits, debos's
+# package set) fails.
 #
 # Environment:
 #   SLIPWAY_BENCH_DIR        work directory (default /var/tmp/slipway-bench); the apt/.deb cache
 #                            shared by slipway and the baseline is $SLIPWAY_BENCH_DIR/cache
-#   SLIPWAY_BENCH_SOURCES    apt sources file for the baseline (default: the host's
-#                            /etc/apt/sources.list.d/debian.sources, else /etc/apt/sources.list)
+#   SLIPWAY_BENCH_SOURCES    apt sources file for the baseline, where debos's mirrors are read too
+#                            (default: the host's /etc/apt/sources.list.d/debian.sources, else
+#                            /etc/apt/sources.list)
 #   SLIPWAY_BENCH_SKIP_BOOT  1: skip step 6 (marked "not measured" in the report)
+#   SLIPWAY_BENCH_SKIP_DEBOS 1: skip step 1p (likewise); it is also skipped when debos is not
+#                            installed (apt-get install --no-install-recommends debos: its
+#                            Recommends include systemd-resolved, which replaces /etc/resolv.conf)
 #   SLIPWAY_TEST_CACHE       the slow tests' cache (their composed host and images), see tests/
+#
+# `bench/run.sh compose-peer` measures only 1 and 1p (with the same set-up: build, warm cache)
+# and writes $SLIPWAY_BENCH_DIR/results/compose-peer.md (printed too), not BENCHMARKS.md.
 set -euo pipefail
+
+MODE=all
+case "${1:-}" in
+    "") ;;
+    compose-peer) MODE=compose-peer ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: bench/run.sh [compose-peer]" >&2; exit 2 ;;
+esac
 
 script_start=$(date +%s.%N)
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -145,6 +171,67 @@ commit_packages() {
     ostree show --repo="$1" --print-metadata-key=slipway.packages "$2" |
         grep -o "('[^']*', '[^']*')" | sed "s/('\\([^']*\\)', '\\([^']*\\)')/\\1=\\2/"
 }
+# name=version lines of the packages installed in a commit (its dpkg database, OSTree layout).
+dpkg_packages() {
+    ostree cat --repo="$1" "$2" /usr/share/dpkg/database/status |
+        awk '/^Package:/ { p = $2 } /^Version:/ { v = $2 } /^Status:/ { s = $0 }
+             /^$/ { if (s ~ / installed$/) print p "=" v; p = v = s = "" }
+             END { if (s ~ / installed$/) print p "=" v }'
+}
+# "URI SUITE" for each deb entry of apt sources files (deb822 or one-line; disabled ones skipped).
+apt_entries() {
+    local f
+    for f in "$@"; do
+        [ -f "$f" ] || continue
+        case $f in
+        *.sources)
+            awk 'function flush(  i, j, u, s) {
+                     if (types ~ /(^| )deb( |$)/ && tolower(enabled) != "no") {
+                         split(uris, u, " "); split(suites, s, " ")
+                         for (i = 1; i in u; i++) for (j = 1; j in s; j++) print u[i], s[j] }
+                     types = uris = suites = enabled = "" }
+                 /^[ \t]*#/ { next }
+                 /^[ \t]*$/ { flush(); next }
+                 { k = tolower($1); sub(/^[^:]*:[ \t]*/, "") }
+                 k == "types:" { types = $0 } k == "uris:" { uris = $0 } k == "suites:" { suites = $0 }
+                 k == "enabled:" { enabled = $0 }
+                 END { flush() }' "$f" ;;
+        *)
+            awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) while ($i !~ /\]$/) i++; if ($2 ~ /^\[/) i++
+                 print $i, $(i + 1) }' "$f" ;;
+        esac
+    done
+}
+# MIRROR (the URI serving SUITE), UPDATES (yes if SUITE-updates is configured) and SECURITY
+# (the URI serving SUITE-security, or empty) of the host's apt sources: $SOURCES, or when it
+# has no entry for SUITE, all of /etc/apt/sources.list.d/*.sources and /etc/apt/sources.list.
+host_mirrors() {
+    local suite=$1 entries
+    entries=$(apt_entries "$SOURCES")
+    awk -v s="$suite" '$2 == s { f = 1 } END { exit !f }' <<< "$entries" ||
+        entries=$(apt_entries /etc/apt/sources.list.d/*.sources /etc/apt/sources.list)
+    MIRROR=$(awk -v s="$suite" '$2 == s { print $1; exit }' <<< "$entries")
+    SECURITY=$(awk -v s="$suite-security" '$2 == s { print $1; exit }' <<< "$entries")
+    UPDATES=no
+    if awk -v s="$suite-updates" '$2 == s { f = 1 } END { exit !f }' <<< "$entries"; then UPDATES=yes; fi
+    MIRROR=${MIRROR%/} SECURITY=${SECURITY%/}
+}
+# tf_array FILE KEY: a treefile's KEY array after its includes (arrays concatenate), one item a
+# line (an item that is itself an array, such as an add-files pair, joined with spaces).
+tf_array() {
+    local f=$1 key=$2 inc
+    while IFS= read -r inc; do
+        [ -z "$inc" ] || tf_array "$(dirname "$f")/$inc" "$key"
+    done < <(jq -r '.include // [] | if type == "string" then [.] else . end | .[]' "$f")
+    jq -r --arg k "$key" '.[$k] // [] | .[] | if type == "array" then join(" ") else . end' "$f"
+}
+# The packages of the debos recipe's apt action.
+recipe_packages() {
+    awk '/^  - action:/ { apt = ($3 == "apt"); pk = 0; next }
+         apt && /^    packages:/ { pk = 1; next }
+         pk && /^      - / { print $2; next }
+         pk && !/^ *#/ { pk = 0 }' "$1"
+}
 
 # ----------------------------------------------------------------------------------------------
 # Set-up: binary, machine, work directory, warm cache
@@ -163,13 +250,32 @@ else
 fi
 [ -f "$SOURCES" ] || die "no apt sources file for the baseline (set SLIPWAY_BENCH_SOURCES)"
 
+# 1p's peer: debos (skipped, and said so in the report, when not wanted or not installed).
+DEBOS_RECIPE=$SRC/bench/debos/atomic-host.yaml
+DEBOS_WORK=$BENCH/debos
+DEBOS_REF=debos/bookworm/x86_64/atomic-host
+DEBOS_SUITE=bookworm
+V[debos]=run
+if [ "${SLIPWAY_BENCH_SKIP_DEBOS:-0}" = 1 ]; then
+    V[debos]="skipped (SLIPWAY_BENCH_SKIP_DEBOS=1)"
+elif ! command -v debos > /dev/null; then
+    V[debos]="skipped (debos is not installed: apt-get install --no-install-recommends debos)"
+fi
+[ "$MODE" = all ] || [ "${V[debos]}" = run ] || die "compose-peer: debos ${V[debos]}"
+MIRROR= SECURITY= UPDATES=no
+if [ "${V[debos]}" = run ]; then
+    host_mirrors "$DEBOS_SUITE"
+    [ -n "$MIRROR" ] || die "no apt source for $DEBOS_SUITE in $SOURCES or the other sources files (debos's mirror)"
+    say "debos's mirrors (from the host's apt sources): $MIRROR ($DEBOS_SUITE, -updates: $UPDATES), security: ${SECURITY:-none}"
+fi
+
 mkdir -p "$BENCH" "$CACHE"
 say "building slipway (cargo build --release)"
 (cd "$SRC" && cargo build --release) > /dev/null 2> "$BENCH/cargo-build.log" ||
     { tail -n 30 "$BENCH/cargo-build.log" >&2; die "cargo build --release failed"; }
 
 rm -rf "$RESULTS" "$LOGS" "$BENCH/slipway-repo" "$BENCH/baseline" "$BENCH/commit-ostree" \
-    "$BENCH/commit-slipway" "$BENCH/images"
+    "$BENCH/commit-slipway" "$BENCH/images" "$DEBOS_WORK"
 mkdir -p "$RESULTS" "$LOGS" "$BENCH/images"
 
 # Image work directories left in the cache (slipway removes its own, immutable OSTree
@@ -185,6 +291,7 @@ V[os]="Debian $(cat /etc/debian_version 2>/dev/null || echo '?')"
 V[revision]=$(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)
 V[ostree]=$(ostree --version | awk -F"'" '/Version/ { print $2; exit }')
 V[mmdebstrap]=$(mmdebstrap --version | awk '{ print $2 }')
+V[debos_version]=$(dpkg-query -W -f='${Version}' debos 2>/dev/null || echo 'not installed')
 V[loadavg]=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Warm the shared cache with a throwaway compose (its own repository, kept between runs): after
@@ -214,6 +321,223 @@ fi
 say "cache warm: $(deb_count) .debs, $(human "$(du -sb "$CACHE/apt/archives" | cut -f1)")"
 
 # ----------------------------------------------------------------------------------------------
+# 1p. The peer: debos, same packages, same cache (functions: run after 1 and the baseline, or
+#     straight after 1 by `bench/run.sh compose-peer`)
+# ----------------------------------------------------------------------------------------------
+
+declare -A DP   # debos phases and download counts (run-debos.sh --times)
+measure_debos_peer() {
+    local cmd shown u line missing=() s=$RESULTS/slipway-packages.txt d=$RESULTS/debos-packages.txt
+    if [ "${V[debos]}" != run ]; then
+        say "1p: debos ${V[debos]}"
+        return 0
+    fi
+    # The recipe carries the treefiles' lists (packages, units, add-files): they must agree.
+    if command -v jq > /dev/null; then
+        diff <(tf_array "$TREEFILE" packages | LC_ALL=C sort -u) \
+            <(recipe_packages "$DEBOS_RECIPE" | grep -vx usrmerge | LC_ALL=C sort -u) \
+            > "$RESULTS/debos-recipe-packages.diff" ||
+            CHECK_FAILURES+=("debos recipe: its apt packages (usrmerge aside) differ from the treefiles': $RESULTS/debos-recipe-packages.diff")
+        while IFS= read -r u; do
+            grep -qF -- "$u" "$DEBOS_RECIPE" || missing+=("unit $u")
+        done < <(tf_array "$TREEFILE" units)
+        while IFS= read -r line; do
+            grep -qF -- " ${line#* }" "$SRC/bench/debos/customize.sh" || missing+=("add-files ${line#* }")
+        done < <(tf_array "$TREEFILE" add-files)
+        [ ${#missing[@]} = 0 ] || CHECK_FAILURES+=("debos recipe: not in it: ${missing[*]}")
+        V[debos_recipe_check]="checked against the treefiles by this script (packages, units, add-files)"
+    else
+        V[debos_recipe_check]="not checked against the treefiles (jq is missing)"
+    fi
+
+    cmd=("$SRC/bench/debos/run-debos.sh" --workdir "$DEBOS_WORK" --suite "$DEBOS_SUITE"
+        --mirror "$MIRROR" --updates "$UPDATES")
+    [ -z "$SECURITY" ] || cmd+=(--security "$SECURITY")
+    cmd+=(--debs "$CACHE/apt/archives" --times "$RESULTS/debos-times.txt" --log "$LOGS/debos-run.log")
+    # The report names the mirrors by variable (read from $SOURCES at run time), not by host.
+    shown=$(quote "${cmd[@]}")
+    [ -z "$SECURITY" ] || shown=${shown//"$SECURITY"/\$SECURITY}
+    shown=${shown//"$MIRROR"/\$MIRROR}
+    COMMANDS+="$shown"$'\n'
+    run_timed compose_debos "${cmd[@]}"
+    while read -r k v; do DP[$k]=$v; done < "$RESULTS/debos-times.txt"
+    V[debos_commit]=$(ostree rev-parse --repo="$DEBOS_WORK/artifacts/repo" "$DEBOS_REF")
+    V[debos_repo_bytes]=$(du -sb "$DEBOS_WORK/artifacts/repo" | cut -f1)
+    V[debos_initramfs_bytes]=$(ostree ls --repo="$DEBOS_WORK/artifacts/repo" "$DEBOS_REF" \
+        "/usr/lib/modules/${V[kver]}/initramfs.img" 2>/dev/null | awk '{ print $4 }') || true
+    # apt's own counts: apt-setup.sh's dist-upgrade, then the apt action.
+    V[debos_upgraded]=$(sed -n 's/^.* apt-setup\.sh | \([0-9]*\) upgraded, .*/\1/p' "$LOGS/debos-run.log" | tail -n 1)
+    V[debos_installed]=$(sed -n 's/^.* apt | [0-9]* upgraded, \([0-9]*\) newly installed.*/\1/p' "$LOGS/debos-run.log" | tail -n 1)
+
+    # The two commits' package sets (name=version), sorted by name for join.
+    dpkg_packages "$DEBOS_WORK/artifacts/repo" "$DEBOS_REF" | LC_ALL=C sort -t= -k1,1 > "$d"
+    commit_packages "$REPO" "$REF" | LC_ALL=C sort -t= -k1,1 > "$s"
+    V[pkg_debos]=$(wc -l < "$d")
+    V[pkg_same]=$(LC_ALL=C join -t= "$s" "$d" | awk -F= '$2 == $3' | wc -l)
+    V[pkg_only_slipway]=$(LC_ALL=C join -t= -v1 "$s" "$d" | paste -sd' ')
+    V[pkg_only_debos]=$(LC_ALL=C join -t= -v2 "$s" "$d" | paste -sd' ')
+    V[pkg_versions]=$(LC_ALL=C join -t= "$s" "$d" | awk -F= '$2 != $3 { printf "%s%s %s (slipway) %s (debos)", sep, $1, $2, $3; sep = ", " }')
+    [ -z "${V[pkg_versions]}" ] ||
+        CHECK_FAILURES+=("1p: packages at other versions in debos's commit than in slipway's (did the mirror change between the runs?): ${V[pkg_versions]}")
+    if command -v jq > /dev/null; then
+        missing=()
+        while IFS= read -r u; do
+            grep -q "^$u=" "$d" || missing+=("$u")
+        done < <(tf_array "$TREEFILE" packages)
+        [ ${#missing[@]} = 0 ] || CHECK_FAILURES+=("1p: treefile packages not installed in debos's commit: ${missing[*]}")
+    fi
+    say "1p: slipway ${T[compose_cold]} s, debos ${T[compose_debos]} s: $(ratio "${T[compose_cold]}" "${T[compose_debos]}")x; packages: ${V[pkg_same]} the same, only slipway: ${V[pkg_only_slipway]:-none}, only debos: ${V[pkg_only_debos]:-none}"
+}
+
+# One row of the load table.
+load_row() {
+    local share
+    share=$(awk -v o="${OTHER[$1]}" -v w="${T[$1]}" -v n="${V[nproc]}" 'BEGIN { printf "%.0f", 100 * o / (w * n) }')
+    printf '| %s | %.1f s | %s s | %s s (%s%% of the machine) |\n' "$1" "${T[$1]}" "${CPU[$1]}" "${OTHER[$1]}" "$share"
+}
+
+# The report's 1p section (markdown), for BENCHMARKS.md and compose-peer.md.
+peer_section() {
+    if [ "${V[debos]}" != run ]; then
+        echo "**Not measured**: debos ${V[debos]}."
+        return 0
+    fi
+    local r k v pk=0 c=${T[compose_cold]}
+    local -A P
+    r=$(ratio "${T[compose_cold]}" "${T[compose_debos]}")
+    while read -r k v; do P[$k]=$v; done < <(json_phases "$RESULTS/compose-cold.json")
+    for k in seed debootstrap apt-setup apt-install; do
+        pk=$(awk -v a="$pk" -v b="${DP[phase.$k]:-0}" 'BEGIN { print a + b }')
+    done
+    cl() { if [ -n "${1:-}" ]; then printf '%.1f s' "$1"; else printf -- '-'; fi; }
+    cat <<EOF
+The cold compose of 1 (the same run, not another) against debos ${V[debos_version]} building
+\`bench/debos/atomic-host.yaml\` with \`bench/debos/run-debos.sh\`, as root with
+\`--disable-fakemachine\` (debos's KVM backend hangs on this machine, its emulated one is far
+slower), into a fresh archive repository: **$(cl "$c") against $(cl "${T[compose_debos]}"): ${r}x**
+(target <= 0.5x: **$(verdict "$r" "<=" 0.5)**). debos's commit \`${V[debos_commit]}\` (\`$DEBOS_REF\`),
+its repository $(human "${V[debos_repo_bytes]}") (slipway's: $(human "${V[repo_bytes]:-$(du -sb "$REPO" | cut -f1)}")).
+
+The recipe installs the treefiles' packages (${V[debos_recipe_check]}) from the host's apt
+sources: debootstrap minbase from \`$DEBOS_SUITE\` of the host's mirror, then \`apt-setup.sh\`
+adds $DEBOS_SUITE-updates and -security as slipway resolves them and upgrades
+${V[debos_upgraded]:-?} packages, then the apt action installs ${V[debos_installed]:-?}. Like slipway:
+no recommends, initramfs-tools forbidden, dracut diverted while packages install (no throwaway
+initramfs), one dracut run with the ostree module and zstd, the treefiles' add-files,
+postprocess, units and default target, the same OSTree layout conversion (in shell), and
+\`ostree summary -u\`.
+
+| phase | slipway | debos |
+| --- | --- | --- |
+| resolve (apt update, package resolution, input hash) | $(cl "${P[resolve]:-}") | (in the steps below) |
+| packages | $(cl "${P[build]:-}") (mmdebstrap) | $(cl "$pk") |
+| &nbsp;&nbsp;debos: seed the shared .deb cache (hardlinks, twice) | | $(cl "${DP[phase.seed]:-}") |
+| &nbsp;&nbsp;debos: debootstrap --variant=minbase $DEBOS_SUITE | | $(cl "${DP[phase.debootstrap]:-}") |
+| &nbsp;&nbsp;debos: apt sources, apt-get update, dist-upgrade | | $(cl "${DP[phase.apt-setup]:-}") |
+| &nbsp;&nbsp;debos: apt action (update: false) | | $(cl "${DP[phase.apt-install]:-}") |
+| customize (add-files, postprocess, units) | $(cl "${P[customize]:-}") | $(cl "${DP[phase.customize]:-}") |
+| initramfs (dracut --no-hostonly --add ostree, zstd) | $(cl "${P[initramfs]:-}") | $(cl "${DP[phase.initramfs]:-}") |
+| layout (OSTree conversion) | $(cl "${P[layout]:-}") | $(cl "${DP[phase.layout]:-}") |
+| commit | $(cl "${P[commit]:-}") | $(cl "${DP[phase.commit]:-}") (\`ostree init\`, \`ostree-commit\` action, \`ostree summary -u\`) |
+| publish (summary) | $(cl "${P[publish]:-}") | (in commit) |
+| debos start-up, and removal of its scratch root at the end | | $(cl "$(awk -v a="${DP[phase.startup]:-0}" -v b="${DP[phase.finish]:-0}" 'BEGIN { print a + b }')") |
+| **total (wall, whole command)** | **$(cl "$c")** | **$(cl "${T[compose_debos]}")** |
+
+debos's phases are the recipe's actions, timed from its log. Its \`ostree-commit\` action is
+libostree's commit on one thread, as \`ostree commit\`; slipway writes objects with one worker
+per core (row 3).
+
+Packages: ${V[pkg_same]} of slipway's ${V[packages]} at the same version in debos's commit
+(${V[pkg_debos]} packages); only in slipway's: ${V[pkg_only_slipway]:-none}; only in debos's:
+${V[pkg_only_debos]:-none}${V[pkg_versions]:+; **at other versions**: ${V[pkg_versions]}}.
+(debootstrap merges /usr itself and installs usr-is-merged; mmdebstrap resolves
+init-system-helpers's \`usrmerge | usr-is-merged\` to usrmerge, which brings perl, so the recipe
+adds usrmerge. Lists: \`$RESULTS/slipway-packages.txt\`, \`$RESULTS/debos-packages.txt\`.)
+
+Downloads: debos keeps no .deb cache between runs (its scratch root goes at the end), so a
+warm-up run would warm nothing; instead the recipe hardlinks the shared cache into its chroot
+before debootstrap and before apt, and both use a seeded .deb whose checksum matches. Still
+fetched during the measured run: ${DP[debootstrap_debs_fetched]:-?} .debs by debootstrap
+(${DP[debootstrap_debs_list]:-none}: $DEBOS_SUITE's own versions, which slipway's set has newer from -updates or
+-security, so they are upgraded right after), ${DP[apt_debs_fetched]:-?} by apt
+($(human "${DP[apt_bytes_fetched]:-0}")), and the index files (debootstrap's $DEBOS_SUITE Packages,
+apt's -updates and -security lists) that a fresh chroot fetches every time. The machine received
+$(human "${DP[net_rx_bytes]:-0}") over the network while debos ran (everything on the machine).
+slipway downloaded ${V[slipway_downloaded]} .debs in 1.
+EOF
+}
+
+# The results table's 1p row.
+peer_row() {
+    local r cold
+    cold=$(printf '%.1f s' "${T[compose_cold]}")
+    if [ "${V[debos]}" != run ]; then
+        echo "| 1p | cold compose against debos (\`bench/debos/atomic-host.yaml\`) | $cold (the run of 1) | not measured: ${V[debos]} | | <= 0.5x | skipped |"
+        return 0
+    fi
+    r=$(ratio "${T[compose_cold]}" "${T[compose_debos]}")
+    echo "| 1p | cold compose against debos (\`bench/debos/atomic-host.yaml\`, same packages and cache) | $cold (the run of 1) | $(printf '%.1f s' "${T[compose_debos]}") (debos, no fakemachine) | ${r}x | <= 0.5x | $(verdict "$r" "<=" 0.5) |"
+}
+
+# compose-peer mode: the report of 1 and 1p alone, beside the results (BENCHMARKS.md untouched).
+write_peer_report() {
+    local out=$RESULTS/compose-peer.md r
+    r=$(ratio "${T[compose_cold]}" "${T[compose_debos]}")
+    {
+        cat <<EOF
+# slipway cold compose against debos
+
+Generated by \`bench/run.sh compose-peer\` on ${V[date]}, slipway ${V[revision]}: measurements
+1 and 1p of \`BENCHMARKS.md\` only. **Machine:** ${V[nproc]} cores (${V[cpu]}), ${V[mem]} RAM,
+${V[os]}, kernel ${V[kernel]}; load average ${V[loadavg]} at the start,
+$(cut -d' ' -f1-3 /proc/loadavg) at the end. Tools: libostree ${V[ostree]}, mmdebstrap
+${V[mmdebstrap]}, debos ${V[debos_version]}. Before the measured runs a throwaway compose
+(\`$BENCH/warm-repo\`; ${V[warm_text]}) filled the shared cache \`$CACHE\`.
+
+| measurement | slipway | debos | ratio | target | result |
+| --- | --- | --- | --- | --- | --- |
+| cold compose of \`atomic-host.json\` (fresh repo, warm .deb cache) | $(printf '%.1f s' "${T[compose_cold]}") | $(printf '%.1f s' "${T[compose_debos]}") | ${r}x | <= 0.5x | $(verdict "$r" "<=" 0.5) |
+
+## 1p. Cold compose: slipway against debos
+
+EOF
+        peer_section
+        cat <<EOF
+
+## Load during each measurement
+
+"Rest of the machine": CPU-seconds (out of ${V[nproc]} x wall) the command did not account for
+while it ran (other users, and kernel work such as writeback); see BENCHMARKS.md.
+
+| measurement | wall | own CPU | rest of the machine |
+| --- | --- | --- | --- |
+$(load_row compose_cold)
+$(load_row compose_debos)
+
+## Commands
+
+Run from \`$SRC\` as root (the work directory is \`$BENCH\`; \$MIRROR and \$SECURITY are the
+host's mirrors for $DEBOS_SUITE and $DEBOS_SUITE-security, read from \`$SOURCES\`):
+
+\`\`\`sh
+$(printf '%s' "$COMMANDS")
+\`\`\`
+EOF
+        if [ ${#CHECK_FAILURES[@]} -gt 0 ]; then
+            printf '\n## Check failures\n\n'
+            printf -- '- %s\n' "${CHECK_FAILURES[@]}"
+        fi
+    } > "$out"
+    cat "$out"
+    say "wrote $out"
+    say "cold compose against debos: ${r}x ($(verdict "$r" "<=" 0.5))"
+    if [ ${#CHECK_FAILURES[@]} -gt 0 ]; then
+        printf '%s\n' "${CHECK_FAILURES[@]}" >&2
+        die "correctness checks failed (see $out)"
+    fi
+}
+
+# ----------------------------------------------------------------------------------------------
 # 1. Cold compose: slipway into a fresh repository
 # ----------------------------------------------------------------------------------------------
 
@@ -226,6 +550,12 @@ V[slipway_downloaded]=$(($(deb_count) - debs_before))
 V[commit]=$(json_scalar "$RESULTS/compose-cold.json" commit)
 V[packages]=$(json_scalar "$RESULTS/compose-cold.json" package_count)
 V[kver]=$(json_scalar "$RESULTS/compose-cold.json" kernel_version)
+
+if [ "$MODE" = compose-peer ]; then
+    measure_debos_peer
+    write_peer_report
+    exit 0
+fi
 
 # ----------------------------------------------------------------------------------------------
 # 2. No-op recompose
@@ -261,6 +591,9 @@ measure compose_baseline "$SRC/bench/baseline-compose.sh" --debs "$CACHE/apt/arc
 declare -A BP   # baseline phases
 while read -r k v; do BP[$k]=$v; done < "$RESULTS/baseline-times.txt"
 V[baseline_repo_bytes]=$(du -sb "$BENCH/baseline/repo" | cut -f1)
+
+# 1p: debos, after the baseline (same cache, same package set).
+measure_debos_peer
 
 # ----------------------------------------------------------------------------------------------
 # 3. Commit stage: one converted tree, `ostree commit` against `slipway compose commit`
@@ -357,6 +690,8 @@ V[loadavg_end]=$(cut -d' ' -f1-3 /proc/loadavg)
 script_secs=$(awk -v a="$script_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
 r_compose=$(ratio "${T[compose_cold]}" "${T[compose_baseline]}")
 r_commit=$(ratio "${T[commit_slipway]}" "${T[commit_ostree]}")
+r_peer=
+[ "${V[debos]}" != run ] || r_peer=$(ratio "${T[compose_cold]}" "${T[compose_debos]}")
 s() { printf '%.1f s' "$1"; }
 boot_cell() {
     if [ -n "$1" ] && [ "${V[boot]}" = failed ]; then printf '%.1f s (the test failed after the boot, see 6)' "$1"
@@ -380,13 +715,14 @@ noisy: treat differences of a few percent as noise.
 
 **Machine:** ${V[nproc]} cores (${V[cpu]}), ${V[mem]} RAM, ${V[os]}, kernel ${V[kernel]};
 load average ${V[loadavg]} at the start, ${V[loadavg_end]} at the end. QEMU boots: **${accel_text}**.
-Tools: libostree ${V[ostree]}, mmdebstrap ${V[mmdebstrap]}.
+Tools: libostree ${V[ostree]}, mmdebstrap ${V[mmdebstrap]}, debos ${V[debos_version]}.
 
 ## Results
 
 | # | measurement | slipway | baseline | ratio | target | result |
 | --- | --- | --- | --- | --- | --- | --- |
 | 1 | cold compose of \`atomic-host.json\` (fresh repo, warm .deb cache) | $(s "${T[compose_cold]}") | $(s "${T[compose_baseline]}") (mmdebstrap + dracut + shell + \`ostree commit\`) | ${r_compose}x | <= 0.6x | $(verdict "$r_compose" "<=" 0.6) |
+$(peer_row)
 | 2 | no-op recompose (median of 3: ${V[compose_noop.runs]}) | $(s "${T[compose_noop]}") | | | < 2 s | $(verdict "${T[compose_noop]}" "<" 2) |
 | 3 | commit stage, same converted tree into a fresh archive repo | $(s "${T[commit_slipway]}") (\`slipway compose commit\`) | $(s "${T[commit_ostree]}") (\`ostree commit\`) | ${r_commit}x | <= 0.6x | $(verdict "$r_commit" "<=" 0.6) |
 | 4 | commit size (repository after 1) | $(human "${V[repo_bytes]}") | $(human "${V[baseline_repo_bytes]}") (baseline repo) | $(ratio "${V[repo_bytes]}" "${V[baseline_repo_bytes]}")x | | info |
@@ -395,7 +731,7 @@ Tools: libostree ${V[ostree]}, mmdebstrap ${V[mmdebstrap]}.
 | 6a | boot to SSH, hybrid image under SeaBIOS (${V[accel]^^}) | $(boot_cell "${V[boot_bios]}") | | | | info |
 | 6b | boot to SSH, hybrid image under OVMF (${V[accel]^^}) | $(boot_cell "${V[boot_uefi]}") | | | | info |
 
-Ratios are slipway / baseline; lower is better.
+Ratios are slipway / baseline (1p: slipway / debos); lower is better.
 
 ## 1. Cold compose, phase by phase
 
@@ -436,6 +772,12 @@ slipway writes them with one worker per core (row 3).
 The baseline skips the treefile's add-files, postprocess script, units, default target, the
 sysusers.d file and tmp.mount (slipway's "customize" phase above: well under a second), so if
 anything it is favoured.
+
+## 1p. Cold compose: slipway against debos
+
+EOF
+peer_section
+cat <<EOF
 
 ## 2. No-op recompose
 
@@ -519,17 +861,16 @@ of all).
 | measurement | wall | own CPU | rest of the machine |
 | --- | --- | --- | --- |
 EOF
-for k in compose_cold compose_noop compose_baseline commit_ostree commit_slipway image_raw image_qcow2; do
-    [ -n "${T[$k]:-}" ] || continue
-    share=$(awk -v o="${OTHER[$k]}" -v w="${T[$k]}" -v n="${V[nproc]}" 'BEGIN { printf "%.0f", 100 * o / (w * n) }')
-    echo "| $k | $(s "${T[$k]}") | ${CPU[$k]} s | ${OTHER[$k]} s (${share}% of the machine) |"
+for k in compose_cold compose_noop compose_baseline compose_debos commit_ostree commit_slipway image_raw image_qcow2; do
+    [ -z "${T[$k]:-}" ] || load_row "$k"
 done
 cat <<EOF
 
 ## Commands
 
 Run from \`$SRC\` as root, in this order (the work directory is \`$BENCH\`; the
-baseline used the apt sources \`$SOURCES\`):
+baseline used the apt sources \`$SOURCES\`, where debos's \$MIRROR and \$SECURITY
+were read from too):
 
 \`\`\`sh
 $(printf '%s' "$COMMANDS")
@@ -537,7 +878,8 @@ $(printf '%s' "$COMMANDS")
 
 Not timed: \`cargo build --release\`, the warm-up compose
 (\`$SLIPWAY compose tree --repo $BENCH/warm-repo --cachedir $CACHE --write-composejson-to $RESULTS/compose-warm.json $TREEFILE\`),
-\`ostree init\` of the two commit-stage repositories, the \`ostree pull-local\`/\`ostree diff\` check.
+\`ostree init\` of the two commit-stage repositories, the \`ostree pull-local\`/\`ostree diff\` check,
+the package lists of 1p (\`ostree cat\` of the dpkg status file).
 Logs of every command: \`$LOGS\`. The whole benchmark took ${script_secs} s.
 EOF
 if [ ${#CHECK_FAILURES[@]} -gt 0 ]; then
@@ -550,6 +892,7 @@ fi
 mv "$REPORT.tmp" "$REPORT"
 say "wrote $REPORT (${script_secs} s in all)"
 say "cold compose ${r_compose}x ($(verdict "$r_compose" "<=" 0.6)), no-op ${T[compose_noop]} s ($(verdict "${T[compose_noop]}" "<" 2)), commit stage ${r_commit}x ($(verdict "$r_commit" "<=" 0.6))"
+[ -z "$r_peer" ] || say "cold compose against debos ${r_peer}x ($(verdict "$r_peer" "<=" 0.5))"
 
 if [ ${#CHECK_FAILURES[@]} -gt 0 ]; then
     printf '%s\n' "${CHECK_FAILURES[@]}" >&2

@@ -173,3 +173,35 @@ fn version_reports_the_hash_of_these_sources() {
         "slipway --version says {text:?}, the sources hash to {expected}"
     );
 }
+
+/// A signing key that is not there is found in the plan, before the resolve, the build and
+/// the commit, and before the repository is created.
+#[test]
+fn missing_signing_key_fails_before_any_work() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("gnupg");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let tf = write(
+        d.path(),
+        "t.json",
+        r#"{"ref": "test/sign", "packages": ["hello"]}"#,
+    );
+    let repo = d.path().join("repo");
+    let out = slipway()
+        .args(["compose", "tree", "--repo"])
+        .arg(&repo)
+        .args(["--gpg-sign", "0123456789ABCDEF", "--gpg-homedir"])
+        .arg(&home)
+        .arg("--cachedir")
+        .arg(d.path().join("cache"))
+        .arg(&tf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no secret key `0123456789ABCDEF`"), "{err}");
+    assert!(!err.contains("resolve:"), "work started: {err}");
+    assert!(!repo.exists(), "the repository was created");
+    assert!(!d.path().join("cache").exists(), "the cache was created");
+}

@@ -106,6 +106,7 @@ awk -v start="$start" -v end="$end" '
     # debootstrap: "I: Retrieving NAME VERSION" for each .deb it downloads (index files have
     # no version); "I: Validating" alone means a seeded .deb was used.
     echo "debootstrap_debs_fetched $(grep -cE 'I: Retrieving [^ ]+ [^ ]+$' "$log" || true)"
+    echo "debootstrap_debs_list $(grep -oE 'I: Retrieving [^ ]+ [^ ]+$' "$log" | awk '{ printf "%s%s=%s", sep, $3, $4; sep = " " }')"
     # apt: "Get:N URI SUITE/COMP ARCH NAME ARCH VERSION [SIZE]" per .deb; "Need to get X/Y".
     echo "apt_debs_fetched $(grep -cE 'Get:[0-9]+ [^ ]+ [^ ]+ [^ ]+ [^ ]+ (amd64|all) [^ ]+ \[' "$log" || true)"
     # ("Need to get 0 B/85.6 MB of archives." or "Need to get 12.3 MB of archives.")

@@ -11,6 +11,8 @@ pub const KEY_INDEXHASH: &str = "slipway.indexhash";
 pub const KEY_PACKAGES: &str = "slipway.packages";
 pub const KEY_TREEFILE: &str = "slipway.treefile";
 pub const KEY_SUITE: &str = "slipway.suite";
+/// The source hash of the slipway that composed the commit (`slipway --version`).
+pub const KEY_SOURCE: &str = "slipway.source";
 
 /// A treefile `add-commit-metadata` value as a GVariant: strings `s`, booleans `b`,
 /// integers `x`, other numbers `d`, arrays of strings `as`. Anything else is refused.

@@ -27,6 +27,9 @@ use ostree::glib::prelude::*;
 use crate::compose::treefile::Treefile;
 use indicatif::HumanBytes;
 
+use fn_error_context::context;
+
+use crate::sys::cmd::CommandRunExt;
 use crate::sys::lock::{self, Wait};
 use crate::sys::ui::{self, Progress};
 use crate::sysroot::userdb::UserDb;
@@ -135,27 +138,125 @@ fn seed_userdb(repo: &ostree::Repo, commit: &str, dest: &Path) -> Result<Option<
     Ok(Some(UserDb::load(dest)?))
 }
 
-/// Run a compose.
+/// Everything checked before any work: the treefile, the host, the signing key, the
+/// repository (locked) and what its ref holds now.
+struct ComposePlan {
+    tf: Treefile,
+    /// None only for a dry run against a repository that does not exist yet.
+    repo: Option<ostree::Repo>,
+    _repo_lock: Option<lock::LockGuard>,
+    previous: Option<PreviousCommit>,
+    sources: Vec<apt::Source>,
+    timestamp: u64,
+}
+
+/// What the ref's current commit recorded.
+struct PreviousCommit {
+    commit: String,
+    version: Option<String>,
+    inputhash: Option<String>,
+    indexhash: Option<String>,
+}
+
+/// The resolve phase's answer.
+struct Resolution {
+    ws: apt::AptWorkspace,
+    index_hash: String,
+    /// None when the indexes are unchanged since the previous commit (nothing was resolved).
+    packages: Option<Vec<apt::ResolvedPackage>>,
+    input_hash: Option<String>,
+}
+
+/// A built and converted tree, ready to commit; dropping it removes the work directory.
+struct BuiltTree {
+    _work: crate::sys::workdir::WorkDir,
+    rootfs: PathBuf,
+    installed: Vec<(String, String)>,
+}
+
+/// Run a compose: plan, resolve (stop when nothing changed), build, commit, publish.
 pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
     let progress = Progress::new();
-    let tf = Treefile::load(&opts.treefile)?;
-    crate::sys::preflight::require_root("slipway compose tree")?;
-    crate::sys::preflight::require_programs(&[
-        "mmdebstrap",
-        "apt-get",
-        "bwrap",
-        "unshare",
-        "dpkg",
-    ])?;
-    if let (Some(_), None) = (&opts.gpg_sign, &opts.gpg_homedir) {
-        ui::info("--gpg-sign without --gpg-homedir: using the default GnuPG home");
-    }
-
+    let plan = plan(opts)?;
     let mut cj = ComposeJson {
-        ostree_ref: tf.ostree_ref.clone(),
+        ostree_ref: plan.tf.ostree_ref.clone(),
         dry_run: opts.dry_run,
+        parent: plan.previous.as_ref().map(|p| p.commit.clone()),
         ..Default::default()
     };
+    let resolution = resolve(opts, &plan, &progress)?;
+    cj.inputhash = resolution.input_hash.clone();
+    let previous = plan.previous.as_ref();
+    let unchanged = !opts.force_nocache
+        && previous.is_some_and(|p| p.inputhash.is_some() && p.inputhash == resolution.input_hash);
+    if let (true, Some(prev)) = (unchanged, previous) {
+        ui::info(format!(
+            "No apparent changes since previous commit {}; not composing (use --force-nocache to compose anyway)",
+            prev.commit
+        ));
+        cj.commit = Some(prev.commit.clone());
+        cj.parent = match &plan.repo {
+            Some(r) => crate::repo::commit_parent(r, &prev.commit)?,
+            None => None,
+        };
+        cj.version = prev.version.clone();
+        finish_json(opts, &progress, &mut cj)?;
+        return Ok(cj);
+    }
+    let packages = resolution
+        .packages
+        .as_deref()
+        .context("the package set was not resolved although the inputs changed")?;
+    cj.package_count = packages.len();
+    cj.changed = true;
+    if opts.dry_run {
+        ui::info(format!(
+            "dry run: would compose {} ({} packages, input hash {}) on top of {}",
+            plan.tf.ostree_ref,
+            packages.len(),
+            short(resolution.input_hash.as_deref()),
+            previous.map(|p| p.commit.as_str()).unwrap_or("nothing")
+        ));
+        finish_json(opts, &progress, &mut cj)?;
+        return Ok(cj);
+    }
+    let repo = plan
+        .repo
+        .as_ref()
+        .context("the repository is open unless this is a dry run")?;
+    let built = build(opts, &plan, &resolution, packages, &progress, &mut cj)?;
+    let (stats, version) = commit(opts, &plan, &resolution, &built, &progress)?;
+    cj.commit = Some(stats.commit.clone());
+    cj.content_objects_total = stats.content_objects_total;
+    cj.content_objects_written = stats.content_objects_written;
+    cj.content_bytes_written = stats.content_bytes_written;
+    cj.metadata_objects_written = stats.metadata_objects_written;
+    cj.version = version;
+    // The work directory (and the built tree in it) goes now, before the publish phase.
+    drop(built);
+    publish(opts, repo, previous, &stats.commit, &progress, &mut cj)?;
+    finish_json(opts, &progress, &mut cj)?;
+    Ok(cj)
+}
+
+/// Check everything that can be checked before work starts, then open and lock the
+/// repository.
+#[context("Planning the compose of {}", opts.treefile.display())]
+fn plan(opts: &ComposeOptions) -> Result<ComposePlan> {
+    let tf = Treefile::load(&opts.treefile)?;
+    crate::sys::preflight::require_root("slipway compose tree")?;
+    let mut tools = vec!["mmdebstrap", "apt-get", "bwrap", "unshare", "dpkg"];
+    if opts.gpg_sign.is_some() {
+        tools.push("gpg");
+    }
+    crate::sys::preflight::require_programs(&tools)?;
+    if let Some(key) = &opts.gpg_sign {
+        check_signing_key(key, opts.gpg_homedir.as_deref())?;
+    }
+    let timestamp = commit_timestamp()?;
+    let host = apt::read_host_sources(&opts.host_apt_dir)?;
+    let mut sources = apt::sources_for_suite(&host, apt::host_codename().as_deref(), &tf.suite)?;
+    sources.extend(apt::treefile_sources(&tf));
 
     // The repository, and a lock so two composes into it never interleave.
     let repo = if opts.dry_run && !opts.repo.exists() {
@@ -163,7 +264,7 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
     } else {
         Some(crate::repo::open_or_create_archive(&opts.repo)?)
     };
-    let _repo_lock = match &repo {
+    let repo_lock = match &repo {
         Some(_) => Some(lock::exclusive(
             &opts.repo.join("slipway-compose.lock"),
             &format!("repository {}", opts.repo.display()),
@@ -172,49 +273,79 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
         None => None,
     };
     let previous = match &repo {
-        Some(r) => crate::repo::resolve(r, &tf.ostree_ref)?,
+        Some(r) => match crate::repo::resolve(r, &tf.ostree_ref)? {
+            Some(commit) => Some(PreviousCommit {
+                version: crate::repo::commit_meta_string(r, &commit, metadata::KEY_VERSION)?,
+                inputhash: crate::repo::commit_meta_string(r, &commit, metadata::KEY_INPUTHASH)?,
+                indexhash: crate::repo::commit_meta_string(r, &commit, metadata::KEY_INDEXHASH)?,
+                commit,
+            }),
+            None => None,
+        },
         None => None,
     };
-    let prev_meta = |key: &str| -> Result<Option<String>> {
-        match (&repo, &previous) {
-            (Some(r), Some(c)) => crate::repo::commit_meta_string(r, c, key),
-            _ => Ok(None),
-        }
-    };
-    let prev_version = prev_meta(metadata::KEY_VERSION)?;
-    let prev_inputhash = prev_meta(metadata::KEY_INPUTHASH)?;
-    let prev_indexhash = prev_meta(metadata::KEY_INDEXHASH)?;
-    cj.parent = previous.clone();
+    Ok(ComposePlan {
+        tf,
+        repo,
+        _repo_lock: repo_lock,
+        previous,
+        sources,
+        timestamp,
+    })
+}
 
-    // Resolve.
+/// The signing key must be there before an hour of work, not after.
+#[context("Checking the GPG signing key {key}")]
+fn check_signing_key(key: &str, homedir: Option<&Path>) -> Result<()> {
+    if homedir.is_none() {
+        ui::info("--gpg-sign without --gpg-homedir: using the default GnuPG home");
+    }
+    let mut c = std::process::Command::new("gpg");
+    c.args(["--batch", "--with-colons"]);
+    if let Some(h) = homedir {
+        c.arg("--homedir").arg(h);
+    }
+    let out = c.args(["--list-secret-keys", "--", key]).run_get_output()?;
+    if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("\nsec:") {
+        bail!(
+            "no secret key `{key}` in {} (gpg --list-secret-keys said: {})",
+            homedir
+                .map(|h| h.display().to_string())
+                .unwrap_or_else(|| "the default GnuPG home".into()),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Refresh the package lists; when the indexes changed, resolve the package set and
+/// compute the input hash.
+#[context("Resolving packages")]
+fn resolve(opts: &ComposeOptions, plan: &ComposePlan, progress: &Progress) -> Result<Resolution> {
     std::fs::create_dir_all(&opts.cachedir)
         .with_context(|| format!("creating cache directory {}", opts.cachedir.display()))?;
     let phase = progress.phase("resolve", "resolving the package set", None);
-    let host = apt::read_host_sources(&opts.host_apt_dir)?;
-    let mut sources = apt::sources_for_suite(&host, apt::host_codename().as_deref(), &tf.suite)?;
-    sources.extend(apt::treefile_sources(&tf));
     let _apt_lock = lock::exclusive(
         &opts.cachedir.join("apt.lock"),
         "the apt cache",
         Wait::Block,
     )?;
-    let ws = apt::AptWorkspace::prepare(&opts.cachedir, &sources, &tf.exclude_packages)?;
+    let tf = &plan.tf;
+    let ws = apt::AptWorkspace::prepare(&opts.cachedir, &plan.sources, &tf.exclude_packages)?;
     phase.message("apt-get update");
-    ws.update(&sources)?;
-    let index_hash = inputhash::index_hash(&tf, &ws.index_digest()?)?;
+    ws.update(&plan.sources)?;
+    let index_hash = inputhash::index_hash(tf, &ws.index_digest()?)?;
+    let prev = plan.previous.as_ref();
     let unchanged_index = !opts.force_nocache
-        && previous.is_some()
-        && prev_indexhash.as_deref() == Some(index_hash.as_str());
+        && prev.is_some_and(|p| p.indexhash.as_deref() == Some(index_hash.as_str()));
     let (packages, input_hash) = if unchanged_index {
-        (None, prev_inputhash.clone())
+        (None, prev.and_then(|p| p.inputhash.clone()))
     } else {
         phase.message("resolving packages");
-        let pkgs = ws.resolve(&tf)?;
-        let h = inputhash::input_hash(&tf, &pkgs)?;
+        let pkgs = ws.resolve(tf)?;
+        let h = inputhash::input_hash(tf, &pkgs)?;
         (Some(pkgs), Some(h))
     };
-    cj.inputhash = input_hash.clone();
-    let unchanged = !opts.force_nocache && previous.is_some() && input_hash == prev_inputhash;
     phase.finish(
         match &packages {
             Some(p) => format!(
@@ -226,60 +357,47 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
         }
         .as_str(),
     );
+    Ok(Resolution {
+        ws,
+        index_hash,
+        packages,
+        input_hash,
+    })
+}
 
-    if unchanged {
-        ui::info(format!(
-            "No apparent changes since previous commit {}; not composing (use --force-nocache to compose anyway)",
-            previous.as_deref().unwrap_or_default()
-        ));
-        cj.changed = false;
-        cj.commit = previous.clone();
-        cj.parent = match (&repo, &previous) {
-            (Some(r), Some(c)) => crate::repo::commit_parent(r, c)?,
-            _ => None,
-        };
-        cj.version = prev_version.clone();
-        finish_json(opts, &progress, &mut cj)?;
-        return Ok(cj);
-    }
-    let packages = packages.expect("resolved when the input changed");
-    cj.package_count = packages.len();
-    cj.changed = true;
-    if opts.dry_run {
-        ui::info(format!(
-            "dry run: would compose {} ({} packages, input hash {}) on top of {}",
-            tf.ostree_ref,
-            packages.len(),
-            short(input_hash.as_deref()),
-            previous.as_deref().unwrap_or("nothing")
-        ));
-        finish_json(opts, &progress, &mut cj)?;
-        return Ok(cj);
-    }
-    let repo = repo.expect("opened unless dry run");
-    drop(_apt_lock);
-
-    // Build.
+/// mmdebstrap, the treefile's customisations, the initramfs, the OSTree layout.
+#[context("Building the tree")]
+fn build(
+    opts: &ComposeOptions,
+    plan: &ComposePlan,
+    resolution: &Resolution,
+    packages: &[apt::ResolvedPackage],
+    progress: &Progress,
+    cj: &mut ComposeJson,
+) -> Result<BuiltTree> {
+    let tf = &plan.tf;
     let work = crate::sys::workdir::create(&opts.cachedir, "compose-")?;
-    let seed = match &previous {
-        Some(c) => seed_userdb(&repo, c, &work.path().join("userdb"))?,
-        None => None,
+    let seed = match (&plan.repo, &plan.previous) {
+        (Some(repo), Some(prev)) => seed_userdb(repo, &prev.commit, &work.path().join("userdb"))?,
+        _ => None,
     };
     let rootfs = rootfs::target_dir(work.path());
     let seed_dir = seed.as_ref().map(|_| work.path().join("userdb"));
-    let ts = commit_timestamp()?;
-    let plan = rootfs::RootfsPlan {
+    let ws = &resolution.ws;
+    let rootfs_plan = rootfs::RootfsPlan {
         suite: &tf.suite,
         sources_file: &ws.sources_file(),
         preferences_file: &ws.preferences_file(),
-        packages: &packages,
+        packages,
         deb_cache: &ws.archives(),
         seed_userdb: seed_dir.as_deref(),
         target: &rootfs,
-        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok().map(|_| ts),
+        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .map(|_| plan.timestamp),
     };
     let phase = progress.phase("build", "installing packages with mmdebstrap", None);
-    rootfs::build(&plan, &mut |l| phase.message(l))?;
+    rootfs::build(&rootfs_plan, &mut |l| phase.message(l))?;
     phase.finish(&format!("{} packages installed", packages.len()));
 
     let kver = rootfs::kernel_version(&rootfs)?;
@@ -294,10 +412,10 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
         "add-files, remove-files, postprocess, units",
         None,
     );
-    postprocess::add_files(&rootfs, &tf)?;
-    postprocess::remove_files(&rootfs, &tf)?;
-    postprocess::run_scripts(&rootfs, &tf, &mut |l| phase.message(l))?;
-    postprocess::systemd_units(&rootfs, &tf)?;
+    postprocess::add_files(&rootfs, tf)?;
+    postprocess::remove_files(&rootfs, tf)?;
+    postprocess::run_scripts(&rootfs, tf, &mut |l| phase.message(l))?;
+    postprocess::systemd_units(&rootfs, tf)?;
     phase.finish("done");
 
     if let Some(kver) = &kver {
@@ -327,25 +445,41 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
         "{} tmpfiles.d entries, {} files under /var dropped",
         report.tmpfiles_entries, report.var_files_dropped
     ));
+    let status_path = rootfs.join(layout::DPKG_DATABASE).join("status");
+    let status = std::fs::read_to_string(&status_path)
+        .with_context(|| format!("reading the dpkg status {}", status_path.display()))?;
+    Ok(BuiltTree {
+        _work: work,
+        rootfs,
+        installed: installed_packages(&status),
+    })
+}
 
-    // Commit.
-    let status = std::fs::read_to_string(rootfs.join(layout::DPKG_DATABASE).join("status"))
-        .context("reading the dpkg status of the new tree")?;
-    let installed = installed_packages(&status);
+/// The commit metadata, then the parallel writer; the ref moves in its final transaction.
+#[context("Committing to {}", opts.repo.display())]
+fn commit(
+    opts: &ComposeOptions,
+    plan: &ComposePlan,
+    resolution: &Resolution,
+    built: &BuiltTree,
+    progress: &Progress,
+) -> Result<(commit::CommitStats, Option<String>)> {
+    let tf = &plan.tf;
+    let ts = plan.timestamp;
     let explicit_version = opts
         .add_metadata
         .iter()
         .find(|(k, _)| k == metadata::KEY_VERSION)
         .map(|(_, v)| v.clone());
+    let prev_version = plan.previous.as_ref().and_then(|p| p.version.as_deref());
     let version = match (explicit_version, &tf.automatic_version_prefix) {
         (Some(v), _) => Some(v),
         (None, Some(prefix)) => {
             let prefix = metadata::expand_prefix(prefix, ts);
-            Some(metadata::next_version(&prefix, prev_version.as_deref()))
+            Some(metadata::next_version(&prefix, prev_version))
         }
         (None, None) => None,
     };
-    cj.version = version.clone();
     let dict = glib::VariantDict::new(None);
     for (k, v) in &tf.add_commit_metadata {
         let var = metadata::json_to_variant(v)
@@ -360,12 +494,17 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
     }
     dict.insert_value(
         metadata::KEY_INPUTHASH,
-        &input_hash.clone().unwrap_or_default().to_variant(),
+        &resolution
+            .input_hash
+            .clone()
+            .unwrap_or_default()
+            .to_variant(),
     );
-    dict.insert_value(metadata::KEY_INDEXHASH, &index_hash.to_variant());
-    dict.insert_value(metadata::KEY_PACKAGES, &installed.to_variant());
+    dict.insert_value(metadata::KEY_INDEXHASH, &resolution.index_hash.to_variant());
+    dict.insert_value(metadata::KEY_PACKAGES, &built.installed.to_variant());
     dict.insert_value(metadata::KEY_TREEFILE, &tf.canonical_json().to_variant());
     dict.insert_value(metadata::KEY_SUITE, &tf.suite.to_variant());
+    dict.insert_value(metadata::KEY_SOURCE, &inputhash::SOURCE_HASH.to_variant());
 
     let homedir = opts.gpg_homedir.as_ref().map(|p| p.display().to_string());
     let phase = progress.phase("commit", "writing objects", Some(0));
@@ -373,12 +512,13 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
         Some(v) => format!("{} {v}", tf.ostree_ref),
         None => tf.ostree_ref.clone(),
     };
+    let previous = plan.previous.as_ref().map(|p| p.commit.as_str());
     let stats = commit::commit_tree(
         commit::CommitRequest {
             repo_path: &opts.repo,
-            tree: &rootfs,
+            tree: &built.rootfs,
             ostree_ref: &tf.ostree_ref,
-            parent: previous.as_deref(),
+            parent: previous,
             subject: &subject,
             metadata: dict,
             timestamp: ts,
@@ -398,22 +538,27 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
         stats.content_objects_written,
         HumanBytes(stats.content_bytes_written)
     ));
-    cj.commit = Some(stats.commit.clone());
-    cj.content_objects_total = stats.content_objects_total;
-    cj.content_objects_written = stats.content_objects_written;
-    cj.content_bytes_written = stats.content_bytes_written;
-    cj.metadata_objects_written = stats.metadata_objects_written;
-    drop(work);
+    Ok((stats, version))
+}
 
-    // Publish: delta from the previous commit, then the summary (which indexes deltas).
+/// A static delta from the previous commit, then the summary (which indexes deltas).
+#[context("Publishing {commit}")]
+fn publish(
+    opts: &ComposeOptions,
+    repo: &ostree::Repo,
+    previous: Option<&PreviousCommit>,
+    commit: &str,
+    progress: &Progress,
+    cj: &mut ComposeJson,
+) -> Result<()> {
     let phase = progress.phase("publish", "static delta and summary", None);
-    if let Some(prev) = &previous {
-        match generate_delta(&repo, &opts.repo, prev, &stats.commit) {
+    if let Some(prev) = previous {
+        match generate_delta(repo, &opts.repo, &prev.commit, commit) {
             Ok((name, size)) => {
                 phase.println(&format!(
                     "static delta {} -> {}: {}",
-                    &prev[..12],
-                    &stats.commit[..12],
+                    &prev.commit[..12],
+                    &commit[..12],
                     HumanBytes(size)
                 ));
                 cj.static_delta = Some(name);
@@ -425,12 +570,12 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
     repo.regenerate_summary(None, gio::Cancellable::NONE)
         .context("updating the repository summary")?;
     if let Some(k) = &opts.gpg_sign {
+        let homedir = opts.gpg_homedir.as_ref().map(|p| p.display().to_string());
         repo.add_gpg_signature_summary(&[k.as_str()], homedir.as_deref(), gio::Cancellable::NONE)
             .with_context(|| format!("signing the summary with GPG key {k}"))?;
     }
     phase.finish("summary updated");
-    finish_json(opts, &progress, &mut cj)?;
-    Ok(cj)
+    Ok(())
 }
 
 fn generate_delta(repo: &ostree::Repo, path: &Path, from: &str, to: &str) -> Result<(String, u64)> {

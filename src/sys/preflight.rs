@@ -103,11 +103,7 @@ mod tests {
             &mut files,
         );
         let quoted = |s: &str| -> Vec<String> {
-            s.split('"')
-                .skip(1)
-                .step_by(2)
-                .map(String::from)
-                .collect()
+            s.split('"').skip(1).step_by(2).map(String::from).collect()
         };
         let mut programs = std::collections::BTreeSet::new();
         for f in &files {
