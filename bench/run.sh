@@ -262,7 +262,7 @@ elif ! command -v debos > /dev/null; then
     V[debos]="skipped (debos is not installed: apt-get install --no-install-recommends debos)"
 fi
 [ "$MODE" = all ] || [ "${V[debos]}" = run ] || die "compose-peer: debos ${V[debos]}"
-MIRROR= SECURITY= UPDATES=no
+MIRROR='' SECURITY='' UPDATES=no
 if [ "${V[debos]}" = run ]; then
     host_mirrors "$DEBOS_SUITE"
     [ -n "$MIRROR" ] || die "no apt source for $DEBOS_SUITE in $SOURCES or the other sources files (debos's mirror)"

@@ -54,8 +54,7 @@ conf=usr/lib/tmpfiles.d/bench-var.conf
     # "prio path line": the highest priority per path wins (required < tree < dpkg link).
     for d in "cache 0755" "home 0755" "lib 0755" "log 0755" "mnt 0755" "opt 0755" \
         "roothome 0700" "spool 0755" "srv 0755" "tmp 1777" "usrlocal 0755"; do
-        set -- $d
-        echo "1 /var/$1 d /var/$1 $2 root root - -"
+        echo "1 /var/${d% *} d /var/${d% *} ${d#* } root root - -"
     done
     echo "1 /var/lib/containerd d /var/lib/containerd 0711 root root - -"
     echo "1 /var/lib/docker d /var/lib/docker 0710 root root - -"

@@ -23,7 +23,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RECIPE=$HERE/atomic-host.yaml
-workdir= mirror= security= updates=yes suite=bookworm debs= ref=debos/bookworm/x86_64/atomic-host
+workdir='' mirror='' security='' updates=yes suite=bookworm debs='' ref=debos/bookworm/x86_64/atomic-host
 times=/dev/null log=
 while [ $# -gt 0 ]; do
     case "$1" in

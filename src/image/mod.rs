@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
+use fn_error_context::context;
 
 use crate::kickstart::{self, Kickstart};
 use crate::sys::cmd::CommandRunExt;
@@ -73,7 +74,22 @@ struct Plan {
     kernel_args: Vec<String>,
 }
 
+/// Every check that can be made before any file is written: the host, the output path, the
+/// commit, the kickstart.
+#[context("Checking the image request")]
 fn plan(opts: &ImageOptions) -> Result<Plan> {
+    crate::sys::preflight::require_root("slipway image")?;
+    let mut tools = vec!["sfdisk", "mke2fs", "grub-mkimage", "bwrap"];
+    if opts.firmware.uefi() {
+        tools.extend(["mkfs.fat", "mcopy", "mmd"]);
+    }
+    if opts.format != Format::Raw {
+        tools.extend(["qemu-img", "tar"]);
+    }
+    crate::sys::preflight::require_programs(&tools)?;
+    for p in platforms(opts.firmware) {
+        bootloader::grub_lib(p)?;
+    }
     if opts.output.exists() && !opts.force {
         bail!(
             "{} exists; use --force to replace it",
@@ -173,24 +189,9 @@ fn partial_beside(out: &Path) -> Result<Partial> {
     Ok(Partial { file, _lock: guard })
 }
 
-/// Build the image.
+/// Build the image: plan, stage, size, disk, convert, rename.
 pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
     let progress = Progress::new();
-    crate::sys::preflight::require_root("slipway image")?;
-    let mut tools = vec!["sfdisk", "mke2fs", "grub-mkimage", "bwrap"];
-    if opts.firmware.uefi() {
-        tools.extend(["mkfs.fat", "mcopy", "mmd"]);
-    }
-    if opts.format != Format::Raw {
-        tools.extend(["qemu-img", "tar"]);
-    }
-    crate::sys::preflight::require_programs(&tools)?;
-    if opts.firmware.bios() {
-        bootloader::grub_lib(Platform::Bios)?;
-    }
-    if opts.firmware.uefi() {
-        bootloader::grub_lib(Platform::Efi)?;
-    }
     let phase = progress.phase("plan", "checking the inputs", None);
     let plan = plan(opts)?;
     phase.finish(&format!("commit {}", &plan.commit[..12]));
@@ -198,8 +199,79 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
     std::fs::create_dir_all(&opts.cachedir)
         .with_context(|| format!("creating {}", opts.cachedir.display()))?;
     let work = crate::sys::workdir::create(&opts.cachedir, "image-")?;
-    let sysroot = work.path().join("sysroot");
+    let staged = stage(opts, &plan, work.path(), &progress)?;
+    let (size, layout) = disk_layout(opts, &plan, &staged)?;
+    let out_partial = partial_beside(&opts.output)?;
+    let raw: PathBuf = if opts.format == Format::Raw {
+        out_partial.file.path().to_path_buf()
+    } else {
+        work.path().join("disk.raw")
+    };
+    write_disk(&raw, size, &layout, &staged, work.path(), &progress)?;
+    convert(
+        opts,
+        &raw,
+        size,
+        out_partial.file.path(),
+        work.path(),
+        &progress,
+    )?;
 
+    crate::sys::failpoint::hit("image-before-rename")?;
+    let Partial { file, _lock } = out_partial;
+    use std::os::unix::fs::PermissionsExt;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .context("setting the image's mode")?;
+    file.persist(&opts.output)
+        .map_err(|e| anyhow!("renaming to {}: {}", opts.output.display(), e.error))?;
+    drop(_lock);
+    drop(work);
+
+    let mut phases = BTreeMap::new();
+    for (n, d) in progress.timings() {
+        *phases.entry(n).or_default() += d.as_secs_f64();
+    }
+    let summary = ImageSummary {
+        output: opts.output.clone(),
+        format: opts.format,
+        firmware: opts.firmware,
+        commit: plan.commit,
+        version: staged.version,
+        osname: opts.osname.clone(),
+        disk_size: size,
+        file_size: std::fs::metadata(&opts.output)
+            .map(|m| m.len())
+            .unwrap_or(0),
+        kernel_args: plan.kernel_args,
+        phases,
+    };
+    ui::info(format!(
+        "wrote {} ({:?}, {:?} firmware, {} disk, {} file): commit {} version {}",
+        summary.output.display(),
+        summary.format,
+        summary.firmware,
+        indicatif::HumanBytes(summary.disk_size),
+        indicatif::HumanBytes(summary.file_size),
+        summary.commit,
+        summary.version.as_deref().unwrap_or("-")
+    ));
+    Ok(summary)
+}
+
+/// The deployment staged in the work directory: the root file system's tree and the boot
+/// file system's tree, side by side.
+struct Staged {
+    sysroot: PathBuf,
+    bootfs: PathBuf,
+    version: Option<String>,
+}
+
+/// Deploy the commit into `work/sysroot` with libostree, apply the host configuration, and
+/// move /boot aside with the boot loader's modules in it.
+#[context("Staging the deployment of {}", plan.commit)]
+fn stage(opts: &ImageOptions, plan: &Plan, work: &Path, progress: &Progress) -> Result<Staged> {
+    let sysroot = work.join("sysroot");
     let phase = progress.phase("deploy", "pulling and deploying the commit", None);
     let remote = opts.remote_url.as_ref().map(|u| Remote {
         name: opts.osname.clone(),
@@ -250,23 +322,37 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
 
     // The boot file system gets what libostree put in /boot; the root's /boot stays an empty
     // mount point.
-    let bootfs = work.path().join("bootfs");
+    let bootfs = work.join("bootfs");
     std::fs::rename(sysroot.join("boot"), &bootfs).context("moving /boot aside")?;
-    std::fs::create_dir(sysroot.join("boot"))?;
-    let mut platforms = Vec::new();
-    if opts.firmware.bios() {
-        platforms.push(Platform::Bios);
+    std::fs::create_dir(sysroot.join("boot"))
+        .with_context(|| format!("creating {}/boot", sysroot.display()))?;
+    for p in platforms(opts.firmware) {
+        bootloader::install_modules(p, &bootfs)?;
     }
-    if opts.firmware.uefi() {
-        platforms.push(Platform::Efi);
-    }
-    for p in &platforms {
-        bootloader::install_modules(*p, &bootfs)?;
-    }
+    Ok(Staged {
+        sysroot,
+        bootfs,
+        version: deployed.version,
+    })
+}
 
-    // Sizes: everything is known now, before the image file exists.
-    let root_need = disk::tree_usage(&sysroot)?;
-    let boot_need = disk::tree_usage(&bootfs)?;
+/// The boot loader platforms a firmware choice needs.
+fn platforms(firmware: Firmware) -> Vec<Platform> {
+    let mut v = Vec::new();
+    if firmware.bios() {
+        v.push(Platform::Bios);
+    }
+    if firmware.uefi() {
+        v.push(Platform::Efi);
+    }
+    v
+}
+
+/// The disk size and partition layout: everything is known now, before the image file
+/// exists.
+fn disk_layout(opts: &ImageOptions, plan: &Plan, staged: &Staged) -> Result<(u64, disk::Layout)> {
+    let root_need = disk::tree_usage(&staged.sysroot)?;
+    let boot_need = disk::tree_usage(&staged.bootfs)?;
     let boot_mib = (boot_need * 3 / disk::MIB + 1).max(disk::BOOT_MIB);
     let overhead = disk::Layout::overhead(opts.firmware, boot_mib);
     // ext4 metadata and journal, and room to breathe.
@@ -283,41 +369,58 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
         Some(s) => s / disk::MIB * disk::MIB,
         None => (min.div_ceil(1 << 30) << 30).max(8 << 30),
     };
-    let layout = disk::Layout::new(size, opts.firmware, boot_mib)?;
+    Ok((size, disk::Layout::new(size, opts.firmware, boot_mib)?))
+}
 
+/// Partition table, file systems populated from the staged trees, GRUB for each firmware,
+/// all written into `raw` without loop devices or mounts.
+#[context("Writing the disk {}", raw.display())]
+fn write_disk(
+    raw: &Path,
+    size: u64,
+    layout: &disk::Layout,
+    staged: &Staged,
+    work: &Path,
+    progress: &Progress,
+) -> Result<()> {
     let phase = progress.phase("disk", "partitions, file systems, boot loader", None);
-    let raw_in_work = opts.format != Format::Raw;
-    let out_partial = partial_beside(&opts.output)?;
-    let raw: PathBuf = if raw_in_work {
-        work.path().join("disk.raw")
-    } else {
-        out_partial.file.path().to_path_buf()
-    };
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&raw)
+        .open(raw)
         .with_context(|| format!("creating {}", raw.display()))?;
     f.set_len(size).context("sizing the image")?;
     drop(f);
-    disk::partition(&raw, &layout)?;
+    disk::partition(raw, layout)?;
     phase.message("boot file system");
-    disk::mkfs_ext4(&raw, &layout.boot, bootloader::BOOT_LABEL, &bootfs)?;
+    disk::mkfs_ext4(raw, &layout.boot, bootloader::BOOT_LABEL, &staged.bootfs)?;
     phase.message("root file system");
-    disk::mkfs_ext4(&raw, &layout.root, bootloader::ROOT_LABEL, &sysroot)?;
+    disk::mkfs_ext4(raw, &layout.root, bootloader::ROOT_LABEL, &staged.sysroot)?;
     if let Some(bb) = &layout.bios_boot {
-        let core = work.path().join("core.img");
+        let core = work.join("core.img");
         bootloader::mkimage(Platform::Bios, &core)?;
-        bootloader::install_bios(&raw, &core, bb.start, bb.sectors)?;
+        bootloader::install_bios(raw, &core, bb.start, bb.sectors)?;
     }
     if let Some(esp) = &layout.esp {
-        let efi = work.path().join("BOOTX64.EFI");
+        let efi = work.join("BOOTX64.EFI");
         bootloader::mkimage(Platform::Efi, &efi)?;
-        disk::mkfs_esp(&raw, esp, &[(&efi, "EFI/BOOT/BOOTX64.EFI")])?;
+        disk::mkfs_esp(raw, esp, &[(&efi, "EFI/BOOT/BOOTX64.EFI")])?;
     }
     phase.finish(&format!("{} disk", indicatif::HumanBytes(size)));
+    Ok(())
+}
 
+/// qcow2 or a Vagrant box from the raw disk, written to `out`; nothing for raw images.
+#[context("Converting to {:?}", opts.format)]
+fn convert(
+    opts: &ImageOptions,
+    raw: &Path,
+    size: u64,
+    out: &Path,
+    work: &Path,
+    progress: &Progress,
+) -> Result<()> {
     let compress = opts
         .compress
         .unwrap_or(opts.format == Format::VagrantLibvirt);
@@ -325,14 +428,15 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
         Format::Raw => {}
         Format::Qcow2 => {
             let phase = progress.phase("convert", "qcow2", None);
-            qcow2(&raw, out_partial.file.path(), compress)?;
+            qcow2(raw, out, compress)?;
             phase.finish("done");
         }
         Format::VagrantLibvirt => {
             let phase = progress.phase("convert", "Vagrant box (libvirt)", None);
-            let boxdir = work.path().join("box");
-            std::fs::create_dir_all(&boxdir)?;
-            qcow2(&raw, &boxdir.join("box.img"), compress)?;
+            let boxdir = work.join("box");
+            std::fs::create_dir_all(&boxdir)
+                .with_context(|| format!("creating {}", boxdir.display()))?;
+            qcow2(raw, &boxdir.join("box.img"), compress)?;
             std::fs::write(
                 boxdir.join("metadata.json"),
                 serde_json::to_string_pretty(&serde_json::json!({
@@ -340,11 +444,13 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
                     "format": "qcow2",
                     "virtual_size": size.div_ceil(1 << 30),
                 }))? + "\n",
-            )?;
-            std::fs::write(boxdir.join("Vagrantfile"), BOX_VAGRANTFILE)?;
+            )
+            .context("writing the box metadata")?;
+            std::fs::write(boxdir.join("Vagrantfile"), BOX_VAGRANTFILE)
+                .context("writing the box Vagrantfile")?;
             Command::new("tar")
                 .arg("-cf")
-                .arg(out_partial.file.path())
+                .arg(out)
                 .arg("-C")
                 .arg(&boxdir)
                 .args(["metadata.json", "Vagrantfile", "box.img"])
@@ -353,46 +459,7 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
             phase.finish("done");
         }
     }
-    crate::sys::failpoint::hit("image-before-rename")?;
-    let Partial { file, _lock } = out_partial;
-    use std::os::unix::fs::PermissionsExt;
-    file.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .context("setting the image's mode")?;
-    file.persist(&opts.output)
-        .map_err(|e| anyhow!("renaming to {}: {}", opts.output.display(), e.error))?;
-    drop(_lock);
-    drop(work);
-
-    let mut phases = BTreeMap::new();
-    for (n, d) in progress.timings() {
-        *phases.entry(n).or_default() += d.as_secs_f64();
-    }
-    let summary = ImageSummary {
-        output: opts.output.clone(),
-        format: opts.format,
-        firmware: opts.firmware,
-        commit: plan.commit,
-        version: deployed.version,
-        osname: opts.osname.clone(),
-        disk_size: size,
-        file_size: std::fs::metadata(&opts.output)
-            .map(|m| m.len())
-            .unwrap_or(0),
-        kernel_args: plan.kernel_args,
-        phases,
-    };
-    ui::info(format!(
-        "wrote {} ({:?}, {:?} firmware, {} disk, {} file): commit {} version {}",
-        summary.output.display(),
-        summary.format,
-        summary.firmware,
-        indicatif::HumanBytes(summary.disk_size),
-        indicatif::HumanBytes(summary.file_size),
-        summary.commit,
-        summary.version.as_deref().unwrap_or("-")
-    ));
-    Ok(summary)
+    Ok(())
 }
 
 fn qcow2(raw: &Path, out: &Path, compress: bool) -> Result<()> {
