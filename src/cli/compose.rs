@@ -1,0 +1,162 @@
+//! `slipway compose tree` and `slipway compose commit`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+
+use super::DEFAULT_CACHEDIR;
+
+#[derive(Debug, Subcommand)]
+pub enum ComposeCommand {
+    /// Compose a treefile into a commit of an OSTree repository; prints the commit id.
+    Tree(ComposeTreeArgs),
+    /// Commit an already prepared directory tree (like `ostree commit`, with parallel writes).
+    Commit(ComposeCommitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ComposeTreeArgs {
+    /// The OSTree repository; created in `archive` mode when missing.
+    #[arg(long, value_name = "REPO")]
+    pub repo: PathBuf,
+    /// The treefile (JSON) describing the host.
+    #[arg(value_name = "TREEFILE")]
+    pub treefile: PathBuf,
+    /// Cache for apt downloads, package lists and work directories.
+    #[arg(long, value_name = "DIR", env = "SLIPWAY_CACHEDIR", default_value = DEFAULT_CACHEDIR)]
+    pub cachedir: PathBuf,
+    /// Compose even when the inputs equal those of the ref's current commit.
+    #[arg(long)]
+    pub force_nocache: bool,
+    /// Write a JSON report (commit, version, input hash, sizes, phase times) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub write_composejson_to: Option<PathBuf>,
+    /// Sign the commit and the summary with this GPG key id.
+    #[arg(long, value_name = "KEYID")]
+    pub gpg_sign: Option<String>,
+    /// GnuPG home directory holding the signing key.
+    #[arg(long, value_name = "DIR", requires = "gpg_sign")]
+    pub gpg_homedir: Option<PathBuf>,
+    /// Resolve and report what would change, without building or committing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Add a string to the commit metadata (repeatable); `version=V` sets the version.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub add_metadata_string: Vec<(String, String)>,
+    /// Host apt configuration directory whose sources are used.
+    #[arg(long, value_name = "DIR", default_value = "/etc/apt", hide = true)]
+    pub host_apt_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ComposeCommitArgs {
+    /// The OSTree repository; created in `archive` mode when missing.
+    #[arg(long, value_name = "REPO")]
+    pub repo: PathBuf,
+    /// The ref to move to the new commit.
+    #[arg(long = "ref", value_name = "REF")]
+    pub ostree_ref: String,
+    /// The directory tree to commit.
+    #[arg(value_name = "DIR")]
+    pub tree: PathBuf,
+    /// Commit subject.
+    #[arg(long, value_name = "TEXT")]
+    pub subject: Option<String>,
+    /// Add a string to the commit metadata (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub add_metadata_string: Vec<(String, String)>,
+    /// Worker threads writing objects (0: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+    /// Do not record the ref's current commit as the parent.
+    #[arg(long)]
+    pub orphan: bool,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// `slipway compose tree`: prints the commit id on stdout.
+pub fn tree(a: ComposeTreeArgs) -> Result<()> {
+    let opts = crate::compose::ComposeOptions {
+        repo: a.repo,
+        treefile: a.treefile,
+        cachedir: a.cachedir,
+        force_nocache: a.force_nocache,
+        write_composejson_to: a.write_composejson_to,
+        gpg_sign: a.gpg_sign,
+        gpg_homedir: a.gpg_homedir,
+        dry_run: a.dry_run,
+        add_metadata: a.add_metadata_string,
+        host_apt_dir: a.host_apt_dir,
+    };
+    let cj = crate::compose::compose_tree(&opts)?;
+    if let Some(c) = &cj.commit
+        && !opts.dry_run
+    {
+        println!("{c}");
+    }
+    Ok(())
+}
+
+/// `slipway compose commit`: prints the commit id on stdout.
+pub fn commit(a: ComposeCommitArgs) -> Result<()> {
+    if !a.tree.is_dir() {
+        bail!("{}: not a directory", a.tree.display());
+    }
+    let repo = crate::repo::open_or_create_archive(&a.repo)?;
+    let parent = if a.orphan {
+        None
+    } else {
+        crate::repo::resolve(&repo, &a.ostree_ref)?
+    };
+    drop(repo);
+    let dict = ostree::glib::VariantDict::new(None);
+    for (k, v) in &a.add_metadata_string {
+        use ostree::glib::prelude::ToVariant;
+        dict.insert_value(k, &v.to_variant());
+    }
+    let progress = crate::sys::ui::Progress::new();
+    let phase = progress.phase("commit", "writing objects", Some(0));
+    let stats = crate::compose::commit::commit_tree(
+        crate::compose::commit::CommitRequest {
+            repo_path: &a.repo,
+            tree: &a.tree,
+            ostree_ref: &a.ostree_ref,
+            parent: parent.as_deref(),
+            subject: a.subject.as_deref().unwrap_or(&a.ostree_ref),
+            metadata: dict,
+            timestamp: crate::compose::commit_timestamp()?,
+            threads: a.threads,
+            skip_existing: parent.is_some(),
+            gpg: None,
+        },
+        &|n, t| phase.inc_of(n, t),
+    )?;
+    phase.finish(&format!(
+        "{} objects, {} written",
+        stats.content_objects_total, stats.content_objects_written
+    ));
+    println!("{}", stats.commit);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_parsing() {
+        assert_eq!(
+            parse_key_value("version=1.2").unwrap(),
+            ("version".into(), "1.2".into())
+        );
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+}
