@@ -308,24 +308,6 @@ pub fn shell_quote(s: &str) -> String {
         .unwrap_or_else(|_| s.escape_debug().to_string())
 }
 
-/// Find a program in PATH (plus the sbin directories a non-login root shell may lack).
-pub fn which(prog: &str) -> Option<std::path::PathBuf> {
-    if prog.contains('/') {
-        let p = std::path::PathBuf::from(prog);
-        return p.exists().then_some(p);
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"])
-        .map(|d| std::path::Path::new(d).join(prog))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt;
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

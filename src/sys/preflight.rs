@@ -63,7 +63,7 @@ pub fn require_programs(progs: &[&str]) -> Result<()> {
     let missing: Vec<&str> = progs
         .iter()
         .copied()
-        .filter(|p| crate::sys::cmd::which(p).is_none())
+        .filter(|p| which(p).is_none())
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -76,6 +76,24 @@ pub fn require_programs(progs: &[&str]) -> Result<()> {
         missing.join(", "),
         pkgs.join(" ")
     )
+}
+
+/// Find a program in PATH (plus the sbin directories a non-login root shell may lack).
+pub fn which(prog: &str) -> Option<std::path::PathBuf> {
+    if prog.contains('/') {
+        let p = std::path::PathBuf::from(prog);
+        return p.exists().then_some(p);
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"])
+        .map(|d| std::path::Path::new(d).join(prog))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
 }
 
 #[cfg(test)]
