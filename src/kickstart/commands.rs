@@ -1,9 +1,16 @@
 //! The per-command parsers (`ostreesetup`, `part`, `network`, `user`...) and the data types
 //! they fill: [`Kickstart`] and one struct per command. Each parser checks what it can on its
 //! own line (values, combinations of options, repeats) and names that line in its errors.
+//!
+//! What is kept is what a slipway capability applies: the image builder (host configuration)
+//! or the PXE installer (`ostreesetup`, storage, `bootloader`, `reboot`...). Standard Anaconda
+//! commands and options that nothing here could ever apply are either tolerated with a warning
+//! in [`Kickstart::warnings`] (harmless: `text`, `eula`, `part --asprimary`...) or refused at
+//! their line when ignoring them would leave the host other than the operator asked
+//! (`bootloader --password`, `clearpart --linux`, `selinux --enforcing`, `logvol`...).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Result, anyhow, bail};
 use serde::Serialize;
@@ -24,7 +31,8 @@ pub const DEFAULT_INTERPRETER: &str = "/bin/sh";
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Kickstart {
     pub ostreesetup: Option<OstreeSetup>,
-    pub zerombr: bool,
+    /// Where `zerombr` was given.
+    pub zerombr: Option<Location>,
     pub clearpart: Option<ClearPart>,
     pub ignoredisk: Option<IgnoreDisk>,
     pub autopart: Option<AutoPart>,
@@ -36,20 +44,10 @@ pub struct Kickstart {
     pub sshkeys: Vec<SshKey>,
     pub services: Services,
     pub timezone: Option<Timezone>,
+    /// `lang`: the system locale (`LANG` in /etc/locale.conf), e.g. `en_US.UTF-8`.
     pub lang: Option<String>,
-    /// Console keymap: `keyboard X`, else `--vckeymap`, else the first `--xlayouts` entry.
-    pub keyboard: Option<String>,
+    pub keyboard: Option<Keyboard>,
     pub reboot: Option<RebootAction>,
-    /// `text` or `cmdline` was given (and not overridden by a later `graphical`).
-    pub text_mode: bool,
-    /// `graphical` was given last; harmless, slipway has no graphical installer.
-    pub graphical: bool,
-    /// `firstboot --enable` → `Some(true)`, `--disable` → `Some(false)`.
-    pub firstboot: Option<bool>,
-    /// Raw (shell-quoted) arguments of `selinux`; no effect on Debian.
-    pub selinux: Option<String>,
-    /// Raw (shell-quoted) arguments of `firewall`; no effect on Debian.
-    pub firewall: Option<String>,
     pub pre: Vec<Script>,
     pub post: Vec<Script>,
     /// Things that parsed but deserve the user's attention, each `SOURCE:LINE: message`.
@@ -68,22 +66,14 @@ pub struct OstreeSetup {
     pub at: Location,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClearPartMode {
-    All,
-    Linux,
-    None,
-}
-
+/// `clearpart`. slipway's installer lays out whole disks: `--linux`, `--none` and `--list`
+/// (keep some partitions) are refused, and the only disk label is GPT.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ClearPart {
-    /// `--all`, `--linux` or `--none`; `None` when only `--list`/`--drives` were given.
-    pub mode: Option<ClearPartMode>,
+    pub all: bool,
     pub initlabel: bool,
     pub drives: Vec<String>,
-    pub list: Vec<String>,
-    pub disklabel: Option<String>,
+    pub at: Location,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -92,6 +82,7 @@ pub struct IgnoreDisk {
     pub only_use: Vec<String>,
     /// `--drives`: never touch these disks.
     pub drives: Vec<String>,
+    pub at: Location,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -140,8 +131,6 @@ pub struct Part {
     pub fstype: Option<String>,
     pub label: Option<String>,
     pub ondisk: Option<String>,
-    /// Accepted for compatibility; has no effect (slipway writes GPT).
-    pub asprimary: bool,
     pub fsoptions: Option<String>,
     pub at: Location,
 }
@@ -177,13 +166,7 @@ pub struct Bootloader {
     pub location: Option<BootLocation>,
     pub timeout: Option<u32>,
     pub boot_drive: Option<String>,
-    pub driveorder: Vec<String>,
-    /// GRUB password (`--password`/`--md5pass`). Stored only: parsing it records a warning
-    /// because slipway does not configure a GRUB password.
-    pub password: Option<String>,
-    pub iscrypted: bool,
-    pub disabled: bool,
-    pub leavebootorder: bool,
+    pub at: Location,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -205,16 +188,30 @@ pub struct Network {
     pub nameservers: Vec<String>,
     pub hostname: Option<String>,
     pub onboot: Option<bool>,
-    /// `--activate` → `Some(true)`, `--no-activate` → `Some(false)`.
+    /// `--activate` → `Some(true)`, `--no-activate` → `Some(false)`: the installer's own
+    /// network, not the host's.
     pub activate: Option<bool>,
-    pub ipv6: Option<String>,
-    pub ipv6gateway: Option<String>,
+    pub ipv6: Option<Ipv6>,
+    pub ipv6gateway: Option<Ipv6Addr>,
     pub mtu: Option<u32>,
+    /// No IPv4 at all (no DHCPv4, no static IPv4 address).
     pub noipv4: bool,
     pub noipv6: bool,
     pub nodns: bool,
     pub nodefroute: bool,
     pub at: Location,
+}
+
+/// `network --ipv6=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6 {
+    /// `auto`: addresses from router advertisements (SLAAC, DHCPv6 when they ask for it).
+    Auto,
+    /// `dhcp`: DHCPv6 only.
+    Dhcp,
+    /// `ADDR[/PREFIX]`: a static address (prefix 64 when not given).
+    Static { address: Ipv6Addr, prefix: u8 },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -224,6 +221,7 @@ pub struct RootPw {
     /// The password is a crypt(3) hash (`--iscrypted`); otherwise plain text.
     pub iscrypted: bool,
     pub lock: bool,
+    /// `--allow-ssh`: root may log in over SSH with the password.
     pub allow_ssh: bool,
 }
 
@@ -261,27 +259,57 @@ pub struct Services {
 pub struct Timezone {
     /// e.g. `Etc/UTC`.
     pub name: String,
-    /// Hardware clock in UTC (`--utc`/`--isUtc`).
+    /// Hardware clock in UTC (`--utc`/`--isUtc`). slipway hosts keep it in UTC either way;
+    /// parsing a `timezone` without it records a warning.
     pub utc: bool,
     pub nontp: bool,
     pub ntpservers: Vec<String>,
+    pub at: Location,
+}
+
+/// `keyboard`: the console keymap and the X layouts (/etc/vconsole.conf).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Keyboard {
+    /// Console keymap (`KEYMAP`): `keyboard X`, else `--vckeymap`, else the first layout of
+    /// `--xlayouts`.
+    pub keymap: String,
+    /// `--xlayouts` in order (`XKBLAYOUT`, `XKBVARIANT`).
+    pub xlayouts: Vec<XLayout>,
+    /// `--switch`: XKB options to switch layouts, e.g. `grp:alt_shift_toggle` (`XKBOPTIONS`).
+    pub switch: Vec<String>,
+}
+
+/// One `--xlayouts` entry: `cz` or `cz (qwerty)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct XLayout {
+    pub layout: String,
+    pub variant: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PowerAction {
     Reboot,
+    /// `poweroff`, or its synonym `shutdown`.
     Poweroff,
     Halt,
-    Shutdown,
 }
 
-/// What to do once the installation is finished.
+impl PowerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::Reboot => "reboot",
+            PowerAction::Poweroff => "poweroff",
+            PowerAction::Halt => "halt",
+        }
+    }
+}
+
+/// What the installer does once it has finished.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RebootAction {
     pub action: PowerAction,
-    pub eject: bool,
-    pub kexec: bool,
+    pub at: Location,
 }
 
 /// A `%pre` or `%post` section.
@@ -292,6 +320,7 @@ pub struct Script {
     pub erroronfail: bool,
     /// `%post --nochroot`: run outside the target root.
     pub nochroot: bool,
+    /// `--log`, as written (checked at parse time to name a path inside the tree).
     pub log: Option<String>,
     /// The lines between the header and `%end`, verbatim, each ending in `\n`.
     pub body: String,
@@ -323,6 +352,18 @@ impl Parser {
         self.ks.warnings.push(format!("{loc}: {msg}"));
     }
 
+    /// Warn about each option in `ignored` that `args` holds: `(option, why it has no effect)`.
+    fn ignored_options(&mut self, args: &Args, ignored: &[(&str, &str)]) {
+        for (opt, why) in ignored {
+            if args.flag(opt) {
+                self.warn(
+                    args.loc(),
+                    format!("{} {opt} is ignored: {why}", args.cmd()),
+                );
+            }
+        }
+    }
+
     pub(super) fn command(&mut self, loc: &Location, tokens: &[String]) -> Result<()> {
         let name = tokens[0].as_str();
         let rest = &tokens[1..];
@@ -331,7 +372,7 @@ impl Parser {
             "zerombr" => {
                 Args::parse(loc, name, rest, &[])?.no_positional()?;
                 self.once("zerombr", loc);
-                self.ks.zerombr = true;
+                self.ks.zerombr = Some(loc.clone());
                 Ok(())
             }
             "clearpart" => self.clearpart(loc, rest),
@@ -348,32 +389,95 @@ impl Parser {
             "lang" => self.lang(loc, rest),
             "keyboard" => self.keyboard(loc, rest),
             "reboot" | "poweroff" | "halt" | "shutdown" => self.reboot(loc, name, rest),
-            "text" | "cmdline" | "graphical" => {
-                let args = Args::parse(loc, name, rest, &[flag("--non-interactive")])?;
-                args.no_positional()?;
-                self.once("text/cmdline/graphical", loc);
-                self.ks.graphical = name == "graphical";
-                self.ks.text_mode = !self.ks.graphical;
-                Ok(())
+            "text" | "cmdline" | "graphical" | "skipx" | "eula" | "firstboot" => {
+                self.no_effect(loc, name, rest)
             }
-            "firstboot" => self.firstboot(loc, rest),
-            "selinux" | "firewall" => {
-                let raw = shlex::try_join(rest.iter().map(String::as_str))
-                    .map_err(|e| anyhow!("{loc}: {name}: {e}"))?;
-                if name == "selinux" {
-                    self.once("selinux", loc);
-                    self.ks.selinux = Some(raw);
-                } else {
-                    self.once("firewall", loc);
-                    self.ks.firewall = Some(raw);
+            "selinux" => self.selinux(loc, rest),
+            "firewall" => self.firewall(loc, rest),
+            _ => match refused_command(name) {
+                Some(why) => bail!("{loc}: `{name}` is not supported: {why}"),
+                None => bail!("{loc}: unknown kickstart command `{name}`"),
+            },
+        }
+    }
+
+    /// Standard Anaconda commands that have nothing to do on a slipway host: checked, then
+    /// tolerated with a warning.
+    fn no_effect(&mut self, loc: &Location, name: &str, rest: &[String]) -> Result<()> {
+        const INTERACTIVE: &[Opt] = &[flag("--non-interactive")];
+        const EULA: &[Opt] = &[flag("--agreed")];
+        const FIRSTBOOT: &[Opt] = &[
+            flag("--enable"),
+            alias("--enabled", "--enable", Takes::Nothing),
+            flag("--reconfig"),
+            flag("--disable"),
+            alias("--disabled", "--disable", Takes::Nothing),
+        ];
+        let (spec, why) = match name {
+            "text" | "cmdline" | "graphical" => (
+                INTERACTIVE,
+                "slipway's installer and image builder never ask anything",
+            ),
+            "skipx" => (&[][..], "slipway configures no X server"),
+            "eula" => (EULA, "Debian has no license agreement to accept"),
+            _ => (
+                FIRSTBOOT,
+                "Debian has no Initial Setup to run on first boot",
+            ),
+        };
+        let args = Args::parse(loc, name, rest, spec)?;
+        args.no_positional()?;
+        if name == "firstboot" {
+            let on = args.flag("--enable") || args.flag("--reconfig");
+            match (on, args.flag("--disable")) {
+                (true, true) => {
+                    bail!("{loc}: firstboot: --enable and --disable cannot be combined")
                 }
+                (false, false) => bail!("{loc}: firstboot requires --enable or --disable"),
+                _ => {}
+            }
+        }
+        self.warn(loc, format!("`{name}` has no effect: {why}"));
+        Ok(())
+    }
+
+    /// `selinux`: slipway hosts run without SELinux, which `--disabled` and `--permissive`
+    /// (nothing enforced) describe; `--enforcing` (the default) cannot be honoured.
+    fn selinux(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[
+            flag("--enforcing"),
+            flag("--permissive"),
+            flag("--disabled"),
+        ];
+        let args = Args::parse(loc, "selinux", rest, OPTS)?;
+        args.no_positional()?;
+        if !(args.flag("--disabled") || args.flag("--permissive")) || args.flag("--enforcing") {
+            bail!(
+                "{loc}: selinux --enforcing is not supported: slipway hosts have no SELinux policy (use `selinux --disabled` or remove the line)"
+            );
+        }
+        self.once("selinux", loc);
+        self.warn(
+            loc,
+            "`selinux` has no effect: slipway hosts run without SELinux",
+        );
+        Ok(())
+    }
+
+    /// `firewall`: slipway configures none, which only `--disabled` describes.
+    fn firewall(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        match rest {
+            [only] if only == "--disabled" || only == "--disable" => {
+                self.once("firewall", loc);
                 self.warn(
                     loc,
-                    format!("`{name}` has no effect on Debian; stored only"),
+                    "`firewall --disabled` has no effect: slipway configures no firewall",
                 );
                 Ok(())
             }
-            _ => bail!("{loc}: unknown kickstart command `{name}`"),
+            _ => bail!(
+                "{loc}: firewall is not supported: slipway configures no firewall (put one into the commit, or use `firewall --disabled`)"
+            ),
         }
     }
 
@@ -425,28 +529,21 @@ impl Parser {
         ];
         let args = Args::parse(loc, "clearpart", rest, OPTS)?;
         args.no_positional()?;
-        let modes: Vec<(&str, ClearPartMode)> = [
-            ("--all", ClearPartMode::All),
-            ("--linux", ClearPartMode::Linux),
-            ("--none", ClearPartMode::None),
-        ]
-        .into_iter()
-        .filter(|(opt, _)| args.flag(opt))
-        .collect();
-        if modes.len() > 1 {
-            let names: Vec<&str> = modes.iter().map(|(opt, _)| *opt).collect();
-            bail!(
-                "{loc}: clearpart: {} cannot be combined",
-                names.join(" and ")
-            );
+        const WHOLE: &str = "slipway installs onto whole disks and keeps none of their partitions";
+        for keep in ["--linux", "--none", "--list"] {
+            args.refuse(keep, WHOLE)?;
+        }
+        if let Some(label) = args.text("--disklabel")?
+            && !label.eq_ignore_ascii_case("gpt")
+        {
+            return Err(args.bad("--disklabel", label, "is not supported: slipway writes GPT"));
         }
         self.once("clearpart", loc);
         self.ks.clearpart = Some(ClearPart {
-            mode: modes.first().map(|(_, mode)| *mode),
+            all: args.flag("--all"),
             initlabel: args.flag("--initlabel"),
             drives: args.list("--drives"),
-            list: args.list("--list"),
-            disklabel: args.text("--disklabel")?.map(str::to_string),
+            at: loc.clone(),
         });
         Ok(())
     }
@@ -469,7 +566,11 @@ impl Parser {
             _ => {}
         }
         self.once("ignoredisk", loc);
-        self.ks.ignoredisk = Some(IgnoreDisk { only_use, drives });
+        self.ks.ignoredisk = Some(IgnoreDisk {
+            only_use,
+            drives,
+            at: loc.clone(),
+        });
         Ok(())
     }
 
@@ -550,6 +651,13 @@ impl Parser {
         }
         let size = args.mebibytes("--size")?;
         let maxsize = args.mebibytes("--maxsize")?;
+        self.ignored_options(
+            &args,
+            &[(
+                "--asprimary",
+                "slipway writes GPT, where every partition is primary",
+            )],
+        );
         self.first_part.get_or_insert_with(|| loc.clone());
         self.ks.parts.push(Part {
             mountpoint: mountpoint.to_string(),
@@ -559,7 +667,6 @@ impl Parser {
             fstype: args.text("--fstype")?.map(str::to_string),
             label: args.text("--label")?.map(str::to_string),
             ondisk: args.text("--ondisk")?.map(str::to_string),
-            asprimary: args.flag("--asprimary"),
             fsoptions: args.text("--fsoptions")?.map(str::to_string),
             at: loc.clone(),
         });
@@ -581,6 +688,25 @@ impl Parser {
         ];
         let args = Args::parse(loc, "bootloader", rest, OPTS)?;
         args.no_positional()?;
+        const PASSWORD: &str =
+            "slipway sets no GRUB password, and the boot menu would be left unprotected";
+        for opt in ["--password", "--md5pass", "--iscrypted"] {
+            args.refuse(opt, PASSWORD)?;
+        }
+        args.refuse(
+            "--disabled",
+            "an OSTree host boots through the menu of its deployments (use --location=none to leave the disk's boot code alone)",
+        )?;
+        self.ignored_options(
+            &args,
+            &[
+                ("--driveorder", "use --boot-drive to name the disk"),
+                (
+                    "--leavebootorder",
+                    "slipway never changes the firmware's boot order",
+                ),
+            ],
+        );
         let append = match args.value("--append") {
             Some(text) => shlex::split(text).ok_or_else(|| {
                 args.bad(
@@ -601,25 +727,13 @@ impl Parser {
             }
         };
         let timeout = args.number::<u32>("--timeout", "a whole number of seconds")?;
-        let md5pass = args.text("--md5pass")?;
-        let password = args.text("--password")?.or(md5pass).map(str::to_string);
-        if password.is_some() {
-            self.warn(
-                loc,
-                "bootloader --password is stored but not applied: slipway does not set a GRUB password",
-            );
-        }
         self.once("bootloader", loc);
         self.ks.bootloader = Some(Bootloader {
             append,
             location,
             timeout,
             boot_drive: args.text("--boot-drive")?.map(str::to_string),
-            driveorder: args.list("--driveorder"),
-            password,
-            iscrypted: args.flag("--iscrypted") || md5pass.is_some(),
-            disabled: args.flag("--disabled"),
-            leavebootorder: args.flag("--leavebootorder"),
+            at: loc.clone(),
         });
         Ok(())
     }
@@ -701,6 +815,33 @@ impl Parser {
             (false, true) => Some(false),
             (false, false) => None,
         };
+        let ipv6 = match args.text("--ipv6")? {
+            None => None,
+            Some(v) => Some(parse_ipv6(v).map_err(|why| args.bad("--ipv6", v, why))?),
+        };
+        let ipv6gateway = match args.text("--ipv6gateway")? {
+            None => None,
+            Some(gw) => Some(
+                gw.parse::<Ipv6Addr>()
+                    .map_err(|_| args.bad("--ipv6gateway", gw, "is not an IPv6 address"))?,
+            ),
+        };
+        let noipv4 = args.flag("--noipv4");
+        let noipv6 = args.flag("--noipv6");
+        if noipv4 && noipv6 {
+            bail!("{loc}: network: --noipv4 and --noipv6 cannot be combined");
+        }
+        if noipv6 && (ipv6.is_some() || ipv6gateway.is_some()) {
+            bail!("{loc}: network: --noipv6 cannot be combined with --ipv6 or --ipv6gateway");
+        }
+        if noipv4 {
+            let v4 = |a: Option<&str>| a.and_then(|a| a.parse::<Ipv4Addr>().ok()).is_some();
+            if bootproto == Some(BootProto::Static) || v4(ip) || v4(gateway) {
+                bail!(
+                    "{loc}: network: --noipv4 cannot be combined with an IPv4 --bootproto=static, --ip or --gateway (use --ipv6=ADDR/PREFIX)"
+                );
+            }
+        }
         let device = args.text("--device")?;
         if let Some(dev) = device
             && let Some(prev) = self
@@ -725,11 +866,11 @@ impl Parser {
             hostname: hostname.map(str::to_string),
             onboot,
             activate,
-            ipv6: args.text("--ipv6")?.map(str::to_string),
-            ipv6gateway: args.text("--ipv6gateway")?.map(str::to_string),
+            ipv6,
+            ipv6gateway,
             mtu: args.number::<u32>("--mtu", "a whole number of bytes")?,
-            noipv4: args.flag("--noipv4"),
-            noipv6: args.flag("--noipv6"),
+            noipv4,
+            noipv6,
             nodns: args.flag("--nodns"),
             nodefroute: args.flag("--nodefroute"),
             at: loc.clone(),
@@ -873,12 +1014,20 @@ impl Parser {
         if nontp && !ntpservers.is_empty() {
             bail!("{loc}: timezone: --nontp and --ntpservers cannot be combined");
         }
+        let utc = args.flag("--utc");
+        if !utc {
+            self.warn(
+                loc,
+                "timezone without --utc asks for a hardware clock in local time; slipway keeps it in UTC (add --utc)",
+            );
+        }
         self.once("timezone", loc);
         self.ks.timezone = Some(Timezone {
             name: name.to_string(),
-            utc: args.flag("--utc"),
+            utc,
             nontp,
             ntpservers,
+            at: loc.clone(),
         });
         Ok(())
     }
@@ -886,9 +1035,16 @@ impl Parser {
     fn lang(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
         let args = Args::parse(loc, "lang", rest, &[value("--addsupport")])?;
         let lang = args.one_positional("a locale such as en_US.UTF-8")?;
-        if args.value("--addsupport").is_some() {
-            self.warn(loc, "lang --addsupport is ignored");
+        if !is_word(lang, "_.@-") {
+            bail!("{loc}: lang: `{lang}` is not a locale name (such as en_US.UTF-8)");
         }
+        self.ignored_options(
+            &args,
+            &[(
+                "--addsupport",
+                "the locales a host has come from its commit",
+            )],
+        );
         self.once("lang", loc);
         self.ks.lang = Some(lang.to_string());
         Ok(())
@@ -900,61 +1056,59 @@ impl Parser {
         if args.positional.len() > 1 {
             bail!("{loc}: keyboard takes at most one layout argument");
         }
+        let xlayouts = args
+            .list("--xlayouts")
+            .iter()
+            .map(|l| parse_xlayout(l).map_err(|why| args.bad("--xlayouts", l, why)))
+            .collect::<Result<Vec<_>>>()?;
         let keymap = args
             .positional
             .first()
             .map(String::as_str)
             .or(args.text("--vckeymap")?)
             .map(str::to_string)
-            .or_else(|| args.list("--xlayouts").into_iter().next());
+            .or_else(|| xlayouts.first().map(|x| x.layout.clone()));
         let Some(keymap) = keymap else {
             bail!("{loc}: keyboard requires a layout (e.g. `keyboard us` or --vckeymap=us)");
         };
+        if !is_word(&keymap, "_.-") {
+            bail!("{loc}: keyboard: `{keymap}` is not a keymap name");
+        }
+        let switch = args.list("--switch");
+        for option in &switch {
+            if !is_word(option, "_:-") {
+                return Err(args.bad("--switch", option, "is not an XKB option"));
+            }
+        }
         self.once("keyboard", loc);
-        self.ks.keyboard = Some(keymap);
+        self.ks.keyboard = Some(Keyboard {
+            keymap,
+            xlayouts,
+            switch,
+        });
         Ok(())
     }
 
     fn reboot(&mut self, loc: &Location, name: &str, rest: &[String]) -> Result<()> {
         let args = Args::parse(loc, name, rest, &[flag("--eject"), flag("--kexec")])?;
         args.no_positional()?;
+        self.ignored_options(
+            &args,
+            &[
+                ("--eject", "a network installation has no media to eject"),
+                ("--kexec", "slipway restarts through the firmware"),
+            ],
+        );
         let action = match name {
             "reboot" => PowerAction::Reboot,
-            "poweroff" => PowerAction::Poweroff,
             "halt" => PowerAction::Halt,
-            _ => PowerAction::Shutdown,
+            _ => PowerAction::Poweroff,
         };
         self.once("reboot/poweroff/halt/shutdown", loc);
         self.ks.reboot = Some(RebootAction {
             action,
-            eject: args.flag("--eject"),
-            kexec: args.flag("--kexec"),
+            at: loc.clone(),
         });
-        Ok(())
-    }
-
-    fn firstboot(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
-        const OPTS: &[Opt] = &[
-            flag("--enable"),
-            alias("--enabled", "--enable", Takes::Nothing),
-            flag("--reconfig"),
-            flag("--disable"),
-            alias("--disabled", "--disable", Takes::Nothing),
-        ];
-        let args = Args::parse(loc, "firstboot", rest, OPTS)?;
-        args.no_positional()?;
-        let on = args.flag("--enable") || args.flag("--reconfig");
-        let off = args.flag("--disable");
-        let enabled = match (on, off) {
-            (true, true) => bail!("{loc}: firstboot: --enable and --disable cannot be combined"),
-            (false, false) => bail!("{loc}: firstboot requires --enable or --disable"),
-            (on, _) => on,
-        };
-        self.once("firstboot", loc);
-        self.ks.firstboot = Some(enabled);
-        if enabled {
-            self.warn(loc, "firstboot has no effect on Debian; stored only");
-        }
         Ok(())
     }
 }
@@ -1001,6 +1155,73 @@ fn check_user_name(name: &str) -> std::result::Result<(), &'static str> {
         return Err("is not a valid user name");
     }
     Ok(())
+}
+
+/// Anaconda commands slipway refuses outright, with the reason.
+fn refused_command(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "logvol" | "volgroup" | "raid" | "btrfs" | "reqpart" | "mount" => {
+            "slipway installs plain partitions (use `part` lines or `autopart --type=plain`)"
+        }
+        "url" | "liveimg" | "install" | "upgrade" | "repo" | "cdrom" | "harddrive" | "nfs"
+        | "module" | "ostreecontainer" => {
+            "the software comes from the OSTree commit named by `ostreesetup`"
+        }
+        "timesource" => "use `timezone --ntpservers=` or `timezone --nontp`",
+        "group" => "groups come from the commit (create them in the compose)",
+        _ => return None,
+    })
+}
+
+/// `--ipv6=`: `auto`, `dhcp` or `ADDR[/PREFIX]`.
+fn parse_ipv6(value: &str) -> std::result::Result<Ipv6, &'static str> {
+    const EXPECTED: &str = "expected auto, dhcp or an IPv6 address ADDR[/PREFIX]";
+    match value {
+        "auto" => return Ok(Ipv6::Auto),
+        "dhcp" => return Ok(Ipv6::Dhcp),
+        _ => {}
+    }
+    let (addr, prefix) = match value.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (value, None),
+    };
+    let address = addr.parse::<Ipv6Addr>().map_err(|_| EXPECTED)?;
+    let prefix = match prefix {
+        None => 64,
+        Some(p) => match p.parse::<u8>() {
+            Ok(n) if (1..=128).contains(&n) => n,
+            _ => return Err("has a prefix length that is not 1 to 128"),
+        },
+    };
+    Ok(Ipv6::Static { address, prefix })
+}
+
+/// `--xlayouts` entry: `LAYOUT` or `LAYOUT (VARIANT)`.
+fn parse_xlayout(entry: &str) -> std::result::Result<XLayout, &'static str> {
+    let (layout, variant) = match entry.split_once('(') {
+        Some((layout, rest)) => {
+            let Some(variant) = rest.strip_suffix(')') else {
+                return Err("expected LAYOUT or LAYOUT (VARIANT)");
+            };
+            (layout.trim(), Some(variant.trim()))
+        }
+        None => (entry.trim(), None),
+    };
+    let ok = |w: &str| is_word(w, "_-");
+    if !ok(layout) || !variant.is_none_or(ok) {
+        return Err("is not an X layout (LAYOUT or LAYOUT (VARIANT))");
+    }
+    Ok(XLayout {
+        layout: layout.to_string(),
+        variant: variant.map(str::to_string),
+    })
+}
+
+/// Non-empty, ASCII letters and digits plus `extra`: safe as a value in a `KEY=value` file.
+fn is_word(s: &str, extra: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -1162,7 +1383,7 @@ mod tests {
             (
                 "clearpart --all --none\n",
                 1,
-                "--all and --none cannot be combined",
+                "clearpart --none is not supported",
             ),
             (
                 "ignoredisk\n",
@@ -1184,10 +1405,14 @@ mod tests {
         let ks = parse_file(&path).unwrap();
         let source = path.display().to_string();
 
-        assert!(ks.text_mode);
-        assert!(!ks.graphical);
         assert_eq!(ks.lang.as_deref(), Some("en_US.UTF-8"));
-        assert_eq!(ks.keyboard.as_deref(), Some("us"));
+        assert_eq!(
+            ks.keyboard,
+            Some(Keyboard {
+                keymap: "us".into(),
+                ..Default::default()
+            })
+        );
         assert_eq!(
             ks.timezone,
             Some(Timezone {
@@ -1195,15 +1420,17 @@ mod tests {
                 utc: true,
                 nontp: false,
                 ntpservers: vec![],
+                at: Location::new(&source, 7),
             })
         );
-        assert!(ks.zerombr);
+        assert_eq!(ks.zerombr, Some(Location::new(&source, 10)));
         assert_eq!(
             ks.clearpart,
             Some(ClearPart {
-                mode: Some(ClearPartMode::All),
+                all: true,
                 initlabel: true,
-                ..Default::default()
+                drives: vec![],
+                at: Location::new(&source, 11),
             })
         );
         assert!(ks.autopart.is_none());
@@ -1241,7 +1468,6 @@ mod tests {
 
         let boot = ks.bootloader.as_ref().unwrap();
         assert_eq!(boot.append, vec!["console=ttyS0,115200", "console=tty0"]);
-        assert_eq!(boot.password, None);
 
         assert_eq!(ks.network.len(), 1);
         assert_eq!(ks.network[0].bootproto, Some(BootProto::Dhcp));
@@ -1269,8 +1495,7 @@ mod tests {
             ks.reboot,
             Some(RebootAction {
                 action: PowerAction::Reboot,
-                eject: false,
-                kexec: false,
+                at: Location::new(&source, 29),
             })
         );
 
@@ -1288,13 +1513,29 @@ mod tests {
              echo 'core ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/core\n\
              chmod 0440 /etc/sudoers.d/core\n"
         );
-        assert!(ks.warnings.is_empty(), "{:?}", ks.warnings);
+        assert_eq!(
+            ks.warnings,
+            vec![format!(
+                "{source}:4: `text` has no effect: slipway's installer and image builder never ask anything"
+            )]
+        );
 
         ks.validate_for_install().unwrap();
         ks.validate_for_image().unwrap();
         let warnings = ks.image_warnings().join("\n");
-        for ignored in ["ostreesetup", "zerombr", "clearpart", "part", "reboot"] {
-            assert!(warnings.contains(&format!("`{ignored}")), "{warnings}");
+        for (line, ignored) in [
+            (4, "text"),
+            (10, "zerombr"),
+            (11, "clearpart"),
+            (12, "part biosboot"),
+            (15, "part /"),
+            (18, "ostreesetup"),
+            (29, "reboot"),
+        ] {
+            assert!(
+                warnings.contains(&format!("{source}:{line}: `{ignored}")),
+                "{warnings}"
+            );
         }
         assert!(!warnings.contains("autopart"), "{warnings}");
         assert!(!warnings.contains("ignoredisk"), "{warnings}");
@@ -1346,9 +1587,9 @@ mod tests {
     fn repeated_once_only_commands_keep_the_last_with_a_warning() {
         let ks = parse(
             "rootpw --iscrypted $6$salt$hash\n\
-             timezone Etc/UTC\n\
+             timezone --utc Etc/UTC\n\
              rootpw --lock\n\
-             reboot --eject\n\
+             reboot\n\
              poweroff\n\
              services --enabled=a\n\
              services --enabled=b\n",
@@ -1366,8 +1607,7 @@ mod tests {
             ks.reboot,
             Some(RebootAction {
                 action: PowerAction::Poweroff,
-                eject: false,
-                kexec: false,
+                at: Location::new("test.ks", 5),
             })
         );
         assert_eq!(ks.warnings.len(), 2, "{:?}", ks.warnings);
@@ -1439,46 +1679,294 @@ mod tests {
     }
 
     #[test]
-    fn display_mode_and_misc_commands() {
+    fn tolerated_commands_store_nothing_and_warn() {
         let ks = parse(
             "graphical\n\
              firstboot --disable\n\
-             selinux --enforcing\n\
-             firewall --enabled --service=\"ssh http\"\n\
-             clearpart --list=sda1,sda2 --drives=sda\n\
-             ignoredisk --only-use=vda,vdb\n",
+             selinux --disabled\n\
+             firewall --disabled\n\
+             eula --agreed\n\
+             skipx\n\
+             text --non-interactive\n\
+             cmdline\n\
+             firstboot --enable\n\
+             selinux --permissive\n",
         );
-        assert!(ks.graphical && !ks.text_mode);
-        assert_eq!(ks.firstboot, Some(false));
-        assert_eq!(ks.selinux.as_deref(), Some("--enforcing"));
+        let lines: Vec<&str> = ks.warnings.iter().map(String::as_str).collect();
         assert_eq!(
-            ks.firewall.as_deref(),
-            Some("--enabled '--service=ssh http'")
+            lines,
+            [
+                "test.ks:1: `graphical` has no effect: slipway's installer and image builder never ask anything",
+                "test.ks:2: `firstboot` has no effect: Debian has no Initial Setup to run on first boot",
+                "test.ks:3: `selinux` has no effect: slipway hosts run without SELinux",
+                "test.ks:4: `firewall --disabled` has no effect: slipway configures no firewall",
+                "test.ks:5: `eula` has no effect: Debian has no license agreement to accept",
+                "test.ks:6: `skipx` has no effect: slipway configures no X server",
+                "test.ks:7: `text` has no effect: slipway's installer and image builder never ask anything",
+                "test.ks:8: `cmdline` has no effect: slipway's installer and image builder never ask anything",
+                "test.ks:9: `firstboot` has no effect: Debian has no Initial Setup to run on first boot",
+                "test.ks:10: `selinux` given more than once (previously at test.ks:3); the last one wins",
+                "test.ks:10: `selinux` has no effect: slipway hosts run without SELinux",
+            ]
         );
-        let clear = ks.clearpart.as_ref().unwrap();
-        assert_eq!(clear.mode, None);
-        assert_eq!(clear.list, vec!["sda1", "sda2"]);
-        assert_eq!(clear.drives, vec!["sda"]);
-        assert_eq!(ks.ignoredisk.as_ref().unwrap().only_use, vec!["vda", "vdb"]);
-        assert_eq!(ks.warnings.len(), 2, "{:?}", ks.warnings);
-        assert!(ks.warnings[0].starts_with("test.ks:3: `selinux` has no effect"));
-
-        let cmdline = parse("graphical\ncmdline\n");
-        assert!(cmdline.text_mode && !cmdline.graphical);
+        // Nothing but the warnings is kept.
+        assert_eq!(
+            ks,
+            Kickstart {
+                warnings: ks.warnings.clone(),
+                ..Default::default()
+            }
+        );
+        // They are what an image build prints.
+        assert_eq!(ks.image_warnings(), ks.warnings);
     }
 
     #[test]
-    fn bootloader_password_is_stored_and_flagged() {
+    fn options_nothing_applies_are_warned_about() {
         let ks = parse(
-            "bootloader --location=mbr --password=grub.pbkdf2.sha512.x --iscrypted --boot-drive=vda\n",
+            "part / --grow --asprimary\n\
+             reboot --eject --kexec\n\
+             lang en_US.UTF-8 --addsupport=de_DE.UTF-8\n\
+             timezone Europe/Berlin\n\
+             bootloader --driveorder=sda,sdb --leavebootorder --append=quiet\n",
         );
+        let lines: Vec<&str> = ks.warnings.iter().map(String::as_str).collect();
+        assert_eq!(
+            lines,
+            [
+                "test.ks:1: part --asprimary is ignored: slipway writes GPT, where every partition is primary",
+                "test.ks:2: reboot --eject is ignored: a network installation has no media to eject",
+                "test.ks:2: reboot --kexec is ignored: slipway restarts through the firmware",
+                "test.ks:3: lang --addsupport is ignored: the locales a host has come from its commit",
+                "test.ks:4: timezone without --utc asks for a hardware clock in local time; slipway keeps it in UTC (add --utc)",
+                "test.ks:5: bootloader --driveorder is ignored: use --boot-drive to name the disk",
+                "test.ks:5: bootloader --leavebootorder is ignored: slipway never changes the firmware's boot order",
+            ]
+        );
+        assert_eq!(ks.bootloader.unwrap().append, ["quiet"]);
+        assert!(!ks.timezone.unwrap().utc);
+    }
+
+    #[test]
+    fn refused_commands_and_options_name_the_line() {
+        let cases: &[(&str, usize, &str)] = &[
+            (
+                "text\nclearpart --linux\n",
+                2,
+                "clearpart --linux is not supported: slipway installs onto whole disks",
+            ),
+            ("clearpart --none\n", 1, "clearpart --none is not supported"),
+            (
+                "clearpart --all --list=sda1\n",
+                1,
+                "clearpart --list is not supported",
+            ),
+            (
+                "clearpart --all --disklabel=msdos\n",
+                1,
+                "clearpart --disklabel: `msdos` is not supported: slipway writes GPT",
+            ),
+            (
+                "bootloader --password=grub.pbkdf2.sha512.x\n",
+                1,
+                "bootloader --password is not supported: slipway sets no GRUB password",
+            ),
+            (
+                "bootloader --md5pass=$1$x\n",
+                1,
+                "bootloader --md5pass is not supported",
+            ),
+            (
+                "bootloader --iscrypted\n",
+                1,
+                "bootloader --iscrypted is not supported",
+            ),
+            (
+                "bootloader --disabled\n",
+                1,
+                "bootloader --disabled is not supported",
+            ),
+            (
+                "selinux --enforcing\n",
+                1,
+                "selinux --enforcing is not supported: slipway hosts have no SELinux policy",
+            ),
+            ("\nselinux\n", 2, "selinux --enforcing is not supported"),
+            (
+                "firewall --enabled --service=ssh\n",
+                1,
+                "firewall is not supported: slipway configures no firewall",
+            ),
+            ("firewall --service=ssh\n", 1, "firewall is not supported"),
+            (
+                "logvol / --vgname=vg --name=root --grow\n",
+                1,
+                "`logvol` is not supported: slipway installs plain partitions",
+            ),
+            ("volgroup vg pv.01\n", 1, "`volgroup` is not supported"),
+            (
+                "url --url=http://mirror/debian\n",
+                1,
+                "`url` is not supported: the software comes from the OSTree commit",
+            ),
+            ("repo --name=x --baseurl=y\n", 1, "`repo` is not supported"),
+            (
+                "timesource --ntp-server=a\n",
+                1,
+                "`timesource` is not supported: use `timezone --ntpservers=`",
+            ),
+            ("group --name=ops\n", 1, "`group` is not supported"),
+            (
+                "eula --disagree\n",
+                1,
+                "unknown option `--disagree` for `eula`",
+            ),
+            ("skipx now\n", 1, "skipx takes no arguments"),
+            (
+                "firstboot --enable --disable\n",
+                1,
+                "--enable and --disable cannot be combined",
+            ),
+            (
+                "network --noipv4 --noipv6\n",
+                1,
+                "--noipv4 and --noipv6 cannot be combined",
+            ),
+            (
+                "network --noipv4 --bootproto=static --ip=10.0.0.5\n",
+                1,
+                "--noipv4 cannot be combined with an IPv4",
+            ),
+            (
+                "network --noipv4 --gateway=10.0.0.1 --ipv6=auto\n",
+                1,
+                "--noipv4 cannot be combined with an IPv4",
+            ),
+            (
+                "network --noipv6 --ipv6=auto\n",
+                1,
+                "--noipv6 cannot be combined with --ipv6",
+            ),
+            (
+                "network --ipv6=slaac\n",
+                1,
+                "network --ipv6: `slaac` expected auto, dhcp or an IPv6 address",
+            ),
+            (
+                "network --ipv6=2001:db8::5/129\n",
+                1,
+                "prefix length that is not 1 to 128",
+            ),
+            (
+                "network --ipv6=auto --ipv6gateway=10.0.0.1\n",
+                1,
+                "network --ipv6gateway: `10.0.0.1` is not an IPv6 address",
+            ),
+            ("lang \"en_US.UTF-8\nX=y\"\n", 1, "unbalanced quotes"),
+            ("lang 'en US'\n", 1, "lang: `en US` is not a locale name"),
+            (
+                "keyboard 'de;rm -rf'\n",
+                1,
+                "keyboard: `de;rm -rf` is not a keymap name",
+            ),
+            (
+                "keyboard --xlayouts='cz (qwerty'\n",
+                1,
+                "keyboard --xlayouts: `cz (qwerty` expected LAYOUT or LAYOUT (VARIANT)",
+            ),
+            (
+                "keyboard --xlayouts='c=z'\n",
+                1,
+                "keyboard --xlayouts: `c=z` is not an X layout",
+            ),
+            (
+                "keyboard us --switch='grp:alt shift'\n",
+                1,
+                "keyboard --switch: `grp:alt shift` is not an XKB option",
+            ),
+        ];
+        for (text, line, needle) in cases {
+            assert_error_at(text, *line, needle);
+        }
+    }
+
+    #[test]
+    fn bootloader_keeps_what_the_installer_uses() {
+        let ks = parse("bootloader --location=mbr --boot-drive=vda --timeout=3\n");
         let boot = ks.bootloader.unwrap();
-        assert_eq!(boot.password.as_deref(), Some("grub.pbkdf2.sha512.x"));
-        assert!(boot.iscrypted);
         assert_eq!(boot.location, Some(BootLocation::Mbr));
         assert_eq!(boot.boot_drive.as_deref(), Some("vda"));
-        assert_eq!(ks.warnings.len(), 1);
-        assert!(ks.warnings[0].contains("--password is stored but not applied"));
+        assert_eq!(boot.timeout, Some(3));
+        assert_eq!(boot.at, Location::new("test.ks", 1));
+        assert!(ks.warnings.is_empty(), "{:?}", ks.warnings);
+
+        let ks = parse(
+            "clearpart --drives=sda --initlabel --disklabel=GPT\nignoredisk --only-use=vda,vdb\n",
+        );
+        let clear = ks.clearpart.as_ref().unwrap();
+        assert!(!clear.all && clear.initlabel);
+        assert_eq!(clear.drives, vec!["sda"]);
+        assert_eq!(ks.ignoredisk.as_ref().unwrap().only_use, vec!["vda", "vdb"]);
+        assert_eq!(ks.ignoredisk.as_ref().unwrap().at.line, 2);
+    }
+
+    #[test]
+    fn network_ipv6_and_noipv4() {
+        let ks = parse(
+            "network --device=eth0 --ipv6=auto\n\
+             network --device=eth1 --noipv4 --ipv6=dhcp\n\
+             network --device=eth2 --noipv4 --ipv6=2001:db8::5/48 --ipv6gateway=2001:db8::1\n\
+             network --device=eth3 --ipv6=2001:db8::6\n\
+             network --device=eth4 --noipv6\n",
+        );
+        let v6: Vec<_> = ks.network.iter().map(|n| n.ipv6).collect();
+        let addr = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        assert_eq!(
+            v6,
+            [
+                Some(Ipv6::Auto),
+                Some(Ipv6::Dhcp),
+                Some(Ipv6::Static {
+                    address: addr("2001:db8::5"),
+                    prefix: 48
+                }),
+                Some(Ipv6::Static {
+                    address: addr("2001:db8::6"),
+                    prefix: 64
+                }),
+                None,
+            ]
+        );
+        assert!(!ks.network[0].noipv4 && ks.network[1].noipv4 && ks.network[2].noipv4);
+        assert_eq!(ks.network[2].ipv6gateway, Some(addr("2001:db8::1")));
+        assert!(ks.network[4].noipv6);
+    }
+
+    #[test]
+    fn keyboard_layouts_variants_and_switch() {
+        let ks = parse(
+            "keyboard --vckeymap=cz-qwerty --xlayouts='us','cz (qwerty)' --switch=grp:alt_shift_toggle\n",
+        );
+        assert_eq!(
+            ks.keyboard,
+            Some(Keyboard {
+                keymap: "cz-qwerty".into(),
+                xlayouts: vec![
+                    XLayout {
+                        layout: "us".into(),
+                        variant: None
+                    },
+                    XLayout {
+                        layout: "cz".into(),
+                        variant: Some("qwerty".into())
+                    },
+                ],
+                switch: vec!["grp:alt_shift_toggle".into()],
+            })
+        );
+        // The console keymap falls back on the first X layout.
+        let ks = parse("keyboard --xlayouts='de (nodeadkeys)',us\n");
+        assert_eq!(ks.keyboard.unwrap().keymap, "de");
     }
 
     #[test]

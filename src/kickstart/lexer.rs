@@ -334,10 +334,13 @@ mod tests {
         assert_eq!(rootpw.password.as_deref(), Some("pass#word"));
         assert!(!rootpw.iscrypted);
         assert_eq!(ks.lang.as_deref(), Some("en_GB.UTF-8"));
-        assert_eq!(ks.keyboard.as_deref(), Some("de-nodeadkeys"));
+        assert_eq!(ks.keyboard.unwrap().keymap, "de-nodeadkeys");
         assert_eq!(
-            parse("keyboard --xlayouts=fr,us\n").keyboard.as_deref(),
-            Some("fr")
+            parse("keyboard --xlayouts=fr,us\n")
+                .keyboard
+                .unwrap()
+                .keymap,
+            "fr"
         );
     }
 

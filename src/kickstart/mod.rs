@@ -27,29 +27,36 @@
 //!
 //! # Supported commands
 //!
-//! | command | options |
-//! | --- | --- |
-//! | `ostreesetup` | `--osname` (required), `--remote` (default: osname), `--url` (required; `file:`, `http:`, `https:`), `--ref` (required), `--nogpg` |
-//! | `zerombr` | |
-//! | `clearpart` | `--all`, `--linux`, `--none`, `--initlabel`, `--drives=a,b`, `--list=a,b`, `--disklabel=` |
-//! | `ignoredisk` | `--only-use=a,b` or `--drives=a,b` (`--onlyuse` alias) |
-//! | `autopart` | `--type=plain\|lvm\|thinp\|btrfs`, `--nolvm`, `--fstype=`, `--nohome`, `--noboot`, `--noswap`, `--encrypted` |
-//! | `part` / `partition` | `MOUNTPOINT` (`/path`, `swap`, `biosboot`), `--size=MiB`, `--grow`, `--maxsize=MiB`, `--fstype=`, `--label=`, `--ondisk=` (`--ondrive`), `--asprimary`, `--fsoptions=` |
-//! | `bootloader` | `--append="..."`, `--location=mbr\|partition\|none` (`boot` = partition), `--timeout=N`, `--boot-drive=`, `--driveorder=a,b`, `--password=`, `--iscrypted`, `--md5pass=`, `--disabled`, `--leavebootorder` |
-//! | `network` | `--bootproto=dhcp\|static` (`bootp` = dhcp), `--device=`, `--ip=`, `--netmask=`, `--gateway=`, `--nameserver=a,b` (accumulates), `--hostname=`, `--onboot=yes\|no`, `--activate`, `--no-activate`, `--ipv6=`, `--ipv6gateway=`, `--mtu=`, `--noipv4`, `--noipv6`, `--nodns`, `--nodefroute` |
-//! | `rootpw` | `[--iscrypted\|--plaintext] [--lock] [--allow-ssh] [PASSWORD]` (password optional with `--lock`) |
-//! | `user` | `--name=` (required), `--groups=a,b`, `--password=`, `--iscrypted`, `--plaintext`, `--homedir=`, `--shell=`, `--uid=`, `--gid=`, `--gecos=`, `--lock` |
-//! | `sshkey` | `--username=` (required) `"KEY"` (the whole key as one quoted argument) |
-//! | `services` | `--enabled=a,b`, `--disabled=c` (several lines accumulate) |
-//! | `timezone` | `[--utc\|--isUtc] [--nontp] [--ntpservers=a,b] Area/City` |
-//! | `lang` | `LANG` (`--addsupport` accepted and ignored with a warning) |
-//! | `keyboard` | `LAYOUT` or `--vckeymap=`, `--xlayouts=a,b`, `--switch=` |
-//! | `reboot`, `poweroff`, `halt`, `shutdown` | `--eject`, `--kexec` (last one wins) |
-//! | `text`, `cmdline`, `graphical` | `--non-interactive` |
-//! | `firstboot` | `--enable`/`--enabled`, `--disable`/`--disabled`, `--reconfig` |
-//! | `selinux`, `firewall` | anything: arguments are stored raw and have no effect on Debian |
-//! | `%pre`, `%post` | `--interpreter=PATH`, `--erroronfail`, `--log=PATH` (`--logfile`), `--nochroot` (`%post` only) |
-//! | `%include`, `%ksappend` | `PATH` |
+//! Who applies what: **image** = `slipway image --kickstart` (`sysroot::hostconfig`),
+//! **install** = the PXE installer. What an image build does not apply is listed by
+//! [`Kickstart::image_warnings`] with its line.
+//!
+//! | command | options | applied by |
+//! | --- | --- | --- |
+//! | `ostreesetup` | `--osname` (required), `--remote` (default: osname), `--url` (required; `file:`, `http:`, `https:`), `--ref` (required), `--nogpg` | install |
+//! | `zerombr` | | install |
+//! | `clearpart` | `--all`, `--initlabel`, `--drives=a,b`, `--disklabel=gpt`; `--linux`, `--none`, `--list` refused (whole disks only) | install |
+//! | `ignoredisk` | `--only-use=a,b` or `--drives=a,b` (`--onlyuse` alias) | install |
+//! | `autopart` | `--type=plain\|lvm\|thinp\|btrfs` (plain only at install), `--nolvm`, `--fstype=`, `--nohome`, `--noboot`, `--noswap`, `--encrypted` (refused at install) | install |
+//! | `part` / `partition` | `MOUNTPOINT` (`/path`, `swap`, `biosboot`), `--size=MiB`, `--grow`, `--maxsize=MiB`, `--fstype=`, `--label=`, `--ondisk=` (`--ondrive`), `--fsoptions=`; `--asprimary` warned about (GPT) | install |
+//! | `bootloader` | `--append="..."` and `--timeout=N` (image, install), `--location=mbr\|partition\|none` (`boot` = partition), `--boot-drive=` (install); `--driveorder`, `--leavebootorder` warned about; `--password`, `--md5pass`, `--iscrypted`, `--disabled` refused | image, install |
+//! | `network` | `--bootproto=dhcp\|static` (`bootp` = dhcp), `--device=`, `--ip=`, `--netmask=`, `--gateway=`, `--nameserver=a,b` (accumulates), `--hostname=`, `--onboot=yes\|no`, `--ipv6=auto\|dhcp\|ADDR[/PREFIX]`, `--ipv6gateway=`, `--mtu=`, `--noipv4`, `--noipv6`, `--nodns`, `--nodefroute`; `--activate`, `--no-activate` (install only) | image, install |
+//! | `rootpw` | `[--iscrypted\|--plaintext] [--lock] [--allow-ssh] [PASSWORD]` (password optional with `--lock`) | image, install |
+//! | `user` | `--name=` (required), `--groups=a,b`, `--password=`, `--iscrypted`, `--plaintext`, `--homedir=`, `--shell=`, `--uid=`, `--gid=`, `--gecos=`, `--lock` | image, install |
+//! | `sshkey` | `--username=` (required) `"KEY"` (the whole key as one quoted argument) | image, install |
+//! | `services` | `--enabled=a,b`, `--disabled=c` (several lines accumulate) | image, install |
+//! | `timezone` | `[--utc\|--isUtc] [--nontp] [--ntpservers=a,b] Area/City` (without `--utc`: a warning, the clock stays UTC) | image, install |
+//! | `lang` | `LANG` (`--addsupport` warned about) | image, install |
+//! | `keyboard` | `LAYOUT` or `--vckeymap=`, `--xlayouts='a','b (variant)'`, `--switch=` | image, install |
+//! | `reboot`, `poweroff` (`shutdown`), `halt` | `--eject`, `--kexec` warned about (last one wins) | install |
+//! | `text`, `cmdline`, `graphical`, `skipx`, `eula`, `firstboot` | their usual options; accepted with a warning, no effect | |
+//! | `selinux` | `--disabled`, `--permissive` with a warning; `--enforcing` (the default) refused | |
+//! | `firewall` | `--disabled` with a warning; anything else refused | |
+//! | `%pre`, `%post` | `--interpreter=PATH`, `--erroronfail`, `--log=PATH` (`--logfile`; a path inside the tree), `--nochroot` (`%post` only) | `%post`: image, install; `%pre`, `--nochroot`: install |
+//! | `%include`, `%ksappend` | `PATH` | |
+//!
+//! Other Anaconda commands are refused at their line: LVM, RAID and btrfs (`logvol`,
+//! `volgroup`, `raid`...), software sources (`url`, `repo`, `liveimg`...), and anything unknown.
 //!
 //! # Layout
 //!
@@ -68,10 +75,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 pub use commands::{
-    AutoPart, AutoPartType, BootLocation, BootProto, Bootloader, ClearPart, ClearPartMode,
-    DEFAULT_FSTYPE, DEFAULT_INTERPRETER, IgnoreDisk, Kickstart, Network, OstreeSetup, Part,
+    AutoPart, AutoPartType, BootLocation, BootProto, Bootloader, ClearPart, DEFAULT_FSTYPE,
+    DEFAULT_INTERPRETER, IgnoreDisk, Ipv6, Keyboard, Kickstart, Network, OstreeSetup, Part,
     PowerAction, RebootAction, RootPw, SUPPORTED_AUTOPART_FSTYPES, SUPPORTED_PART_FSTYPES, Script,
-    Services, SshKey, Timezone, User,
+    Services, SshKey, Timezone, User, XLayout,
 };
 pub use lexer::Location;
 

@@ -94,6 +94,16 @@ impl<'a> Args<'a> {
         Ok(args)
     }
 
+    /// The line these arguments are on.
+    pub(super) fn loc(&self) -> &Location {
+        self.loc
+    }
+
+    /// The command, as written.
+    pub(super) fn cmd(&self) -> &str {
+        self.cmd
+    }
+
     pub(super) fn flag(&self, canonical: &str) -> bool {
         self.opts.iter().any(|(name, _)| *name == canonical)
     }
@@ -189,6 +199,18 @@ impl<'a> Args<'a> {
                 self.cmd
             ),
         }
+    }
+
+    /// An error if the option was given: accepted spellings that slipway refuses, with why.
+    pub(super) fn refuse(&self, canonical: &str, why: &str) -> Result<()> {
+        if self.flag(canonical) {
+            bail!(
+                "{}: {} {canonical} is not supported: {why}",
+                self.loc,
+                self.cmd
+            );
+        }
+        Ok(())
     }
 
     pub(super) fn bad(&self, canonical: &str, value: &str, why: &str) -> anyhow::Error {

@@ -33,30 +33,65 @@ impl Kickstart {
         report(self.common_problems(), "cannot be applied to an image")
     }
 
-    /// What the image builder ignores in this kickstart, one message per command or script.
+    /// What an image build does not apply, each `SOURCE:LINE: message`: the parse warnings
+    /// ([`Kickstart::warnings`]) first, then one message per command, option or script that
+    /// only the installer uses (storage, `ostreesetup`, `reboot`, `%pre`...).
     pub fn image_warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        let mut ignored = |present: bool, what: &str, why: &str| {
-            if present {
-                warnings.push(format!("`{what}` is ignored when building an image: {why}"));
-            }
+        let mut warnings = self.warnings.clone();
+        let mut ignored = |at: &Location, what: &str, why: &str| {
+            warnings.push(format!(
+                "{at}: `{what}` is ignored when building an image: {why}"
+            ));
         };
         const LAYOUT: &str = "the image has a fixed partition layout";
-        ignored(
-            self.ostreesetup.is_some(),
-            "ostreesetup",
-            "the image is deployed from the compose being built",
-        );
-        ignored(self.zerombr, "zerombr", LAYOUT);
-        ignored(self.clearpart.is_some(), "clearpart", LAYOUT);
-        ignored(self.ignoredisk.is_some(), "ignoredisk", LAYOUT);
-        ignored(self.autopart.is_some(), "autopart", LAYOUT);
-        ignored(!self.parts.is_empty(), "part", LAYOUT);
-        ignored(
-            self.reboot.is_some(),
-            "reboot/poweroff/halt/shutdown",
-            "there is no installer run to finish",
-        );
+        if let Some(o) = &self.ostreesetup {
+            ignored(
+                &o.at,
+                "ostreesetup",
+                "the image is deployed from the --repo and --ref it is built from",
+            );
+        }
+        if let Some(at) = &self.zerombr {
+            ignored(at, "zerombr", LAYOUT);
+        }
+        if let Some(c) = &self.clearpart {
+            ignored(&c.at, "clearpart", LAYOUT);
+        }
+        if let Some(i) = &self.ignoredisk {
+            ignored(&i.at, "ignoredisk", LAYOUT);
+        }
+        if let Some(a) = &self.autopart {
+            ignored(&a.at, "autopart", LAYOUT);
+        }
+        for p in &self.parts {
+            ignored(&p.at, &format!("part {}", p.mountpoint), LAYOUT);
+        }
+        if let Some(b) = &self.bootloader {
+            if b.location.is_some() {
+                ignored(
+                    &b.at,
+                    "bootloader --location",
+                    "GRUB is installed for the image's firmware",
+                );
+            }
+            if b.boot_drive.is_some() {
+                ignored(&b.at, "bootloader --boot-drive", "the image is one disk");
+            }
+        }
+        for n in self.network.iter().filter(|n| n.activate.is_some()) {
+            ignored(
+                &n.at,
+                "network --activate/--no-activate",
+                "it concerns the installer's own network",
+            );
+        }
+        if let Some(r) = &self.reboot {
+            ignored(
+                &r.at,
+                r.action.as_str(),
+                "there is no installer run to finish",
+            );
+        }
         for script in &self.pre {
             warnings.push(format!(
                 "{}: %pre script is not run when building an image",
@@ -307,6 +342,68 @@ mod tests {
         assert!(err.contains("no `ostreesetup`"), "{err}");
         assert!(err.contains("--type=lvm"), "{err}");
         assert!(err.contains("--encrypted"), "{err}");
+    }
+
+    #[test]
+    fn image_warnings_name_every_command_an_image_does_not_apply() {
+        let ks = parse(
+            "ostreesetup --osname=d --url=file:///srv/repo --ref=r\n\
+             zerombr\n\
+             clearpart --all --initlabel\n\
+             ignoredisk --only-use=vda\n\
+             part / --grow\n\
+             part swap --size=512\n\
+             bootloader --append=quiet --timeout=2 --location=mbr --boot-drive=vda\n\
+             network --device=eth0 --activate --ipv6=auto\n\
+             poweroff\n\
+             %pre\n\
+             true\n\
+             %end\n\
+             %post --nochroot\n\
+             true\n\
+             %end\n\
+             graphical\n\
+             %post --log=/root/post.log\n\
+             true\n\
+             %end\n",
+        );
+        let warnings = ks.image_warnings();
+        let expected = [
+            "test.ks:16: `graphical` has no effect",
+            "test.ks:1: `ostreesetup` is ignored when building an image",
+            "test.ks:2: `zerombr` is ignored",
+            "test.ks:3: `clearpart` is ignored",
+            "test.ks:4: `ignoredisk` is ignored",
+            "test.ks:5: `part /` is ignored",
+            "test.ks:6: `part swap` is ignored",
+            "test.ks:7: `bootloader --location` is ignored",
+            "test.ks:7: `bootloader --boot-drive` is ignored",
+            "test.ks:8: `network --activate/--no-activate` is ignored",
+            "test.ks:9: `poweroff` is ignored",
+            "test.ks:10: %pre script is not run",
+            "test.ks:13: %post --nochroot script",
+        ];
+        assert_eq!(warnings.len(), expected.len(), "{warnings:#?}");
+        for (w, e) in warnings.iter().zip(expected) {
+            assert!(w.starts_with(e), "expected `{e}...`, got `{w}`");
+        }
+
+        // What an image applies gives no warning.
+        let applied = parse(
+            "user --name=ops --groups=sudo --homedir=/var/home/ops\n\
+             sshkey --username=ops \"ssh-ed25519 AAAA ops\"\n\
+             rootpw --iscrypted --allow-ssh $6$x$y\n\
+             network --device=eth0 --noipv4 --ipv6=2001:db8::5/64 --hostname=h\n\
+             timezone --utc --ntpservers=ntp.example Europe/Berlin\n\
+             services --enabled=ssh\n\
+             lang de_DE.UTF-8\n\
+             keyboard --vckeymap=de --xlayouts=de,us\n\
+             bootloader --append=quiet --timeout=2\n\
+             %post --erroronfail --log=/var/log/post.log\n\
+             true\n\
+             %end\n",
+        );
+        assert_eq!(applied.image_warnings(), Vec::<String>::new());
     }
 
     #[test]
