@@ -165,11 +165,16 @@ impl Parser {
                 }
             }
         }
+        let log = args.text("--log")?;
+        if let Some(log) = log {
+            // A path inside the tree the script runs in: no `..`, not the root itself.
+            crate::sys::tree::check_path(&format!("{loc}: {kind} --log"), log)?;
+        }
         let script = Script {
             interpreter,
             erroronfail: args.flag("--erroronfail"),
             nochroot: args.flag("--nochroot"),
-            log: args.text("--log")?.map(str::to_string),
+            log: log.map(str::to_string),
             body,
             at: loc.clone(),
         };
@@ -241,6 +246,12 @@ mod tests {
                 "`python3` is not an absolute path",
             ),
             ("%post stuff\n%end\n", 1, "%post takes no arguments"),
+            (
+                "text\n%post --log=/var/log/../../etc/shadow\n%end\n",
+                2,
+                "%post --log: `/var/log/../../etc/shadow` contains `..`",
+            ),
+            ("%pre --log=/\n%end\n", 1, "%pre --log: `/` names the root"),
             ("user --name=\"core\n", 1, "unbalanced quotes"),
             ("%include\n", 1, "%include takes exactly one argument"),
             ("%include http://example.com/x.ks\n", 1, "only local files"),

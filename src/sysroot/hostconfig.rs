@@ -6,16 +6,71 @@
 //! the booted host), after `systemd-tmpfiles` has created `/var` the way boot would: so
 //! `useradd` puts homes in `/var/home`, and `%post` sees the real file system. Changes land in
 //! the deployment's `/etc`, which upgrades carry forward by OSTree's three-way merge.
+//!
+//! Files are written from the build machine only through [`Tree`] handles on the deployment
+//! and on the stateroot's `/var` ([`Target`]), so a link in the commit (`/etc/x -> /etc/y`,
+//! `/var/log -> /somewhere`) resolves inside them, never onto the build machine; what runs
+//! programs (useradd, `authorized_keys`, the `/etc/localtime` link) runs inside the sandbox.
 
 use std::io::Write;
 use std::process::Stdio;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::kickstart::{BootProto, Kickstart, Network};
+use crate::kickstart::{BootProto, Kickstart, Network, Script};
 use crate::sys::cmd::CommandRunExt;
 use crate::sys::sandbox::Sandbox;
+use crate::sys::tree::{self, Tree};
 use crate::sysroot::deploy::Deployed;
+
+/// A deployment as its booted host sees it: the deployment's root with the stateroot's `/var`
+/// at `/var`. Every path is resolved inside one of the two.
+struct Target {
+    root: Tree,
+    var: Tree,
+}
+
+impl Target {
+    fn open(d: &Deployed) -> Result<Self> {
+        Ok(Self {
+            root: Tree::open(&d.root)?,
+            var: Tree::open(&d.var)?,
+        })
+    }
+
+    /// The deployment's root (for `/etc`, `/usr`).
+    fn root(&self) -> &Tree {
+        &self.root
+    }
+
+    /// The tree and path inside it that the host's `/REL` (checked, relative) is in: `/var/...`
+    /// is in the stateroot's `/var`, and so is what the top-level links of an OSTree host lead
+    /// into (`/root -> var/roothome`, `/home -> var/home`); everything else is in the root.
+    fn locate(&self, rel: &str) -> Result<(&Tree, String)> {
+        let (first, rest) = rel.split_once('/').unwrap_or((rel, ""));
+        let mut first = first.to_string();
+        // Only the top-level name is looked at: a link directly in the root, read without
+        // following anything (the root is the deployment directory itself).
+        if let Ok(target) = std::fs::read_link(self.root.path().join(&first)) {
+            let target = target.to_string_lossy();
+            let target = target.trim_start_matches('/');
+            if target == "var" || target.starts_with("var/") {
+                first = target.to_string();
+            }
+        }
+        let full = if rest.is_empty() {
+            first
+        } else {
+            format!("{first}/{rest}")
+        };
+        let full = tree::check_path("path", &full)?;
+        match full.strip_prefix("var/") {
+            Some(in_var) => Ok((&self.var, in_var.to_string())),
+            None if full == "var" => bail!("/{rel} names /var itself"),
+            None => Ok((&self.root, full)),
+        }
+    }
+}
 
 /// Vagrant's well-known insecure public keys (RSA for older Vagrant, ed25519 for newer).
 pub const VAGRANT_INSECURE_KEYS: &[&str] = &[
@@ -153,6 +208,8 @@ fn add_authorized_keys(d: &Deployed, user: &str, keys: &str) -> Result<()> {
 /// Apply everything but `%post`.
 pub fn apply(ks: &Kickstart, d: &Deployed) -> Result<()> {
     populate_var(d)?;
+    let target = Target::open(d)?;
+    let root = target.root();
     let groups = crate::sysroot::userdb::parse_group(
         &std::fs::read_to_string(d.root.join("etc/group")).context("reading /etc/group")?,
     );
@@ -219,39 +276,41 @@ pub fn apply(ks: &Kickstart, d: &Deployed) -> Result<()> {
             .map_err(|e| anyhow!("{}: sshkey for {}: {e:#}", k.at, k.username))?;
     }
     if let Some(h) = ks.hostname() {
-        std::fs::write(d.root.join("etc/hostname"), format!("{h}\n"))
-            .context("writing /etc/hostname")?;
+        write_text(root, "etc/hostname", &format!("{h}\n"), 0o644)?;
     }
-    let netdir = d.root.join("etc/systemd/network");
     for (i, n) in ks.network.iter().enumerate() {
         if n.device.is_none() && n.bootproto.is_none() && n.ip.is_none() {
             // Only a hostname.
             continue;
         }
         if let Some(text) = network_file(n)? {
-            std::fs::create_dir_all(&netdir)?;
-            std::fs::write(netdir.join(format!("10-kickstart-{i}.network")), text)
-                .context("writing a .network file")?;
+            let rel = format!("etc/systemd/network/10-kickstart-{i}.network");
+            write_text(root, &rel, &text, 0o644).with_context(|| format!("{}: network", n.at))?;
         }
     }
     if let Some(tz) = &ks.timezone {
-        let zone = d.root.join("usr/share/zoneinfo").join(&tz.name);
-        if !zone.is_file() {
+        let zone = tree::check_path(
+            &format!("{}: timezone", tz.at),
+            &format!("usr/share/zoneinfo/{}", tz.name),
+        )?;
+        if !root.exists(&zone)? || root.is_dir(&zone)? {
             bail!(
-                "timezone: `{}` is not a zone in the commit's /usr/share/zoneinfo",
+                "{}: timezone: `{}` is not a zone in the commit's /usr/share/zoneinfo",
+                tz.at,
                 tz.name
             );
         }
-        let lt = d.root.join("etc/localtime");
-        let _ = std::fs::remove_file(&lt);
-        std::os::unix::fs::symlink(format!("/usr/share/zoneinfo/{}", tz.name), &lt)?;
-        std::fs::write(d.root.join("etc/timezone"), format!("{}\n", tz.name))?;
+        // The link is made inside the sandbox: it resolves /etc there, not on this machine.
+        let link = format!("/{zone}");
+        run_in(d, &["ln", "-sfn", &link, "/etc/localtime"])
+            .with_context(|| format!("{}: timezone: linking /etc/localtime", tz.at))?;
+        write_text(root, "etc/timezone", &format!("{}\n", tz.name), 0o644)?;
         if !tz.ntpservers.is_empty() {
-            let dir = d.root.join("etc/systemd/timesyncd.conf.d");
-            std::fs::create_dir_all(&dir)?;
-            std::fs::write(
-                dir.join("kickstart.conf"),
-                format!("[Time]\nNTP={}\n", tz.ntpservers.join(" ")),
+            write_text(
+                root,
+                "etc/systemd/timesyncd.conf.d/kickstart.conf",
+                &format!("[Time]\nNTP={}\n", tz.ntpservers.join(" ")),
+                0o644,
             )?;
         }
         if tz.nontp {
@@ -270,8 +329,23 @@ pub fn apply(ks: &Kickstart, d: &Deployed) -> Result<()> {
     Ok(())
 }
 
+/// Write `text` to `rel` in `tree` (replacing, never following, a link there).
+fn write_text(tree: &Tree, rel: &str, text: &str, mode: u32) -> Result<()> {
+    tree.write_file(rel, &mut text.as_bytes(), mode)
+}
+
+/// Append a `%post` script's output to its `--log` file, inside the host's file system.
+fn write_post_log(target: &Target, script: &Script, log: &str, text: &str) -> Result<()> {
+    let what = format!("{}: %post --log={log}", script.at);
+    let rel = tree::check_path(&what, log)?;
+    let (tree, rel) = target.locate(&rel).context(what.clone())?;
+    let mut f = tree.open_append(&rel).context(what.clone())?;
+    f.write_all(text.as_bytes()).context(what)
+}
+
 /// Run the `%post` scripts (not `--nochroot`) inside the deployment, with network.
 pub fn run_post(ks: &Kickstart, d: &Deployed) -> Result<()> {
+    let target = Target::open(d)?;
     for (i, s) in ks.post.iter().enumerate() {
         if s.nochroot {
             continue;
@@ -293,11 +367,7 @@ pub fn run_post(ks: &Kickstart, d: &Deployed) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
         if let Some(log) = &s.log {
-            let target = d.root.join(log.trim_start_matches('/'));
-            if let Some(p) = target.parent() {
-                let _ = std::fs::create_dir_all(p);
-            }
-            let _ = std::fs::write(&target, &text);
+            write_post_log(&target, s, log, &text)?;
         }
         if !out.status.success() {
             let msg = format!(
@@ -337,15 +407,12 @@ pub fn vagrant_user(d: &Deployed) -> Result<()> {
     run_with_stdin(d, &["chpasswd"], "vagrant:vagrant\n")?;
     add_authorized_keys(d, "vagrant", &VAGRANT_INSECURE_KEYS.join("\n"))
         .context("installing Vagrant's insecure key")?;
-    let sudoers = d.root.join("etc/sudoers.d/vagrant");
-    std::fs::create_dir_all(sudoers.parent().unwrap())?;
-    std::fs::write(
-        &sudoers,
+    write_text(
+        Target::open(d)?.root(),
+        "etc/sudoers.d/vagrant",
         "vagrant ALL=(ALL) NOPASSWD: ALL\nDefaults:vagrant !requiretty\n",
-    )?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&sudoers, std::fs::Permissions::from_mode(0o440))?;
-    Ok(())
+        0o440,
+    )
 }
 
 /// Check a sudoers drop-in with the deployment's visudo.
@@ -359,6 +426,113 @@ pub fn check_sudoers(d: &Deployed) -> Result<()> {
 mod tests {
     use super::*;
     use crate::kickstart::parse_str;
+
+    /// A deployment (root and stateroot /var) whose `var/log` links are absolute links to a
+    /// directory of the build machine, as a commit could hold, and an OSTree `/root` link.
+    struct Fixture {
+        host: tempfile::TempDir,
+        _dir: tempfile::TempDir,
+        deployed: Deployed,
+    }
+
+    fn fixture() -> Fixture {
+        use std::os::unix::fs::symlink;
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("victim"), "host").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("deploy");
+        let var = dir.path().join("var");
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(var.join("roothome")).unwrap();
+        // The links' target exists inside the trees too (a correct resolution finds it there,
+        // a wrong one the build machine's).
+        let inside = host.path().strip_prefix("/").unwrap();
+        std::fs::create_dir_all(var.join(inside)).unwrap();
+        std::fs::create_dir_all(root.join(inside)).unwrap();
+        symlink(host.path(), root.join("var/log")).unwrap();
+        symlink(host.path(), var.join("log")).unwrap();
+        symlink(host.path().join("nowhere"), var.join("dangling")).unwrap();
+        symlink("var/roothome", root.join("root")).unwrap();
+        symlink(host.path().join("victim"), root.join("etc/post.log")).unwrap();
+        let deployed = Deployed {
+            commit: "0".repeat(64),
+            osname: "debian".into(),
+            root,
+            var,
+            kernel_args: vec![],
+            version: None,
+        };
+        Fixture {
+            host,
+            _dir: dir,
+            deployed,
+        }
+    }
+
+    fn post_with_log(log: &str) -> Script {
+        let ks = parse_str(&format!("\n\n%post --log={log}\ntrue\n%end\n"), "t.ks").unwrap();
+        ks.post[0].clone()
+    }
+
+    #[test]
+    fn post_log_stays_inside_the_deployment() {
+        let f = fixture();
+        let d = &f.deployed;
+        let target = Target::open(d).unwrap();
+        let host_files = || {
+            let mut v: Vec<String> = std::fs::read_dir(f.host.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let inside = f.host.path().strip_prefix("/").unwrap();
+
+        // /var/log is an absolute link to the build machine: it resolves inside /var.
+        let s = post_with_log("/var/log/post.log");
+        write_post_log(&target, &s, "/var/log/post.log", "one\n").unwrap();
+        write_post_log(&target, &s, "/var/log/post.log", "two\n").unwrap();
+        assert_eq!(host_files(), ["victim"]);
+        let log = d.var.join(inside).join("post.log");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
+
+        // /root leads into the stateroot's /var, as on the booted host.
+        let s = post_with_log("/root/ks-post.log");
+        write_post_log(&target, &s, "/root/ks-post.log", "root\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.var.join("roothome/ks-post.log")).unwrap(),
+            "root\n"
+        );
+
+        // A link as the log file itself is refused, naming the kickstart line.
+        let s = post_with_log("/etc/post.log");
+        let err = format!(
+            "{:#}",
+            write_post_log(&target, &s, "/etc/post.log", "x").unwrap_err()
+        );
+        assert!(
+            err.starts_with("t.ks:3: %post --log=/etc/post.log"),
+            "{err}"
+        );
+        assert!(err.contains("symbolic link"), "{err}");
+        // A link whose target the tree lacks is an error too, not a way out.
+        let s = post_with_log("/var/dangling/x.log");
+        let err = format!(
+            "{:#}",
+            write_post_log(&target, &s, "/var/dangling/x.log", "x").unwrap_err()
+        );
+        assert!(
+            err.starts_with("t.ks:3: %post --log=/var/dangling/x.log"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(f.host.path().join("victim")).unwrap(),
+            "host"
+        );
+        assert_eq!(host_files(), ["victim"]);
+    }
 
     #[test]
     fn netmasks() {
