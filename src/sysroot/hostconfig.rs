@@ -1,6 +1,8 @@
 //! Applying the host-configuration part of a kickstart to a deployment: users, `sshkey`,
-//! `rootpw`, hostname, `network`, `timezone`, `services`, then `%post` scripts. Shared by
-//! `slipway image --kickstart` and the PXE installer.
+//! `rootpw` (and `--allow-ssh` as an sshd drop-in), hostname, `network` as systemd-networkd
+//! files (IPv4, IPv6), `timezone`, `lang` (/etc/locale.conf), `keyboard` (/etc/vconsole.conf),
+//! `services`, then `%post` scripts. Shared by `slipway image --kickstart` and the PXE
+//! installer.
 //!
 //! Everything runs inside the deployment with the stateroot's `/var` mounted at `/var` (as on
 //! the booted host), after `systemd-tmpfiles` has created `/var` the way boot would: so
@@ -17,7 +19,7 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::kickstart::{BootProto, Kickstart, Network, Script};
+use crate::kickstart::{BootProto, Ipv6, Keyboard, Kickstart, Network, Script};
 use crate::sys::cmd::CommandRunExt;
 use crate::sys::sandbox::Sandbox;
 use crate::sys::tree::{self, Tree};
@@ -71,6 +73,10 @@ impl Target {
         }
     }
 }
+
+/// The sshd drop-in written for `rootpw --allow-ssh`. sshd keeps the first value it reads and
+/// Debian's sshd_config includes `sshd_config.d/*.conf` first, in name order.
+pub const SSHD_ROOT_LOGIN_DROPIN: &str = "etc/ssh/sshd_config.d/10-kickstart-rootpw.conf";
 
 /// Vagrant's well-known insecure public keys (RSA for older Vagrant, ed25519 for newer).
 pub const VAGRANT_INSECURE_KEYS: &[&str] = &[
@@ -160,28 +166,130 @@ pub fn network_file(n: &Network) -> Result<Option<String>> {
         s.push_str(&format!("\n[Link]\nMTUBytes={mtu}\n"));
     }
     s.push_str("\n[Network]\n");
-    match n.bootproto {
-        Some(BootProto::Static) => {
-            let ip =
-                n.ip.as_deref()
-                    .ok_or_else(|| anyhow!("{}: static network without --ip", n.at))?;
-            let prefix = match n.netmask.as_deref() {
-                Some(m) => prefix_len(m).map_err(|e| anyhow!("{}: {e}", n.at))?,
-                None => 24,
-            };
-            s.push_str(&format!("Address={ip}/{prefix}\n"));
-            if let (Some(gw), false) = (&n.gateway, n.nodefroute) {
-                s.push_str(&format!("Gateway={gw}\n"));
-            }
+    let static4 = !n.noipv4 && n.bootproto == Some(BootProto::Static);
+    let dhcp4 = !n.noipv4 && !static4;
+    let dhcp6 = match n.ipv6 {
+        Some(Ipv6::Dhcp) => true,
+        // Without --ipv6, DHCP=yes as Anaconda's DHCP does (and router advertisements).
+        None => dhcp4 && !n.noipv6,
+        Some(_) => false,
+    };
+    if static4 {
+        let ip =
+            n.ip.as_deref()
+                .ok_or_else(|| anyhow!("{}: static network without --ip", n.at))?;
+        let prefix = match n.netmask.as_deref() {
+            Some(m) => prefix_len(m).map_err(|e| anyhow!("{}: {e}", n.at))?,
+            None => 24,
+        };
+        s.push_str(&format!("Address={ip}/{prefix}\n"));
+        if let (Some(gw), false) = (&n.gateway, n.nodefroute) {
+            s.push_str(&format!("Gateway={gw}\n"));
         }
-        _ => s.push_str("DHCP=yes\n"),
+    }
+    match (dhcp4, dhcp6) {
+        (true, true) => s.push_str("DHCP=yes\n"),
+        (true, false) => s.push_str("DHCP=ipv4\n"),
+        (false, true) => s.push_str("DHCP=ipv6\n"),
+        (false, false) => {}
+    }
+    match n.ipv6 {
+        Some(Ipv6::Static { address, prefix }) => {
+            s.push_str(&format!("Address={address}/{prefix}\nIPv6AcceptRA=no\n"));
+        }
+        Some(Ipv6::Auto) => s.push_str("IPv6AcceptRA=yes\n"),
+        // Only IPv6 and nothing said about it: Anaconda's default, automatic.
+        None if n.noipv4 => s.push_str("IPv6AcceptRA=yes\n"),
+        Some(Ipv6::Dhcp) | None => {}
+    }
+    if let (Some(gw), false) = (n.ipv6gateway, n.nodefroute) {
+        s.push_str(&format!("Gateway={gw}\n"));
+    }
+    if n.noipv6 {
+        s.push_str("LinkLocalAddressing=no\nIPv6AcceptRA=no\n");
     }
     if !n.nodns {
         for ns in &n.nameservers {
             s.push_str(&format!("DNS={ns}\n"));
         }
     }
+    if n.ipv6 == Some(Ipv6::Dhcp) {
+        // Ask a DHCPv6 server without waiting for a router advertisement to say so.
+        s.push_str("\n[DHCPv6]\nWithoutRA=solicit\n");
+    }
     Ok(Some(s))
+}
+
+/// /etc/locale.conf for `lang`.
+pub fn locale_conf(lang: &str) -> String {
+    format!("# From the kickstart's lang command.\nLANG={lang}\n")
+}
+
+/// /etc/vconsole.conf for `keyboard`: the console keymap, and the X layouts when given.
+pub fn vconsole_conf(k: &Keyboard) -> String {
+    let mut s = format!(
+        "# From the kickstart's keyboard command.\nKEYMAP={}\n",
+        k.keymap
+    );
+    if !k.xlayouts.is_empty() {
+        let layouts: Vec<&str> = k.xlayouts.iter().map(|x| x.layout.as_str()).collect();
+        s.push_str(&format!("XKBLAYOUT={}\n", layouts.join(",")));
+        if k.xlayouts.iter().any(|x| x.variant.is_some()) {
+            let variants: Vec<&str> = k
+                .xlayouts
+                .iter()
+                .map(|x| x.variant.as_deref().unwrap_or(""))
+                .collect();
+            s.push_str(&format!("XKBVARIANT={}\n", variants.join(",")));
+        }
+    }
+    if !k.switch.is_empty() {
+        s.push_str(&format!("XKBOPTIONS={}\n", k.switch.join(",")));
+    }
+    s
+}
+
+/// The configuration that is only files in `/etc` (no program runs): hostname, networkd
+/// files, locale, keyboard, the sshd drop-in of `rootpw --allow-ssh`.
+fn write_config_files(ks: &Kickstart, root: &Tree) -> Result<()> {
+    if let Some(h) = ks.hostname() {
+        write_text(root, "etc/hostname", &format!("{h}\n"), 0o644)?;
+    }
+    for (i, n) in ks.network.iter().enumerate() {
+        let only_hostname = n.device.is_none()
+            && n.bootproto.is_none()
+            && n.ip.is_none()
+            && n.ipv6.is_none()
+            && n.ipv6gateway.is_none()
+            && !n.noipv4
+            && !n.noipv6;
+        if only_hostname {
+            continue;
+        }
+        if let Some(text) = network_file(n)? {
+            let rel = format!("etc/systemd/network/10-kickstart-{i}.network");
+            write_text(root, &rel, &text, 0o644).with_context(|| format!("{}: network", n.at))?;
+        }
+    }
+    if let Some(lang) = &ks.lang {
+        let text = locale_conf(lang);
+        write_text(root, "etc/locale.conf", &text, 0o644).context("lang")?;
+        // Debian's PAM sessions (pam_env) read the locale from here, not from locale.conf.
+        write_text(root, "etc/default/locale", &text, 0o644).context("lang")?;
+    }
+    if let Some(k) = &ks.keyboard {
+        write_text(root, "etc/vconsole.conf", &vconsole_conf(k), 0o644).context("keyboard")?;
+    }
+    if ks.rootpw.as_ref().is_some_and(|r| r.allow_ssh) {
+        write_text(
+            root,
+            SSHD_ROOT_LOGIN_DROPIN,
+            "# From the kickstart's `rootpw --allow-ssh`.\nPermitRootLogin yes\n",
+            0o644,
+        )
+        .context("rootpw --allow-ssh")?;
+    }
+    Ok(())
 }
 
 fn home_of(d: &Deployed, user: &str) -> Result<(String, u32, u32)> {
@@ -275,19 +383,7 @@ pub fn apply(ks: &Kickstart, d: &Deployed) -> Result<()> {
         add_authorized_keys(d, &k.username, &k.key)
             .map_err(|e| anyhow!("{}: sshkey for {}: {e:#}", k.at, k.username))?;
     }
-    if let Some(h) = ks.hostname() {
-        write_text(root, "etc/hostname", &format!("{h}\n"), 0o644)?;
-    }
-    for (i, n) in ks.network.iter().enumerate() {
-        if n.device.is_none() && n.bootproto.is_none() && n.ip.is_none() {
-            // Only a hostname.
-            continue;
-        }
-        if let Some(text) = network_file(n)? {
-            let rel = format!("etc/systemd/network/10-kickstart-{i}.network");
-            write_text(root, &rel, &text, 0o644).with_context(|| format!("{}: network", n.at))?;
-        }
-    }
+    write_config_files(ks, root)?;
     if let Some(tz) = &ks.timezone {
         let zone = tree::check_path(
             &format!("{}: timezone", tz.at),
@@ -532,6 +628,100 @@ mod tests {
             "host"
         );
         assert_eq!(host_files(), ["victim"]);
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_less_networks() {
+        let ks = parse_str(
+            "network --device=eth0 --noipv4 --ipv6=dhcp\n\
+             network --device=eth1 --noipv4 --ipv6=2001:db8::5/48 --ipv6gateway=2001:db8::1 --nameserver=2001:db8::53\n\
+             network --device=eth2 --ipv6=auto\n\
+             network --device=eth3 --noipv4\n\
+             network --device=eth4 --noipv6\n\
+             network --device=eth5 --bootproto=static --ip=10.0.0.5 --ipv6=auto\n",
+            "t.ks",
+        )
+        .unwrap();
+        let files: Vec<String> = ks
+            .network
+            .iter()
+            .map(|n| network_file(n).unwrap().unwrap())
+            .collect();
+        let network = |i: usize| {
+            let f = &files[i];
+            let start = f.find("[Network]\n").unwrap() + "[Network]\n".len();
+            f[start..].to_string()
+        };
+        assert_eq!(
+            network(0),
+            "DHCP=ipv6\n\n[DHCPv6]\nWithoutRA=solicit\n",
+            "{}",
+            files[0]
+        );
+        assert_eq!(
+            network(1),
+            "Address=2001:db8::5/48\nIPv6AcceptRA=no\nGateway=2001:db8::1\nDNS=2001:db8::53\n"
+        );
+        assert_eq!(network(2), "DHCP=ipv4\nIPv6AcceptRA=yes\n");
+        assert_eq!(network(3), "IPv6AcceptRA=yes\n");
+        assert_eq!(
+            network(4),
+            "DHCP=ipv4\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        );
+        assert_eq!(network(5), "Address=10.0.0.5/24\nIPv6AcceptRA=yes\n");
+    }
+
+    #[test]
+    fn locale_keyboard_and_root_ssh_files() {
+        use std::os::unix::fs::symlink;
+        let host = tempfile::tempdir().unwrap();
+        let victim = host.path().join("victim");
+        std::fs::write(&victim, "host").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/default")).unwrap();
+        // A commit's absolute link where a file is written must not lead out of the tree.
+        symlink(&victim, dir.path().join("etc/locale.conf")).unwrap();
+        symlink(&victim, dir.path().join("etc/vconsole.conf")).unwrap();
+        let ks = parse_str(
+            "lang de_DE.UTF-8\n\
+             keyboard --vckeymap=cz-qwerty --xlayouts='us','cz (qwerty)' --switch=grp:alt_shift_toggle\n\
+             rootpw --plaintext --allow-ssh secret\n\
+             network --hostname=h1 --device=eth0 --noipv4 --ipv6=auto\n",
+            "t.ks",
+        )
+        .unwrap();
+        let root = Tree::open(dir.path()).unwrap();
+        write_config_files(&ks, &root).unwrap();
+        let read = |rel: &str| std::fs::read_to_string(dir.path().join(rel)).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host");
+        assert!(read("etc/locale.conf").ends_with("\nLANG=de_DE.UTF-8\n"));
+        assert!(!dir.path().join("etc/locale.conf").is_symlink());
+        assert_eq!(read("etc/default/locale"), read("etc/locale.conf"));
+        assert_eq!(
+            read("etc/vconsole.conf"),
+            "# From the kickstart's keyboard command.\n\
+             KEYMAP=cz-qwerty\n\
+             XKBLAYOUT=us,cz\n\
+             XKBVARIANT=,qwerty\n\
+             XKBOPTIONS=grp:alt_shift_toggle\n"
+        );
+        assert!(
+            read(SSHD_ROOT_LOGIN_DROPIN).ends_with("\nPermitRootLogin yes\n"),
+            "{}",
+            read(SSHD_ROOT_LOGIN_DROPIN)
+        );
+        assert_eq!(read("etc/hostname"), "h1\n");
+        assert!(read("etc/systemd/network/10-kickstart-0.network").contains("IPv6AcceptRA=yes"));
+
+        // Without --allow-ssh, no drop-in; a bare keymap writes no X settings.
+        let dir = tempfile::tempdir().unwrap();
+        let ks = parse_str("rootpw --lock\nkeyboard us\n", "t.ks").unwrap();
+        write_config_files(&ks, &Tree::open(dir.path()).unwrap()).unwrap();
+        assert!(!dir.path().join(SSHD_ROOT_LOGIN_DROPIN).exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/vconsole.conf")).unwrap(),
+            "# From the kickstart's keyboard command.\nKEYMAP=us\n"
+        );
     }
 
     #[test]
