@@ -18,12 +18,14 @@ use std::io::Write;
 use std::process::Stdio;
 
 use anyhow::{Context, Result, anyhow, bail};
+use ostree::gio;
 
 use crate::kickstart::{BootProto, Ipv6, Keyboard, Kickstart, Network, Script};
 use crate::sys::cmd::CommandRunExt;
 use crate::sys::sandbox::Sandbox;
 use crate::sys::tree::{self, Tree};
 use crate::sysroot::deploy::Deployed;
+use crate::sysroot::userdb::{Group, parse_group};
 
 /// A deployment as its booted host sees it: the deployment's root with the stateroot's `/var`
 /// at `/var`. Every path is resolved inside one of the two.
@@ -313,24 +315,66 @@ fn add_authorized_keys(d: &Deployed, user: &str, keys: &str) -> Result<()> {
     run_in(d, &["sh", "-c", &script]).map(|_| ())
 }
 
+/// One message per `user --groups` entry that is not a group in `groups`, naming its line.
+fn missing_groups(ks: &Kickstart, groups: &[Group]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for u in &ks.users {
+        for g in &u.groups {
+            if !groups.iter().any(|x| &x.name == g) {
+                problems.push(format!(
+                    "{}: user {}: group `{g}` does not exist in the commit",
+                    u.at, u.name
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Check a kickstart against the commit it will be applied to, before any work: the groups
+/// `user --groups` names exist in the commit's `/usr/etc/group`, and the `timezone` is a zone
+/// in its `/usr/share/zoneinfo`. All problems are reported together, each naming its line.
+pub fn check_against_commit(ks: &Kickstart, repo: &ostree::Repo, commit: &str) -> Result<()> {
+    let short = &commit[..commit.len().min(12)];
+    let mut problems = Vec::new();
+    if ks.users.iter().any(|u| !u.groups.is_empty()) {
+        let text = crate::repo::read_commit_file(repo, commit, "usr/etc/group")?
+            .ok_or_else(|| anyhow!("commit {short} has no /usr/etc/group"))?;
+        let groups = parse_group(&String::from_utf8_lossy(&text));
+        problems.extend(missing_groups(ks, &groups));
+    }
+    if let Some(tz) = &ks.timezone {
+        let path = format!("usr/share/zoneinfo/{}", tz.name);
+        match crate::repo::commit_path_type(repo, commit, &path)? {
+            Some(gio::FileType::Regular | gio::FileType::SymbolicLink) => {}
+            Some(_) | None => problems.push(format!(
+                "{}: timezone: `{}` is not a zone in the commit's /usr/share/zoneinfo",
+                tz.at, tz.name
+            )),
+        }
+    }
+    match problems.len() {
+        0 => Ok(()),
+        1 => Err(anyhow!(problems.remove(0))),
+        _ => bail!(
+            "kickstart does not fit commit {short}:\n  - {}",
+            problems.join("\n  - ")
+        ),
+    }
+}
+
 /// Apply everything but `%post`.
 pub fn apply(ks: &Kickstart, d: &Deployed) -> Result<()> {
     populate_var(d)?;
     let target = Target::open(d)?;
     let root = target.root();
-    let groups = crate::sysroot::userdb::parse_group(
+    let groups = parse_group(
         &std::fs::read_to_string(d.root.join("etc/group")).context("reading /etc/group")?,
     );
+    if let Some(problem) = missing_groups(ks, &groups).into_iter().next() {
+        bail!(problem);
+    }
     for u in &ks.users {
-        for g in &u.groups {
-            if !groups.iter().any(|x| &x.name == g) {
-                bail!(
-                    "{}: user {}: group `{g}` does not exist in the commit",
-                    u.at,
-                    u.name
-                );
-            }
-        }
         let mut argv: Vec<String> = vec!["useradd".into(), "--create-home".into()];
         if !u.groups.is_empty() {
             argv.extend(["--groups".into(), u.groups.join(",")]);
@@ -722,6 +766,82 @@ mod tests {
             std::fs::read_to_string(dir.path().join("etc/vconsole.conf")).unwrap(),
             "# From the kickstart's keyboard command.\nKEYMAP=us\n"
         );
+    }
+
+    /// A tiny archive repository with one commit holding a group file and a few zones.
+    fn tiny_commit(dir: &std::path::Path) -> (ostree::Repo, String) {
+        use std::process::Command;
+        let tree = dir.join("tree");
+        std::fs::create_dir_all(tree.join("usr/etc")).unwrap();
+        std::fs::create_dir_all(tree.join("usr/share/zoneinfo/Europe")).unwrap();
+        std::fs::create_dir_all(tree.join("usr/share/zoneinfo/Etc")).unwrap();
+        std::fs::write(
+            tree.join("usr/etc/group"),
+            "root:x:0:\nsudo:x:27:\nadm:x:4:\n",
+        )
+        .unwrap();
+        std::fs::write(tree.join("usr/share/zoneinfo/Europe/Berlin"), "TZif").unwrap();
+        std::fs::write(tree.join("usr/share/zoneinfo/Etc/UTC"), "TZif").unwrap();
+        std::os::unix::fs::symlink("Etc/UTC", tree.join("usr/share/zoneinfo/UTC")).unwrap();
+        let repo = dir.join("repo");
+        let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
+        ok(Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["init", "--mode=archive"]));
+        ok(Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["commit", "--branch=test/tiny", "--no-xattrs"])
+            .arg(format!("--tree=dir={}", tree.display())));
+        let repo = crate::repo::open(&repo).unwrap();
+        let commit = crate::repo::resolve_required(&repo, "test/tiny").unwrap();
+        (repo, commit)
+    }
+
+    #[test]
+    fn kickstart_is_checked_against_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, commit) = tiny_commit(dir.path());
+        let check = |text: &str| {
+            let ks = parse_str(text, "t.ks").unwrap();
+            check_against_commit(&ks, &repo, &commit).map_err(|e| format!("{e:#}"))
+        };
+        check("user --name=core --groups=sudo,adm\ntimezone --utc Europe/Berlin\n").unwrap();
+        check("timezone --utc UTC\n").unwrap();
+        check("user --name=nogroups\n").unwrap();
+
+        let e = check("text\nuser --name=core --groups=sudo,docker\n").unwrap_err();
+        assert_eq!(
+            e,
+            "t.ks:2: user core: group `docker` does not exist in the commit"
+        );
+        let e = check("\n\ntimezone --utc Mars/Olympus_Mons\n").unwrap_err();
+        assert_eq!(
+            e,
+            "t.ks:3: timezone: `Mars/Olympus_Mons` is not a zone in the commit's /usr/share/zoneinfo"
+        );
+        // A directory of zones is not a zone.
+        let e = check("timezone --utc Europe\n").unwrap_err();
+        assert!(e.starts_with("t.ks:1: timezone: `Europe`"), "{e}");
+
+        // Every problem at once.
+        let e = check(
+            "user --name=a --groups=wheel\nuser --name=b --groups=sudo,docker\ntimezone --utc Nowhere\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "kickstart does not fit commit {}:\n",
+                &commit[..12]
+            )),
+            "{e}"
+        );
+        for needle in [
+            "  - t.ks:1: user a: group `wheel`",
+            "  - t.ks:2: user b: group `docker`",
+            "  - t.ks:3: timezone: `Nowhere`",
+        ] {
+            assert!(e.contains(needle), "`{needle}` missing in: {e}");
+        }
     }
 
     #[test]
