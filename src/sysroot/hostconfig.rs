@@ -10,7 +10,7 @@
 //! the deployment's `/etc`, which upgrades carry forward by OSTree's three-way merge.
 //!
 //! Files are written from the build machine only through [`Tree`] handles on the deployment
-//! and on the stateroot's `/var` ([`Target`]), so a link in the commit (`/etc/x -> /etc/y`,
+//! and on the stateroot's `/var` (`Target`), so a link in the commit (`/etc/x -> /etc/y`,
 //! `/var/log -> /somewhere`) resolves inside them, never onto the build machine; what runs
 //! programs (useradd, `authorized_keys`, the `/etc/localtime` link) runs inside the sandbox.
 
@@ -335,7 +335,7 @@ fn missing_groups(ks: &Kickstart, groups: &[Group]) -> Vec<String> {
 /// `user --groups` names exist in the commit's `/usr/etc/group`, and the `timezone` is a zone
 /// in its `/usr/share/zoneinfo`. All problems are reported together, each naming its line.
 pub fn check_against_commit(ks: &Kickstart, repo: &ostree::Repo, commit: &str) -> Result<()> {
-    let short = &commit[..commit.len().min(12)];
+    let short = commit.get(..12).unwrap_or(commit);
     let mut problems = Vec::new();
     if ks.users.iter().any(|u| !u.groups.is_empty()) {
         let text = crate::repo::read_commit_file(repo, commit, "usr/etc/group")?
