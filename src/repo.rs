@@ -118,6 +118,28 @@ pub fn read_commit_file(repo: &ostree::Repo, commit: &str, path: &str) -> Result
     }
 }
 
+/// What `path` is in a commit (not following a symbolic link at `path`); `None` if it does
+/// not exist there.
+pub fn commit_path_type(
+    repo: &ostree::Repo,
+    commit: &str,
+    path: &str,
+) -> Result<Option<gio::FileType>> {
+    let (root, _) = repo
+        .read_commit(commit, gio::Cancellable::NONE)
+        .with_context(|| format!("reading commit {commit}"))?;
+    let f = root.resolve_relative_path(path.trim_start_matches('/'));
+    match f.query_info(
+        "standard::type",
+        gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+        gio::Cancellable::NONE,
+    ) {
+        Ok(info) => Ok(Some(info.file_type())),
+        Err(e) if e.matches(gio::IOErrorEnum::NotFound) => Ok(None),
+        Err(e) => Err(anyhow!("looking up {path} in commit {commit}: {e}")),
+    }
+}
+
 /// Total size in bytes of all regular files below `dir` (0 if it does not exist).
 pub fn dir_size(dir: &Path) -> u64 {
     fn walk(p: &Path, acc: &mut u64) {

@@ -206,7 +206,7 @@ fn image_layout_partitions_and_boot_files() {
     );
     assert!(cfg.contains("root=LABEL=root"), "{cfg}");
     assert!(cfg.contains("ostree=/ostree/boot."), "{cfg}");
-    assert!(cfg.contains("linux /ostree/debian-"), "{cfg}");
+    assert!(cfg.contains("linux '/ostree/debian-"), "{cfg}");
     let entries = stdout_of(
         Command::new("debugfs")
             .args(["-R", "ls /loader/entries"])

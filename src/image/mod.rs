@@ -121,6 +121,7 @@ fn plan(opts: &ImageOptions) -> Result<Plan> {
         Some(p) => {
             let ks = kickstart::parse_file(p)?;
             ks.validate_for_image()?;
+            crate::sysroot::hostconfig::check_against_commit(&ks, &repo, &commit)?;
             for w in ks.image_warnings() {
                 ui::warn(w);
             }

@@ -110,8 +110,47 @@ impl Default for GrubSettings {
     }
 }
 
+/// One word of GRUB script, taken literally: inside single quotes nothing is special but `'`
+/// itself, written as `'\''`. Kernel arguments and paths go through this, so `$`, `;`, `{` or
+/// a quote in them can never be read as GRUB script.
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Split a BLS `options` value into kernel arguments the way the kernel splits its command
+/// line: at whitespace, except inside double quotes (which stay in the argument, for the
+/// kernel to read: `foo="a b"` is one argument).
+fn kernel_args(options: &str) -> Vec<&str> {
+    let mut args = Vec::new();
+    let mut start = None;
+    let mut in_quotes = false;
+    for (i, c) in options.char_indices() {
+        if c == '"' {
+            in_quotes = !in_quotes;
+        }
+        if c.is_whitespace() && !in_quotes {
+            if let Some(s) = start.take() {
+                args.push(&options[s..i]);
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        args.push(&options[s..]);
+    }
+    args
+}
+
+/// The `linux` line of a menu entry: the kernel and each argument quoted for GRUB.
+fn linux_line(e: &BootEntry) -> String {
+    let mut line = format!("    linux {}", quote(&e.linux));
+    for arg in kernel_args(&e.options) {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    line.push('\n');
+    line
 }
 
 /// grub.cfg text for `entries` (the first is the default).
@@ -137,9 +176,10 @@ pub fn grub_cfg(entries: &[BootEntry], settings: &GrubSettings) -> String {
             quote(&title),
             quote(&format!("ostree-{i}"))
         ));
-        s.push_str(&format!("    linux {} {}\n", e.linux, e.options));
+        s.push_str(&linux_line(e));
         if !e.initrd.is_empty() {
-            s.push_str(&format!("    initrd {}\n", e.initrd.join(" ")));
+            let initrds: Vec<String> = e.initrd.iter().map(|i| quote(i)).collect();
+            s.push_str(&format!("    initrd {}\n", initrds.join(" ")));
         }
         s.push_str("}\n");
     }
@@ -397,8 +437,8 @@ mod tests {
         let second = cfg.find("ostree:1").unwrap();
         assert!(first < second, "{cfg}");
         assert!(cfg.contains("set timeout=5"));
-        assert!(cfg.contains("linux /ostree/debian-abc/vmlinuz-6.1.0-9-amd64 root=LABEL=root rw ostree=/ostree/boot.1/debian/abc/0"));
-        assert!(cfg.contains("initrd /ostree/debian-abc/initramfs-6.1.0-9-amd64.img"));
+        assert!(cfg.contains("linux '/ostree/debian-abc/vmlinuz-6.1.0-9-amd64' 'root=LABEL=root' 'rw' 'ostree=/ostree/boot.1/debian/abc/0'"), "{cfg}");
+        assert!(cfg.contains("initrd '/ostree/debian-abc/initramfs-6.1.0-9-amd64.img'"));
         // Settings persist: regenerating without them keeps the timeout.
         std::fs::remove_file(entries.join("ostree-1-debian.conf")).unwrap();
         write_grub_cfg(d.path(), None).unwrap();
@@ -412,6 +452,69 @@ mod tests {
         let e = parse_entry("x.conf", "title It's here\nlinux /k\n");
         let cfg = grub_cfg(&[e], &GrubSettings::default());
         assert!(cfg.contains(r"menuentry 'It'\''s here'"), "{cfg}");
+    }
+
+    /// `grub-script-check` (grub-common) on a generated grub.cfg.
+    fn grub_script_check(cfg: &str) -> std::process::Output {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("grub.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        Command::new("grub-script-check")
+            .arg(&path)
+            .output()
+            .expect("grub-script-check (package grub-common) is required for this test")
+    }
+
+    #[test]
+    fn kernel_arguments_are_quoted_for_grub_script() {
+        let e = parse_entry(
+            "x.conf",
+            "title T\nlinux /vmlinuz\ninitrd /initrd.img\n\
+             options root=LABEL=root foo=$bar;reboot it's {x} msg=\"a b\"  rw\n",
+        );
+        let cfg = grub_cfg(&[e], &GrubSettings::default());
+        let linux = cfg
+            .lines()
+            .find(|l| l.trim_start().starts_with("linux "))
+            .unwrap();
+        assert_eq!(
+            linux.trim(),
+            r#"linux '/vmlinuz' 'root=LABEL=root' 'foo=$bar;reboot' 'it'\''s' '{x}' 'msg="a b"' 'rw'"#,
+            "{cfg}"
+        );
+        // GRUB's single quotes follow the POSIX shell's: read back, each word is the
+        // argument exactly as written in the BLS entry.
+        assert_eq!(
+            shlex::split(linux).unwrap(),
+            [
+                "linux",
+                "/vmlinuz",
+                "root=LABEL=root",
+                "foo=$bar;reboot",
+                "it's",
+                "{x}",
+                "msg=\"a b\"",
+                "rw"
+            ]
+        );
+        let out = grub_script_check(&cfg);
+        assert!(
+            out.status.success(),
+            "grub-script-check: {}\n{cfg}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The check itself catches what unquoted arguments would do.
+        let out = grub_script_check("menuentry 'x' {\n    linux /vmlinuz it's\n}\n");
+        assert!(!out.status.success());
+    }
+
+    #[test]
+    fn kernel_arguments_split_like_the_kernel() {
+        assert_eq!(
+            kernel_args("  a  b=\"c d\"\te \"f g\"h "),
+            ["a", "b=\"c d\"", "e", "\"f g\"h"]
+        );
+        assert!(kernel_args("").is_empty());
     }
 
     #[test]

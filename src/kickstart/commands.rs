@@ -1,0 +1,1997 @@
+//! The per-command parsers (`ostreesetup`, `part`, `network`, `user`...) and the data types
+//! they fill: [`Kickstart`] and one struct per command. Each parser checks what it can on its
+//! own line (values, combinations of options, repeats) and names that line in its errors.
+//!
+//! What is kept is what a slipway capability applies: the image builder (host configuration)
+//! or the PXE installer (`ostreesetup`, storage, `bootloader`, `reboot`...). Standard Anaconda
+//! commands and options that nothing here could ever apply are either tolerated with a warning
+//! in [`Kickstart::warnings`] (harmless: `text`, `eula`, `part --asprimary`...) or refused at
+//! their line when ignoring them would leave the host other than the operator asked
+//! (`bootloader --password`, `clearpart --linux`, `selinux --enforcing`, `logvol`...).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use anyhow::{Result, anyhow, bail};
+use serde::Serialize;
+
+use super::options::{Args, Opt, Takes, alias, flag, value};
+use super::{Location, Parser};
+
+/// Filesystem types `part --fstype` may use for an install.
+pub const SUPPORTED_PART_FSTYPES: &[&str] = &["ext4", "xfs", "vfat", "efi", "biosboot", "swap"];
+/// Filesystem types `autopart --fstype` may use for an install.
+pub const SUPPORTED_AUTOPART_FSTYPES: &[&str] = &["ext4", "xfs"];
+/// Filesystem used for a `part /path` line without `--fstype`.
+pub const DEFAULT_FSTYPE: &str = "ext4";
+/// Interpreter of a `%pre`/`%post` script without `--interpreter`.
+pub const DEFAULT_INTERPRETER: &str = "/bin/sh";
+
+/// A parsed kickstart. Fields left `None`/empty/`false` were not given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Kickstart {
+    pub ostreesetup: Option<OstreeSetup>,
+    /// Where `zerombr` was given.
+    pub zerombr: Option<Location>,
+    pub clearpart: Option<ClearPart>,
+    pub ignoredisk: Option<IgnoreDisk>,
+    pub autopart: Option<AutoPart>,
+    pub parts: Vec<Part>,
+    pub bootloader: Option<Bootloader>,
+    pub network: Vec<Network>,
+    pub rootpw: Option<RootPw>,
+    pub users: Vec<User>,
+    pub sshkeys: Vec<SshKey>,
+    pub services: Services,
+    pub timezone: Option<Timezone>,
+    /// `lang`: the system locale (`LANG` in /etc/locale.conf), e.g. `en_US.UTF-8`.
+    pub lang: Option<String>,
+    pub keyboard: Option<Keyboard>,
+    pub reboot: Option<RebootAction>,
+    pub pre: Vec<Script>,
+    pub post: Vec<Script>,
+    /// Things that parsed but deserve the user's attention, each `SOURCE:LINE: message`.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OstreeSetup {
+    pub osname: String,
+    /// Remote name; defaults to `osname`.
+    pub remote: String,
+    pub url: String,
+    #[serde(rename = "ref")]
+    pub ostree_ref: String,
+    pub nogpg: bool,
+    pub at: Location,
+}
+
+/// `clearpart`. slipway's installer lays out whole disks: `--linux`, `--none` and `--list`
+/// (keep some partitions) are refused, and the only disk label is GPT.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ClearPart {
+    pub all: bool,
+    pub initlabel: bool,
+    pub drives: Vec<String>,
+    pub at: Location,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IgnoreDisk {
+    /// `--only-use`: install only onto these disks.
+    pub only_use: Vec<String>,
+    /// `--drives`: never touch these disks.
+    pub drives: Vec<String>,
+    pub at: Location,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoPartType {
+    Plain,
+    Lvm,
+    Thinp,
+    Btrfs,
+}
+
+impl AutoPartType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoPartType::Plain => "plain",
+            AutoPartType::Lvm => "lvm",
+            AutoPartType::Thinp => "thinp",
+            AutoPartType::Btrfs => "btrfs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AutoPart {
+    /// `--type`; `None` (not given) means plain for slipway (Anaconda would default to LVM).
+    #[serde(rename = "type")]
+    pub part_type: Option<AutoPartType>,
+    pub fstype: Option<String>,
+    pub nohome: bool,
+    pub noboot: bool,
+    pub noswap: bool,
+    pub encrypted: bool,
+    pub at: Location,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Part {
+    /// `/path`, `swap` or `biosboot` (also `pv.*`, `raid.*`, `btrfs.*`, rejected at validation).
+    pub mountpoint: String,
+    /// `--size` in MiB.
+    pub size: Option<u64>,
+    pub grow: bool,
+    /// `--maxsize` in MiB.
+    pub maxsize: Option<u64>,
+    /// `--fstype` as written; see [`Part::effective_fstype`].
+    pub fstype: Option<String>,
+    pub label: Option<String>,
+    pub ondisk: Option<String>,
+    pub fsoptions: Option<String>,
+    pub at: Location,
+}
+
+impl Part {
+    /// `--fstype` if given, else what the mount point implies: `biosboot`, `swap`, `efi` for
+    /// `/boot/efi`, and [`DEFAULT_FSTYPE`] for other paths.
+    pub fn effective_fstype(&self) -> &str {
+        if let Some(fstype) = &self.fstype {
+            return fstype;
+        }
+        match self.mountpoint.as_str() {
+            "biosboot" => "biosboot",
+            "swap" => "swap",
+            "/boot/efi" => "efi",
+            _ => DEFAULT_FSTYPE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootLocation {
+    Mbr,
+    Partition,
+    None,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Bootloader {
+    /// `--append`, split shell-style into kernel arguments.
+    pub append: Vec<String>,
+    pub location: Option<BootLocation>,
+    pub timeout: Option<u32>,
+    pub boot_drive: Option<String>,
+    pub at: Location,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootProto {
+    Dhcp,
+    Static,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Network {
+    /// `None` when not given (Anaconda's default is DHCP).
+    pub bootproto: Option<BootProto>,
+    pub device: Option<String>,
+    pub ip: Option<String>,
+    /// Dotted quad or prefix length, as written.
+    pub netmask: Option<String>,
+    pub gateway: Option<String>,
+    pub nameservers: Vec<String>,
+    pub hostname: Option<String>,
+    pub onboot: Option<bool>,
+    /// `--activate` → `Some(true)`, `--no-activate` → `Some(false)`: the installer's own
+    /// network, not the host's.
+    pub activate: Option<bool>,
+    pub ipv6: Option<Ipv6>,
+    pub ipv6gateway: Option<Ipv6Addr>,
+    pub mtu: Option<u32>,
+    /// No IPv4 at all (no DHCPv4, no static IPv4 address).
+    pub noipv4: bool,
+    pub noipv6: bool,
+    pub nodns: bool,
+    pub nodefroute: bool,
+    pub at: Location,
+}
+
+/// `network --ipv6=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6 {
+    /// `auto`: addresses from router advertisements (SLAAC, DHCPv6 when they ask for it).
+    Auto,
+    /// `dhcp`: DHCPv6 only.
+    Dhcp,
+    /// `ADDR[/PREFIX]`: a static address (prefix 64 when not given).
+    Static { address: Ipv6Addr, prefix: u8 },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RootPw {
+    /// `None` only together with `lock`.
+    pub password: Option<String>,
+    /// The password is a crypt(3) hash (`--iscrypted`); otherwise plain text.
+    pub iscrypted: bool,
+    pub lock: bool,
+    /// `--allow-ssh`: root may log in over SSH with the password.
+    pub allow_ssh: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub password: Option<String>,
+    pub iscrypted: bool,
+    pub homedir: Option<String>,
+    pub shell: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub gecos: Option<String>,
+    pub lock: bool,
+    pub at: Location,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SshKey {
+    pub username: String,
+    /// The whole public key line, e.g. `ssh-ed25519 AAAA... comment`.
+    pub key: String,
+    pub at: Location,
+}
+
+/// Accumulated `services` lines, in order, without duplicates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Services {
+    pub enabled: Vec<String>,
+    pub disabled: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timezone {
+    /// e.g. `Etc/UTC`.
+    pub name: String,
+    /// Hardware clock in UTC (`--utc`/`--isUtc`). slipway hosts keep it in UTC either way;
+    /// parsing a `timezone` without it records a warning.
+    pub utc: bool,
+    pub nontp: bool,
+    pub ntpservers: Vec<String>,
+    pub at: Location,
+}
+
+/// `keyboard`: the console keymap and the X layouts (/etc/vconsole.conf).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Keyboard {
+    /// Console keymap (`KEYMAP`): `keyboard X`, else `--vckeymap`, else the first layout of
+    /// `--xlayouts`.
+    pub keymap: String,
+    /// `--xlayouts` in order (`XKBLAYOUT`, `XKBVARIANT`).
+    pub xlayouts: Vec<XLayout>,
+    /// `--switch`: XKB options to switch layouts, e.g. `grp:alt_shift_toggle` (`XKBOPTIONS`).
+    pub switch: Vec<String>,
+}
+
+/// One `--xlayouts` entry: `cz` or `cz (qwerty)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct XLayout {
+    pub layout: String,
+    pub variant: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerAction {
+    Reboot,
+    /// `poweroff`, or its synonym `shutdown`.
+    Poweroff,
+    Halt,
+}
+
+impl PowerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::Reboot => "reboot",
+            PowerAction::Poweroff => "poweroff",
+            PowerAction::Halt => "halt",
+        }
+    }
+}
+
+/// What the installer does once it has finished.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RebootAction {
+    pub action: PowerAction,
+    pub at: Location,
+}
+
+/// A `%pre` or `%post` section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Script {
+    /// `--interpreter`, default [`DEFAULT_INTERPRETER`].
+    pub interpreter: String,
+    pub erroronfail: bool,
+    /// `%post --nochroot`: run outside the target root.
+    pub nochroot: bool,
+    /// `--log`, as written (checked at parse time to name a path inside the tree).
+    pub log: Option<String>,
+    /// The lines between the header and `%end`, verbatim, each ending in `\n`.
+    pub body: String,
+    /// Where the `%pre`/`%post` header line is; the body starts on the next line.
+    pub at: Location,
+}
+
+impl Kickstart {
+    /// The host name set by the last `network --hostname=` line, if any.
+    pub fn hostname(&self) -> Option<&str> {
+        self.network
+            .iter()
+            .rev()
+            .find_map(|n| n.hostname.as_deref())
+    }
+}
+
+impl Parser {
+    /// Note a command that may be given only once; a repeat keeps the last, with a warning.
+    fn once(&mut self, key: &'static str, loc: &Location) {
+        if let Some(prev) = self.once.insert(key, loc.clone()) {
+            self.ks.warnings.push(format!(
+                "{loc}: `{key}` given more than once (previously at {prev}); the last one wins"
+            ));
+        }
+    }
+
+    fn warn(&mut self, loc: &Location, msg: impl fmt::Display) {
+        self.ks.warnings.push(format!("{loc}: {msg}"));
+    }
+
+    /// Warn about each option in `ignored` that `args` holds: `(option, why it has no effect)`.
+    fn ignored_options(&mut self, args: &Args, ignored: &[(&str, &str)]) {
+        for (opt, why) in ignored {
+            if args.flag(opt) {
+                self.warn(
+                    args.loc(),
+                    format!("{} {opt} is ignored: {why}", args.cmd()),
+                );
+            }
+        }
+    }
+
+    pub(super) fn command(&mut self, loc: &Location, tokens: &[String]) -> Result<()> {
+        let name = tokens[0].as_str();
+        let rest = &tokens[1..];
+        match name {
+            "ostreesetup" => self.ostreesetup(loc, rest),
+            "zerombr" => {
+                Args::parse(loc, name, rest, &[])?.no_positional()?;
+                self.once("zerombr", loc);
+                self.ks.zerombr = Some(loc.clone());
+                Ok(())
+            }
+            "clearpart" => self.clearpart(loc, rest),
+            "ignoredisk" => self.ignoredisk(loc, rest),
+            "autopart" => self.autopart(loc, rest),
+            "part" | "partition" => self.part(loc, name, rest),
+            "bootloader" => self.bootloader(loc, rest),
+            "network" => self.network(loc, rest),
+            "rootpw" => self.rootpw(loc, rest),
+            "user" => self.user(loc, rest),
+            "sshkey" => self.sshkey(loc, rest),
+            "services" => self.services(loc, rest),
+            "timezone" => self.timezone(loc, rest),
+            "lang" => self.lang(loc, rest),
+            "keyboard" => self.keyboard(loc, rest),
+            "reboot" | "poweroff" | "halt" | "shutdown" => self.reboot(loc, name, rest),
+            "text" | "cmdline" | "graphical" | "skipx" | "eula" | "firstboot" => {
+                self.no_effect(loc, name, rest)
+            }
+            "selinux" => self.selinux(loc, rest),
+            "firewall" => self.firewall(loc, rest),
+            _ => match refused_command(name) {
+                Some(why) => bail!("{loc}: `{name}` is not supported: {why}"),
+                None => bail!("{loc}: unknown kickstart command `{name}`"),
+            },
+        }
+    }
+
+    /// Standard Anaconda commands that have nothing to do on a slipway host: checked, then
+    /// tolerated with a warning.
+    fn no_effect(&mut self, loc: &Location, name: &str, rest: &[String]) -> Result<()> {
+        const INTERACTIVE: &[Opt] = &[flag("--non-interactive")];
+        const EULA: &[Opt] = &[flag("--agreed")];
+        const FIRSTBOOT: &[Opt] = &[
+            flag("--enable"),
+            alias("--enabled", "--enable", Takes::Nothing),
+            flag("--reconfig"),
+            flag("--disable"),
+            alias("--disabled", "--disable", Takes::Nothing),
+        ];
+        let (spec, why) = match name {
+            "text" | "cmdline" | "graphical" => (
+                INTERACTIVE,
+                "slipway's installer and image builder never ask anything",
+            ),
+            "skipx" => (&[][..], "slipway configures no X server"),
+            "eula" => (EULA, "Debian has no license agreement to accept"),
+            _ => (
+                FIRSTBOOT,
+                "Debian has no Initial Setup to run on first boot",
+            ),
+        };
+        let args = Args::parse(loc, name, rest, spec)?;
+        args.no_positional()?;
+        if name == "firstboot" {
+            let on = args.flag("--enable") || args.flag("--reconfig");
+            match (on, args.flag("--disable")) {
+                (true, true) => {
+                    bail!("{loc}: firstboot: --enable and --disable cannot be combined")
+                }
+                (false, false) => bail!("{loc}: firstboot requires --enable or --disable"),
+                _ => {}
+            }
+        }
+        self.warn(loc, format!("`{name}` has no effect: {why}"));
+        Ok(())
+    }
+
+    /// `selinux`: slipway hosts run without SELinux, which `--disabled` and `--permissive`
+    /// (nothing enforced) describe; `--enforcing` (the default) cannot be honoured.
+    fn selinux(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[
+            flag("--enforcing"),
+            flag("--permissive"),
+            flag("--disabled"),
+        ];
+        let args = Args::parse(loc, "selinux", rest, OPTS)?;
+        args.no_positional()?;
+        if !(args.flag("--disabled") || args.flag("--permissive")) || args.flag("--enforcing") {
+            bail!(
+                "{loc}: selinux --enforcing is not supported: slipway hosts have no SELinux policy (use `selinux --disabled` or remove the line)"
+            );
+        }
+        self.once("selinux", loc);
+        self.warn(
+            loc,
+            "`selinux` has no effect: slipway hosts run without SELinux",
+        );
+        Ok(())
+    }
+
+    /// `firewall`: slipway configures none, which only `--disabled` describes.
+    fn firewall(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        match rest {
+            [only] if only == "--disabled" || only == "--disable" => {
+                self.once("firewall", loc);
+                self.warn(
+                    loc,
+                    "`firewall --disabled` has no effect: slipway configures no firewall",
+                );
+                Ok(())
+            }
+            _ => bail!(
+                "{loc}: firewall is not supported: slipway configures no firewall (put one into the commit, or use `firewall --disabled`)"
+            ),
+        }
+    }
+
+    fn ostreesetup(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[
+            value("--osname"),
+            value("--remote"),
+            value("--url"),
+            value("--ref"),
+            flag("--nogpg"),
+        ];
+        let args = Args::parse(loc, "ostreesetup", rest, OPTS)?;
+        args.no_positional()?;
+        let osname = args.required("--osname")?;
+        if osname.contains(['/', ' ', '\t']) {
+            return Err(args.bad("--osname", osname, "must not contain `/` or spaces"));
+        }
+        let remote = args.text("--remote")?.unwrap_or(osname);
+        if remote.contains([' ', '\t']) {
+            return Err(args.bad("--remote", remote, "must not contain spaces"));
+        }
+        let url = args.required("--url")?;
+        check_ostree_url(url).map_err(|why| args.bad("--url", url, why))?;
+        let ostree_ref = args.required("--ref")?;
+        if ostree_ref.contains(char::is_whitespace) {
+            return Err(args.bad("--ref", ostree_ref, "must not contain spaces"));
+        }
+        self.once("ostreesetup", loc);
+        self.ks.ostreesetup = Some(OstreeSetup {
+            osname: osname.to_string(),
+            remote: remote.to_string(),
+            url: url.to_string(),
+            ostree_ref: ostree_ref.to_string(),
+            nogpg: args.flag("--nogpg"),
+            at: loc.clone(),
+        });
+        Ok(())
+    }
+
+    fn clearpart(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[
+            flag("--all"),
+            flag("--linux"),
+            flag("--none"),
+            flag("--initlabel"),
+            value("--drives"),
+            value("--list"),
+            value("--disklabel"),
+        ];
+        let args = Args::parse(loc, "clearpart", rest, OPTS)?;
+        args.no_positional()?;
+        const WHOLE: &str = "slipway installs onto whole disks and keeps none of their partitions";
+        for keep in ["--linux", "--none", "--list"] {
+            args.refuse(keep, WHOLE)?;
+        }
+        if let Some(label) = args.text("--disklabel")?
+            && !label.eq_ignore_ascii_case("gpt")
+        {
+            return Err(args.bad("--disklabel", label, "is not supported: slipway writes GPT"));
+        }
+        self.once("clearpart", loc);
+        self.ks.clearpart = Some(ClearPart {
+            all: args.flag("--all"),
+            initlabel: args.flag("--initlabel"),
+            drives: args.list("--drives"),
+            at: loc.clone(),
+        });
+        Ok(())
+    }
+
+    fn ignoredisk(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[
+            value("--only-use"),
+            alias("--onlyuse", "--only-use", Takes::Value),
+            value("--drives"),
+        ];
+        let args = Args::parse(loc, "ignoredisk", rest, OPTS)?;
+        args.no_positional()?;
+        let only_use = args.list("--only-use");
+        let drives = args.list("--drives");
+        match (only_use.is_empty(), drives.is_empty()) {
+            (true, true) => bail!("{loc}: ignoredisk requires --only-use or --drives"),
+            (false, false) => {
+                bail!("{loc}: ignoredisk: --only-use and --drives cannot be combined")
+            }
+            _ => {}
+        }
+        self.once("ignoredisk", loc);
+        self.ks.ignoredisk = Some(IgnoreDisk {
+            only_use,
+            drives,
+            at: loc.clone(),
+        });
+        Ok(())
+    }
+
+    fn autopart(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[
+            value("--type"),
+            flag("--nolvm"),
+            value("--fstype"),
+            flag("--nohome"),
+            flag("--noboot"),
+            flag("--noswap"),
+            flag("--encrypted"),
+        ];
+        let args = Args::parse(loc, "autopart", rest, OPTS)?;
+        args.no_positional()?;
+        if let Some(part) = &self.first_part {
+            bail!("{loc}: `autopart` cannot be combined with `part` (first `part` at {part})");
+        }
+        let mut part_type = match args.text("--type")? {
+            None => None,
+            Some("plain") => Some(AutoPartType::Plain),
+            Some("lvm") => Some(AutoPartType::Lvm),
+            Some("thinp") => Some(AutoPartType::Thinp),
+            Some("btrfs") => Some(AutoPartType::Btrfs),
+            Some(other) => {
+                return Err(args.bad("--type", other, "expected plain, lvm, thinp or btrfs"));
+            }
+        };
+        if args.flag("--nolvm") {
+            if part_type.is_some_and(|t| t != AutoPartType::Plain) {
+                bail!("{loc}: autopart: --nolvm contradicts --type");
+            }
+            part_type = Some(AutoPartType::Plain);
+        }
+        self.once("autopart", loc);
+        self.ks.autopart = Some(AutoPart {
+            part_type,
+            fstype: args.text("--fstype")?.map(str::to_string),
+            nohome: args.flag("--nohome"),
+            noboot: args.flag("--noboot"),
+            noswap: args.flag("--noswap"),
+            encrypted: args.flag("--encrypted"),
+            at: loc.clone(),
+        });
+        Ok(())
+    }
+
+    fn part(&mut self, loc: &Location, name: &str, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[
+            value("--size"),
+            flag("--grow"),
+            value("--maxsize"),
+            value("--fstype"),
+            value("--label"),
+            value("--ondisk"),
+            alias("--ondrive", "--ondisk", Takes::Value),
+            flag("--asprimary"),
+            value("--fsoptions"),
+        ];
+        let args = Args::parse(loc, name, rest, OPTS)?;
+        let mountpoint = args.one_positional("a mount point (/path, swap or biosboot)")?;
+        let known_member = ["pv.", "raid.", "btrfs."]
+            .iter()
+            .any(|prefix| mountpoint.starts_with(prefix));
+        if !(mountpoint.starts_with('/')
+            || matches!(mountpoint, "swap" | "biosboot")
+            || known_member)
+        {
+            bail!(
+                "{loc}: {name}: `{mountpoint}` is not a mount point (expected /path, swap or biosboot)"
+            );
+        }
+        if let Some(auto) = &self.ks.autopart {
+            bail!(
+                "{loc}: `{name}` cannot be combined with `autopart` (given at {})",
+                auto.at
+            );
+        }
+        let size = args.mebibytes("--size")?;
+        let maxsize = args.mebibytes("--maxsize")?;
+        self.ignored_options(
+            &args,
+            &[(
+                "--asprimary",
+                "slipway writes GPT, where every partition is primary",
+            )],
+        );
+        self.first_part.get_or_insert_with(|| loc.clone());
+        self.ks.parts.push(Part {
+            mountpoint: mountpoint.to_string(),
+            size,
+            grow: args.flag("--grow"),
+            maxsize,
+            fstype: args.text("--fstype")?.map(str::to_string),
+            label: args.text("--label")?.map(str::to_string),
+            ondisk: args.text("--ondisk")?.map(str::to_string),
+            fsoptions: args.text("--fsoptions")?.map(str::to_string),
+            at: loc.clone(),
+        });
+        Ok(())
+    }
+
+    fn bootloader(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[
+            value("--append"),
+            value("--location"),
+            value("--timeout"),
+            value("--boot-drive"),
+            value("--driveorder"),
+            value("--password"),
+            value("--md5pass"),
+            flag("--iscrypted"),
+            flag("--disabled"),
+            flag("--leavebootorder"),
+        ];
+        let args = Args::parse(loc, "bootloader", rest, OPTS)?;
+        args.no_positional()?;
+        const PASSWORD: &str =
+            "slipway sets no GRUB password, and the boot menu would be left unprotected";
+        for opt in ["--password", "--md5pass", "--iscrypted"] {
+            args.refuse(opt, PASSWORD)?;
+        }
+        args.refuse(
+            "--disabled",
+            "an OSTree host boots through the menu of its deployments (use --location=none to leave the disk's boot code alone)",
+        )?;
+        self.ignored_options(
+            &args,
+            &[
+                ("--driveorder", "use --boot-drive to name the disk"),
+                (
+                    "--leavebootorder",
+                    "slipway never changes the firmware's boot order",
+                ),
+            ],
+        );
+        let append = match args.value("--append") {
+            Some(text) => shlex::split(text).ok_or_else(|| {
+                args.bad(
+                    "--append",
+                    text,
+                    "has unbalanced quotes or a trailing backslash",
+                )
+            })?,
+            None => Vec::new(),
+        };
+        let location = match args.text("--location")? {
+            None => None,
+            Some("mbr") => Some(BootLocation::Mbr),
+            Some("partition" | "boot") => Some(BootLocation::Partition),
+            Some("none") => Some(BootLocation::None),
+            Some(other) => {
+                return Err(args.bad("--location", other, "expected mbr, partition or none"));
+            }
+        };
+        let timeout = args.number::<u32>("--timeout", "a whole number of seconds")?;
+        self.once("bootloader", loc);
+        self.ks.bootloader = Some(Bootloader {
+            append,
+            location,
+            timeout,
+            boot_drive: args.text("--boot-drive")?.map(str::to_string),
+            at: loc.clone(),
+        });
+        Ok(())
+    }
+
+    fn network(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[
+            value("--bootproto"),
+            value("--device"),
+            value("--ip"),
+            value("--netmask"),
+            value("--gateway"),
+            value("--nameserver"),
+            value("--hostname"),
+            value("--onboot"),
+            flag("--activate"),
+            flag("--no-activate"),
+            value("--ipv6"),
+            value("--ipv6gateway"),
+            value("--mtu"),
+            flag("--noipv4"),
+            flag("--noipv6"),
+            flag("--nodns"),
+            flag("--nodefroute"),
+        ];
+        let args = Args::parse(loc, "network", rest, OPTS)?;
+        args.no_positional()?;
+        let bootproto = match args.text("--bootproto")? {
+            None => None,
+            Some("dhcp" | "bootp") => Some(BootProto::Dhcp),
+            Some("static") => Some(BootProto::Static),
+            Some(other) => {
+                return Err(args.bad("--bootproto", other, "expected dhcp or static"));
+            }
+        };
+        let ip = args.text("--ip")?;
+        if let Some(ip) = ip {
+            ip.parse::<IpAddr>()
+                .map_err(|_| args.bad("--ip", ip, "is not an IP address"))?;
+        }
+        if bootproto == Some(BootProto::Static) && ip.is_none() {
+            bail!("{loc}: network --bootproto=static requires --ip");
+        }
+        let netmask = args.text("--netmask")?;
+        if let Some(mask) = netmask {
+            let prefix_ok = mask.parse::<u8>().is_ok_and(|p| p <= 32);
+            if !prefix_ok && mask.parse::<Ipv4Addr>().is_err() {
+                return Err(args.bad(
+                    "--netmask",
+                    mask,
+                    "expected a dotted netmask or a prefix length",
+                ));
+            }
+        }
+        let gateway = args.text("--gateway")?;
+        if let Some(gw) = gateway {
+            gw.parse::<IpAddr>()
+                .map_err(|_| args.bad("--gateway", gw, "is not an IP address"))?;
+        }
+        let nameservers = args.list("--nameserver");
+        for ns in &nameservers {
+            ns.parse::<IpAddr>()
+                .map_err(|_| args.bad("--nameserver", ns, "is not an IP address"))?;
+        }
+        let hostname = args.text("--hostname")?;
+        if let Some(name) = hostname {
+            check_hostname(name).map_err(|why| args.bad("--hostname", name, why))?;
+        }
+        let onboot = match args.text("--onboot")? {
+            None => None,
+            Some(v) => {
+                Some(parse_bool(v).ok_or_else(|| args.bad("--onboot", v, "expected yes or no"))?)
+            }
+        };
+        let activate = match (args.flag("--activate"), args.flag("--no-activate")) {
+            (true, true) => {
+                bail!("{loc}: network: --activate and --no-activate cannot be combined")
+            }
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            (false, false) => None,
+        };
+        let ipv6 = match args.text("--ipv6")? {
+            None => None,
+            Some(v) => Some(parse_ipv6(v).map_err(|why| args.bad("--ipv6", v, why))?),
+        };
+        let ipv6gateway = match args.text("--ipv6gateway")? {
+            None => None,
+            Some(gw) => Some(
+                gw.parse::<Ipv6Addr>()
+                    .map_err(|_| args.bad("--ipv6gateway", gw, "is not an IPv6 address"))?,
+            ),
+        };
+        let noipv4 = args.flag("--noipv4");
+        let noipv6 = args.flag("--noipv6");
+        if noipv4 && noipv6 {
+            bail!("{loc}: network: --noipv4 and --noipv6 cannot be combined");
+        }
+        if noipv6 && (ipv6.is_some() || ipv6gateway.is_some()) {
+            bail!("{loc}: network: --noipv6 cannot be combined with --ipv6 or --ipv6gateway");
+        }
+        if noipv4 {
+            let v4 = |a: Option<&str>| a.and_then(|a| a.parse::<Ipv4Addr>().ok()).is_some();
+            if bootproto == Some(BootProto::Static) || v4(ip) || v4(gateway) {
+                bail!(
+                    "{loc}: network: --noipv4 cannot be combined with an IPv4 --bootproto=static, --ip or --gateway (use --ipv6=ADDR/PREFIX)"
+                );
+            }
+        }
+        let device = args.text("--device")?;
+        if let Some(dev) = device
+            && let Some(prev) = self
+                .ks
+                .network
+                .iter()
+                .find(|n| n.device.as_deref() == Some(dev))
+        {
+            let prev = prev.at.clone();
+            self.warn(
+                loc,
+                format!("network --device={dev} given more than once (previously at {prev})"),
+            );
+        }
+        self.ks.network.push(Network {
+            bootproto,
+            device: device.map(str::to_string),
+            ip: ip.map(str::to_string),
+            netmask: netmask.map(str::to_string),
+            gateway: gateway.map(str::to_string),
+            nameservers,
+            hostname: hostname.map(str::to_string),
+            onboot,
+            activate,
+            ipv6,
+            ipv6gateway,
+            mtu: args.number::<u32>("--mtu", "a whole number of bytes")?,
+            noipv4,
+            noipv6,
+            nodns: args.flag("--nodns"),
+            nodefroute: args.flag("--nodefroute"),
+            at: loc.clone(),
+        });
+        Ok(())
+    }
+
+    fn rootpw(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[
+            flag("--iscrypted"),
+            flag("--plaintext"),
+            flag("--lock"),
+            flag("--allow-ssh"),
+        ];
+        let args = Args::parse(loc, "rootpw", rest, OPTS)?;
+        let iscrypted = args.crypted_or_plain()?;
+        let lock = args.flag("--lock");
+        let password = match args.positional.as_slice() {
+            [] if lock => None,
+            [] => bail!("{loc}: rootpw requires a password (or --lock)"),
+            [pw] => Some(pw.clone()),
+            more => bail!(
+                "{loc}: rootpw takes one password argument, got {} (quote a password with spaces)",
+                more.len()
+            ),
+        };
+        self.once("rootpw", loc);
+        self.ks.rootpw = Some(RootPw {
+            password,
+            iscrypted,
+            lock,
+            allow_ssh: args.flag("--allow-ssh"),
+        });
+        Ok(())
+    }
+
+    fn user(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[
+            value("--name"),
+            value("--groups"),
+            value("--password"),
+            flag("--iscrypted"),
+            flag("--plaintext"),
+            value("--homedir"),
+            value("--shell"),
+            value("--uid"),
+            value("--gid"),
+            value("--gecos"),
+            flag("--lock"),
+        ];
+        let args = Args::parse(loc, "user", rest, OPTS)?;
+        args.no_positional()?;
+        let name = args.required("--name")?;
+        check_user_name(name).map_err(|why| args.bad("--name", name, why))?;
+        if let Some(prev) = self.users_at.get(name) {
+            bail!("{loc}: user `{name}` is already defined at {prev}");
+        }
+        let iscrypted = args.crypted_or_plain()?;
+        let user = User {
+            name: name.to_string(),
+            groups: args.list("--groups"),
+            password: args.value("--password").map(str::to_string),
+            iscrypted,
+            homedir: args.text("--homedir")?.map(str::to_string),
+            shell: args.text("--shell")?.map(str::to_string),
+            uid: args.number::<u32>("--uid", "a numeric user id")?,
+            gid: args.number::<u32>("--gid", "a numeric group id")?,
+            gecos: args.value("--gecos").map(str::to_string),
+            lock: args.flag("--lock"),
+            at: loc.clone(),
+        };
+        self.users_at.insert(name.to_string(), loc.clone());
+        self.ks.users.push(user);
+        Ok(())
+    }
+
+    fn sshkey(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        let args = Args::parse(loc, "sshkey", rest, &[value("--username")])?;
+        let username = args.required("--username")?;
+        let key = match args.positional.as_slice() {
+            [key] => key,
+            [] => bail!("{loc}: sshkey requires the public key as an argument"),
+            more => bail!(
+                "{loc}: sshkey takes exactly one argument, the whole public key in quotes (got {} words)",
+                more.len()
+            ),
+        };
+        if key.split_whitespace().count() < 2 {
+            bail!(
+                "{loc}: sshkey: `{key}` does not look like an OpenSSH public key (`TYPE BASE64 [COMMENT]`)"
+            );
+        }
+        self.ks.sshkeys.push(SshKey {
+            username: username.to_string(),
+            key: key.clone(),
+            at: loc.clone(),
+        });
+        Ok(())
+    }
+
+    fn services(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        let args = Args::parse(
+            loc,
+            "services",
+            rest,
+            &[value("--enabled"), value("--disabled")],
+        )?;
+        args.no_positional()?;
+        let enabled = args.list("--enabled");
+        let disabled = args.list("--disabled");
+        if enabled.is_empty() && disabled.is_empty() {
+            bail!("{loc}: services requires --enabled or --disabled");
+        }
+        for (new, all) in [
+            (enabled, &mut self.ks.services.enabled),
+            (disabled, &mut self.ks.services.disabled),
+        ] {
+            for unit in new {
+                if !all.contains(&unit) {
+                    all.push(unit);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn timezone(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[
+            flag("--utc"),
+            alias("--isUtc", "--utc", Takes::Nothing),
+            flag("--nontp"),
+            value("--ntpservers"),
+        ];
+        let args = Args::parse(loc, "timezone", rest, OPTS)?;
+        let name = args.one_positional("a time zone such as Etc/UTC")?;
+        if name.starts_with('/') || name.split('/').any(|c| c.is_empty() || c == "..") {
+            return Err(anyhow!("{loc}: timezone: `{name}` is not a time zone name"));
+        }
+        let ntpservers = args.list("--ntpservers");
+        let nontp = args.flag("--nontp");
+        if nontp && !ntpservers.is_empty() {
+            bail!("{loc}: timezone: --nontp and --ntpservers cannot be combined");
+        }
+        let utc = args.flag("--utc");
+        if !utc {
+            self.warn(
+                loc,
+                "timezone without --utc asks for a hardware clock in local time; slipway keeps it in UTC (add --utc)",
+            );
+        }
+        self.once("timezone", loc);
+        self.ks.timezone = Some(Timezone {
+            name: name.to_string(),
+            utc,
+            nontp,
+            ntpservers,
+            at: loc.clone(),
+        });
+        Ok(())
+    }
+
+    fn lang(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        let args = Args::parse(loc, "lang", rest, &[value("--addsupport")])?;
+        let lang = args.one_positional("a locale such as en_US.UTF-8")?;
+        if !is_word(lang, "_.@-") {
+            bail!("{loc}: lang: `{lang}` is not a locale name (such as en_US.UTF-8)");
+        }
+        self.ignored_options(
+            &args,
+            &[(
+                "--addsupport",
+                "the locales a host has come from its commit",
+            )],
+        );
+        self.once("lang", loc);
+        self.ks.lang = Some(lang.to_string());
+        Ok(())
+    }
+
+    fn keyboard(&mut self, loc: &Location, rest: &[String]) -> Result<()> {
+        const OPTS: &[Opt] = &[value("--vckeymap"), value("--xlayouts"), value("--switch")];
+        let args = Args::parse(loc, "keyboard", rest, OPTS)?;
+        if args.positional.len() > 1 {
+            bail!("{loc}: keyboard takes at most one layout argument");
+        }
+        let xlayouts = args
+            .list("--xlayouts")
+            .iter()
+            .map(|l| parse_xlayout(l).map_err(|why| args.bad("--xlayouts", l, why)))
+            .collect::<Result<Vec<_>>>()?;
+        let keymap = args
+            .positional
+            .first()
+            .map(String::as_str)
+            .or(args.text("--vckeymap")?)
+            .map(str::to_string)
+            .or_else(|| xlayouts.first().map(|x| x.layout.clone()));
+        let Some(keymap) = keymap else {
+            bail!("{loc}: keyboard requires a layout (e.g. `keyboard us` or --vckeymap=us)");
+        };
+        if !is_word(&keymap, "_.-") {
+            bail!("{loc}: keyboard: `{keymap}` is not a keymap name");
+        }
+        let switch = args.list("--switch");
+        for option in &switch {
+            if !is_word(option, "_:-") {
+                return Err(args.bad("--switch", option, "is not an XKB option"));
+            }
+        }
+        self.once("keyboard", loc);
+        self.ks.keyboard = Some(Keyboard {
+            keymap,
+            xlayouts,
+            switch,
+        });
+        Ok(())
+    }
+
+    fn reboot(&mut self, loc: &Location, name: &str, rest: &[String]) -> Result<()> {
+        let args = Args::parse(loc, name, rest, &[flag("--eject"), flag("--kexec")])?;
+        args.no_positional()?;
+        self.ignored_options(
+            &args,
+            &[
+                ("--eject", "a network installation has no media to eject"),
+                ("--kexec", "slipway restarts through the firmware"),
+            ],
+        );
+        let action = match name {
+            "reboot" => PowerAction::Reboot,
+            "halt" => PowerAction::Halt,
+            _ => PowerAction::Poweroff,
+        };
+        self.once("reboot/poweroff/halt/shutdown", loc);
+        self.ks.reboot = Some(RebootAction {
+            action,
+            at: loc.clone(),
+        });
+        Ok(())
+    }
+}
+
+fn check_ostree_url(url: &str) -> std::result::Result<(), &'static str> {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return Err("is not a URL (expected file:, http: or https:)");
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "file" if !rest.is_empty() => Ok(()),
+        "http" | "https" if rest.len() > 2 && rest.starts_with("//") => Ok(()),
+        "file" | "http" | "https" => Err("has no path or host"),
+        _ => Err("uses an unsupported scheme (only file:, http: and https: are supported)"),
+    }
+}
+
+fn check_hostname(name: &str) -> std::result::Result<(), &'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("must be 1 to 253 characters long");
+    }
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if name.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err("is not a valid host name (letters, digits and `-`, in dot-separated labels)")
+    }
+}
+
+fn check_user_name(name: &str) -> std::result::Result<(), &'static str> {
+    if name.is_empty() || name.len() > 32 {
+        return Err("must be 1 to 32 characters long");
+    }
+    if name.starts_with('-')
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ':' | '/' | ','))
+    {
+        return Err("is not a valid user name");
+    }
+    Ok(())
+}
+
+/// Anaconda commands slipway refuses outright, with the reason.
+fn refused_command(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "logvol" | "volgroup" | "raid" | "btrfs" | "reqpart" | "mount" => {
+            "slipway installs plain partitions (use `part` lines or `autopart --type=plain`)"
+        }
+        "url" | "liveimg" | "install" | "upgrade" | "repo" | "cdrom" | "harddrive" | "nfs"
+        | "module" | "ostreecontainer" => {
+            "the software comes from the OSTree commit named by `ostreesetup`"
+        }
+        "timesource" => "use `timezone --ntpservers=` or `timezone --nontp`",
+        "group" => "groups come from the commit (create them in the compose)",
+        _ => return None,
+    })
+}
+
+/// `--ipv6=`: `auto`, `dhcp` or `ADDR[/PREFIX]`.
+fn parse_ipv6(value: &str) -> std::result::Result<Ipv6, &'static str> {
+    const EXPECTED: &str = "expected auto, dhcp or an IPv6 address ADDR[/PREFIX]";
+    match value {
+        "auto" => return Ok(Ipv6::Auto),
+        "dhcp" => return Ok(Ipv6::Dhcp),
+        _ => {}
+    }
+    let (addr, prefix) = match value.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (value, None),
+    };
+    let address = addr.parse::<Ipv6Addr>().map_err(|_| EXPECTED)?;
+    let prefix = match prefix {
+        None => 64,
+        Some(p) => match p.parse::<u8>() {
+            Ok(n) if (1..=128).contains(&n) => n,
+            _ => return Err("has a prefix length that is not 1 to 128"),
+        },
+    };
+    Ok(Ipv6::Static { address, prefix })
+}
+
+/// `--xlayouts` entry: `LAYOUT` or `LAYOUT (VARIANT)`.
+fn parse_xlayout(entry: &str) -> std::result::Result<XLayout, &'static str> {
+    let (layout, variant) = match entry.split_once('(') {
+        Some((layout, rest)) => {
+            let Some(variant) = rest.strip_suffix(')') else {
+                return Err("expected LAYOUT or LAYOUT (VARIANT)");
+            };
+            (layout.trim(), Some(variant.trim()))
+        }
+        None => (entry.trim(), None),
+    };
+    let ok = |w: &str| is_word(w, "_-");
+    if !ok(layout) || !variant.is_none_or(ok) {
+        return Err("is not an X layout (LAYOUT or LAYOUT (VARIANT))");
+    }
+    Ok(XLayout {
+        layout: layout.to_string(),
+        variant: variant.map(str::to_string),
+    })
+}
+
+/// Non-empty, ASCII letters and digits plus `extra`: safe as a value in a `KEY=value` file.
+fn is_word(s: &str, extra: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "yes" | "on" | "true" | "1" => Some(true),
+        "no" | "off" | "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kickstart::test_util::*;
+    use crate::kickstart::*;
+
+    #[test]
+    fn parse_errors_name_the_offending_line() {
+        let cases: &[(&str, usize, &str)] = &[
+            (
+                "text\n\nfrobnicate --now\n",
+                3,
+                "unknown kickstart command `frobnicate`",
+            ),
+            (
+                "ostreesetup --osname=debian --url=http://h/repo\n",
+                1,
+                "ostreesetup requires --ref",
+            ),
+            (
+                "\nostreesetup --url=http://h/repo --ref=r\n",
+                2,
+                "ostreesetup requires --osname",
+            ),
+            (
+                "ostreesetup --osname=debian --ref=r\n",
+                1,
+                "ostreesetup requires --url",
+            ),
+            (
+                "ostreesetup --osname=d --url=ftp://h/repo --ref=r\n",
+                1,
+                "ostreesetup --url: `ftp://h/repo` uses an unsupported scheme",
+            ),
+            (
+                "ostreesetup --osname=d --url=/srv/repo --ref=r\n",
+                1,
+                "--url: `/srv/repo` is not a URL",
+            ),
+            (
+                "part /boot --size=1\npart / --size=big\n",
+                2,
+                "part --size: `big` is not a whole number of MiB",
+            ),
+            ("part / --size=0\n", 1, "--size: `0` must be at least 1 MiB"),
+            ("part / --maxsize=-5 --grow\n", 1, "part --maxsize: `-5`"),
+            ("part --size=5\n", 1, "part requires a mount point"),
+            ("part / /home --size=5\n", 1, "unexpected `/home`"),
+            ("part home --size=5\n", 1, "`home` is not a mount point"),
+            (
+                "network --hostname=a\nnetwork --bootproto=carrier-pigeon\n",
+                2,
+                "network --bootproto: `carrier-pigeon` expected dhcp or static",
+            ),
+            (
+                "network --bootproto=static\n",
+                1,
+                "--bootproto=static requires --ip",
+            ),
+            (
+                "network --bootproto=static --ip=10.0.0.300\n",
+                1,
+                "network --ip: `10.0.0.300` is not an IP address",
+            ),
+            (
+                "network --onboot=maybe\n",
+                1,
+                "--onboot: `maybe` expected yes or no",
+            ),
+            ("network --hostname=bad_name\n", 1, "--hostname: `bad_name`"),
+            ("network --mtu=jumbo\n", 1, "network --mtu: `jumbo`"),
+            (
+                "part / --grow\nautopart --type=plain\n",
+                2,
+                "`autopart` cannot be combined with `part` (first `part` at test.ks:1)",
+            ),
+            (
+                "autopart\n\npart / --grow\n",
+                3,
+                "`part` cannot be combined with `autopart` (given at test.ks:1)",
+            ),
+            ("autopart --type=zfs\n", 1, "autopart --type: `zfs`"),
+            (
+                "text\nrootpw --iscrypted\n",
+                2,
+                "rootpw requires a password (or --lock)",
+            ),
+            (
+                "rootpw two words\n",
+                1,
+                "rootpw takes one password argument, got 2",
+            ),
+            (
+                "rootpw --iscrypted --plaintext x\n",
+                1,
+                "cannot be combined",
+            ),
+            ("user --groups=wheel\n", 1, "user requires --name"),
+            ("user --name=a:b\n", 1, "user --name: `a:b`"),
+            (
+                "user --name=core --uid=abc\n",
+                1,
+                "user --uid: `abc` is not a numeric user id",
+            ),
+            (
+                "user --name=core\nuser --name=other\nuser --name=core\n",
+                3,
+                "user `core` is already defined at test.ks:1",
+            ),
+            (
+                "sshkey --username=core ssh-ed25519 AAAA test\n",
+                1,
+                "exactly one argument, the whole public key in quotes (got 3 words)",
+            ),
+            (
+                "sshkey \"ssh-ed25519 AAAA\"\n",
+                1,
+                "sshkey requires --username",
+            ),
+            (
+                "sshkey --username=core\n",
+                1,
+                "sshkey requires the public key",
+            ),
+            (
+                "sshkey --username=core AAAA\n",
+                1,
+                "does not look like an OpenSSH public key",
+            ),
+            ("services\n", 1, "services requires --enabled or --disabled"),
+            ("timezone --utc\n", 1, "timezone requires a time zone"),
+            (
+                "timezone --nontp --ntpservers=a Etc/UTC\n",
+                1,
+                "cannot be combined",
+            ),
+            ("timezone ../../etc/passwd\n", 1, "is not a time zone name"),
+            (
+                "bootloader --timeout=soon\n",
+                1,
+                "bootloader --timeout: `soon`",
+            ),
+            (
+                "bootloader --location=floppy\n",
+                1,
+                "bootloader --location: `floppy`",
+            ),
+            ("bootloader --append=\"a 'b\"\n", 1, "bootloader --append"),
+            ("zerombr yes\n", 1, "zerombr takes no arguments"),
+            (
+                "clearpart --all --none\n",
+                1,
+                "clearpart --none is not supported",
+            ),
+            (
+                "ignoredisk\n",
+                1,
+                "ignoredisk requires --only-use or --drives",
+            ),
+            ("firstboot\n", 1, "firstboot requires --enable or --disable"),
+            ("lang\n", 1, "lang requires a locale"),
+            ("keyboard --switch=x\n", 1, "keyboard requires a layout"),
+        ];
+        for (text, line, needle) in cases {
+            assert_error_at(text, *line, needle);
+        }
+    }
+
+    #[test]
+    fn atomic_host_fixture_parses_completely() {
+        let path = fixture("atomic-host.ks");
+        let ks = parse_file(&path).unwrap();
+        let source = path.display().to_string();
+
+        assert_eq!(ks.lang.as_deref(), Some("en_US.UTF-8"));
+        assert_eq!(
+            ks.keyboard,
+            Some(Keyboard {
+                keymap: "us".into(),
+                ..Default::default()
+            })
+        );
+        assert_eq!(
+            ks.timezone,
+            Some(Timezone {
+                name: "Etc/UTC".into(),
+                utc: true,
+                nontp: false,
+                ntpservers: vec![],
+                at: Location::new(&source, 7),
+            })
+        );
+        assert_eq!(ks.zerombr, Some(Location::new(&source, 10)));
+        assert_eq!(
+            ks.clearpart,
+            Some(ClearPart {
+                all: true,
+                initlabel: true,
+                drives: vec![],
+                at: Location::new(&source, 11),
+            })
+        );
+        assert!(ks.autopart.is_none());
+        let summary: Vec<_> = ks
+            .parts
+            .iter()
+            .map(|p| {
+                (
+                    p.mountpoint.as_str(),
+                    p.size,
+                    p.grow,
+                    p.effective_fstype(),
+                    p.label.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("biosboot", Some(1), false, "biosboot", None),
+                ("/boot/efi", Some(127), false, "efi", None),
+                ("/boot", Some(384), false, "ext4", Some("boot")),
+                ("/", None, true, "ext4", Some("root")),
+            ]
+        );
+        assert_eq!(ks.parts[3].at, Location::new(&source, 15));
+
+        let ostree = ks.ostreesetup.as_ref().unwrap();
+        assert_eq!(ostree.osname, "debian");
+        assert_eq!(ostree.remote, "debian");
+        assert_eq!(ostree.url, "http://192.168.100.1:8080/repo");
+        assert_eq!(ostree.ostree_ref, "slipway/bookworm/x86_64/atomic-host");
+        assert!(ostree.nogpg);
+        assert_eq!(ostree.at.line, 18);
+
+        let boot = ks.bootloader.as_ref().unwrap();
+        assert_eq!(boot.append, vec!["console=ttyS0,115200", "console=tty0"]);
+
+        assert_eq!(ks.network.len(), 1);
+        assert_eq!(ks.network[0].bootproto, Some(BootProto::Dhcp));
+        assert_eq!(ks.hostname(), Some("node1"));
+
+        assert_eq!(
+            ks.rootpw,
+            Some(RootPw {
+                password: None,
+                iscrypted: false,
+                lock: true,
+                allow_ssh: false,
+            })
+        );
+        assert_eq!(ks.users.len(), 1);
+        assert_eq!(ks.users[0].name, "core");
+        assert_eq!(ks.users[0].groups, vec!["sudo", "docker"]);
+        assert_eq!(ks.users[0].password, None);
+        assert_eq!(ks.sshkeys.len(), 1);
+        assert_eq!(ks.sshkeys[0].username, "core");
+        assert_eq!(ks.sshkeys[0].key, KEY);
+        assert_eq!(ks.services.enabled, vec!["docker", "containerd"]);
+        assert_eq!(ks.services.disabled, vec!["apt-daily.timer"]);
+        assert_eq!(
+            ks.reboot,
+            Some(RebootAction {
+                action: PowerAction::Reboot,
+                at: Location::new(&source, 29),
+            })
+        );
+
+        assert!(ks.pre.is_empty());
+        assert_eq!(ks.post.len(), 1);
+        let post = &ks.post[0];
+        assert!(post.erroronfail);
+        assert!(!post.nochroot);
+        assert_eq!(post.interpreter, "/bin/sh");
+        assert_eq!(post.at, Location::new(&source, 31));
+        assert_eq!(
+            post.body,
+            "set -eu\n\
+             # Let the core user use sudo without a password.\n\
+             echo 'core ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/core\n\
+             chmod 0440 /etc/sudoers.d/core\n"
+        );
+        assert_eq!(
+            ks.warnings,
+            vec![format!(
+                "{source}:4: `text` has no effect: slipway's installer and image builder never ask anything"
+            )]
+        );
+
+        ks.validate_for_install().unwrap();
+        ks.validate_for_image().unwrap();
+        let warnings = ks.image_warnings().join("\n");
+        for (line, ignored) in [
+            (4, "text"),
+            (10, "zerombr"),
+            (11, "clearpart"),
+            (12, "part biosboot"),
+            (15, "part /"),
+            (18, "ostreesetup"),
+            (29, "reboot"),
+        ] {
+            assert!(
+                warnings.contains(&format!("{source}:{line}: `{ignored}")),
+                "{warnings}"
+            );
+        }
+        assert!(!warnings.contains("autopart"), "{warnings}");
+        assert!(!warnings.contains("ignoredisk"), "{warnings}");
+    }
+
+    #[test]
+    fn quoting_of_ssh_keys_and_kernel_arguments() {
+        let ks = parse(&format!(
+            "sshkey --username=core '{KEY}'\n\
+             sshkey --username root \"{KEY}\"\n\
+             bootloader --append=\"console=ttyS0,115200 rd.break=cmdline foo='a b' systemd.unit=multi-user.target\"\n"
+        ));
+        assert_eq!(ks.sshkeys.len(), 2);
+        assert!(ks.sshkeys.iter().all(|k| k.key == KEY));
+        assert_eq!(ks.sshkeys[1].username, "root");
+        assert_eq!(ks.sshkeys[1].at.line, 2);
+        assert_eq!(
+            ks.bootloader.unwrap().append,
+            vec![
+                "console=ttyS0,115200",
+                "rd.break=cmdline",
+                "foo=a b",
+                "systemd.unit=multi-user.target"
+            ]
+        );
+    }
+
+    #[test]
+    fn services_lines_accumulate() {
+        let ks = parse(
+            "services --enabled=sshd,chronyd\n\
+             services --disabled=apt-daily.timer\n\
+             services --enabled=\"docker, sshd\" --enabled=podman --disabled=cups\n",
+        );
+        assert_eq!(
+            ks.services.enabled,
+            vec!["sshd", "chronyd", "docker", "podman"]
+        );
+        assert_eq!(ks.services.disabled, vec!["apt-daily.timer", "cups"]);
+        assert!(ks.warnings.is_empty());
+        ks.validate_for_image().unwrap();
+
+        let conflict = parse("services --enabled=cups\nservices --disabled=cups\n");
+        let err = format!("{:#}", conflict.validate_for_image().unwrap_err());
+        assert!(err.contains("`cups` is both enabled and disabled"), "{err}");
+    }
+
+    #[test]
+    fn repeated_once_only_commands_keep_the_last_with_a_warning() {
+        let ks = parse(
+            "rootpw --iscrypted $6$salt$hash\n\
+             timezone --utc Etc/UTC\n\
+             rootpw --lock\n\
+             reboot\n\
+             poweroff\n\
+             services --enabled=a\n\
+             services --enabled=b\n",
+        );
+        assert_eq!(
+            ks.rootpw,
+            Some(RootPw {
+                password: None,
+                iscrypted: false,
+                lock: true,
+                allow_ssh: false,
+            })
+        );
+        assert_eq!(
+            ks.reboot,
+            Some(RebootAction {
+                action: PowerAction::Poweroff,
+                at: Location::new("test.ks", 5),
+            })
+        );
+        assert_eq!(ks.warnings.len(), 2, "{:?}", ks.warnings);
+        assert!(
+            ks.warnings[0]
+                .starts_with("test.ks:3: `rootpw` given more than once (previously at test.ks:1)"),
+            "{:?}",
+            ks.warnings
+        );
+        assert!(
+            ks.warnings[1].starts_with("test.ks:5: "),
+            "{:?}",
+            ks.warnings
+        );
+    }
+
+    #[test]
+    fn crypted_root_password_keeps_dollars() {
+        let ks = parse("rootpw --iscrypted --allow-ssh $6$rounds=4096$salt$Hash/x.\n");
+        let rootpw = ks.rootpw.unwrap();
+        assert_eq!(
+            rootpw.password.as_deref(),
+            Some("$6$rounds=4096$salt$Hash/x.")
+        );
+        assert!(rootpw.iscrypted && rootpw.allow_ssh && !rootpw.lock);
+    }
+
+    #[test]
+    fn user_options() {
+        let ks = parse(
+            "user --name=ops --groups=\"wheel, adm\" --password=$6$x$y --iscrypted \
+             --homedir=/var/home/ops --shell=/bin/zsh --uid=1500 --gid=1500 --gecos=\"Ops Team\" --lock\n",
+        );
+        let user = &ks.users[0];
+        assert_eq!(user.groups, vec!["wheel", "adm"]);
+        assert_eq!(user.password.as_deref(), Some("$6$x$y"));
+        assert!(user.iscrypted && user.lock);
+        assert_eq!(user.homedir.as_deref(), Some("/var/home/ops"));
+        assert_eq!((user.uid, user.gid), (Some(1500), Some(1500)));
+        assert_eq!(user.gecos.as_deref(), Some("Ops Team"));
+
+        let dup = parse("user --name=a --uid=1000\nuser --name=b --uid=1000\n");
+        let err = format!("{:#}", dup.validate_for_image().unwrap_err());
+        assert!(
+            err.starts_with("test.ks:2: user `b` has uid 1000, already used by `a` at test.ks:1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn network_static_and_hostname() {
+        let ks = parse(
+            "network --device=eth0 --bootproto=static --ip=10.0.0.5 --netmask=255.255.255.0 \
+             --gateway=10.0.0.1 --nameserver=1.1.1.1,9.9.9.9 --nameserver 8.8.8.8 --onboot=no --activate --mtu=9000\n\
+             network --hostname=first.example.com\n\
+             network --device=eth1 --bootproto=bootp --netmask=24 --hostname=last\n",
+        );
+        let eth0 = &ks.network[0];
+        assert_eq!(eth0.bootproto, Some(BootProto::Static));
+        assert_eq!(eth0.ip.as_deref(), Some("10.0.0.5"));
+        assert_eq!(eth0.nameservers, vec!["1.1.1.1", "9.9.9.9", "8.8.8.8"]);
+        assert_eq!(eth0.onboot, Some(false));
+        assert_eq!(eth0.activate, Some(true));
+        assert_eq!(eth0.mtu, Some(9000));
+        assert_eq!(ks.network[2].bootproto, Some(BootProto::Dhcp));
+        assert_eq!(ks.network[2].netmask.as_deref(), Some("24"));
+        assert_eq!(ks.hostname(), Some("last"));
+        assert_eq!(parse("text\n").hostname(), None);
+    }
+
+    #[test]
+    fn tolerated_commands_store_nothing_and_warn() {
+        let ks = parse(
+            "graphical\n\
+             firstboot --disable\n\
+             selinux --disabled\n\
+             firewall --disabled\n\
+             eula --agreed\n\
+             skipx\n\
+             text --non-interactive\n\
+             cmdline\n\
+             firstboot --enable\n\
+             selinux --permissive\n",
+        );
+        let lines: Vec<&str> = ks.warnings.iter().map(String::as_str).collect();
+        assert_eq!(
+            lines,
+            [
+                "test.ks:1: `graphical` has no effect: slipway's installer and image builder never ask anything",
+                "test.ks:2: `firstboot` has no effect: Debian has no Initial Setup to run on first boot",
+                "test.ks:3: `selinux` has no effect: slipway hosts run without SELinux",
+                "test.ks:4: `firewall --disabled` has no effect: slipway configures no firewall",
+                "test.ks:5: `eula` has no effect: Debian has no license agreement to accept",
+                "test.ks:6: `skipx` has no effect: slipway configures no X server",
+                "test.ks:7: `text` has no effect: slipway's installer and image builder never ask anything",
+                "test.ks:8: `cmdline` has no effect: slipway's installer and image builder never ask anything",
+                "test.ks:9: `firstboot` has no effect: Debian has no Initial Setup to run on first boot",
+                "test.ks:10: `selinux` given more than once (previously at test.ks:3); the last one wins",
+                "test.ks:10: `selinux` has no effect: slipway hosts run without SELinux",
+            ]
+        );
+        // Nothing but the warnings is kept.
+        assert_eq!(
+            ks,
+            Kickstart {
+                warnings: ks.warnings.clone(),
+                ..Default::default()
+            }
+        );
+        // They are what an image build prints.
+        assert_eq!(ks.image_warnings(), ks.warnings);
+    }
+
+    #[test]
+    fn options_nothing_applies_are_warned_about() {
+        let ks = parse(
+            "part / --grow --asprimary\n\
+             reboot --eject --kexec\n\
+             lang en_US.UTF-8 --addsupport=de_DE.UTF-8\n\
+             timezone Europe/Berlin\n\
+             bootloader --driveorder=sda,sdb --leavebootorder --append=quiet\n",
+        );
+        let lines: Vec<&str> = ks.warnings.iter().map(String::as_str).collect();
+        assert_eq!(
+            lines,
+            [
+                "test.ks:1: part --asprimary is ignored: slipway writes GPT, where every partition is primary",
+                "test.ks:2: reboot --eject is ignored: a network installation has no media to eject",
+                "test.ks:2: reboot --kexec is ignored: slipway restarts through the firmware",
+                "test.ks:3: lang --addsupport is ignored: the locales a host has come from its commit",
+                "test.ks:4: timezone without --utc asks for a hardware clock in local time; slipway keeps it in UTC (add --utc)",
+                "test.ks:5: bootloader --driveorder is ignored: use --boot-drive to name the disk",
+                "test.ks:5: bootloader --leavebootorder is ignored: slipway never changes the firmware's boot order",
+            ]
+        );
+        assert_eq!(ks.bootloader.unwrap().append, ["quiet"]);
+        assert!(!ks.timezone.unwrap().utc);
+    }
+
+    #[test]
+    fn refused_commands_and_options_name_the_line() {
+        let cases: &[(&str, usize, &str)] = &[
+            (
+                "text\nclearpart --linux\n",
+                2,
+                "clearpart --linux is not supported: slipway installs onto whole disks",
+            ),
+            ("clearpart --none\n", 1, "clearpart --none is not supported"),
+            (
+                "clearpart --all --list=sda1\n",
+                1,
+                "clearpart --list is not supported",
+            ),
+            (
+                "clearpart --all --disklabel=msdos\n",
+                1,
+                "clearpart --disklabel: `msdos` is not supported: slipway writes GPT",
+            ),
+            (
+                "bootloader --password=grub.pbkdf2.sha512.x\n",
+                1,
+                "bootloader --password is not supported: slipway sets no GRUB password",
+            ),
+            (
+                "bootloader --md5pass=$1$x\n",
+                1,
+                "bootloader --md5pass is not supported",
+            ),
+            (
+                "bootloader --iscrypted\n",
+                1,
+                "bootloader --iscrypted is not supported",
+            ),
+            (
+                "bootloader --disabled\n",
+                1,
+                "bootloader --disabled is not supported",
+            ),
+            (
+                "selinux --enforcing\n",
+                1,
+                "selinux --enforcing is not supported: slipway hosts have no SELinux policy",
+            ),
+            ("\nselinux\n", 2, "selinux --enforcing is not supported"),
+            (
+                "firewall --enabled --service=ssh\n",
+                1,
+                "firewall is not supported: slipway configures no firewall",
+            ),
+            ("firewall --service=ssh\n", 1, "firewall is not supported"),
+            (
+                "logvol / --vgname=vg --name=root --grow\n",
+                1,
+                "`logvol` is not supported: slipway installs plain partitions",
+            ),
+            ("volgroup vg pv.01\n", 1, "`volgroup` is not supported"),
+            (
+                "url --url=http://mirror/debian\n",
+                1,
+                "`url` is not supported: the software comes from the OSTree commit",
+            ),
+            ("repo --name=x --baseurl=y\n", 1, "`repo` is not supported"),
+            (
+                "timesource --ntp-server=a\n",
+                1,
+                "`timesource` is not supported: use `timezone --ntpservers=`",
+            ),
+            ("group --name=ops\n", 1, "`group` is not supported"),
+            (
+                "eula --disagree\n",
+                1,
+                "unknown option `--disagree` for `eula`",
+            ),
+            ("skipx now\n", 1, "skipx takes no arguments"),
+            (
+                "firstboot --enable --disable\n",
+                1,
+                "--enable and --disable cannot be combined",
+            ),
+            (
+                "network --noipv4 --noipv6\n",
+                1,
+                "--noipv4 and --noipv6 cannot be combined",
+            ),
+            (
+                "network --noipv4 --bootproto=static --ip=10.0.0.5\n",
+                1,
+                "--noipv4 cannot be combined with an IPv4",
+            ),
+            (
+                "network --noipv4 --gateway=10.0.0.1 --ipv6=auto\n",
+                1,
+                "--noipv4 cannot be combined with an IPv4",
+            ),
+            (
+                "network --noipv6 --ipv6=auto\n",
+                1,
+                "--noipv6 cannot be combined with --ipv6",
+            ),
+            (
+                "network --ipv6=slaac\n",
+                1,
+                "network --ipv6: `slaac` expected auto, dhcp or an IPv6 address",
+            ),
+            (
+                "network --ipv6=2001:db8::5/129\n",
+                1,
+                "prefix length that is not 1 to 128",
+            ),
+            (
+                "network --ipv6=auto --ipv6gateway=10.0.0.1\n",
+                1,
+                "network --ipv6gateway: `10.0.0.1` is not an IPv6 address",
+            ),
+            ("lang \"en_US.UTF-8\nX=y\"\n", 1, "unbalanced quotes"),
+            ("lang 'en US'\n", 1, "lang: `en US` is not a locale name"),
+            (
+                "keyboard 'de;rm -rf'\n",
+                1,
+                "keyboard: `de;rm -rf` is not a keymap name",
+            ),
+            (
+                "keyboard --xlayouts='cz (qwerty'\n",
+                1,
+                "keyboard --xlayouts: `cz (qwerty` expected LAYOUT or LAYOUT (VARIANT)",
+            ),
+            (
+                "keyboard --xlayouts='c=z'\n",
+                1,
+                "keyboard --xlayouts: `c=z` is not an X layout",
+            ),
+            (
+                "keyboard us --switch='grp:alt shift'\n",
+                1,
+                "keyboard --switch: `grp:alt shift` is not an XKB option",
+            ),
+        ];
+        for (text, line, needle) in cases {
+            assert_error_at(text, *line, needle);
+        }
+    }
+
+    #[test]
+    fn bootloader_keeps_what_the_installer_uses() {
+        let ks = parse("bootloader --location=mbr --boot-drive=vda --timeout=3\n");
+        let boot = ks.bootloader.unwrap();
+        assert_eq!(boot.location, Some(BootLocation::Mbr));
+        assert_eq!(boot.boot_drive.as_deref(), Some("vda"));
+        assert_eq!(boot.timeout, Some(3));
+        assert_eq!(boot.at, Location::new("test.ks", 1));
+        assert!(ks.warnings.is_empty(), "{:?}", ks.warnings);
+
+        let ks = parse(
+            "clearpart --drives=sda --initlabel --disklabel=GPT\nignoredisk --only-use=vda,vdb\n",
+        );
+        let clear = ks.clearpart.as_ref().unwrap();
+        assert!(!clear.all && clear.initlabel);
+        assert_eq!(clear.drives, vec!["sda"]);
+        assert_eq!(ks.ignoredisk.as_ref().unwrap().only_use, vec!["vda", "vdb"]);
+        assert_eq!(ks.ignoredisk.as_ref().unwrap().at.line, 2);
+    }
+
+    #[test]
+    fn network_ipv6_and_noipv4() {
+        let ks = parse(
+            "network --device=eth0 --ipv6=auto\n\
+             network --device=eth1 --noipv4 --ipv6=dhcp\n\
+             network --device=eth2 --noipv4 --ipv6=2001:db8::5/48 --ipv6gateway=2001:db8::1\n\
+             network --device=eth3 --ipv6=2001:db8::6\n\
+             network --device=eth4 --noipv6\n",
+        );
+        let v6: Vec<_> = ks.network.iter().map(|n| n.ipv6).collect();
+        let addr = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        assert_eq!(
+            v6,
+            [
+                Some(Ipv6::Auto),
+                Some(Ipv6::Dhcp),
+                Some(Ipv6::Static {
+                    address: addr("2001:db8::5"),
+                    prefix: 48
+                }),
+                Some(Ipv6::Static {
+                    address: addr("2001:db8::6"),
+                    prefix: 64
+                }),
+                None,
+            ]
+        );
+        assert!(!ks.network[0].noipv4 && ks.network[1].noipv4 && ks.network[2].noipv4);
+        assert_eq!(ks.network[2].ipv6gateway, Some(addr("2001:db8::1")));
+        assert!(ks.network[4].noipv6);
+    }
+
+    #[test]
+    fn keyboard_layouts_variants_and_switch() {
+        let ks = parse(
+            "keyboard --vckeymap=cz-qwerty --xlayouts='us','cz (qwerty)' --switch=grp:alt_shift_toggle\n",
+        );
+        assert_eq!(
+            ks.keyboard,
+            Some(Keyboard {
+                keymap: "cz-qwerty".into(),
+                xlayouts: vec![
+                    XLayout {
+                        layout: "us".into(),
+                        variant: None
+                    },
+                    XLayout {
+                        layout: "cz".into(),
+                        variant: Some("qwerty".into())
+                    },
+                ],
+                switch: vec!["grp:alt_shift_toggle".into()],
+            })
+        );
+        // The console keymap falls back on the first X layout.
+        let ks = parse("keyboard --xlayouts='de (nodeadkeys)',us\n");
+        assert_eq!(ks.keyboard.unwrap().keymap, "de");
+    }
+
+    #[test]
+    fn ostree_url_schemes() {
+        for url in ["file:///srv/repo", "http://h:8080/repo", "HTTPS://h/repo"] {
+            let ks = parse(&format!("ostreesetup --osname=d --url={url} --ref=r\n"));
+            let ostree = ks.ostreesetup.unwrap();
+            assert_eq!(ostree.url, url);
+            assert_eq!(ostree.remote, "d", "remote defaults to osname");
+            assert!(!ostree.nogpg);
+        }
+        assert_error_at(
+            "ostreesetup --osname=d --url=http:// --ref=r\n",
+            1,
+            "has no path or host",
+        );
+    }
+
+    #[test]
+    fn serialises_to_json() {
+        let ks = parse(&format!("{INSTALLABLE}reboot\n"));
+        let json = serde_json::to_value(&ks).unwrap();
+        assert_eq!(json["ostreesetup"]["ref"], "debian/x86_64");
+        assert_eq!(json["parts"][0]["mountpoint"], "/");
+        assert_eq!(json["parts"][0]["at"]["line"], 2);
+        assert_eq!(json["reboot"]["action"], "reboot");
+    }
+}
