@@ -15,7 +15,6 @@
 //! programs (useradd, `authorized_keys`, the `/etc/localtime` link) runs inside the sandbox.
 
 use std::io::Write;
-use std::process::Stdio;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ostree::gio;
@@ -95,27 +94,10 @@ fn run_in(d: &Deployed, argv: &[&str]) -> Result<String> {
 }
 
 fn run_with_stdin(d: &Deployed, argv: &[&str], input: &str) -> Result<()> {
-    let mut c = sandbox(d).command(argv);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", argv.join(" ")))?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed: {}",
-            argv.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    sandbox(d)
+        .command(argv)
+        .run_with_input(input.as_bytes())
+        .map(|_| ())
 }
 
 /// Create /var the way the first boot would (the generated tmpfiles.d entries).
@@ -498,8 +480,7 @@ pub fn run_post(ks: &Kickstart, d: &Deployed) -> Result<()> {
             .ro_bind(&path, "/tmp/slipway-post")
             .command(&[s.interpreter.as_str(), "/tmp/slipway-post"]);
         let out = c
-            .stdin(Stdio::null())
-            .output()
+            .run_get_output()
             .with_context(|| format!("running %post #{i}"))?;
         let text = format!(
             "{}{}",
