@@ -345,9 +345,9 @@ measure_debos_peer() {
             grep -qF -- " ${line#* }" "$SRC/bench/debos/customize.sh" || missing+=("add-files ${line#* }")
         done < <(tf_array "$TREEFILE" add-files)
         [ ${#missing[@]} = 0 ] || CHECK_FAILURES+=("debos recipe: not in it: ${missing[*]}")
-        V[debos_recipe_check]="checked against the treefiles by this script (packages, units, add-files)"
+        V[debos_recipe_check]="its packages, units and add-files checked against the treefiles' by this script"
     else
-        V[debos_recipe_check]="not checked against the treefiles (jq is missing)"
+        V[debos_recipe_check]="its lists not checked against the treefiles': jq is missing"
     fi
 
     cmd=("$SRC/bench/debos/run-debos.sh" --workdir "$DEBOS_WORK" --suite "$DEBOS_SUITE"
@@ -458,8 +458,8 @@ Downloads: debos keeps no .deb cache between runs (its scratch root goes at the 
 warm-up run would warm nothing; instead the recipe hardlinks the shared cache into its chroot
 before debootstrap and before apt, and both use a seeded .deb whose checksum matches. Still
 fetched during the measured run: ${DP[debootstrap_debs_fetched]:-?} .debs by debootstrap
-(${DP[debootstrap_debs_list]:-none}: $DEBOS_SUITE's own versions, which slipway's set has newer from -updates or
--security, so they are upgraded right after), ${DP[apt_debs_fetched]:-?} by apt
+(${DP[debootstrap_debs_list]:-none}: debootstrap takes $DEBOS_SUITE's own versions, and the cache holds
+slipway's set, with newer versions from -updates or -security that apt-setup.sh upgrades to), ${DP[apt_debs_fetched]:-?} by apt
 ($(human "${DP[apt_bytes_fetched]:-0}")), and the index files (debootstrap's $DEBOS_SUITE Packages,
 apt's -updates and -security lists) that a fresh chroot fetches every time. The machine received
 $(human "${DP[net_rx_bytes]:-0}") over the network while debos ran (everything on the machine).

@@ -394,6 +394,8 @@ pub fn convert(
         "gshadow-",
         "subuid-",
         "subgid-",
+        // systemd-resolved's maintainer script keeps the build host's resolver here.
+        ".resolv.conf.systemd-resolved.bak",
     ] {
         let p = etc.join(f);
         if std::fs::symlink_metadata(&p).is_ok() {
@@ -478,6 +480,10 @@ mod tests {
         w("etc/shadow-", "root:*:19000:0:99999:7:::\n");
         w("etc/gshadow-", "root:*::\n");
         w("etc/hostname", "buildhost\n");
+        w(
+            "etc/.resolv.conf.systemd-resolved.bak",
+            "nameserver 10.0.0.1\n",
+        );
         w("etc/machine-id", "0123456789abcdef\n");
         w("boot/vmlinuz-6.1.0-9-amd64", "kernel");
         w("boot/config-6.1.0-9-amd64", "config");
@@ -519,7 +525,13 @@ mod tests {
             ""
         );
         assert!(!root.join("usr/etc/hostname").exists());
-        for backup in ["passwd-", "group-", "shadow-", "gshadow-"] {
+        for backup in [
+            "passwd-",
+            "group-",
+            "shadow-",
+            "gshadow-",
+            ".resolv.conf.systemd-resolved.bak",
+        ] {
             assert!(!root.join("usr/etc").join(backup).exists(), "{backup}");
         }
         assert_eq!(
