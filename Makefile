@@ -46,7 +46,8 @@ fast-test:
 slow-test:
 	PATH=$$HOME/.cargo/bin:$$PATH cargo test -- --ignored --test-threads=1
 
-bench: test-deps rust build
+bench: rust build
+	scripts/install-deps.sh bench
 	bench/run.sh
 
 clean:

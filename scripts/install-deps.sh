@@ -4,6 +4,8 @@
 #
 #   scripts/install-deps.sh build   what `make run` needs: build slipway, compose, image
 #   scripts/install-deps.sh test    that plus the test suite's QEMU, OVMF, iPXE, Vagrant...
+#   scripts/install-deps.sh bench   that plus debos, the benchmark's peer (without its
+#                                   Recommends: systemd-resolved would replace /etc/resolv.conf)
 #
 # A machine may come with newer versions of some tools than Debian 12 ships (qemu-utils from a
 # backport, for one). Debian 12's qemu-system-x86 cannot live beside a newer qemu-utils
@@ -13,7 +15,7 @@
 set -euo pipefail
 
 mode=${1:-build}
-case "$mode" in build|test) ;; *) echo "usage: $0 build|test" >&2; exit 2 ;; esac
+case "$mode" in build|test|bench) ;; *) echo "usage: $0 build|test|bench" >&2; exit 2 ;; esac
 
 # program:package, for what `make run` uses.
 build_tools=(
@@ -43,16 +45,17 @@ packages_of() { local e; for e in "$@"; do echo "${e#*:}"; done; }
 
 mapfile -t pkgs < <(packages_of "${build_tools[@]}" "${build_files[@]}" | sort -u)
 pkgs+=(libglib2.0-dev libostree-dev ca-certificates)
-if [ "$mode" = test ]; then
+if [ "$mode" != build ]; then
     mapfile -t -O "${#pkgs[@]}" pkgs < <(packages_of "${test_tools[@]}" "${test_files[@]}" | sort -u)
     pkgs+=(vagrant-libvirt)
 fi
+[ "$mode" != bench ] || { pkgs+=(debos); test_tools+=(debos:debos); }
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 
 extra=()
-if [ "$mode" = test ]; then
+if [ "$mode" != build ]; then
     want=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
     have=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
     if [ -n "$want" ] && [ "$have" != "$want" ]; then
@@ -89,7 +92,7 @@ check_tool() { command -v "${1%%:*}" >/dev/null 2>&1 || missing+=("${1%%:*} (pac
 check_file() { [ -e "${1%%:*}" ] || missing+=("${1%%:*} (package ${1#*:})"); }
 for t in "${build_tools[@]}"; do check_tool "$t"; done
 for f in "${build_files[@]}"; do check_file "$f"; done
-if [ "$mode" = test ]; then
+if [ "$mode" != build ]; then
     for t in "${test_tools[@]}"; do check_tool "$t"; done
     for f in "${test_files[@]}"; do check_file "$f"; done
 fi
