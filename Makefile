@@ -10,7 +10,7 @@ TREEFILE  ?= treefiles/atomic-host.json
 SLIPWAY   := target/release/slipway
 export SLIPWAY_TEST_CACHE ?= /var/tmp/slipway-test-cache
 
-.PHONY: run test deps test-deps rust build fast-test slow-test lint bench clean
+.PHONY: run test deps test-deps bench-deps rust build fast-test slow-test lint bench clean
 
 run: deps rust build
 	mkdir -p $(dir $(REPO))
@@ -26,6 +26,9 @@ deps:
 
 test-deps:
 	scripts/install-deps.sh test
+
+bench-deps:
+	scripts/install-deps.sh bench
 
 # A Rust toolchain: the machine's if it has one, else rustup's stable.
 rust:
@@ -46,8 +49,7 @@ fast-test:
 slow-test:
 	PATH=$$HOME/.cargo/bin:$$PATH cargo test -- --ignored --test-threads=1
 
-bench: rust build
-	scripts/install-deps.sh bench
+bench: bench-deps rust build
 	bench/run.sh
 
 clean:
