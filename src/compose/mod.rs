@@ -306,7 +306,10 @@ fn check_signing_key(key: &str, homedir: Option<&Path>) -> Result<()> {
         c.arg("--homedir").arg(h);
     }
     let out = c.args(["--list-secret-keys", "--", key]).run_get_output()?;
-    if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("\nsec:") {
+    let has_secret = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("sec:"));
+    if !out.status.success() || !has_secret {
         bail!(
             "no secret key `{key}` in {} (gpg --list-secret-keys said: {})",
             homedir
