@@ -306,6 +306,22 @@ fn status_upgrade_rollback_deploy_and_pin() {
         stdout(&o)
     );
     assert_eq!(f.deployment_dirs().len(), 1, "--check deployed something");
+    // --download-only: the whole commit is in the sysroot repository, nothing deployed.
+    let out = f.host_ok("upgrade", &["--download-only"]);
+    assert!(
+        out.contains(&format!("downloaded: {v2} (version 2)")),
+        "{out}"
+    );
+    assert_eq!(
+        f.deployment_dirs().len(),
+        1,
+        "--download-only deployed something"
+    );
+    ostree(&f.sysroot_repo(), &["fsck", "--quiet"]);
+    ostree(
+        &f.sysroot_repo(),
+        &["ls", &v2, "/usr/lib/modules/6.1.0-test/vmlinuz"],
+    );
 
     let out = f.host_ok("upgrade", &[]);
     assert!(out.contains(&format!("default: {v2} (version 2)")), "{out}");
