@@ -1,6 +1,6 @@
 //! slipway: immutable Debian container hosts with OSTree.
 //!
-//! One folder per capability (`compose`, `image`; `pxe`, `install`, `host` and `services`
+//! One folder per capability (`compose`, `image`, `host`; `pxe`, `install` and `services`
 //! follow), the pieces they share in named places (`sysroot`: what writes into an OSTree
 //! sysroot; `kickstart`: the kickstart language; `sys`: processes, sandbox, locks, progress,
 //! preflight, confined tree paths), and `cli`, which only parses and routes. `main.rs` is a
@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod compose;
+pub mod host;
 pub mod image;
 pub mod kickstart;
 pub mod repo;

@@ -3,6 +3,7 @@
 
 pub mod compose;
 pub mod generate;
+pub mod host;
 pub mod image;
 
 use anyhow::Result;
@@ -10,6 +11,25 @@ use clap::{Parser, Subcommand};
 
 /// Default cache directory (apt downloads, package lists, work directories).
 pub const DEFAULT_CACHEDIR: &str = "/var/cache/slipway";
+
+/// Exit status when a verb had nothing to do: `host upgrade` already up to date (or
+/// `--check` found nothing newer), `host deploy` of the current default. rpm-ostree uses 77
+/// the same way (`--unchanged-exit-77`).
+pub const EXIT_UNCHANGED: i32 = 77;
+
+/// Ends slipway with this exit status after a verb has printed its result: returned as an
+/// error through `anyhow` so the verb stops there, and matched in `main`, which prints
+/// nothing more. Errors are status 1, command line mistakes 2 (clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitCode(pub i32);
+
+impl std::fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitCode {}
 
 /// `slipway --version`: the release and the hash of the sources it was built from (the hash
 /// that compose counts in every input hash).
@@ -44,6 +64,10 @@ pub enum Command {
     Compose(compose::ComposeCommand),
     /// Turn a commit into a bootable disk image (raw, qcow2) or a Vagrant box.
     Image(image::ImageArgs),
+    /// Upgrade, roll back, pin and clean up the deployments of a host (or an offline
+    /// sysroot).
+    #[command(subcommand)]
+    Host(host::HostCommand),
     /// Man pages and shell completions.
     #[command(subcommand)]
     Generate(generate::GenerateCommand),
@@ -55,6 +79,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compose(compose::ComposeCommand::Tree(a)) => compose::tree(a),
         Command::Compose(compose::ComposeCommand::Commit(a)) => compose::commit(a),
         Command::Image(a) => image::run(a),
+        Command::Host(c) => host::run(c),
         Command::Generate(c) => generate::run(c),
     }
 }

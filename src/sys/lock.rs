@@ -1,7 +1,10 @@
-//! Advisory file locks (flock) held for the lifetime of a guard.
+//! Advisory file locks held for the lifetime of a guard: flock on files of slipway's own,
+//! and libostree's lock on a sysroot.
 //!
 //! Used so that two composes into one repository, or two users of one work directory, never
-//! interleave: the second one waits (saying so) or fails with a clear message.
+//! interleave: the second one waits (saying so) or fails with a clear message. An OSTree
+//! sysroot is guarded by libostree's own lock ([`ostree_sysroot`]), so slipway, `ostree admin`
+//! and rpm-ostree exclude each other.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -74,6 +77,75 @@ pub fn exclusive(path: &Path, what: &str, wait: Wait) -> Result<LockGuard> {
     }
 }
 
+/// libostree's lock on a sysroot (an open file description lock on `<sysroot>/ostree/lock`,
+/// the one `ostree admin` and rpm-ostree take), released when dropped. On a booted host whose /sysroot is mounted
+/// read-only, libostree makes it writable in this process's mount namespace while locking
+/// (after `Sysroot::initialize_with_mount_namespace`).
+pub struct SysrootLock {
+    sysroot: ostree::Sysroot,
+    path: PathBuf,
+}
+
+impl SysrootLock {
+    /// The sysroot this guard locks.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::fmt::Debug for SysrootLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SysrootLock")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Drop for SysrootLock {
+    fn drop(&mut self) {
+        self.sysroot.unlock();
+    }
+}
+
+/// Take libostree's lock on `sysroot` (whose path is `path`, for messages).
+pub fn ostree_sysroot(sysroot: &ostree::Sysroot, path: &Path, wait: Wait) -> Result<SysrootLock> {
+    let lockfile = path.join("ostree/lock");
+    let guard = || SysrootLock {
+        sysroot: sysroot.clone(),
+        path: path.to_path_buf(),
+    };
+    let free = sysroot.try_lock().with_context(|| {
+        format!(
+            "locking the sysroot {} ({})",
+            path.display(),
+            lockfile.display()
+        )
+    })?;
+    if free {
+        return Ok(guard());
+    }
+    if wait == Wait::NoWait {
+        bail!(
+            "the sysroot {} is in use by another process (slipway, ostree admin or rpm-ostree; lock {})",
+            path.display(),
+            lockfile.display()
+        );
+    }
+    crate::sys::ui::info(format!(
+        "waiting for another process (slipway, ostree admin or rpm-ostree) to release the sysroot {} (lock {})",
+        path.display(),
+        lockfile.display()
+    ));
+    sysroot.lock().with_context(|| {
+        format!(
+            "locking the sysroot {} ({})",
+            path.display(),
+            lockfile.display()
+        )
+    })?;
+    Ok(guard())
+}
+
 /// True if nobody holds the lock on `path` right now (the file may not exist).
 pub fn is_free(path: &Path) -> bool {
     let Ok(f) = File::options().read(true).write(true).open(path) else {
@@ -98,5 +170,23 @@ mod tests {
         drop(g);
         assert!(is_free(&p));
         exclusive(&p, "the test repo", Wait::NoWait).unwrap();
+    }
+
+    #[test]
+    fn sysroot_lock_excludes_a_second_holder_until_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let open = || {
+            let s = ostree::Sysroot::new(Some(&ostree::gio::File::for_path(d.path())));
+            s.ensure_initialized(ostree::gio::Cancellable::NONE)
+                .unwrap();
+            s
+        };
+        let (a, b) = (open(), open());
+        let g = ostree_sysroot(&a, d.path(), Wait::NoWait).unwrap();
+        let err = ostree_sysroot(&b, d.path(), Wait::NoWait).unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+        assert!(err.to_string().contains("ostree/lock"), "{err}");
+        drop(g);
+        ostree_sysroot(&b, d.path(), Wait::NoWait).unwrap();
     }
 }

@@ -38,6 +38,7 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("ssh-keygen", "openssh-client"),
     ("losetup", "mount"),
     ("lsinitrd", "dracut-core"),
+    ("systemctl", "systemd"),
 ];
 
 /// The Debian package providing `prog`, when slipway knows it.

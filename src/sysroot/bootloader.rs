@@ -120,7 +120,7 @@ fn quote(s: &str) -> String {
 /// Split a BLS `options` value into kernel arguments the way the kernel splits its command
 /// line: at whitespace, except inside double quotes (which stay in the argument, for the
 /// kernel to read: `foo="a b"` is one argument).
-fn kernel_args(options: &str) -> Vec<&str> {
+pub fn kernel_args(options: &str) -> Vec<&str> {
     let mut args = Vec::new();
     let mut start = None;
     let mut in_quotes = false;

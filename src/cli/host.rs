@@ -1,0 +1,230 @@
+//! `slipway host`: the lifecycle of an installed host (or an offline sysroot).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use super::{EXIT_UNCHANGED, ExitCode};
+use crate::host::{self, Access, Host};
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Show the deployments: commit, version, booted, pending, rollback, pinned, origin.
+    Status(StatusArgs),
+    /// Pull the newest commit of the default deployment's refspec and deploy it as the new
+    /// default, keeping the current default as rollback. Exits with 77 when already up to date.
+    Upgrade(UpgradeArgs),
+    /// Deploy a commit of the refspec's history, by version or checksum prefix, as the new
+    /// default. Exits with 77 when it already is the default.
+    Deploy(DeployArgs),
+    /// Make the rollback deployment the default (and the default the rollback).
+    Rollback(RollbackArgs),
+    /// Remove deployments that are not booted, default, rollback or pinned, and unreferenced
+    /// objects.
+    Cleanup(CleanupArgs),
+    /// Pin a deployment so upgrades and cleanup keep it (or unpin it).
+    Pin(PinArgs),
+}
+
+/// The sysroot every `host` verb acts on.
+#[derive(Debug, Args)]
+pub struct SysrootArg {
+    /// The OSTree sysroot: `/` on the host itself, or the root of an offline one (a mounted
+    /// image).
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub sysroot: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    /// Print the status as JSON (schema 1) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    /// The stateroot to upgrade (default: the booted deployment's, else the default's).
+    #[arg(long, value_name = "NAME")]
+    pub os: Option<String>,
+    /// Only say whether a newer commit is available (pulls its metadata only); exits with 77
+    /// when there is none.
+    #[arg(long, conflicts_with_all = ["download_only", "reboot"])]
+    pub check: bool,
+    /// Pull the new commit but deploy nothing.
+    #[arg(long, conflicts_with = "reboot")]
+    pub download_only: bool,
+    /// Deploy the refspec's commit even when it is older (timestamp or version) than the
+    /// current default.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Reboot into the new deployment (`systemctl reboot`; only with --sysroot /).
+    #[arg(long)]
+    pub reboot: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    /// The stateroot to deploy into (default: the booted deployment's, else the default's).
+    #[arg(long, value_name = "NAME")]
+    pub os: Option<String>,
+    /// Reboot into the new deployment (`systemctl reboot`; only with --sysroot /).
+    #[arg(long)]
+    pub reboot: bool,
+    /// A `version` of the refspec's history, or a commit checksum (a prefix of at least 4
+    /// hex digits will do).
+    #[arg(value_name = "VERSION|COMMIT")]
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    /// Reboot into the rollback deployment (`systemctl reboot`; only with --sysroot /).
+    #[arg(long)]
+    pub reboot: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    /// Remove the pin instead.
+    #[arg(long)]
+    pub unpin: bool,
+    /// The deployment's index, as `slipway host status` shows it.
+    #[arg(value_name = "INDEX")]
+    pub index: usize,
+}
+
+/// Route a `host` verb; results go to stdout, progress to stderr.
+pub fn run(c: HostCommand) -> Result<()> {
+    match c {
+        HostCommand::Status(a) => {
+            let h = Host::open(&a.sysroot.sysroot, Access::Read)?;
+            let s = host::status::status(&h)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", s.table());
+            }
+            Ok(())
+        }
+        HostCommand::Upgrade(a) => upgrade(a),
+        HostCommand::Deploy(a) => {
+            if a.reboot {
+                host::check_reboot_allowed(&a.sysroot.sysroot)?;
+            }
+            let h = Host::open(&a.sysroot.sysroot, Access::Write)?;
+            match host::deploy::deploy(&h, a.os.as_deref(), &a.target)? {
+                host::deploy::DeployOutcome::AlreadyDefault(c) => {
+                    println!("{c} is already the default deployment");
+                    Err(ExitCode(EXIT_UNCHANGED).into())
+                }
+                host::deploy::DeployOutcome::Deployed(d) => {
+                    print_deployed(&d);
+                    drop(h);
+                    reboot_if(a.reboot)
+                }
+            }
+        }
+        HostCommand::Rollback(a) => {
+            if a.reboot {
+                host::check_reboot_allowed(&a.sysroot.sysroot)?;
+            }
+            let h = Host::open(&a.sysroot.sysroot, Access::Write)?;
+            let r = host::rollback::rollback(&h)?;
+            println!("default: {}", r.default);
+            println!("rollback: {}", r.rollback);
+            drop(h);
+            reboot_if(a.reboot)
+        }
+        HostCommand::Cleanup(a) => {
+            let h = Host::open(&a.sysroot.sysroot, Access::Write)?;
+            let c = host::cleanup::cleanup(&h)?;
+            for r in &c.removed {
+                println!("removed {r}");
+            }
+            println!("{} deployments kept, {} removed", c.kept, c.removed.len());
+            Ok(())
+        }
+        HostCommand::Pin(a) => {
+            let h = Host::open(&a.sysroot.sysroot, Access::Write)?;
+            let p = host::pin::pin(&h, a.index, !a.unpin)?;
+            let what = if p.pinned { "pinned" } else { "not pinned" };
+            if p.changed {
+                println!("{}: {what}", p.deployment);
+            } else {
+                println!("{}: already {what}", p.deployment);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn upgrade(a: UpgradeArgs) -> Result<()> {
+    if a.reboot {
+        host::check_reboot_allowed(&a.sysroot.sysroot)?;
+    }
+    let h = Host::open(&a.sysroot.sysroot, Access::Write)?;
+    let opts = host::upgrade::UpgradeOptions {
+        check: a.check,
+        download_only: a.download_only,
+        allow_downgrade: a.allow_downgrade,
+    };
+    use host::upgrade::UpgradeOutcome as O;
+    match host::upgrade::upgrade(&h, a.os.as_deref(), opts)? {
+        O::UpToDate(c) => {
+            println!("already up to date: {c}");
+            Err(ExitCode(EXIT_UNCHANGED).into())
+        }
+        O::Available {
+            current,
+            new,
+            downgrade,
+        } => {
+            match downgrade {
+                None => println!("update available: {new} (deployed: {current})"),
+                Some(why) => println!(
+                    "older commit available: {new} (deployed: {current}): {why}; upgrade refuses it without --allow-downgrade"
+                ),
+            }
+            Ok(())
+        }
+        O::Downloaded { current, new } => {
+            println!("downloaded: {new} (deployed: {current})");
+            Ok(())
+        }
+        O::Deployed(d) => {
+            print_deployed(&d);
+            drop(h);
+            reboot_if(a.reboot)
+        }
+    }
+}
+
+fn print_deployed(d: &host::deploy::Deployed) {
+    println!("default: {}", d.default);
+    if let Some(r) = &d.rollback {
+        println!("rollback: {r}");
+    }
+}
+
+/// Reboot after the sysroot lock is released (checked to be allowed before any work).
+fn reboot_if(reboot: bool) -> Result<()> {
+    if reboot { host::reboot() } else { Ok(()) }
+}

@@ -1,0 +1,57 @@
+//! `slipway host cleanup`: remove the deployments nothing needs (not booted, not the
+//! default, not the rollback, not pinned; other stateroots than the default's are left
+//! alone), then libostree's cleanup: leftovers of interrupted writes, boot files no entry
+//! uses, and repository objects no ref or deployment references.
+
+use anyhow::{Context, Result};
+use fn_error_context::context;
+use ostree::gio;
+
+use super::Host;
+
+/// What `cleanup` removed.
+#[derive(Debug, Clone, Default)]
+pub struct Cleaned {
+    /// "deployment N (STATEROOT, commit C (version V))" of each removed deployment.
+    pub removed: Vec<String>,
+    /// How many deployments are left.
+    pub kept: usize,
+}
+
+/// Whether cleanup keeps deployment `index` of a list whose rollback is `rollback`.
+fn keeps(host: &Host, deps: &[ostree::Deployment], index: usize, rollback: Option<usize>) -> bool {
+    let d = &deps[index];
+    let booted = host.booted().is_some_and(|b| b.equal(d));
+    let other_stateroot = deps.first().is_some_and(|f| f.osname() != d.osname());
+    index == 0 || Some(index) == rollback || booted || d.is_pinned() || other_stateroot
+}
+
+/// `slipway host cleanup` on `host` (locked for writing).
+#[context("Cleaning up the sysroot {}", host.path().display())]
+pub fn cleanup(host: &Host) -> Result<Cleaned> {
+    host.refuse_if_staged()?;
+    let deps = host.deployments();
+    let rollback = host.rollback_index();
+    let (mut kept, mut removed) = (Vec::new(), Vec::new());
+    for (i, d) in deps.iter().enumerate() {
+        if keeps(host, &deps, i, rollback) {
+            kept.push(d.clone());
+        } else {
+            removed.push(host.describe(d));
+        }
+    }
+    if !removed.is_empty() {
+        host.sysroot()
+            .write_deployments(&kept, gio::Cancellable::NONE)
+            .with_context(|| format!("removing {}", removed.join(", ")))?;
+        host.reload()?;
+        host.write_grub_cfg()?;
+    }
+    host.sysroot()
+        .cleanup(gio::Cancellable::NONE)
+        .context("removing unreferenced boot files, deployment leftovers and objects")?;
+    Ok(Cleaned {
+        removed,
+        kept: kept.len(),
+    })
+}

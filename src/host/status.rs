@@ -1,0 +1,266 @@
+//! `slipway host status`: the sysroot's deployments, as a versioned JSON object for programs
+//! (`--json`) and a short table for people.
+//!
+//! The JSON object (`schema` 1; fields are only added within a schema, never renamed or
+//! removed):
+//!
+//! ```json
+//! {
+//!   "schema": 1,
+//!   "sysroot": "/",
+//!   "deployments": [
+//!     {
+//!       "index": 0, "stateroot": "debian", "serial": 0,
+//!       "commit": "3f2a…", "version": "2026.11.27.0", "timestamp": 1764201600,
+//!       "booted": false, "default": true, "pending": true, "rollback": false,
+//!       "pinned": false, "staged": false,
+//!       "refspec": "debian:slipway/bookworm/x86_64/atomic-host",
+//!       "remote": "debian", "remote_url": "http://10.0.0.1/repo",
+//!       "kernel_args": ["root=LABEL=root", "rw"]
+//!     }
+//!   ]
+//! }
+//! ```
+//!
+//! `version` and `timestamp` are null when the commit object is not in the repository;
+//! `refspec`, `remote` and `remote_url` when the origin has none.
+
+use anyhow::Result;
+use fn_error_context::context;
+
+use super::deploy::kernel_args_of;
+use super::fetch::{self, Refspec};
+use super::{CommitInfo, Host};
+
+/// The version of the JSON layout below.
+pub const STATUS_SCHEMA: u32 = 1;
+
+/// `slipway host status --json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostStatus {
+    /// Always [`STATUS_SCHEMA`].
+    pub schema: u32,
+    /// The sysroot path the status was read from.
+    pub sysroot: String,
+    /// Default first, as libostree orders them.
+    pub deployments: Vec<DeploymentStatus>,
+}
+
+/// One deployment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeploymentStatus {
+    /// Position in the deployment list (what `pin` takes).
+    pub index: usize,
+    /// The stateroot (libostree's "osname").
+    pub stateroot: String,
+    /// The deployment serial (several deployments of one commit differ in it).
+    pub serial: i32,
+    pub commit: String,
+    /// The commit's `version` metadata.
+    pub version: Option<String>,
+    /// The commit's timestamp, seconds since the epoch.
+    pub timestamp: Option<u64>,
+    /// The running deployment (never on an offline sysroot).
+    pub booted: bool,
+    /// Index 0: what boots next.
+    pub default: bool,
+    /// The default, not booted yet.
+    pub pending: bool,
+    /// Right after the default in the default's stateroot: what `rollback` makes the default.
+    pub rollback: bool,
+    /// Kept by upgrades and `cleanup`.
+    pub pinned: bool,
+    /// Staged by libostree, written at shutdown (not made by slipway).
+    pub staged: bool,
+    /// The origin's refspec, followed by `upgrade`.
+    pub refspec: Option<String>,
+    /// The refspec's remote.
+    pub remote: Option<String>,
+    /// That remote's URL.
+    pub remote_url: Option<String>,
+    /// Kernel arguments of the boot entry (without libostree's `ostree=`).
+    pub kernel_args: Vec<String>,
+}
+
+/// Read the status of `host`.
+#[context("Reading the status of the sysroot {}", host.path().display())]
+pub fn status(host: &Host) -> Result<HostStatus> {
+    let deps = host.deployments();
+    let booted = host.booted();
+    let rollback = host.rollback_index();
+    let mut out = Vec::with_capacity(deps.len());
+    for (index, d) in deps.iter().enumerate() {
+        let commit = d.csum().to_string();
+        // A deployment whose commit object is gone still has a status.
+        let info = match host.commit_info(&commit) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                crate::sys::ui::warn(format!("{e:#}"));
+                None
+            }
+        };
+        let is_booted = booted.as_ref().is_some_and(|b| b.equal(d));
+        let refspec = fetch::origin_refspec_opt(d);
+        let remote = refspec
+            .as_deref()
+            .and_then(|r| Refspec::parse(r).ok())
+            .and_then(|r| r.remote);
+        let remote_url = match &remote {
+            Some(name) => fetch::find_remote(host, name, d)?.map(|r| r.url),
+            None => None,
+        };
+        out.push(DeploymentStatus {
+            index,
+            stateroot: d.osname().to_string(),
+            serial: d.deployserial(),
+            commit,
+            version: info.as_ref().and_then(|i| i.version.clone()),
+            timestamp: info.as_ref().map(|i: &CommitInfo| i.timestamp),
+            booted: is_booted,
+            default: index == 0,
+            pending: index == 0 && !is_booted,
+            rollback: Some(index) == rollback,
+            pinned: d.is_pinned(),
+            staged: d.is_staged(),
+            refspec,
+            remote,
+            remote_url,
+            kernel_args: kernel_args_of(d),
+        });
+    }
+    Ok(HostStatus {
+        schema: STATUS_SCHEMA,
+        sysroot: host.path().display().to_string(),
+        deployments: out,
+    })
+}
+
+impl DeploymentStatus {
+    /// "default, pending", "rollback, pinned"...
+    fn state(&self) -> String {
+        let flags = [
+            (self.booted, "booted"),
+            (self.default, "default"),
+            (self.pending, "pending"),
+            (self.rollback, "rollback"),
+            (self.pinned, "pinned"),
+            (self.staged, "staged"),
+        ];
+        let s: Vec<&str> = flags
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        if s.is_empty() {
+            "-".into()
+        } else {
+            s.join(",")
+        }
+    }
+}
+
+impl HostStatus {
+    /// A table for people: one line per deployment, then the remotes.
+    pub fn table(&self) -> String {
+        if self.deployments.is_empty() {
+            return format!("no deployments in {}\n", self.sysroot);
+        }
+        let mut rows = vec![[
+            "INDEX".to_string(),
+            "STATEROOT".into(),
+            "VERSION".into(),
+            "COMMIT".into(),
+            "STATE".into(),
+            "REFSPEC".into(),
+        ]];
+        for d in &self.deployments {
+            rows.push([
+                d.index.to_string(),
+                d.stateroot.clone(),
+                d.version.clone().unwrap_or_else(|| "-".into()),
+                d.commit.get(..12).unwrap_or(&d.commit).to_string(),
+                d.state(),
+                d.refspec.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        let widths: Vec<usize> = (0..6)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut s = String::new();
+        for r in &rows {
+            let line: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            s.push_str(line.join("  ").trim_end());
+            s.push('\n');
+        }
+        let mut remotes: Vec<(String, String)> = self
+            .deployments
+            .iter()
+            .filter_map(|d| Some((d.remote.clone()?, d.remote_url.clone()?)))
+            .collect();
+        remotes.sort();
+        remotes.dedup();
+        for (name, url) in remotes {
+            s.push_str(&format!("remote {name}: {url}\n"));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dep(index: usize, version: &str) -> DeploymentStatus {
+        DeploymentStatus {
+            index,
+            stateroot: "debian".into(),
+            serial: 0,
+            commit: format!("{index}").repeat(64),
+            version: Some(version.into()),
+            timestamp: Some(1),
+            booted: false,
+            default: index == 0,
+            pending: index == 0,
+            rollback: index == 1,
+            pinned: index == 1,
+            staged: false,
+            refspec: Some("debian:a/b".into()),
+            remote: Some("debian".into()),
+            remote_url: Some("file:///srv/repo".into()),
+            kernel_args: vec!["rw".into()],
+        }
+    }
+
+    #[test]
+    fn table_has_one_line_per_deployment_and_the_remote() {
+        let s = HostStatus {
+            schema: STATUS_SCHEMA,
+            sysroot: "/x".into(),
+            deployments: vec![dep(0, "2"), dep(1, "1")],
+        };
+        let t = s.table();
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[0].starts_with("INDEX  STATEROOT  VERSION"), "{t}");
+        assert!(lines[1].contains("000000000000  default,pending"), "{t}");
+        assert!(lines[2].contains("rollback,pinned  debian:a/b"), "{t}");
+        assert_eq!(lines[3], "remote debian: file:///srv/repo");
+    }
+
+    #[test]
+    fn json_carries_the_schema() {
+        let s = HostStatus {
+            schema: STATUS_SCHEMA,
+            sysroot: "/x".into(),
+            deployments: vec![dep(0, "2")],
+        };
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["schema"], 1);
+        assert_eq!(v["deployments"][0]["pending"], true);
+        assert_eq!(v["deployments"][0]["remote_url"], "file:///srv/repo");
+    }
+}

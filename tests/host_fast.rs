@@ -1,0 +1,723 @@
+//! Fast checks of `slipway host` through the real binary, on offline sysroots in temporary
+//! directories: tiny bootable-looking commits made with the `ostree` CLI (a kernel and an
+//! initramfs that are not real, os-release, a `version`), a sysroot made with `ostree admin`
+//! (`sysroot.bootloader none`, a `file://` remote without GPG), no network, seconds. Runs as
+//! root (libostree's deployments are owned by root and marked immutable).
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::fixtures::*;
+use serde_json::Value;
+
+const REF: &str = "test/host";
+const OS: &str = "debian";
+/// Kernel arguments the first deployment is made with; every later one must carry them.
+const KARGS: [&str; 2] = ["root=LABEL=root", "slipway.test=carried"];
+
+/// A remote repository and an offline sysroot deployed from it.
+struct Fixture {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+    sysroot: PathBuf,
+    /// A small file system mounted on the sysroot's /boot, if asked for.
+    boot_mounted: bool,
+    /// A `systemctl` that only records that it ran, first in slipway's PATH.
+    fake_bin: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if self.boot_mounted {
+            let _ = Command::new("umount")
+                .arg(self.sysroot.join("boot"))
+                .status();
+        }
+        // libostree marks deployment directories immutable.
+        if let Err(e) = slipway::sys::workdir::remove_tree(self.dir.path()) {
+            eprintln!("leaving {}: {e:#}", self.dir.path().display());
+        }
+    }
+}
+
+fn ostree_ok(args: &[&str]) -> String {
+    stdout_of(Command::new("ostree").args(args))
+}
+
+impl Fixture {
+    /// An empty archive repository and a sysroot with stateroot `debian` and the remote,
+    /// nothing deployed. `boot_size` mounts a tmpfs of that size on its /boot.
+    fn new(boot_size: Option<&str>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let sysroot = dir.path().join("sysroot");
+        let fake_bin = dir.path().join("bin");
+        std::fs::create_dir_all(&fake_bin).unwrap();
+        let systemctl = fake_bin.join("systemctl");
+        std::fs::write(
+            &systemctl,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {}\n",
+                dir.path().join("systemctl-calls").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut f = Fixture {
+            repo,
+            sysroot,
+            boot_mounted: false,
+            fake_bin,
+            dir,
+        };
+        ostree(&f.repo, &["init", "--mode=archive"]);
+        std::fs::create_dir_all(f.sysroot.join("boot")).unwrap();
+        if let Some(size) = boot_size {
+            run_ok(
+                Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                    .arg(f.sysroot.join("boot")),
+            );
+            f.boot_mounted = true;
+        }
+        let s = f.sysroot_arg();
+        ostree_ok(&["admin", "init-fs", &f.sysroot.display().to_string()]);
+        ostree_ok(&["admin", "os-init", OS, &s]);
+        let srepo = f.sysroot_repo();
+        ostree(&srepo, &["config", "set", "sysroot.bootloader", "none"]);
+        ostree(
+            &srepo,
+            &[
+                "remote",
+                "add",
+                "--no-gpg-verify",
+                OS,
+                &format!("file://{}", f.repo.display()),
+            ],
+        );
+        f
+    }
+
+    fn sysroot_arg(&self) -> String {
+        format!("--sysroot={}", self.sysroot.display())
+    }
+
+    fn sysroot_repo(&self) -> PathBuf {
+        self.sysroot.join("ostree/repo")
+    }
+
+    /// Commit a tree with a kernel (`kernel` bytes), an initramfs, os-release and
+    /// `version=VERSION` at `date` onto the ref; returns the checksum.
+    fn commit(&self, version: &str, date: &str, kernel: &[u8]) -> String {
+        let tree = self.dir.path().join(format!("tree-{version}"));
+        let w = |p: &str, c: &[u8]| {
+            let p = tree.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, c).unwrap();
+        };
+        w("usr/lib/modules/6.1.0-test/vmlinuz", kernel);
+        w("usr/lib/modules/6.1.0-test/initramfs.img", b"initramfs");
+        let os_release = format!("ID=debian\nPRETTY_NAME=\"Slipway Test v{version}\"\n");
+        w("usr/lib/os-release", os_release.as_bytes());
+        w("usr/etc/os-release", os_release.as_bytes());
+        w("usr/etc/hostname", b"host\n");
+        ostree(
+            &self.repo,
+            &[
+                "commit",
+                &format!("--branch={REF}"),
+                &format!("--tree=dir={}", tree.display()),
+                &format!("--add-metadata-string=version={version}"),
+                &format!("--timestamp={date}"),
+            ],
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// Pull the ref's newest commit into the sysroot and deploy it with `ostree admin`
+    /// (`--retain`: keep every deployment there is).
+    fn ostree_deploy(&self, retain: bool) {
+        ostree(&self.sysroot_repo(), &["pull", OS, REF]);
+        let s = self.sysroot_arg();
+        let mut args = vec!["admin", "deploy", &s, "--os", OS];
+        let kargs: Vec<String> = KARGS.iter().map(|k| format!("--karg={k}")).collect();
+        args.extend(kargs.iter().map(String::as_str));
+        if retain {
+            args.push("--retain");
+        }
+        let refspec = format!("{OS}:{REF}");
+        args.push(&refspec);
+        ostree_ok(&args);
+    }
+
+    /// `slipway host VERB ARGS --sysroot SYSROOT`, with the fake `systemctl` first in PATH.
+    fn host(&self, verb: &str, args: &[&str]) -> Output {
+        let path = format!(
+            "{}:{}",
+            self.fake_bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        slipway()
+            .args(["host", verb])
+            .args(args)
+            .arg("--sysroot")
+            .arg(&self.sysroot)
+            .env("PATH", path)
+            .output()
+            .unwrap()
+    }
+
+    /// Run a verb that must succeed; its stdout.
+    fn host_ok(&self, verb: &str, args: &[&str]) -> String {
+        let o = self.host(verb, args);
+        assert!(
+            o.status.success(),
+            "slipway host {verb} {args:?} failed ({}):\n{}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.host_ok("status", &["--json"])).unwrap()
+    }
+
+    /// (version, state flags) of each deployment, default first.
+    fn summary(&self) -> Vec<(String, Vec<&'static str>)> {
+        let s = self.status();
+        s["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let flags = ["booted", "default", "pending", "rollback", "pinned"]
+                    .into_iter()
+                    .filter(|f| d[*f] == true)
+                    .collect();
+                (d["version"].as_str().unwrap().to_string(), flags)
+            })
+            .collect()
+    }
+
+    /// The deployment directories of the stateroot (`CHECKSUM.SERIAL`).
+    fn deployment_dirs(&self) -> Vec<String> {
+        let dir = self.sysroot.join(format!("ostree/deploy/{OS}/deploy"));
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".origin"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn grub_cfg(&self) -> String {
+        std::fs::read_to_string(self.sysroot.join("boot/grub/grub.cfg")).unwrap()
+    }
+
+    /// The BLS entries libostree wrote: (file name, contents), sorted by file name.
+    fn loader_entries(&self) -> Vec<(String, String)> {
+        let dir = self.sysroot.join("boot/loader/entries");
+        let mut v: Vec<(String, String)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn systemctl_calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("systemctl-calls")).unwrap_or_default()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The titles of grub.cfg's menu entries, in order.
+fn menu_titles(cfg: &str) -> Vec<String> {
+    cfg.lines()
+        .filter_map(|l| l.strip_prefix("menuentry '"))
+        .map(|l| l.split(" (ostree").next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn status_upgrade_rollback_deploy_and_pin() {
+    let f = Fixture::new(None);
+    let v1 = f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
+    f.ostree_deploy(false);
+    // Local configuration the /etc merge must carry into every new deployment.
+    let v1_dir = f.deployment_dirs().pop().unwrap();
+    std::fs::write(
+        f.sysroot
+            .join(format!("ostree/deploy/{OS}/deploy/{v1_dir}/etc/local.conf")),
+        "kept\n",
+    )
+    .unwrap();
+
+    let s = f.status();
+    assert_eq!(s["schema"], 1);
+    assert_eq!(s["sysroot"], f.sysroot.display().to_string());
+    let d = &s["deployments"][0];
+    assert_eq!(d["index"], 0);
+    assert_eq!(d["commit"], v1.as_str());
+    assert_eq!(d["version"], "1");
+    assert_eq!(d["stateroot"], OS);
+    assert_eq!(d["refspec"], format!("{OS}:{REF}"));
+    assert_eq!(d["remote"], OS);
+    assert_eq!(d["remote_url"], format!("file://{}", f.repo.display()));
+    assert_eq!(d["kernel_args"], serde_json::json!(KARGS));
+    assert_eq!(f.summary(), [("1".into(), vec!["default", "pending"])]);
+    let table = f.host_ok("status", &[]);
+    assert!(table.contains("default,pending"), "{table}");
+    assert!(table.contains(&format!("remote {OS}: file://")), "{table}");
+
+    // Nothing newer: exit 77, nothing written.
+    let o = f.host("upgrade", &["--check"]);
+    assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+    assert!(stdout(&o).contains("already up to date"), "{}", stdout(&o));
+
+    let v2 = f.commit("2", "2024-02-01 00:00:00 +0000", b"kernel 2");
+    let o = f.host("upgrade", &["--check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("update available: {v2} (version 2)")),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(f.deployment_dirs().len(), 1, "--check deployed something");
+    // --download-only: the whole commit is in the sysroot repository, nothing deployed.
+    let out = f.host_ok("upgrade", &["--download-only"]);
+    assert!(
+        out.contains(&format!("downloaded: {v2} (version 2)")),
+        "{out}"
+    );
+    assert_eq!(
+        f.deployment_dirs().len(),
+        1,
+        "--download-only deployed something"
+    );
+    ostree(&f.sysroot_repo(), &["fsck", "--quiet"]);
+    ostree(
+        &f.sysroot_repo(),
+        &["ls", &v2, "/usr/lib/modules/6.1.0-test/vmlinuz"],
+    );
+
+    let out = f.host_ok("upgrade", &[]);
+    assert!(out.contains(&format!("default: {v2} (version 2)")), "{out}");
+    assert!(
+        out.contains(&format!("rollback: {v1} (version 1)")),
+        "{out}"
+    );
+    assert_eq!(
+        f.summary(),
+        [
+            ("2".into(), vec!["default", "pending"]),
+            ("1".into(), vec!["rollback"])
+        ]
+    );
+    let s = f.status();
+    assert_eq!(s["deployments"][0]["commit"], v2.as_str());
+    assert_eq!(s["deployments"][0]["kernel_args"], serde_json::json!(KARGS));
+    // libostree's /etc merge started from the previous default.
+    let v2_dir = format!("{v2}.0");
+    assert_eq!(
+        std::fs::read_to_string(
+            f.sysroot
+                .join(format!("ostree/deploy/{OS}/deploy/{v2_dir}/etc/local.conf"))
+        )
+        .unwrap(),
+        "kept\n"
+    );
+    // Two BLS entries: the default (highest version) is v2, with the carried arguments.
+    let entries = f.loader_entries();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let newest = entries
+        .iter()
+        .find(|(_, t)| t.contains("\nversion 2\n"))
+        .unwrap();
+    assert!(newest.1.contains("title Slipway Test v2"), "{newest:?}");
+    assert!(
+        newest
+            .1
+            .contains("options root=LABEL=root slipway.test=carried ostree="),
+        "{newest:?}"
+    );
+    // grub.cfg lists both, v2 first, arguments carried.
+    let cfg = f.grub_cfg();
+    assert_eq!(
+        menu_titles(&cfg),
+        ["Slipway Test v2", "Slipway Test v1"],
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains("'root=LABEL=root' 'slipway.test=carried'"),
+        "{cfg}"
+    );
+
+    // Again: already up to date.
+    let o = f.host("upgrade", &[]);
+    assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("already up to date: {v2} (version 2)")),
+        "{}",
+        stdout(&o)
+    );
+
+    // Rollback: v1 becomes the default, v2 the rollback; the menu follows.
+    let out = f.host_ok("rollback", &[]);
+    assert!(out.contains(&format!("default: {v1} (version 1)")), "{out}");
+    assert_eq!(
+        f.summary(),
+        [
+            ("1".into(), vec!["default", "pending"]),
+            ("2".into(), vec!["rollback"])
+        ]
+    );
+    assert_eq!(
+        menu_titles(&f.grub_cfg()),
+        ["Slipway Test v1", "Slipway Test v2"]
+    );
+
+    // Deploy by version: v2 again as a new default, v1 kept as rollback.
+    let out = f.host_ok("deploy", &["2"]);
+    assert!(out.contains(&format!("default: {v2} (version 2)")), "{out}");
+    assert_eq!(
+        f.summary(),
+        [
+            ("2".into(), vec!["default", "pending"]),
+            ("1".into(), vec!["rollback"])
+        ]
+    );
+    assert_eq!(
+        menu_titles(&f.grub_cfg()),
+        ["Slipway Test v2", "Slipway Test v1"]
+    );
+    // By checksum prefix, the default itself: nothing to do.
+    let o = f.host("deploy", &[&v2[..8]]);
+    assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+    assert!(stdout(&o).contains("already the default"), "{}", stdout(&o));
+
+    // Pin and unpin.
+    let out = f.host_ok("pin", &["1"]);
+    assert!(
+        out.contains("deployment 1") && out.contains("pinned"),
+        "{out}"
+    );
+    assert_eq!(f.summary()[1].1, ["rollback", "pinned"]);
+    f.host_ok("pin", &["--unpin", "1"]);
+    assert_eq!(f.summary()[1].1, ["rollback"]);
+    let o = f.host("pin", &["5"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no deployment 5")
+            && stderr(&o).contains(&f.sysroot.display().to_string()),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(f.systemctl_calls(), "", "something rebooted");
+}
+
+#[test]
+fn downgrades_are_refused_unless_allowed() {
+    let f = Fixture::new(None);
+    let v2 = f.commit("2", "2024-02-01 00:00:00 +0000", b"kernel 2");
+    f.ostree_deploy(false);
+    // The ref moves to an older build.
+    let v1 = f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
+    let entries = f.loader_entries();
+
+    let o = f.host("upgrade", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let e = stderr(&o);
+    for needle in [
+        "refusing to downgrade",
+        "--allow-downgrade",
+        "version 1 is lower than 2",
+        "timestamp 2024-01-01T00:00:00Z is older than 2024-02-01T00:00:00Z",
+        v1.as_str(),
+        v2.as_str(),
+        &f.sysroot.display().to_string(),
+    ] {
+        assert!(e.contains(needle), "{needle} missing from: {e}");
+    }
+    assert_eq!(f.deployment_dirs(), [format!("{v2}.0")]);
+    assert_eq!(f.loader_entries(), entries, "boot entries changed");
+
+    // --check reports it as what it is.
+    let o = f.host("upgrade", &["--check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("older commit available"),
+        "{}",
+        stdout(&o)
+    );
+
+    let out = f.host_ok("upgrade", &["--allow-downgrade"]);
+    assert!(out.contains(&format!("default: {v1} (version 1)")), "{out}");
+    assert_eq!(
+        f.summary(),
+        [
+            ("1".into(), vec!["default", "pending"]),
+            ("2".into(), vec!["rollback"])
+        ]
+    );
+}
+
+#[test]
+fn deploy_finds_a_version_only_the_remote_has() {
+    let f = Fixture::new(None);
+    let v1 = f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
+    let v2 = f.commit("2", "2024-02-01 00:00:00 +0000", b"kernel 2");
+    let v3 = f.commit("3", "2024-03-01 00:00:00 +0000", b"kernel 3");
+    f.ostree_deploy(false);
+    // The sysroot has only the newest commit.
+    let shows = |c: &str| {
+        Command::new("ostree")
+            .arg(format!("--repo={}", f.sysroot_repo().display()))
+            .args(["show", c])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(shows(&v3) && !shows(&v1) && !shows(&v2));
+
+    // Going back is what `deploy` is for: no downgrade refusal.
+    let out = f.host_ok("deploy", &["1"]);
+    assert!(out.contains(&format!("default: {v1} (version 1)")), "{out}");
+    assert!(
+        out.contains(&format!("rollback: {v3} (version 3)")),
+        "{out}"
+    );
+    // A checksum prefix of a commit whose metadata came with the history.
+    let out = f.host_ok("deploy", &[&v2[..10]]);
+    assert!(out.contains(&format!("default: {v2} (version 2)")), "{out}");
+    assert_eq!(
+        f.summary(),
+        [
+            ("2".into(), vec!["default", "pending"]),
+            ("1".into(), vec!["rollback"])
+        ]
+    );
+    let o = f.host("deploy", &["9.9"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("`9.9`")
+            && e.contains(&format!("{OS}:{REF}"))
+            && e.contains(&f.sysroot.display().to_string()),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_full_boot_is_refused_before_anything_is_written() {
+    // 4 MiB on /boot: a 1.5 MiB kernel fits once, a 3 MiB one does not.
+    let f = Fixture::new(Some("4m"));
+    let small = vec![1u8; 3 << 19];
+    f.commit("1", "2024-01-01 00:00:00 +0000", &small);
+    f.ostree_deploy(false);
+    let entries = f.loader_entries();
+    let dirs = f.deployment_dirs();
+    let boot_dirs = || {
+        let mut v: Vec<String> = std::fs::read_dir(f.sysroot.join("boot/ostree"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let boot_before = boot_dirs();
+
+    let big = f.commit("2", "2024-02-01 00:00:00 +0000", &vec![2u8; 3 << 20]);
+    let o = f.host("upgrade", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "not enough room on {}",
+            f.sysroot.join("boot").display()
+        )) && e.contains(&big),
+        "{e}"
+    );
+    assert_eq!(f.deployment_dirs(), dirs);
+    assert_eq!(f.loader_entries(), entries);
+    assert_eq!(boot_dirs(), boot_before);
+
+    // The same kernel as the deployed one is already on /boot: only the entries need room.
+    let v3 = f.commit("3", "2024-03-01 00:00:00 +0000", &small);
+    let out = f.host_ok("upgrade", &[]);
+    assert!(out.contains(&format!("default: {v3} (version 3)")), "{out}");
+    assert_eq!(boot_dirs(), boot_before);
+}
+
+#[test]
+fn cleanup_keeps_default_rollback_and_pinned() {
+    let f = Fixture::new(None);
+    let v1 = f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
+    f.ostree_deploy(false);
+    f.commit("2", "2024-02-01 00:00:00 +0000", b"kernel 2");
+    f.ostree_deploy(true);
+    f.commit("3", "2024-03-01 00:00:00 +0000", b"kernel 3");
+    f.ostree_deploy(true);
+    assert_eq!(
+        f.summary(),
+        [
+            ("3".into(), vec!["default", "pending"]),
+            ("2".into(), vec!["rollback"]),
+            ("1".into(), vec![])
+        ]
+    );
+
+    f.host_ok("pin", &["2"]);
+    let out = f.host_ok("cleanup", &[]);
+    assert!(out.contains("3 deployments kept, 0 removed"), "{out}");
+    assert_eq!(f.deployment_dirs().len(), 3);
+
+    f.host_ok("pin", &["--unpin", "2"]);
+    let out = f.host_ok("cleanup", &[]);
+    assert!(
+        out.contains(&format!(
+            "removed deployment 2 ({OS}, commit {v1} (version 1))"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("2 deployments kept, 1 removed"), "{out}");
+    assert_eq!(
+        f.summary(),
+        [
+            ("3".into(), vec!["default", "pending"]),
+            ("2".into(), vec!["rollback"])
+        ]
+    );
+    assert!(!f.deployment_dirs().iter().any(|d| d.starts_with(&v1)));
+    assert_eq!(
+        menu_titles(&f.grub_cfg()),
+        ["Slipway Test v3", "Slipway Test v2"]
+    );
+    // Its commit object went with it.
+    let o = Command::new("ostree")
+        .arg(format!("--repo={}", f.sysroot_repo().display()))
+        .args(["show", &v1])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "commit {v1} was not pruned");
+}
+
+#[test]
+fn reboot_is_refused_for_an_offline_sysroot() {
+    let f = Fixture::new(None);
+    f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
+    f.ostree_deploy(false);
+    f.commit("2", "2024-02-01 00:00:00 +0000", b"kernel 2");
+    for (verb, args) in [
+        ("upgrade", vec!["--reboot"]),
+        ("rollback", vec!["--reboot"]),
+        ("deploy", vec!["--reboot", "2"]),
+    ] {
+        let o = f.host(verb, &args);
+        assert_eq!(o.status.code(), Some(1), "{verb}: {}", stdout(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("--reboot")
+                && e.contains("--sysroot /")
+                && e.contains(&f.sysroot.display().to_string()),
+            "{verb}: {e}"
+        );
+    }
+    // Refused before any work: nothing deployed, nothing rebooted.
+    assert_eq!(f.summary().len(), 1);
+    assert_eq!(f.systemctl_calls(), "");
+}
+
+#[test]
+fn a_writer_waits_for_the_sysroot_lock() {
+    let f = Fixture::new(None);
+    f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
+    f.ostree_deploy(false);
+    // Hold libostree's sysroot lock, as `ostree admin` or rpm-ostree would.
+    let other = ostree::Sysroot::new(Some(&ostree::gio::File::for_path(&f.sysroot)));
+    other.lock().unwrap();
+    let mut writer = slipway()
+        .args(["host", "pin", "0", "--sysroot"])
+        .arg(&f.sysroot)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        writer.try_wait().unwrap().is_none(),
+        "pin wrote while the sysroot was locked"
+    );
+    // Readers do not wait.
+    assert_eq!(f.summary()[0].1, ["default", "pending"]);
+    other.unlock();
+    let status = writer.wait().unwrap();
+    let mut err = String::new();
+    writer
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("waiting for another process"), "{err}");
+    assert_eq!(f.summary()[0].1, ["default", "pending", "pinned"]);
+}
+
+#[test]
+fn every_host_flag_is_documented() {
+    for (verb, flags) in [
+        ("status", vec!["--sysroot", "--json"]),
+        (
+            "upgrade",
+            vec![
+                "--sysroot",
+                "--os",
+                "--check",
+                "--download-only",
+                "--allow-downgrade",
+                "--reboot",
+            ],
+        ),
+        (
+            "deploy",
+            vec!["--sysroot", "--os", "--reboot", "VERSION|COMMIT"],
+        ),
+        ("rollback", vec!["--sysroot", "--reboot"]),
+        ("cleanup", vec!["--sysroot"]),
+        ("pin", vec!["--sysroot", "--unpin", "INDEX"]),
+    ] {
+        let out = stdout_of(slipway().args(["host", verb, "--help"]));
+        for flag in flags {
+            assert!(
+                out.contains(flag),
+                "{flag} missing from `host {verb} --help`:\n{out}"
+            );
+        }
+    }
+    let out = stdout_of(slipway().args(["host", "upgrade", "--help"]));
+    assert!(out.contains("77"), "{out}");
+}
