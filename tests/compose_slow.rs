@@ -26,6 +26,9 @@ fn default_host_has_what_an_ostree_container_host_needs() {
         os_release.contains("VERSION_CODENAME=bookworm"),
         "{os_release}"
     );
+    // The build's own dpkg and apt settings (no fsync, no translations) stay out of the host.
+    let dpkg_cfg = ostree(repo, &["ls", r, "/usr/etc/dpkg/dpkg.cfg.d"]);
+    assert!(!dpkg_cfg.contains("99mmdebstrap"), "{dpkg_cfg}");
 
     let kver = meta(repo, r, "ostree.linux")
         .trim()

@@ -396,6 +396,9 @@ pub fn convert(
         "subgid-",
         // systemd-resolved's maintainer script keeps the build host's resolver here.
         ".resolv.conf.systemd-resolved.bak",
+        // mmdebstrap's --dpkgopt and --aptopt settings are for the build, not the host.
+        "dpkg/dpkg.cfg.d/99mmdebstrap",
+        "apt/apt.conf.d/99mmdebstrap",
     ] {
         let p = etc.join(f);
         if std::fs::symlink_metadata(&p).is_ok() {
@@ -531,6 +534,8 @@ mod tests {
             "shadow-",
             "gshadow-",
             ".resolv.conf.systemd-resolved.bak",
+            "dpkg/dpkg.cfg.d/99mmdebstrap",
+            "apt/apt.conf.d/99mmdebstrap",
         ] {
             assert!(!root.join("usr/etc").join(backup).exists(), "{backup}");
         }
