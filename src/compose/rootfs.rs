@@ -99,10 +99,6 @@ pub fn command(plan: &RootfsPlan) -> Result<Command> {
         "--skip=download/empty",
         "--skip=essential/unlink",
         "--aptopt=Acquire::Languages \"none\"",
-        // The tree is a throwaway work directory until libostree commits it (and that commit
-        // is what must survive a power cut): dpkg need not fsync every file it unpacks.
-        // mmdebstrap removes the option from the tree at the end.
-        "--dpkgopt=force-unsafe-io",
     ]);
     cmd.arg(format!(
         "--include={}",
