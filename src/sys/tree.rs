@@ -11,11 +11,9 @@
 //! [`check_path`] validates such a path where it is parsed (`..`, the root itself, NUL bytes
 //! are refused with the key that holds them), so the plan is checked before any work.
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -230,7 +228,7 @@ impl Tree {
         Ok(File::from(fd))
     }
 
-    /// The mode bits of `rel` (not following the last component), if it exists.
+    /// Is `rel` a directory (the last component not followed)? False when it does not exist.
     pub fn is_dir(&self, rel: &str) -> Result<bool> {
         let (dir, name) = match self.parent_of(rel) {
             Ok(x) => x,
@@ -250,11 +248,6 @@ fn is_not_found(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
     })
-}
-
-/// `OsStr` of a checked relative path (for APIs that take paths).
-pub fn os(rel: &str) -> &OsStr {
-    OsStr::from_bytes(rel.as_bytes())
 }
 
 #[cfg(test)]
