@@ -274,12 +274,17 @@ fn plan(opts: &ComposeOptions) -> Result<ComposePlan> {
     };
     let previous = match &repo {
         Some(r) => match crate::repo::resolve(r, &tf.ostree_ref)? {
-            Some(commit) => Some(PreviousCommit {
-                version: crate::repo::commit_meta_string(r, &commit, metadata::KEY_VERSION)?,
-                inputhash: crate::repo::commit_meta_string(r, &commit, metadata::KEY_INPUTHASH)?,
-                indexhash: crate::repo::commit_meta_string(r, &commit, metadata::KEY_INDEXHASH)?,
-                commit,
-            }),
+            Some(commit) => {
+                // One read of the commit's metadata for the three keys.
+                let meta = crate::repo::commit_metadata(r, &commit)?;
+                let get = |key: &str| meta.lookup::<String>(key).ok().flatten();
+                Some(PreviousCommit {
+                    version: get(metadata::KEY_VERSION),
+                    inputhash: get(metadata::KEY_INPUTHASH),
+                    indexhash: get(metadata::KEY_INDEXHASH),
+                    commit,
+                })
+            }
             None => None,
         },
         None => None,
