@@ -93,6 +93,7 @@ pub fn deploy_commit(host: &Host, stateroot: &str, commit: &str) -> Result<Deplo
                 host.describe(&merge)
             )
         })?;
+    super::health::start_trial(host, &new)?;
     sysroot
         .simple_write_deployment(
             Some(stateroot),
@@ -103,7 +104,7 @@ pub fn deploy_commit(host: &Host, stateroot: &str, commit: &str) -> Result<Deplo
         )
         .context("writing the deployment list")?;
     host.reload()?;
-    let boot_entries = host.write_grub_cfg()?;
+    let boot_entries = host.link_grub_cfg()?;
     let deps = host.deployments();
     let first = deps
         .first()

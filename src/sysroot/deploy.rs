@@ -100,10 +100,13 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
         .with_context(|| format!("creating stateroot {}", req.osname))?;
     let repo = sysroot.repo();
 
-    // libostree writes only BLS entries (we generate GRUB's menu), and /sysroot is read-only
-    // on the running host.
+    // libostree writes the BLS entries and runs slipway's menu generator into the same new
+    // loader.N before it swaps the loader link (see `bootloader`); /sysroot is read-only on
+    // the running host.
+    bootloader::check_generator_env()?;
+    bootloader::prepare_boot(&req.sysroot.join("boot"), Some(settings))?;
     let config = repo.copy_config();
-    config.set_string("sysroot", "bootloader", "none");
+    config.set_string("sysroot", "bootloader", "grub2");
     config.set_boolean("sysroot", "readonly", true);
     repo.write_config(&config)
         .context("writing the sysroot repository config")?;
@@ -164,7 +167,7 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
     if let Some(r) = &req.remote {
         write_remote(&root, r)?;
     }
-    bootloader::write_grub_cfg(&req.sysroot.join("boot"), Some(settings))?;
+    bootloader::link_grub_cfg(&req.sysroot.join("boot"))?;
     let version = crate::repo::commit_meta_string(&repo, &commit, "version")?;
     Ok(Deployed {
         commit,
