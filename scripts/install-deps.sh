@@ -23,7 +23,7 @@ build_tools=(
     bwrap:bubblewrap unshare:util-linux apt-get:apt dpkg:dpkg gpg:gnupg curl:curl
     sfdisk:fdisk mke2fs:e2fsprogs chattr:e2fsprogs mkfs.fat:dosfstools mcopy:mtools
     mmd:mtools mdir:mtools grub-mkimage:grub-common grub-script-check:grub-common
-    qemu-img:qemu-utils tar:tar zstd:zstd
+    qemu-img:qemu-utils tar:tar zstd:zstd strip:binutils grub-editenv:grub-common
 )
 build_files=(
     /usr/lib/grub/i386-pc/moddep.lst:grub-pc-bin

@@ -470,6 +470,28 @@ fn status_upgrade_rollback_deploy_and_pin() {
     let o = f.host("deploy", &[&v2[..8]]);
     assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
     assert!(stdout(&o).contains("already the default"), "{}", stdout(&o));
+    // With kernel arguments the default's commit is deployed anew; an argument replaces the
+    // one of the same name.
+    f.host_ok(
+        "deploy",
+        &[&v2[..8], "--karg", "root=LABEL=other", "--karg", "quiet"],
+    );
+    let s = f.status();
+    assert_eq!(s["deployments"][0]["commit"], v2.as_str());
+    assert_eq!(
+        s["deployments"][1]["commit"],
+        v2.as_str(),
+        "a new deployment"
+    );
+    assert_eq!(
+        s["deployments"][0]["kernel_args"],
+        serde_json::json!(["slipway.test=carried", "root=LABEL=other", "quiet"])
+    );
+    assert!(
+        f.grub_cfg().contains("'root=LABEL=other' 'quiet'"),
+        "{}",
+        f.grub_cfg()
+    );
 
     // Pin and unpin.
     let out = f.host_ok("pin", &["1"]);

@@ -84,6 +84,11 @@ pub struct DeployArgs {
     /// Reboot into the new deployment (`systemctl reboot`; only with --sysroot /).
     #[arg(long)]
     pub reboot: bool,
+    /// A kernel argument for the new deployment, replacing the current default's argument of
+    /// the same name (`root=...`, `rd.retry=5`); repeatable. With it, the default's own
+    /// commit is deployed anew.
+    #[arg(long, value_name = "ARG")]
+    pub karg: Vec<String>,
     /// A `version` of the refspec's history, or a commit checksum (a prefix of at least 4
     /// hex digits will do).
     #[arg(value_name = "VERSION|COMMIT")]
@@ -168,7 +173,7 @@ pub fn run(c: HostCommand) -> Result<()> {
                 host::check_reboot_allowed(&a.sysroot.sysroot)?;
             }
             let h = Host::open(&a.sysroot.sysroot, Access::Write)?;
-            match host::deploy::deploy(&h, a.os.as_deref(), &a.target)? {
+            match host::deploy::deploy(&h, a.os.as_deref(), &a.target, &a.karg)? {
                 host::deploy::DeployOutcome::AlreadyDefault(c) => {
                     println!("{c} is already the default deployment");
                     Err(ExitCode(EXIT_UNCHANGED).into())

@@ -178,6 +178,7 @@ pub fn upgrade(host: &Host, os: Option<&str>, opts: UpgradeOptions) -> Result<Up
         host,
         &stateroot,
         &new.checksum,
+        &[],
     )?))
 }
 

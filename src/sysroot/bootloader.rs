@@ -301,6 +301,9 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(content)?;
+    // Readable by all, like any configuration file (tempfile creates them 0600).
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .map_err(|e| anyhow!("renaming to {}: {}", path.display(), e.error))?;

@@ -42,6 +42,11 @@ pub fn files() -> Vec<(String, &'static str, u32)> {
             0o644,
         ),
         (
+            "usr/lib/systemd/system.conf.d/50-slipway-watchdog.conf".into(),
+            include_str!("../assets/watchdog.conf"),
+            0o644,
+        ),
+        (
             super::config::SHIPPED.to_string(),
             include_str!("../assets/health.json"),
             0o644,
@@ -75,6 +80,14 @@ pub fn files() -> Vec<(String, &'static str, u32)> {
         ));
     }
     v
+}
+
+/// Whether the tree at `root` is a host slipway can run on: systemd and libostree.
+pub fn is_host(root: &Path) -> Result<bool> {
+    let tree = Tree::open(root)?;
+    Ok(tree.exists("usr/bin/systemctl")?
+        && (tree.exists("usr/lib/x86_64-linux-gnu/libostree-1.so.1")?
+            || tree.exists("usr/lib/libostree-1.so.1")?))
 }
 
 /// Put slipway (`exe`, already stripped) and its files into the tree at `root`, and enable
