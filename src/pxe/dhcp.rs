@@ -1435,10 +1435,12 @@ pub struct Server {
 /// A UDP socket with SO_REUSEADDR and SO_BROADCAST, bound to `interface` if given.
 ///
 /// Two DHCP servers share port 67 on one machine (say, this one for a lab bridge and the
-/// host's own dnsmasq for another) only when both bind their socket to an interface
-/// (SO_BINDTODEVICE) and set SO_REUSEADDR, as dnsmasq does with `--bind-interfaces`: the
-/// kernel then hands each datagram to the socket of the interface it arrived on. Without an
-/// interface, the second bind of 0.0.0.0:67 fails with "address in use".
+/// host's own dnsmasq for another) only when both set SO_REUSEADDR and bind their socket to
+/// their interface (SO_BINDTODEVICE), as dnsmasq does with `--bind-interfaces`: the kernel
+/// then hands each datagram to the socket of the interface it arrived on. If the other
+/// server's socket lacks SO_REUSEADDR, binding here fails with "address in use"; if neither
+/// binds to an interface, both binds succeed but Linux gives each unicast datagram to the
+/// last socket bound, so one server silently steals the other's requests.
 fn bind_udp(ip: Ipv4Addr, port: u16, interface: Option<&str>) -> Result<tokio::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let addr = SocketAddrV4::new(ip, port);
