@@ -73,6 +73,8 @@ pub const DHCP_SERVER_PORT: u16 = 67;
 pub const DHCP_CLIENT_PORT: u16 = 68;
 /// The PXE boot server port (PXE 2.1 boot server discovery, and BINL).
 pub const PXE_PORT: u16 = 4011;
+/// Name of full mode's lease file in the state directory.
+pub const LEASE_FILE: &str = "dhcp-leases.json";
 
 /// PXE boot server type of the one boot menu entry: the first vendor-specific type.
 const BOOT_SERVER_TYPE: u16 = 0x8000;
@@ -678,7 +680,7 @@ fn choose_boot(facts: &ClientFacts, cfg: &ResponderConfig) -> Result<BootChoice,
         prog.clone().ok_or_else(|| {
             format!(
                 "arch {arch} ({}): no {what} boot program configured \
-                 (Debian's ipxe package has none); not answering",
+                 (Debian's ipxe package has none)",
                 arch_name(arch)
             )
         })
@@ -840,7 +842,6 @@ fn dhcp_destination(req: &Message, cfg: &ResponderConfig, nak: bool) -> SocketAd
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn finish(
     m: Message,
     dest: SocketAddrV4,
@@ -854,7 +855,8 @@ fn finish(
         Ok(b) => b,
         Err(e) => return ignore_noteworthy(e),
     };
-    let mut summary = format!("{}: {what} {kind:?}", facts.describe());
+    let kind_name = format!("{kind:?}").to_uppercase();
+    let mut summary = format!("{}: {what} {kind_name}", facts.describe());
     if let Some(a) = address {
         summary.push_str(&format!(" {a}"));
     }
@@ -1359,7 +1361,8 @@ impl Leases {
     }
 }
 
-/// "Offered boot program X" to a machine: sent on [`ServeConfig::events`] after the reply left.
+/// "Offered boot program X" to a machine: sent on [`ServeConfig::events`] after each reply
+/// that names a program left (so a PXE client yields one for the OFFER and one for the ACK).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootEvent {
     /// Who asked.
@@ -1400,7 +1403,7 @@ pub struct ServeConfig {
     pub dhcp_port: u16,
     /// PXE boot server port: 4011; 0 picks a free port (tests).
     pub pxe_port: u16,
-    /// Full mode's lease file (`STATE_DIR/dhcp-leases.json`); `None` keeps leases in memory.
+    /// Full mode's lease file (`STATE_DIR/`[`LEASE_FILE`]); `None` keeps leases in memory.
     pub lease_file: Option<PathBuf>,
     /// Receives a [`BootEvent`] per boot program offered.
     pub events: Option<UnboundedSender<BootEvent>>,
