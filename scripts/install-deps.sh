@@ -3,7 +3,7 @@
 # build and the tests use is really there, and fail with the reason if one is not.
 #
 #   scripts/install-deps.sh build   what `make run` needs: build slipway, compose, image
-#   scripts/install-deps.sh test    that plus the test suite's QEMU, OVMF, iPXE, Vagrant...
+#   scripts/install-deps.sh test    that plus the test suite's QEMU, OVMF, iPXE, Vagrant, scapy...
 #   scripts/install-deps.sh bench   that plus debos, the benchmark's peer (without its
 #                                   Recommends: systemd-resolved would replace /etc/resolv.conf)
 #
@@ -39,6 +39,7 @@ test_tools=(
 test_files=(
     /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf /usr/share/OVMF/OVMF_VARS_4M.fd:ovmf
     /usr/share/seabios/bios-256k.bin:seabios /usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu
+    /usr/lib/python3/dist-packages/scapy/layers/dhcp.py:python3-scapy
 )
 
 packages_of() { local e; for e in "$@"; do echo "${e#*:}"; done; }

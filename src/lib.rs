@@ -11,6 +11,7 @@ pub mod compose;
 pub mod host;
 pub mod image;
 pub mod kickstart;
+pub mod pxe;
 pub mod repo;
 pub mod sys;
 pub mod sysroot;

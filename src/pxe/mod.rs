@@ -1,0 +1,4 @@
+//! Network boot for `slipway pxe serve`: the DHCP side (`dhcp`: proxyDHCP beside a site's DHCP
+//! server, full DHCP for an isolated lab, and the PXE boot server on UDP 4011).
+
+pub mod dhcp;
