@@ -207,6 +207,25 @@ impl Tree {
         result.with_context(|| format!("writing {}", self.describe(rel)))
     }
 
+    /// Make `rel` a symbolic link to `target` (parents created; a file or link at `rel` is
+    /// replaced, never followed; a directory there is an error).
+    pub fn symlink(&self, rel: &str, target: &str) -> Result<()> {
+        if let Some((parent, _)) = rel.rsplit_once('/') {
+            self.create_dir_all(parent)?;
+        }
+        let (dir, name) = self.parent_of(rel)?;
+        if let Ok(m) = dir.symlink_metadata(name) {
+            if m.is_dir() {
+                bail!("{} is a directory", self.describe(rel));
+            }
+            dir.remove_file(name)
+                .with_context(|| format!("removing {}", self.describe(rel)))?;
+        }
+        rustix::fs::symlinkat(target, dir.as_fd(), name)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("linking {} to {target}", self.describe(rel)))
+    }
+
     /// Open file `rel` for appending (created with mode 0600 when missing; a link at `rel`
     /// is refused rather than followed).
     pub fn open_append(&self, rel: &str) -> Result<File> {
