@@ -491,8 +491,11 @@ fn two_refs_share_a_directory_and_an_unchanged_rebuild_is_a_no_op() {
 
     // Same commit, same slipway, same options: nothing is written.
     use std::os::unix::fs::MetadataExt;
-    let ino = |p: &str| std::fs::metadata(f.out.join(p)).unwrap().ino();
-    let before: Vec<u64> = ["refs/test+pxe+a/rootfs.img", "manifest.json", "boot.ipxe"]
+    let ino = |p: &str| {
+        let m = std::fs::metadata(f.out.join(p)).unwrap();
+        (m.ino(), m.mtime(), m.mtime_nsec())
+    };
+    let before: Vec<_> = ["refs/test+pxe+a/rootfs.img", "manifest.json", "boot.ipxe"]
         .iter()
         .map(|p| ino(p))
         .collect();
@@ -507,7 +510,7 @@ fn two_refs_share_a_directory_and_an_unchanged_rebuild_is_a_no_op() {
         "{}",
         stderr(&out)
     );
-    let after: Vec<u64> = ["refs/test+pxe+a/rootfs.img", "manifest.json", "boot.ipxe"]
+    let after: Vec<_> = ["refs/test+pxe+a/rootfs.img", "manifest.json", "boot.ipxe"]
         .iter()
         .map(|p| ino(p))
         .collect();

@@ -825,7 +825,7 @@ fn write_manifest(dir: &Path, m: &mut Manifest) -> Result<()> {
     m.slipway_version = env!("CARGO_PKG_VERSION").to_string();
     m.slipway_source = source_hash().to_string();
     let text = serde_json::to_string_pretty(m)? + "\n";
-    bootloader::write_atomic(&dir.join(MANIFEST), text.as_bytes())
+    write_if_changed(&dir.join(MANIFEST), text.as_bytes())
 }
 
 /// Write `path` (beside it, then renamed) unless it already holds `data`.
@@ -884,8 +884,7 @@ fn boot_programs(
     write_if_changed(&out.join(GRUB_NETBOOT), &data)?;
     let version = Command::new("dpkg-query")
         .args(["-W", "-f", "${Version}", Platform::Efi.package()])
-        .run_get_string()
-        .unwrap_or_default();
+        .run_get_string()?;
     programs.insert(
         GRUB_NETBOOT.to_string(),
         BootProgram {
