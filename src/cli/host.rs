@@ -31,6 +31,11 @@ pub enum HostCommand {
     BootCheck(BootCheckArgs),
     /// Succeed only if this boot's verdict is green (the `ExecStartPre=` of gated units).
     Gate(GateArgs),
+    /// Look for an update and, as /etc/slipway/updates.json says, report it (policy
+    /// check), download it (stage) or deploy it and reboot (apply: inside the reboot
+    /// windows, with a FleetLock slot when a server is configured). Run by
+    /// slipway-update-agent.timer (not enabled by default).
+    UpdateAgent(UpdateAgentArgs),
 }
 
 /// The sysroot every `host` verb acts on.
@@ -144,6 +149,19 @@ pub struct GateArgs {
     pub run_dir: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub struct UpdateAgentArgs {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    /// One pass, then exit (with policy apply, a pass waits for the reboot window and the
+    /// reboot slot); without it, a new pass starts an hour after each one.
+    #[arg(long)]
+    pub once: bool,
+    /// Where the agent's status (`update-agent.json`) is kept.
+    #[arg(long, value_name = "DIR", default_value = "/run/slipway")]
+    pub run_dir: PathBuf,
+}
+
 /// Route a `host` verb; results go to stdout, progress to stderr.
 pub fn run(c: HostCommand) -> Result<()> {
     match c {
@@ -168,6 +186,11 @@ pub fn run(c: HostCommand) -> Result<()> {
             host::health::gate::boot_check(&opts).map(|_| ())
         }
         HostCommand::Gate(a) => host::health::gate::gate(&a.run_dir),
+        HostCommand::UpdateAgent(a) => host::updates::run(&host::updates::AgentOptions {
+            sysroot: a.sysroot.sysroot,
+            once: a.once,
+            run_dir: a.run_dir,
+        }),
         HostCommand::Deploy(a) => {
             if a.reboot {
                 host::check_reboot_allowed(&a.sysroot.sysroot)?;
