@@ -10,7 +10,8 @@
 //!    deployment becomes the default.
 //! 3. Run the checks; record the verdict (run directory, the deployment's record, the
 //!    journal).
-//! 4. [`decide`]: green marks the deployment good and ends its trial; red on a deployment
+//! 4. [`decide`]: green marks the deployment good, ends its trial and gives a FleetLock
+//!    reboot slot back ([`crate::host::fleetlock::report_steady_state`]); red on a deployment
 //!    never marked good, booted as the default, with a rollback that was not itself
 //!    rejected, rejects it, makes the rollback the default and reboots; any other red stays
 //!    red (workloads stay stopped) and says why.
@@ -269,6 +270,13 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
             }
             if end_trial || boot_left.is_some() {
                 bootloader::set_grubenv_var(&boot, bootloader::BOOT_LEFT_VAR, None)?;
+            }
+            // Give back the FleetLock reboot slot the update agent took before this boot
+            // (when updates.json names a server). Without the sysroot lock: it may retry for
+            // minutes. A server that cannot be reached leaves the verdict green.
+            drop(host);
+            if let Err(e) = crate::host::fleetlock::report_steady_state(&root) {
+                crate::sys::ui::warn(format!("{e:#}"));
             }
         }
         Decision::RollBack { to } => {
