@@ -735,8 +735,11 @@ fn settings_root(sysroot: &Path) -> Result<PathBuf> {
     Ok(host.deployment_root(&dep))
 }
 
-/// "3 h 20 min", for waits.
+/// "30 s", "3 h 20 min", for waits.
 fn human(secs: u64) -> String {
+    if secs < 60 {
+        return format!("{secs} s");
+    }
     let (h, m) = (secs / 3600, (secs % 3600).div_ceil(60));
     match (h, m) {
         (0, m) => format!("{m} min"),
@@ -928,6 +931,14 @@ mod tests {
             start: parse_hhmm(start).unwrap(),
             length,
         }
+    }
+
+    #[test]
+    fn waits_read_as_people_say_them() {
+        assert_eq!(human(30), "30 s");
+        assert_eq!(human(90), "2 min");
+        assert_eq!(human(3 * H), "3 h");
+        assert_eq!(human(3 * H + 1200), "3 h 20 min");
     }
 
     #[test]
