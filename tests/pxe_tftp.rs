@@ -33,8 +33,9 @@ fn start() -> Server {
 
 fn start_with(cfg: TftpConfig) -> Server {
     let root = tempfile::tempdir().unwrap();
+    // One worker: the clients want the other core, and wake-ups stay on one thread.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
@@ -76,6 +77,10 @@ impl Server {
         data
     }
 
+    fn sha256_in_root(&self, name: &str) -> String {
+        sha256_of(&self.root.path().join(name))
+    }
+
     fn out(&self, name: &str) -> PathBuf {
         self.out.path().join(name)
     }
@@ -96,9 +101,19 @@ impl Server {
         }
     }
 
-    fn events_for(&self, path: &str) -> Vec<TransferEvent> {
-        let events = self.events.lock().unwrap();
-        events.iter().filter(|e| e.path == path).cloned().collect()
+    /// The events of the first `n` transfers of `path` (waits up to 10 s for them).
+    fn events_for(&self, path: &str, n: usize) -> Vec<TransferEvent> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let events: Vec<_> = (self.events.lock().unwrap().iter())
+                .filter(|e| e.path == path)
+                .cloned()
+                .collect();
+            if events.len() >= n || Instant::now() > deadline {
+                return events;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn assert_complete(&self, path: &str, len: usize) {
@@ -108,26 +123,33 @@ impl Server {
     }
 }
 
+/// Bytes that differ from one 8-byte word to the next, seeded by `seed` (so files differ).
 fn pattern(seed: &str, len: usize) -> Vec<u8> {
     let mut x: u64 = seed.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 fn sha256(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// The SHA-256 of a file, by coreutils' `sha256sum` (quick on 40 MiB, unlike unoptimized
+/// Rust).
 fn sha256_of(path: &Path) -> String {
-    sha256(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+    let o = run(Command::new("sha256sum").arg(path));
+    assert!(o.status.success(), "sha256sum {}", path.display());
+    let out = String::from_utf8(o.stdout).unwrap();
+    out.split_whitespace().next().unwrap().to_string()
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -150,14 +172,14 @@ fn curl(args: &[&str]) -> Output {
 }
 
 /// `curl -o OUT URL` plus `extra`; asserts success and the file's checksum.
-fn curl_get(s: &Server, name: &str, want: &[u8], extra: &[&str]) {
+fn curl_get(s: &Server, name: &str, extra: &[&str]) {
     let out = s.out(name);
     let url = s.url(name);
     let mut args = extra.to_vec();
     args.extend(["-o", out.to_str().unwrap(), &url]);
     let o = curl(&args);
     assert!(o.status.success(), "curl failed for {name}");
-    assert_eq!(sha256_of(&out), sha256(want), "{name}");
+    assert_eq!(sha256_of(&out), s.sha256_in_root(name), "{name}");
 }
 
 /// `atftp -g` with `--option` for each of `options`, traced (each packet on stderr).
@@ -176,15 +198,15 @@ fn atftp(s: &Server, name: &str, options: &[&str]) -> Output {
 #[test]
 fn curl_gets_a_small_file() {
     let s = start();
-    let data = s.file("pxelinux.0", 1000);
-    curl_get(&s, "pxelinux.0", &data, &[]);
+    s.file("pxelinux.0", 1000);
+    curl_get(&s, "pxelinux.0", &[]);
     s.assert_complete("pxelinux.0", 1000);
     // RFC 1350 only: no options, no OACK, DATA 1 at once.
-    let data = s.file("plain", 3000);
-    curl_get(&s, "plain", &data, &["--tftp-no-options"]);
+    s.file("plain", 3000);
+    curl_get(&s, "plain", &["--tftp-no-options"]);
     s.assert_complete("plain", 3000);
     // A file in a subdirectory, asked with a leading slash.
-    let data = s.file("boot/grub/grub.cfg", 77);
+    s.file("boot/grub/grub.cfg", 77);
     let out = s.out("grub.cfg");
     let o = curl(&[
         "-o",
@@ -192,7 +214,7 @@ fn curl_gets_a_small_file() {
         &format!("tftp://{}//boot/grub/grub.cfg", s.addr),
     ]);
     assert!(o.status.success());
-    assert_eq!(sha256_of(&out), sha256(&data));
+    assert_eq!(sha256_of(&out), s.sha256_in_root("boot/grub/grub.cfg"));
     s.assert_complete("/boot/grub/grub.cfg", 77);
 }
 
@@ -201,19 +223,22 @@ fn an_empty_file_and_files_ending_on_a_block_boundary() {
     let s = start();
     // The last DATA block is empty when the file is a multiple of the block size.
     // (Without options: curl 7.88 takes `tsize 0` in an OACK for an error.)
-    let data = s.file("empty", 0);
-    curl_get(&s, "empty", &data, &["--tftp-no-options"]);
+    s.file("empty", 0);
+    curl_get(&s, "empty", &["--tftp-no-options"]);
     s.assert_complete("empty", 0);
-    let data = s.file("empty-too", 0);
+    s.file("empty-too", 0);
     let o = atftp(&s, "empty-too", &["tsize 0", "blksize 1468"]);
     assert!(o.status.success());
-    assert_eq!(sha256_of(&s.out("empty-too")), sha256(&data));
+    assert_eq!(
+        sha256_of(&s.out("empty-too")),
+        s.sha256_in_root("empty-too")
+    );
     s.assert_complete("empty-too", 0);
-    let data = s.file("x512", 512 * 8);
-    curl_get(&s, "x512", &data, &["--tftp-no-options"]);
+    s.file("x512", 512 * 8);
+    curl_get(&s, "x512", &["--tftp-no-options"]);
     s.assert_complete("x512", 512 * 8);
-    let data = s.file("x1468", 1468 * 5);
-    curl_get(&s, "x1468", &data, &["--tftp-blksize", "1468"]);
+    s.file("x1468", 1468 * 5);
+    curl_get(&s, "x1468", &["--tftp-blksize", "1468"]);
     s.assert_complete("x1468", 1468 * 5);
 }
 
@@ -222,8 +247,8 @@ fn curl_gets_40_mib_at_blksize_512_across_the_block_wrap() {
     let s = start();
     let len = 40 << 20;
     assert!(len / 512 > 65535);
-    let data = s.file("big.img", len);
-    curl_get(&s, "big.img", &data, &["--tftp-blksize", "512"]);
+    s.file("big.img", len);
+    curl_get(&s, "big.img", &["--tftp-blksize", "512"]);
     s.assert_complete("big.img", len);
 }
 
@@ -232,14 +257,17 @@ fn atftp_gets_files_with_windowsize_and_blksize() {
     let s = start();
     // Three windows of 16 blocks exactly: the empty last block opens a window of its own.
     let len = 1468 * 16 * 3;
-    let data = s.file("initrd.img", len);
+    s.file("initrd.img", len);
     let o = atftp(
         &s,
         "initrd.img",
         &["windowsize 16", "blksize 1468", "tsize 0"],
     );
     assert!(o.status.success());
-    assert_eq!(sha256_of(&s.out("initrd.img")), sha256(&data));
+    assert_eq!(
+        sha256_of(&s.out("initrd.img")),
+        s.sha256_in_root("initrd.img")
+    );
     s.assert_complete("initrd.img", len);
     // Windows it was: ACK 0 (for the OACK), 16, 32, 48, 49; not one per block.
     let trace = String::from_utf8_lossy(&o.stderr);
@@ -258,16 +286,16 @@ fn atftp_gets_files_with_windowsize_and_blksize() {
     );
     // A short last block in the middle of a window, and a bigger file.
     let len = 1468 * 1000 + 123;
-    let data = s.file("vmlinuz", len);
+    s.file("vmlinuz", len);
     let o = atftp(&s, "vmlinuz", &["windowsize 16", "blksize 1468"]);
     assert!(o.status.success());
-    assert_eq!(sha256_of(&s.out("vmlinuz")), sha256(&data));
+    assert_eq!(sha256_of(&s.out("vmlinuz")), s.sha256_in_root("vmlinuz"));
     s.assert_complete("vmlinuz", len);
     // Plain lock-step, atftp's defaults.
-    let data = s.file("ipxe.efi", 70_000);
+    s.file("ipxe.efi", 70_000);
     let o = atftp(&s, "ipxe.efi", &[]);
     assert!(o.status.success());
-    assert_eq!(sha256_of(&s.out("ipxe.efi")), sha256(&data));
+    assert_eq!(sha256_of(&s.out("ipxe.efi")), s.sha256_in_root("ipxe.efi"));
     s.assert_complete("ipxe.efi", 70_000);
 }
 
@@ -301,7 +329,7 @@ fn twenty_transfers_at_once() {
         assert!(c.wait().unwrap().success());
     }
     for (name, data) in &files {
-        assert_eq!(sha256_of(&s.out(name)), sha256(data), "{name}");
+        assert_eq!(sha256_of(&s.out(name)), s.sha256_in_root(name), "{name}");
         s.assert_complete(name, data.len());
     }
 }
@@ -471,8 +499,8 @@ fn malformed_packets_are_dropped_and_serving_goes_on() {
         .unwrap();
     let mut buf = [0u8; 600];
     assert!(sock.recv_from(&mut buf).is_err(), "an answer to junk");
-    let data = s.file("after-junk", 5000);
-    curl_get(&s, "after-junk", &data, &["--tftp-blksize", "1468"]);
+    s.file("after-junk", 5000);
+    curl_get(&s, "after-junk", &["--tftp-blksize", "1468"]);
     s.assert_complete("after-junk", 5000);
 }
 
@@ -634,7 +662,7 @@ fn uefi_size_probe_then_windowed_download() {
     }
     assert_eq!(next, 11);
     assert_eq!(sha256(&got), sha256(&file));
-    let events = s.events_for("grubx64.efi");
+    let events = s.events_for("grubx64.efi", 2);
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[1].result, TransferResult::Complete);
     assert_eq!(events[1].bytes, len as u64);
