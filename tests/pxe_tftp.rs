@@ -767,3 +767,23 @@ fn a_silent_client_is_given_up() {
     let e = s.event("silent");
     assert_eq!((e.result, e.bytes), (TransferResult::TimedOut, 0));
 }
+
+/// A client whose port closes ends its transfer at the next packet the server sends.
+#[test]
+fn a_vanished_client_ends_its_transfer() {
+    let s = start_with(TftpConfig {
+        timeout: Duration::from_millis(100),
+        retries: 50,
+        ..TftpConfig::default()
+    });
+    s.file("vanish", 2000);
+    let mut c = Raw::new(&s);
+    c.rrq("vanish", &[]);
+    assert!(matches!(c.recv(), Packet::Data { block: 1, .. }));
+    let t0 = Instant::now();
+    drop(c);
+    let e = s.event("vanish");
+    assert_eq!(e.result, TransferResult::ClientGone);
+    // Not the 50 retries of 100 ms.
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}

@@ -478,6 +478,8 @@ pub enum TransferResult {
     },
     /// The client stopped acknowledging; given up after the retries (ERROR 0 sent).
     TimedOut,
+    /// The client's port was closed during the transfer (ICMP port unreachable).
+    ClientGone,
     /// A failure on this side: reading the file, the network (ERROR 0 sent when possible).
     Failed(String),
 }
@@ -518,6 +520,10 @@ pub fn log_event(e: &TransferEvent) {
         )),
         TransferResult::TimedOut => ui::info(format!(
             "tftp: {peer} stopped answering during {path}, after {} bytes",
+            e.bytes
+        )),
+        TransferResult::ClientGone => ui::info(format!(
+            "tftp: {peer} went away during {path}, after {} bytes",
             e.bytes
         )),
         TransferResult::Failed(why) => ui::warn(format!("tftp: sending {path} to {peer}: {why}")),
@@ -755,6 +761,16 @@ fn refusal(e: &anyhow::Error) -> (u16, &'static str, TransferResult) {
     }
 }
 
+/// How a send or receive on the transfer socket failed: the client's port closed (the
+/// kernel saw an ICMP port unreachable), or something on this side.
+fn net_failure(what: &str, e: io::Error) -> TransferResult {
+    if e.kind() == io::ErrorKind::ConnectionRefused {
+        TransferResult::ClientGone
+    } else {
+        TransferResult::Failed(format!("{what}: {e}"))
+    }
+}
+
 /// What came in on a transfer socket.
 enum Incoming {
     Packet(Packet),
@@ -797,14 +813,14 @@ impl Transfer<'_> {
         });
         for _ in 0..=self.retries {
             if let Err(e) = self.socket.send(&oack).await {
-                return Err(TransferResult::Failed(format!("sending the OACK: {e}")));
+                return Err(net_failure("sending the OACK", e));
             }
             let deadline = Instant::now() + neg.timeout;
             loop {
                 match self.recv(deadline).await {
                     Incoming::Timeout => break,
                     Incoming::Failed(e) => {
-                        return Err(TransferResult::Failed(format!("waiting for ACK 0: {e}")));
+                        return Err(net_failure("waiting for ACK 0", e));
                     }
                     Incoming::Packet(Packet::Ack { block: 0 }) => return Ok(()),
                     Incoming::Packet(Packet::Error { code, message }) => {
@@ -853,7 +869,7 @@ impl Transfer<'_> {
                     &window[range.clone()],
                 );
                 if let Err(e) = self.socket.send(&packet).await {
-                    return (acked, TransferResult::Failed(format!("sending data: {e}")));
+                    return (acked, net_failure("sending data", e));
                 }
             }
             let deadline = Instant::now() + neg.timeout;
@@ -862,10 +878,7 @@ impl Transfer<'_> {
                 match self.recv(deadline).await {
                     Incoming::Timeout => break None,
                     Incoming::Failed(e) => {
-                        return (
-                            acked,
-                            TransferResult::Failed(format!("waiting for an ACK: {e}")),
-                        );
+                        return (acked, net_failure("waiting for an ACK", e));
                     }
                     Incoming::Packet(Packet::Ack { block }) => {
                         if let Some(k) = acked_blocks(base, blocks.len(), block) {
