@@ -787,3 +787,36 @@ fn a_vanished_client_ends_its_transfer() {
     // Not the 50 retries of 100 ms.
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
 }
+
+/// `netascii` is sent as octet (bytes as on disk); `mail` and other modes get ERROR 4.
+#[test]
+fn netascii_is_sent_as_octet_and_other_modes_are_refused() {
+    let s = start();
+    let text = b"menu\nboot\r\nend\n".to_vec();
+    std::fs::write(s.root.path().join("menu.cfg"), &text).unwrap();
+    let mut c = Raw::new(&s);
+    let rrq = |c: &mut Raw, mode: &str| {
+        c.tid = None;
+        let p = Packet::Rrq(Request {
+            filename: "menu.cfg".into(),
+            mode: mode.into(),
+            options: vec![],
+        });
+        c.sock.send_to(&encode(&p), c.server).unwrap();
+    };
+    rrq(&mut c, "NetASCII");
+    assert_eq!(data(c.recv()), (1, text));
+    c.ack(1);
+    s.assert_complete("menu.cfg", 15);
+    let mut c = Raw::new(&s);
+    rrq(&mut c, "mail");
+    assert!(
+        matches!(c.recv(), Packet::Error { code: 4, .. }),
+        "mode mail"
+    );
+    let events = s.events_for("menu.cfg", 2);
+    assert!(
+        matches!(&events[1].result, TransferResult::Refused(why) if why == "mode mail"),
+        "{events:?}"
+    );
+}
