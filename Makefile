@@ -17,7 +17,7 @@ run: deps rust build
 	$(SLIPWAY) compose tree --repo $(REPO) --cachedir $(CACHEDIR) \
 		--write-composejson-to $(CURDIR)/build/compose.json $(TREEFILE)
 
-test: test-deps rust lint fast-test slow-test
+test: test-deps rust lint fast-test build slow-test
 
 # Packages and the check that every tool is in place after installing: scripts/install-deps.sh
 # (one apt transaction, so a test package cannot remove a build tool; see the script).
@@ -45,9 +45,11 @@ lint:
 fast-test:
 	PATH=$$HOME/.cargo/bin:$$PATH cargo test
 
-# One test at a time: VMs and composes each want both cores.
+# One test at a time: VMs and composes each want both cores. Hosts composed by the tests
+# carry the release build of slipway, as hosts composed by `make run` do.
 slow-test:
-	PATH=$$HOME/.cargo/bin:$$PATH cargo test -- --ignored --test-threads=1
+	PATH=$$HOME/.cargo/bin:$$PATH SLIPWAY_HOST_EXE=$(CURDIR)/$(SLIPWAY) \
+		cargo test -- --ignored --test-threads=1
 
 bench: bench-deps rust build
 	bench/run.sh

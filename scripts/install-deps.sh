@@ -3,7 +3,7 @@
 # build and the tests use is really there, and fail with the reason if one is not.
 #
 #   scripts/install-deps.sh build   what `make run` needs: build slipway, compose, image
-#   scripts/install-deps.sh test    that plus the test suite's QEMU, OVMF, iPXE, Vagrant...
+#   scripts/install-deps.sh test    that plus the test suite's QEMU, OVMF, iPXE, Vagrant, scapy...
 #   scripts/install-deps.sh bench   that plus debos, the benchmark's peer (without its
 #                                   Recommends: systemd-resolved would replace /etc/resolv.conf)
 #
@@ -23,7 +23,7 @@ build_tools=(
     bwrap:bubblewrap unshare:util-linux apt-get:apt dpkg:dpkg gpg:gnupg curl:curl
     sfdisk:fdisk mke2fs:e2fsprogs chattr:e2fsprogs mkfs.fat:dosfstools mcopy:mtools
     mmd:mtools mdir:mtools grub-mkimage:grub-common grub-script-check:grub-common
-    qemu-img:qemu-utils tar:tar zstd:zstd
+    qemu-img:qemu-utils tar:tar zstd:zstd strip:binutils grub-editenv:grub-common
 )
 build_files=(
     /usr/lib/grub/i386-pc/moddep.lst:grub-pc-bin
@@ -40,6 +40,7 @@ test_tools=(
 test_files=(
     /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf /usr/share/OVMF/OVMF_VARS_4M.fd:ovmf
     /usr/share/seabios/bios-256k.bin:seabios /usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu
+    /usr/lib/python3/dist-packages/scapy/layers/dhcp.py:python3-scapy
 )
 
 packages_of() { local e; for e in "$@"; do echo "${e#*:}"; done; }

@@ -3,6 +3,11 @@
 use clap::Parser;
 
 fn main() {
+    // libostree runs slipway as its boot menu generator (`-o /boot/loader.N/grub.cfg`).
+    if let Some(code) = slipway::sysroot::bootloader::generator_hook() {
+        std::process::exit(code);
+    }
+    slipway::sysroot::bootloader::set_generator_env();
     let cli = slipway::cli::Cli::parse();
     slipway::sys::ui::set_quiet(cli.quiet);
     if let Err(e) = slipway::cli::run(cli) {

@@ -141,6 +141,23 @@ pub fn commit_path_type(
 }
 
 /// Total size in bytes of all regular files below `dir` (0 if it does not exist).
+/// SHA-256 of a file's content, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 pub fn dir_size(dir: &Path) -> u64 {
     fn walk(p: &Path, acc: &mut u64) {
         let Ok(rd) = std::fs::read_dir(p) else { return };

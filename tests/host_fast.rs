@@ -219,8 +219,61 @@ impl Fixture {
         v
     }
 
+    /// The menu GRUB reads: through the link into the current loader directory, so it
+    /// switches with the BLS entries.
     fn grub_cfg(&self) -> String {
-        std::fs::read_to_string(self.sysroot.join("boot/grub/grub.cfg")).unwrap()
+        let link = self.sysroot.join("boot/grub/grub.cfg");
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            PathBuf::from("../loader/grub.cfg")
+        );
+        std::fs::read_to_string(link).unwrap()
+    }
+
+    /// GRUB's environment block on the sysroot's /boot.
+    fn grubenv(&self) -> String {
+        let out = Command::new("grub-editenv")
+            .arg(self.sysroot.join("boot/grub/grubenv"))
+            .arg("list")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The root of the deployment at `index` (as `status` numbers them).
+    fn deployment_root(&self, index: usize) -> PathBuf {
+        let s = self.status();
+        let d = &s["deployments"][index];
+        self.sysroot.join(format!(
+            "ostree/deploy/{OS}/deploy/{}.{}",
+            d["commit"].as_str().unwrap(),
+            d["serial"]
+        ))
+    }
+
+    /// An operator check in the deployment's /etc.
+    fn add_check(&self, index: usize, stage: &str, name: &str, body: &str) {
+        let p = self
+            .deployment_root(index)
+            .join(format!("etc/slipway/checks/{stage}.d/{name}"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// `host boot-check` judging deployment `index` as if it were booted.
+    fn boot_check(&self, index: usize) -> Output {
+        let run = self.dir.path().join("run");
+        self.host(
+            "boot-check",
+            &[
+                "--assume-booted",
+                &index.to_string(),
+                "--run-dir",
+                run.to_str().unwrap(),
+            ],
+        )
     }
 
     /// The BLS entries libostree wrote: (file name, contents), sorted by file name.
@@ -417,6 +470,28 @@ fn status_upgrade_rollback_deploy_and_pin() {
     let o = f.host("deploy", &[&v2[..8]]);
     assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
     assert!(stdout(&o).contains("already the default"), "{}", stdout(&o));
+    // With kernel arguments the default's commit is deployed anew; an argument replaces the
+    // one of the same name.
+    f.host_ok(
+        "deploy",
+        &[&v2[..8], "--karg", "root=LABEL=other", "--karg", "quiet"],
+    );
+    let s = f.status();
+    assert_eq!(s["deployments"][0]["commit"], v2.as_str());
+    assert_eq!(
+        s["deployments"][1]["commit"],
+        v2.as_str(),
+        "a new deployment"
+    );
+    assert_eq!(
+        s["deployments"][0]["kernel_args"],
+        serde_json::json!(["slipway.test=carried", "root=LABEL=other", "quiet"])
+    );
+    assert!(
+        f.grub_cfg().contains("'root=LABEL=other' 'quiet'"),
+        "{}",
+        f.grub_cfg()
+    );
 
     // Pin and unpin.
     let out = f.host_ok("pin", &["1"]);
@@ -720,4 +795,154 @@ fn every_host_flag_is_documented() {
     }
     let out = stdout_of(slipway().args(["host", "upgrade", "--help"]));
     assert!(out.contains("77"), "{out}");
+}
+
+/// The health gate on an offline sysroot, judging deployments with `--assume-booted`: green
+/// marks good and ends the trial; red on a new default rejects it and rolls back (reboot
+/// asked); a rejected deployment is not made the default again by `rollback` or `upgrade`;
+/// red on a deployment marked good stays red; an exhausted trial rejects the default; the
+/// gate of the workloads follows the verdict; cleanup removes the rejected.
+#[test]
+fn the_health_gate_judges_rolls_back_and_remembers() {
+    let f = Fixture::new(None);
+    f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
+    f.ostree_deploy(false);
+    let run = f.dir.path().join("run");
+    let gate = || {
+        slipway()
+            .args(["host", "gate", "--run-dir"])
+            .arg(&run)
+            .output()
+            .unwrap()
+    };
+
+    // No verdict yet: the workloads' gate is closed.
+    let o = gate();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no health verdict yet"),
+        "{}",
+        stderr(&o)
+    );
+
+    // v1, no trial, a passing and a failing *wanted* check: green, marked good.
+    f.add_check(0, "required", "10-ok", "echo all fine");
+    f.add_check(0, "wanted", "90-soft", "echo meh; exit 1");
+    let o = f.boot_check(0);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o).trim(), "green");
+    let s = f.status();
+    let h = &s["deployments"][0]["health"];
+    assert!(h["marked_good"].is_string(), "{h}");
+    assert_eq!(h["last_verdict"]["green"], true);
+    assert_eq!(h["last_verdict"]["checks"][0]["name"], "10-ok");
+    assert_eq!(h["last_verdict"]["checks"][0]["output"], "all fine\n");
+    assert_eq!(h["last_verdict"]["checks"][1]["result"], "failed");
+    assert!(gate().status.success(), "{}", stderr(&gate()));
+    // The same boot is not judged twice.
+    f.add_check(0, "required", "20-late", "exit 1");
+    let o = f.boot_check(0);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("judged already"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&run).unwrap();
+
+    // Red on v1, which was marked good: no rollback (there is none), workloads stay stopped.
+    let o = f.boot_check(0);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("red: required check 20-late"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stderr(&o).contains("no rollback"), "{}", stderr(&o));
+    assert!(!gate().status.success());
+    std::fs::remove_dir_all(&run).unwrap();
+    std::fs::remove_file(
+        f.deployment_root(0)
+            .join("etc/slipway/checks/required.d/20-late"),
+    )
+    .unwrap();
+
+    // v2 is deployed on trial: GRUB's counter is set before the switch.
+    let v2 = f.commit("2", "2024-02-01 00:00:00 +0000", b"kernel 2");
+    f.host_ok("upgrade", &[]);
+    assert_eq!(f.grubenv(), "slipway_boot_left=3\n");
+    assert_eq!(f.status()["boot_tries_left"], 3);
+    assert!(f.grub_cfg().contains("load_env"), "{}", f.grub_cfg());
+
+    // v2 boots red: rejected, v1 the default again, counter cleared, reboot asked.
+    f.add_check(0, "required", "50-fail", "echo disk on fire >&2; exit 7");
+    let o = f.boot_check(0);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        f.systemctl_calls().contains("--no-block reboot"),
+        "{}",
+        f.systemctl_calls()
+    );
+    assert_eq!(
+        f.summary(),
+        [
+            ("1".into(), vec!["default", "pending"]),
+            ("2".into(), vec!["rollback"])
+        ]
+    );
+    assert_eq!(f.grubenv(), "");
+    let s = f.status();
+    let reason = s["deployments"][1]["health"]["rejected"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("required check 50-fail failed (exit status 7): disk on fire"),
+        "{reason}"
+    );
+    let table = f.host_ok("status", &[]);
+    assert!(table.contains("deployment 1 rejected at"), "{table}");
+    assert_eq!(
+        menu_titles(&f.grub_cfg()),
+        ["Slipway Test v1", "Slipway Test v2"]
+    );
+
+    // Never the default again by itself: rollback refuses, upgrade skips it.
+    let o = f.host("rollback", &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("was rejected by the health gate"),
+        "{}",
+        stderr(&o)
+    );
+    let o = f.host("upgrade", &[]);
+    assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("no update: {v2}")),
+        "{}",
+        stdout(&o)
+    );
+
+    // Deployed again by hand, it never reaches a verdict: after the tries GRUB boots entry 1
+    // (v1) with the counter at 0, and the gate rejects the default.
+    std::fs::remove_dir_all(&run).unwrap();
+    f.host_ok("deploy", &["2"]);
+    assert_eq!(f.grubenv(), "slipway_boot_left=3\n");
+    let grubenv = f.sysroot.join("boot/grub/grubenv");
+    let text = std::fs::read_to_string(&grubenv)
+        .unwrap()
+        .replace("slipway_boot_left=3", "slipway_boot_left=0");
+    std::fs::write(&grubenv, text).unwrap();
+    let o = f.boot_check(1);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(f.summary()[0].0, "1");
+    let s = f.status();
+    assert!(
+        s["deployments"][1]["health"]["rejected"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not reach a green verdict in 3 boots"),
+        "{s}"
+    );
+    assert_eq!(f.grubenv(), "");
+
+    // cleanup removes the rejected deployments, even the rollback.
+    f.host_ok("cleanup", &[]);
+    assert_eq!(f.summary(), [("1".into(), vec!["default", "pending"])]);
 }

@@ -110,6 +110,35 @@ fn host_checks(vm: &Vm, commit: &str) {
     let info = check(vm, "docker info --format '{{.ServerVersion}} {{.Driver}}'");
     assert!(info.contains("overlay2"), "{info}");
     check(vm, "kubectl version --client");
+    // The health gate judged this boot green before the workloads started.
+    assert_eq!(
+        check(
+            vm,
+            "systemctl is-active slipway-boot-check.service slipway-healthy.target"
+        )
+        .trim(),
+        "active\nactive"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&check(vm, "slipway host status --json")).unwrap();
+    let d = &st["deployments"][0];
+    assert_eq!(d["booted"], true, "{st}");
+    assert_eq!(d["health"]["last_verdict"]["green"], true, "{st}");
+    assert!(d["health"]["marked_good"].is_string(), "{st}");
+    let healthy = check(
+        vm,
+        "systemctl show -p ActiveEnterTimestampMonotonic --value slipway-healthy.target",
+    );
+    let docker = check(
+        vm,
+        "systemctl show -p ExecMainStartTimestampMonotonic --value docker.service",
+    );
+    assert!(
+        healthy.trim().parse::<u64>().unwrap() <= docker.trim().parse::<u64>().unwrap(),
+        "docker started at {docker} before the healthy target at {healthy}"
+    );
+    let menu = check(vm, "readlink /boot/grub/grub.cfg");
+    assert_eq!(menu.trim(), "../loader/grub.cfg");
     check(vm, "test -d /var/lib/docker && test -d /var/lib/containerd");
     assert_eq!(
         check(vm, "systemctl --failed --no-legend --plain").trim(),

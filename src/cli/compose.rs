@@ -47,6 +47,10 @@ pub struct ComposeTreeArgs {
     /// Host apt configuration directory whose sources are used.
     #[arg(long, value_name = "DIR", default_value = "/etc/apt", hide = true)]
     pub host_apt_dir: PathBuf,
+    /// The slipway executable the host carries (stripped on the way in); default: this
+    /// one. `make run` composes with the release build.
+    #[arg(long, value_name = "PATH", env = "SLIPWAY_HOST_EXE")]
+    pub host_slipway: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +98,7 @@ pub fn tree(a: ComposeTreeArgs) -> Result<()> {
         dry_run: a.dry_run,
         add_metadata: a.add_metadata_string,
         host_apt_dir: a.host_apt_dir,
+        host_slipway: a.host_slipway,
     };
     let cj = crate::compose::compose_tree(&opts)?;
     if let Some(c) = &cj.commit

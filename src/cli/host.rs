@@ -25,6 +25,12 @@ pub enum HostCommand {
     Cleanup(CleanupArgs),
     /// Pin a deployment so upgrades and cleanup keep it (or unpin it).
     Pin(PinArgs),
+    /// Judge this boot: run the health checks and record the verdict; a red new deployment
+    /// is rolled back (and the machine rebooted). Run by slipway-boot-check.service; exits
+    /// 1 on a red verdict.
+    BootCheck(BootCheckArgs),
+    /// Succeed only if this boot's verdict is green (the `ExecStartPre=` of gated units).
+    Gate(GateArgs),
 }
 
 /// The sysroot every `host` verb acts on.
@@ -78,6 +84,11 @@ pub struct DeployArgs {
     /// Reboot into the new deployment (`systemctl reboot`; only with --sysroot /).
     #[arg(long)]
     pub reboot: bool,
+    /// A kernel argument for the new deployment, replacing the current default's argument of
+    /// the same name (`root=...`, `rd.retry=5`); repeatable. With it, the default's own
+    /// commit is deployed anew.
+    #[arg(long, value_name = "ARG")]
+    pub karg: Vec<String>,
     /// A `version` of the refspec's history, or a commit checksum (a prefix of at least 4
     /// hex digits will do).
     #[arg(value_name = "VERSION|COMMIT")]
@@ -111,6 +122,28 @@ pub struct PinArgs {
     pub index: usize,
 }
 
+#[derive(Debug, Args)]
+pub struct BootCheckArgs {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    /// Where this boot's verdict is kept.
+    #[arg(long, value_name = "DIR", default_value = "/run/slipway")]
+    pub run_dir: PathBuf,
+    /// Judge deployment INDEX as if it were the booted one (offline sysroots, tests).
+    #[arg(long, value_name = "INDEX", hide = true)]
+    pub assume_booted: Option<usize>,
+    /// Never reboot, whatever health.json says (tests).
+    #[arg(long, hide = true)]
+    pub no_reboot: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// Where this boot's verdict is kept.
+    #[arg(long, value_name = "DIR", default_value = "/run/slipway")]
+    pub run_dir: PathBuf,
+}
+
 /// Route a `host` verb; results go to stdout, progress to stderr.
 pub fn run(c: HostCommand) -> Result<()> {
     match c {
@@ -125,12 +158,22 @@ pub fn run(c: HostCommand) -> Result<()> {
             Ok(())
         }
         HostCommand::Upgrade(a) => upgrade(a),
+        HostCommand::BootCheck(a) => {
+            let opts = host::health::gate::BootCheckOptions {
+                sysroot: a.sysroot.sysroot,
+                run_dir: a.run_dir,
+                assume_booted: a.assume_booted,
+                no_reboot: a.no_reboot,
+            };
+            host::health::gate::boot_check(&opts).map(|_| ())
+        }
+        HostCommand::Gate(a) => host::health::gate::gate(&a.run_dir),
         HostCommand::Deploy(a) => {
             if a.reboot {
                 host::check_reboot_allowed(&a.sysroot.sysroot)?;
             }
             let h = Host::open(&a.sysroot.sysroot, Access::Write)?;
-            match host::deploy::deploy(&h, a.os.as_deref(), &a.target)? {
+            match host::deploy::deploy(&h, a.os.as_deref(), &a.target, &a.karg)? {
                 host::deploy::DeployOutcome::AlreadyDefault(c) => {
                     println!("{c} is already the default deployment");
                     Err(ExitCode(EXIT_UNCHANGED).into())
@@ -204,6 +247,14 @@ fn upgrade(a: UpgradeArgs) -> Result<()> {
                 ),
             }
             Ok(())
+        }
+        O::Rejected { new, rejection } => {
+            println!(
+                "no update: {new} was rejected by the health gate at {}: {}; \
+                 `slipway host deploy {}` tries it again",
+                rejection.at, rejection.reason, new.checksum
+            );
+            Err(ExitCode(EXIT_UNCHANGED).into())
         }
         O::Downloaded { current, new } => {
             println!("downloaded: {new} (deployed: {current})");

@@ -2,8 +2,9 @@
 //!
 //! The input hash is a SHA-256 over everything that decides what a compose produces: the
 //! flattened treefile, the content of every file it refers to, and the resolved package set
-//! (name, version, architecture and the hash of each .deb), plus slipway's own version and
-//! the hash of its sources (the conversion code is an input too). Equal to the hash recorded on the ref's commit
+//! (name, version, architecture and the hash of each .deb), plus slipway's own version, the
+//! hash of its sources (the conversion code is an input too) and the hash of the slipway
+//! executable the host carries. Equal to the hash recorded on the ref's commit
 //! means nothing changed.
 //!
 //! The index hash is a cheaper pre-check: the treefile and its files plus the signed release
@@ -23,16 +24,23 @@ const FORMAT: &str = "slipway-inputhash-2";
 /// postprocesses or commits a tree is a change of input, so it composes anew.
 pub const SOURCE_HASH: &str = env!("SLIPWAY_SOURCE_HASH");
 
-fn treefile_part(h: &mut Sha256, tf: &Treefile) -> Result<()> {
-    treefile_part_with_source(h, tf, SOURCE_HASH)
+fn treefile_part(h: &mut Sha256, tf: &Treefile, host_exe: &str) -> Result<()> {
+    treefile_part_with_source(h, tf, SOURCE_HASH, host_exe)
 }
 
-fn treefile_part_with_source(h: &mut Sha256, tf: &Treefile, source: &str) -> Result<()> {
+fn treefile_part_with_source(
+    h: &mut Sha256,
+    tf: &Treefile,
+    source: &str,
+    host_exe: &str,
+) -> Result<()> {
     h.update(FORMAT.as_bytes());
     h.update(b"\0");
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(b"\0source\0");
     h.update(source.as_bytes());
+    h.update(b"\0host-executable\0");
+    h.update(host_exe.as_bytes());
     h.update(b"\0treefile\0");
     h.update(tf.canonical_json().as_bytes());
     for f in tf.referenced_files() {
@@ -46,10 +54,11 @@ fn treefile_part_with_source(h: &mut Sha256, tf: &Treefile, source: &str) -> Res
     Ok(())
 }
 
-/// The input hash of a treefile and its resolved packages.
-pub fn input_hash(tf: &Treefile, packages: &[ResolvedPackage]) -> Result<String> {
+/// The input hash of a treefile, its resolved packages and the slipway executable the host
+/// carries (`host_exe`: its SHA-256).
+pub fn input_hash(tf: &Treefile, packages: &[ResolvedPackage], host_exe: &str) -> Result<String> {
     let mut h = Sha256::new();
-    treefile_part(&mut h, tf)?;
+    treefile_part(&mut h, tf, host_exe)?;
     let mut pkgs: Vec<&ResolvedPackage> = packages.iter().collect();
     pkgs.sort();
     for p in pkgs {
@@ -58,10 +67,10 @@ pub fn input_hash(tf: &Treefile, packages: &[ResolvedPackage]) -> Result<String>
     Ok(hex::encode(h.finalize()))
 }
 
-/// The index hash: treefile plus the apt sources' release files digest.
-pub fn index_hash(tf: &Treefile, index_digest: &str) -> Result<String> {
+/// The index hash: treefile and host executable plus the apt sources' release files digest.
+pub fn index_hash(tf: &Treefile, index_digest: &str, host_exe: &str) -> Result<String> {
     let mut h = Sha256::new();
-    treefile_part(&mut h, tf)?;
+    treefile_part(&mut h, tf, host_exe)?;
     h.update(b"\0index\0");
     h.update(index_digest.as_bytes());
     Ok(hex::encode(h.finalize()))
@@ -93,31 +102,32 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let t = setup(d.path());
         let pk = vec![pkg("a", "1"), pkg("b", "2")];
-        let base = input_hash(&Treefile::load(&t).unwrap(), &pk).unwrap();
+        let base = input_hash(&Treefile::load(&t).unwrap(), &pk, "exe").unwrap();
         // Stable, and independent of package order.
         let rev: Vec<_> = pk.iter().rev().cloned().collect();
         assert_eq!(
             base,
-            input_hash(&Treefile::load(&t).unwrap(), &rev).unwrap()
+            input_hash(&Treefile::load(&t).unwrap(), &rev, "exe").unwrap()
         );
         // A package version.
         assert_ne!(
             base,
             input_hash(
                 &Treefile::load(&t).unwrap(),
-                &[pkg("a", "1"), pkg("b", "3")]
+                &[pkg("a", "1"), pkg("b", "3")],
+                "exe"
             )
             .unwrap()
         );
         // A referenced file's content.
         std::fs::write(d.path().join("daemon.json"), r#"{"debug": true}"#).unwrap();
-        let changed_file = input_hash(&Treefile::load(&t).unwrap(), &pk).unwrap();
+        let changed_file = input_hash(&Treefile::load(&t).unwrap(), &pk, "exe").unwrap();
         assert_ne!(base, changed_file);
         // The treefile itself.
         std::fs::write(&t, r#"{"ref": "r", "packages": ["aa", "cc"], "add-files": [["daemon.json", "/etc/docker/daemon.json"]]}"#).unwrap();
         assert_ne!(
             changed_file,
-            input_hash(&Treefile::load(&t).unwrap(), &pk).unwrap()
+            input_hash(&Treefile::load(&t).unwrap(), &pk, "exe").unwrap()
         );
     }
 
@@ -125,13 +135,18 @@ mod tests {
     fn slipway_sources_are_an_input() {
         let d = tempfile::tempdir().unwrap();
         let t = Treefile::load(&setup(d.path())).unwrap();
-        let hash = |source: &str| {
+        let hash = |source: &str, exe: &str| {
             let mut h = Sha256::new();
-            treefile_part_with_source(&mut h, &t, source).unwrap();
+            treefile_part_with_source(&mut h, &t, source, exe).unwrap();
             hex::encode(h.finalize())
         };
-        assert_eq!(hash(SOURCE_HASH), hash(SOURCE_HASH));
-        assert_ne!(hash(SOURCE_HASH), hash("another build of slipway"));
+        assert_eq!(hash(SOURCE_HASH, "e"), hash(SOURCE_HASH, "e"));
+        assert_ne!(
+            hash(SOURCE_HASH, "e"),
+            hash("another build of slipway", "e")
+        );
+        // The executable the host carries (a release or a debug build of the same sources).
+        assert_ne!(hash(SOURCE_HASH, "e"), hash(SOURCE_HASH, "f"));
         assert_eq!(SOURCE_HASH.len(), 64, "set by build.rs");
     }
 
@@ -142,8 +157,8 @@ mod tests {
         let (ta, tb) = (setup(a.path()), setup(b.path()));
         let pk = vec![pkg("a", "1")];
         assert_eq!(
-            input_hash(&Treefile::load(&ta).unwrap(), &pk).unwrap(),
-            input_hash(&Treefile::load(&tb).unwrap(), &pk).unwrap()
+            input_hash(&Treefile::load(&ta).unwrap(), &pk, "exe").unwrap(),
+            input_hash(&Treefile::load(&tb).unwrap(), &pk, "exe").unwrap()
         );
     }
 
@@ -151,7 +166,13 @@ mod tests {
     fn index_hash_tracks_the_index_digest() {
         let d = tempfile::tempdir().unwrap();
         let t = Treefile::load(&setup(d.path())).unwrap();
-        assert_eq!(index_hash(&t, "x").unwrap(), index_hash(&t, "x").unwrap());
-        assert_ne!(index_hash(&t, "x").unwrap(), index_hash(&t, "y").unwrap());
+        assert_eq!(
+            index_hash(&t, "x", "e").unwrap(),
+            index_hash(&t, "x", "e").unwrap()
+        );
+        assert_ne!(
+            index_hash(&t, "x", "e").unwrap(),
+            index_hash(&t, "y", "e").unwrap()
+        );
     }
 }

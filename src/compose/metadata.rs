@@ -13,6 +13,8 @@ pub const KEY_TREEFILE: &str = "slipway.treefile";
 pub const KEY_SUITE: &str = "slipway.suite";
 /// The source hash of the slipway that composed the commit (`slipway --version`).
 pub const KEY_SOURCE: &str = "slipway.source";
+/// SHA-256 of the slipway executable the host carries (as given, before stripping).
+pub const KEY_HOST_EXECUTABLE: &str = "slipway.host-executable";
 
 /// A treefile `add-commit-metadata` value as a GVariant: strings `s`, booleans `b`,
 /// integers `x`, other numbers `d`, arrays of strings `as`. Anything else is refused.

@@ -49,6 +49,8 @@ pub struct ComposeOptions {
     pub add_metadata: Vec<(String, String)>,
     /// Where the host's apt configuration lives (normally /etc/apt).
     pub host_apt_dir: PathBuf,
+    /// The slipway executable the host carries (`None`: the running one).
+    pub host_slipway: Option<PathBuf>,
 }
 
 /// The machine-readable result (`--write-composejson-to`).
@@ -148,6 +150,9 @@ struct ComposePlan {
     previous: Option<PreviousCommit>,
     sources: Vec<apt::Source>,
     timestamp: u64,
+    /// The slipway executable the host carries, and its SHA-256.
+    host_exe: PathBuf,
+    host_exe_hash: String,
 }
 
 /// What the ref's current commit recorded.
@@ -245,7 +250,7 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
 fn plan(opts: &ComposeOptions) -> Result<ComposePlan> {
     let tf = Treefile::load(&opts.treefile)?;
     crate::sys::preflight::require_root("slipway compose tree")?;
-    let mut tools = vec!["mmdebstrap", "apt-get", "bwrap", "unshare", "dpkg"];
+    let mut tools = vec!["mmdebstrap", "apt-get", "bwrap", "unshare", "dpkg", "strip"];
     if opts.gpg_sign.is_some() {
         tools.push("gpg");
     }
@@ -254,6 +259,12 @@ fn plan(opts: &ComposeOptions) -> Result<ComposePlan> {
         check_signing_key(key, opts.gpg_homedir.as_deref())?;
     }
     let timestamp = commit_timestamp()?;
+    let host_exe = match &opts.host_slipway {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("finding slipway's own executable")?,
+    };
+    let host_exe_hash = crate::repo::sha256_file(&host_exe)
+        .with_context(|| format!("--host-slipway {}", host_exe.display()))?;
     let host = apt::read_host_sources(&opts.host_apt_dir)?;
     let mut sources = apt::sources_for_suite(&host, apt::host_codename().as_deref(), &tf.suite)?;
     sources.extend(apt::treefile_sources(&tf));
@@ -296,6 +307,8 @@ fn plan(opts: &ComposeOptions) -> Result<ComposePlan> {
         previous,
         sources,
         timestamp,
+        host_exe,
+        host_exe_hash,
     })
 }
 
@@ -342,7 +355,7 @@ fn resolve(opts: &ComposeOptions, plan: &ComposePlan, progress: &Progress) -> Re
     let ws = apt::AptWorkspace::prepare(&opts.cachedir, &plan.sources, &tf.exclude_packages)?;
     phase.message("apt-get update");
     ws.update(&plan.sources)?;
-    let index_hash = inputhash::index_hash(tf, &ws.index_digest()?)?;
+    let index_hash = inputhash::index_hash(tf, &ws.index_digest()?, &plan.host_exe_hash)?;
     let prev = plan.previous.as_ref();
     let unchanged_index = !opts.force_nocache
         && prev.is_some_and(|p| p.indexhash.as_deref() == Some(index_hash.as_str()));
@@ -351,7 +364,7 @@ fn resolve(opts: &ComposeOptions, plan: &ComposePlan, progress: &Progress) -> Re
     } else {
         phase.message("resolving packages");
         let pkgs = ws.resolve(tf)?;
-        let h = inputhash::input_hash(tf, &pkgs)?;
+        let h = inputhash::input_hash(tf, &pkgs, &plan.host_exe_hash)?;
         (Some(pkgs), Some(h))
     };
     phase.finish(
@@ -371,6 +384,27 @@ fn resolve(opts: &ComposeOptions, plan: &ComposePlan, progress: &Progress) -> Re
         packages,
         input_hash,
     })
+}
+
+/// Put the host's slipway (stripped) and its health gate into the tree, and check that it
+/// runs there (it links the tree's libraries, not the build machine's).
+#[context("Installing slipway into the tree")]
+fn install_slipway(rootfs: &Path, exe: &Path, work: &Path) -> Result<()> {
+    let stripped = work.join("slipway.stripped");
+    std::process::Command::new("strip")
+        .arg("--strip-all")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(exe)
+        .run()
+        .with_context(|| format!("stripping {}", exe.display()))?;
+    crate::host::health::assets::install(rootfs, &stripped)?;
+    let v = crate::sys::sandbox::Sandbox::new(rootfs)
+        .command(&["/usr/bin/slipway", "--version"])
+        .run_get_string()
+        .context("running the host's slipway inside the tree")?;
+    ui::info(format!("the host carries {}", v.trim()));
+    Ok(())
 }
 
 /// mmdebstrap, the treefile's customisations, the initramfs, the OSTree layout.
@@ -420,6 +454,14 @@ fn build(
         "add-files, remove-files, postprocess, units",
         None,
     );
+    if crate::host::health::assets::is_host(&rootfs)? {
+        install_slipway(&rootfs, &plan.host_exe, work.path())?;
+    } else {
+        ui::warn(
+            "the tree has no systemd or no libostree, so it is not a host slipway runs on: \
+             slipway and its health gate are not installed",
+        );
+    }
     postprocess::add_files(&rootfs, tf)?;
     postprocess::remove_files(&rootfs, tf)?;
     postprocess::run_scripts(&rootfs, tf, &mut |l| phase.message(l))?;
@@ -513,6 +555,10 @@ fn commit(
     dict.insert_value(metadata::KEY_TREEFILE, &tf.canonical_json().to_variant());
     dict.insert_value(metadata::KEY_SUITE, &tf.suite.to_variant());
     dict.insert_value(metadata::KEY_SOURCE, &inputhash::SOURCE_HASH.to_variant());
+    dict.insert_value(
+        metadata::KEY_HOST_EXECUTABLE,
+        &plan.host_exe_hash.to_variant(),
+    );
 
     let homedir = opts.gpg_homedir.as_ref().map(|p| p.display().to_string());
     let phase = progress.phase("commit", "writing objects", Some(0));

@@ -1,7 +1,9 @@
 //! `slipway host cleanup`: remove the deployments nothing needs (not booted, not the
 //! default, not the rollback, not pinned; other stateroots than the default's are left
-//! alone), then libostree's cleanup: leftovers of interrupted writes, boot files no entry
-//! uses, and repository objects no ref or deployment references.
+//! alone; a deployment the health gate rejected goes even as the rollback), then libostree's
+//! cleanup: leftovers of interrupted writes, boot files no entry uses, and repository
+//! objects no ref or deployment references. The health records of removed deployments go
+//! too, except the rejections, which keep `upgrade` from deploying a rejected commit again.
 
 use anyhow::{Context, Result};
 use fn_error_context::context;
@@ -19,11 +21,21 @@ pub struct Cleaned {
 }
 
 /// Whether cleanup keeps deployment `index` of a list whose rollback is `rollback`.
-fn keeps(host: &Host, deps: &[ostree::Deployment], index: usize, rollback: Option<usize>) -> bool {
+fn keeps(
+    host: &Host,
+    deps: &[ostree::Deployment],
+    index: usize,
+    rollback: Option<usize>,
+    rejected: bool,
+) -> bool {
     let d = &deps[index];
     let booted = host.booted().is_some_and(|b| b.equal(d));
     let other_stateroot = deps.first().is_some_and(|f| f.osname() != d.osname());
-    index == 0 || Some(index) == rollback || booted || d.is_pinned() || other_stateroot
+    index == 0
+        || (Some(index) == rollback && !rejected)
+        || booted
+        || d.is_pinned()
+        || other_stateroot
 }
 
 /// `slipway host cleanup` on `host` (locked for writing).
@@ -34,7 +46,9 @@ pub fn cleanup(host: &Host) -> Result<Cleaned> {
     let rollback = host.rollback_index();
     let (mut kept, mut removed) = (Vec::new(), Vec::new());
     for (i, d) in deps.iter().enumerate() {
-        if keeps(host, &deps, i, rollback) {
+        let store = super::health::Store::open(host, d.osname().as_str());
+        let rejected = store.of(d)?.rejected.is_some();
+        if keeps(host, &deps, i, rollback, rejected) {
             kept.push(d.clone());
         } else {
             removed.push(host.describe(d));
@@ -45,7 +59,16 @@ pub fn cleanup(host: &Host) -> Result<Cleaned> {
             .write_deployments(&kept, gio::Cancellable::NONE)
             .with_context(|| format!("removing {}", removed.join(", ")))?;
         host.reload()?;
-        host.write_grub_cfg()?;
+        host.link_grub_cfg()?;
+    }
+    if let Some(first) = kept.first() {
+        let store = super::health::Store::open(host, first.osname().as_str());
+        let keep: Vec<(String, i32)> = kept
+            .iter()
+            .filter(|d| d.osname() == first.osname())
+            .map(|d| (d.csum().to_string(), d.deployserial()))
+            .collect();
+        store.prune(&keep)?;
     }
     host.sysroot()
         .cleanup(gio::Cancellable::NONE)

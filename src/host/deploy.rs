@@ -67,7 +67,12 @@ fn copy_origin(host: &Host, dep: &ostree::Deployment) -> Result<glib::KeyFile> {
     "Deploying commit {commit} into stateroot {stateroot} of the sysroot {}",
     host.path().display()
 )]
-pub fn deploy_commit(host: &Host, stateroot: &str, commit: &str) -> Result<Deployed> {
+pub fn deploy_commit(
+    host: &Host,
+    stateroot: &str,
+    commit: &str,
+    kargs: &[String],
+) -> Result<Deployed> {
     host.refuse_if_staged()?;
     let default = host.default_of(stateroot)?;
     boot::check_room(host.repo(), commit, stateroot, &host.boot_dir())?;
@@ -76,7 +81,7 @@ pub fn deploy_commit(host: &Host, stateroot: &str, commit: &str) -> Result<Deplo
         .merge_deployment(Some(stateroot))
         .unwrap_or_else(|| default.clone());
     let origin = copy_origin(host, &default)?;
-    let kernel_args = kernel_args_of(&default);
+    let kernel_args = crate::sysroot::deploy::merge_kernel_args(kernel_args_of(&default), kargs);
     let kargs: Vec<&str> = kernel_args.iter().map(String::as_str).collect();
     let new = sysroot
         .deploy_tree(
@@ -93,6 +98,7 @@ pub fn deploy_commit(host: &Host, stateroot: &str, commit: &str) -> Result<Deplo
                 host.describe(&merge)
             )
         })?;
+    super::health::start_trial(host, &new)?;
     sysroot
         .simple_write_deployment(
             Some(stateroot),
@@ -103,7 +109,7 @@ pub fn deploy_commit(host: &Host, stateroot: &str, commit: &str) -> Result<Deplo
         )
         .context("writing the deployment list")?;
     host.reload()?;
-    let boot_entries = host.write_grub_cfg()?;
+    let boot_entries = host.link_grub_cfg()?;
     let deps = host.deployments();
     let first = deps
         .first()
@@ -135,7 +141,12 @@ pub enum DeployOutcome {
 /// it, then the commit itself. Going back to an older version is what this verb is for, so
 /// it is not refused as a downgrade.
 #[context("Deploying `{target}` on the sysroot {}", host.path().display())]
-pub fn deploy(host: &Host, os: Option<&str>, target: &str) -> Result<DeployOutcome> {
+pub fn deploy(
+    host: &Host,
+    os: Option<&str>,
+    target: &str,
+    kargs: &[String],
+) -> Result<DeployOutcome> {
     let stateroot = host.stateroot(os)?;
     let default = host.default_of(&stateroot)?;
     let refspec = fetch::origin_refspec(host, &default)?;
@@ -179,10 +190,10 @@ pub fn deploy(host: &Host, os: Option<&str>, target: &str) -> Result<DeployOutco
     if !fetch::is_complete(repo, &commit) {
         fetch::pull(host, &refspec, &default, &Pull::Commit(commit.clone()))?;
     }
-    if commit == default.csum().as_str() {
+    if commit == default.csum().as_str() && kargs.is_empty() {
         return Ok(DeployOutcome::AlreadyDefault(host.commit_info(&commit)?));
     }
     Ok(DeployOutcome::Deployed(deploy_commit(
-        host, &stateroot, &commit,
+        host, &stateroot, &commit, kargs,
     )?))
 }

@@ -21,18 +21,15 @@
 //! right after the default among the deployments of the default's stateroot: what `rollback`
 //! makes the default.
 //!
-//! TODO (atomic boot loader switch): libostree writes the new BLS entries into
-//! `/boot/loader.N` and swaps the `/boot/loader` link atomically, but `grub.cfg` is
-//! regenerated from them only afterwards ([`crate::sysroot::bootloader::write_grub_cfg`],
-//! itself written atomically). A crash between the two leaves the old menu, whose entries
-//! name a boot version libostree may already have removed. The fix is to write `grub.cfg`
-//! inside the new `loader.N` before the swap, as libostree's own GRUB backend and
-//! `ostree-grub-generator` do, with GRUB reading it through the `loader` link.
+//! The boot loader switch is atomic: libostree writes the new entries and slipway's menu
+//! into the new `/boot/loader.N` before it swaps the `/boot/loader` link, and GRUB reads the
+//! menu through that link (see [`crate::sysroot::bootloader`]).
 
 pub mod boot;
 pub mod cleanup;
 pub mod deploy;
 pub mod fetch;
+pub mod health;
 pub mod pin;
 pub mod rollback;
 pub mod status;
@@ -146,12 +143,23 @@ impl Host {
             .load(gio::Cancellable::NONE)
             .context("loading the deployments")?;
         let repo = sysroot.repo();
-        Ok(Host {
+        let host = Host {
             path: path.to_path_buf(),
             sysroot,
             repo,
             _lock: lock,
-        })
+        };
+        if access == Access::Write {
+            host.prepare_boot_writes()?;
+        }
+        Ok(host)
+    }
+
+    /// Whether the sysroot is the root of the machine slipway runs on.
+    pub fn is_running_root(&self) -> bool {
+        std::fs::canonicalize(&self.path)
+            .map(|p| p == Path::new("/"))
+            .unwrap_or(false)
     }
 
     /// The sysroot's path as given.
@@ -305,14 +313,30 @@ impl Host {
         Ok(())
     }
 
-    /// Regenerate `/boot/grub/grub.cfg` from the BLS entries libostree wrote.
-    pub(crate) fn write_grub_cfg(&self) -> Result<usize> {
-        crate::sysroot::bootloader::write_grub_cfg(&self.boot_dir(), None).with_context(|| {
-            format!(
-                "regenerating the boot menu of the sysroot {}",
-                self.path.display()
-            )
-        })
+    /// After libostree wrote a deployment list (and the menu into the new `loader.N`): make
+    /// sure GRUB reads that menu through the `/boot/grub/grub.cfg` link (sysroots of an older
+    /// layout have a regular file there). Returns how many entries the menu has.
+    pub(crate) fn link_grub_cfg(&self) -> Result<usize> {
+        crate::sysroot::bootloader::link_grub_cfg(&self.boot_dir())
+            .with_context(|| format!("the boot menu of the sysroot {}", self.path.display()))
+    }
+
+    /// Before libostree writes a deployment list: libostree's grub2 backend with slipway's
+    /// generator (sysroots made by `ostree admin` or an older slipway say `none` or nothing),
+    /// the generator's environment, a GRUB environment block.
+    fn prepare_boot_writes(&self) -> Result<()> {
+        crate::sysroot::bootloader::check_generator_env()?;
+        let config = self.repo.copy_config();
+        if config.string("sysroot", "bootloader").ok().as_deref() != Some("grub2") {
+            config.set_string("sysroot", "bootloader", "grub2");
+            self.repo
+                .write_config(&config)
+                .context("setting sysroot.bootloader=grub2 in the sysroot repository")?;
+            self.repo
+                .reload_config(gio::Cancellable::NONE)
+                .context("reloading the sysroot repository config")?;
+        }
+        crate::sysroot::bootloader::prepare_boot(&self.boot_dir(), None)
     }
 }
 

@@ -51,11 +51,21 @@ pub fn rollback(host: &Host) -> Result<RolledBack> {
     };
     let from = host.describe(first);
     let to = host.describe(&deps[r]);
+    let store = super::health::Store::open(host, deps[r].osname().as_str());
+    if let Some(rej) = store.of(&deps[r])?.rejected {
+        bail!(
+            "{to} was rejected by the health gate at {}: {}; it is not made the default \
+             again (deploy its commit with `slipway host deploy` to try it anew)",
+            rej.at,
+            rej.reason
+        );
+    }
+    super::health::start_trial(host, &deps[r])?;
     host.sysroot()
         .write_deployments(&moved_to_front(&deps, r), gio::Cancellable::NONE)
         .with_context(|| format!("making {to} the default instead of {from}"))?;
     host.reload()?;
-    let boot_entries = host.write_grub_cfg()?;
+    let boot_entries = host.link_grub_cfg()?;
     let deps = host.deployments();
     let rollback = host
         .rollback_index()

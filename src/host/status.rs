@@ -16,14 +16,31 @@
 //!       "pinned": false, "staged": false,
 //!       "refspec": "debian:slipway/bookworm/x86_64/atomic-host",
 //!       "remote": "debian", "remote_url": "http://10.0.0.1/repo",
-//!       "kernel_args": ["root=LABEL=root", "rw"]
+//!       "kernel_args": ["root=LABEL=root", "rw"],
+//!       "health": {
+//!         "marked_good": "2026-12-01T05:00:00Z",
+//!         "rejected": null,
+//!         "last_verdict": {
+//!           "boot_id": "…", "at": "2026-12-01T05:00:00Z", "commit": "3f2a…",
+//!           "deployserial": 0, "green": true,
+//!           "checks": [{"name": "20-var", "stage": "required", "path": "/usr/lib/…",
+//!                       "result": "passed", "exit_code": 0, "output": "…",
+//!                       "milliseconds": 12}]
+//!         }
+//!       }
 //!     }
-//!   ]
+//!   ],
+//!   "boot_tries_left": null
 //! }
 //! ```
 //!
 //! `version` and `timestamp` are null when the commit object is not in the repository;
-//! `refspec`, `remote` and `remote_url` when the origin has none.
+//! `refspec`, `remote` and `remote_url` when the origin has none. `health` is what the
+//! health gate recorded: `marked_good` (when it first had a green verdict), `rejected`
+//! (`{"at", "reason"}` when the gate rolled away from it; it is never made the default
+//! again by itself), `last_verdict` (the verdict of its latest boot, every check with its
+//! result and output). `boot_tries_left` is GRUB's counter while a new default is on trial
+//! (null otherwise).
 
 use anyhow::Result;
 use fn_error_context::context;
@@ -44,6 +61,8 @@ pub struct HostStatus {
     pub sysroot: String,
     /// Default first, as libostree orders them.
     pub deployments: Vec<DeploymentStatus>,
+    /// Boots left for the default on trial (GRUB's counter), if one is on trial.
+    pub boot_tries_left: Option<u32>,
 }
 
 /// One deployment.
@@ -80,6 +99,16 @@ pub struct DeploymentStatus {
     pub remote_url: Option<String>,
     /// Kernel arguments of the boot entry (without libostree's `ostree=`).
     pub kernel_args: Vec<String>,
+    /// What the health gate recorded for it.
+    pub health: HealthStatus,
+}
+
+/// The health gate's record of a deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HealthStatus {
+    pub marked_good: Option<String>,
+    pub rejected: Option<super::health::store::Rejection>,
+    pub last_verdict: Option<super::health::Verdict>,
 }
 
 /// Read the status of `host`.
@@ -109,6 +138,7 @@ pub fn status(host: &Host) -> Result<HostStatus> {
             Some(name) => fetch::find_remote(host, name, d)?.map(|r| r.url),
             None => None,
         };
+        let h = super::health::Store::open(host, d.osname().as_str()).of(d)?;
         out.push(DeploymentStatus {
             index,
             stateroot: d.osname().to_string(),
@@ -126,12 +156,21 @@ pub fn status(host: &Host) -> Result<HostStatus> {
             remote,
             remote_url,
             kernel_args: kernel_args_of(d),
+            health: HealthStatus {
+                marked_good: h.marked_good,
+                rejected: h.rejected,
+                last_verdict: h.last_verdict,
+            },
         });
     }
+    let boot_tries_left = crate::sysroot::bootloader::read_grubenv(&host.boot_dir())?
+        .get(crate::sysroot::bootloader::BOOT_LEFT_VAR)
+        .and_then(|v| v.parse().ok());
     Ok(HostStatus {
         schema: STATUS_SCHEMA,
         sysroot: host.path().display().to_string(),
         deployments: out,
+        boot_tries_left,
     })
 }
 
@@ -159,6 +198,21 @@ impl DeploymentStatus {
     }
 }
 
+impl HealthStatus {
+    /// "green", "red", "rejected", "good" or "-", for the table.
+    fn short(&self) -> String {
+        if self.rejected.is_some() {
+            return "rejected".into();
+        }
+        match &self.last_verdict {
+            Some(v) if v.green => "green".into(),
+            Some(_) => "red".into(),
+            None if self.marked_good.is_some() => "good".into(),
+            None => "-".into(),
+        }
+    }
+}
+
 impl HostStatus {
     /// A table for people: one line per deployment, then the remotes.
     pub fn table(&self) -> String {
@@ -171,6 +225,7 @@ impl HostStatus {
             "VERSION".into(),
             "COMMIT".into(),
             "STATE".into(),
+            "HEALTH".into(),
             "REFSPEC".into(),
         ]];
         for d in &self.deployments {
@@ -180,10 +235,11 @@ impl HostStatus {
                 d.version.clone().unwrap_or_else(|| "-".into()),
                 d.commit.get(..12).unwrap_or(&d.commit).to_string(),
                 d.state(),
+                d.health.short(),
                 d.refspec.clone().unwrap_or_else(|| "-".into()),
             ]);
         }
-        let widths: Vec<usize> = (0..6)
+        let widths: Vec<usize> = (0..7)
             .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
             .collect();
         let mut s = String::new();
@@ -205,6 +261,24 @@ impl HostStatus {
         remotes.dedup();
         for (name, url) in remotes {
             s.push_str(&format!("remote {name}: {url}\n"));
+        }
+        for d in &self.deployments {
+            if let Some(r) = &d.health.rejected {
+                s.push_str(&format!(
+                    "deployment {} rejected at {}: {}\n",
+                    d.index, r.at, r.reason
+                ));
+            } else if let Some(v) = d.health.last_verdict.as_ref().filter(|v| !v.green) {
+                s.push_str(&format!(
+                    "deployment {} at {}: {}\n",
+                    d.index,
+                    v.at,
+                    v.summary()
+                ));
+            }
+        }
+        if let Some(n) = self.boot_tries_left {
+            s.push_str(&format!("default on trial: {n} boots left\n"));
         }
         s
     }
@@ -232,6 +306,7 @@ mod tests {
             remote: Some("debian".into()),
             remote_url: Some("file:///srv/repo".into()),
             kernel_args: vec!["rw".into()],
+            health: HealthStatus::default(),
         }
     }
 
@@ -241,14 +316,40 @@ mod tests {
             schema: STATUS_SCHEMA,
             sysroot: "/x".into(),
             deployments: vec![dep(0, "2"), dep(1, "1")],
+            boot_tries_left: None,
         };
         let t = s.table();
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4, "{t}");
         assert!(lines[0].starts_with("INDEX  STATEROOT  VERSION"), "{t}");
         assert!(lines[1].contains("000000000000  default,pending"), "{t}");
-        assert!(lines[2].contains("rollback,pinned  debian:a/b"), "{t}");
+        assert!(
+            lines[2].contains("rollback,pinned  -       debian:a/b"),
+            "{t}"
+        );
         assert_eq!(lines[3], "remote debian: file:///srv/repo");
+    }
+
+    #[test]
+    fn table_says_why_a_deployment_was_rejected() {
+        let mut d1 = dep(1, "1");
+        d1.health.rejected = Some(crate::host::health::store::Rejection {
+            at: "2026-12-01T00:00:00Z".into(),
+            reason: "red: required check 50-fail failed (exit status 1): broken".into(),
+        });
+        let s = HostStatus {
+            schema: STATUS_SCHEMA,
+            sysroot: "/x".into(),
+            deployments: vec![dep(0, "2"), d1],
+            boot_tries_left: Some(2),
+        };
+        let t = s.table();
+        assert!(t.contains("rollback,pinned  rejected  debian:a/b"), "{t}");
+        assert!(
+            t.contains("deployment 1 rejected at 2026-12-01T00:00:00Z: red: required check 50-fail failed (exit status 1): broken"),
+            "{t}"
+        );
+        assert!(t.contains("default on trial: 2 boots left"), "{t}");
     }
 
     #[test]
@@ -257,6 +358,7 @@ mod tests {
             schema: STATUS_SCHEMA,
             sysroot: "/x".into(),
             deployments: vec![dep(0, "2")],
+            boot_tries_left: None,
         };
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
         assert_eq!(v["schema"], 1);

@@ -44,6 +44,12 @@ pub enum UpgradeOutcome {
         new: CommitInfo,
     },
     Deployed(Deployed),
+    /// The refspec's newest commit was rejected by the health gate on this host: not
+    /// deployed again by `upgrade` (`deploy` can).
+    Rejected {
+        new: CommitInfo,
+        rejection: super::health::store::Rejection,
+    },
 }
 
 /// Compare two version strings the way people read them: runs of digits compare as
@@ -141,6 +147,14 @@ pub fn upgrade(host: &Host, os: Option<&str>, opts: UpgradeOptions) -> Result<Up
         return Ok(UpgradeOutcome::UpToDate(current));
     }
     let new = host.commit_info(&newest)?;
+    if let Some(rej) =
+        super::health::Store::open(host, &stateroot).rejected_commit(&new.checksum)?
+    {
+        return Ok(UpgradeOutcome::Rejected {
+            new,
+            rejection: rej,
+        });
+    }
     let downgrade = downgrade_reason(&current, &new);
     if opts.check {
         return Ok(UpgradeOutcome::Available {
@@ -164,6 +178,7 @@ pub fn upgrade(host: &Host, os: Option<&str>, opts: UpgradeOptions) -> Result<Up
         host,
         &stateroot,
         &new.checksum,
+        &[],
     )?))
 }
 

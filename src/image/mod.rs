@@ -135,7 +135,7 @@ fn plan(opts: &ImageOptions) -> Result<Plan> {
         if let Some(t) = b.timeout {
             settings.timeout = t;
         }
-        kernel_args.extend(b.append.iter().cloned());
+        kernel_args = deploy::merge_kernel_args(kernel_args, &b.append);
     }
     if let Some(u) = &opts.remote_url
         && !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("file://"))

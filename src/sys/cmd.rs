@@ -18,6 +18,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -131,6 +132,75 @@ pub fn spawn(cmd: &mut Command) -> Result<Child> {
         .map_err(|_| anyhow::anyhow!("the process spawner thread is gone"))?;
     *cmd = owned;
     child.map_err(|e| spawn_error(cmd, e))
+}
+
+/// What [`run_timed`] saw.
+#[derive(Debug, Clone)]
+pub struct Timed {
+    /// The exit status, `None` when the command was killed for running too long.
+    pub status: Option<std::process::ExitStatus>,
+    /// stdout and stderr interleaved as they arrived, the last `max_output` bytes.
+    pub output: String,
+    pub elapsed: Duration,
+}
+
+/// Run `cmd` for at most `timeout`, stdout and stderr together in one pipe. It runs in a
+/// process group of its own, and the whole group is killed when the time is up (a check that
+/// started a child cannot leave it behind). Only failing to start is an error.
+pub fn run_timed(cmd: &mut Command, timeout: Duration, max_output: usize) -> Result<Timed> {
+    let (mut reader, writer) = std::io::pipe().context("creating a pipe")?;
+    let writer2 = writer.try_clone().context("duplicating a pipe")?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer2))
+        .process_group(0);
+    let start = std::time::Instant::now();
+    let mut child = spawn(cmd)?;
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let pgid = child.id() as libc::pid_t;
+    let collector = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match std::io::Read::read(&mut reader, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    all.extend_from_slice(&buf[..n]);
+                    if all.len() > 2 * max_output {
+                        all.drain(..all.len() - max_output);
+                    }
+                }
+            }
+        }
+        all
+    });
+    let status = loop {
+        if let Some(st) = child
+            .try_wait()
+            .with_context(|| format!("waiting for `{}`", display(cmd)))?
+        {
+            break Some(st);
+        }
+        if start.elapsed() >= timeout {
+            // SAFETY: plain syscalls on the group the child leads.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Children of the command that kept the pipe open would hold the collector: end them.
+    // SAFETY: as above.
+    unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    let mut all = collector.join().unwrap_or_default();
+    if all.len() > max_output {
+        all.drain(..all.len() - max_output);
+    }
+    Ok(Timed {
+        status,
+        output: String::from_utf8_lossy(&all).into_owned(),
+        elapsed: start.elapsed(),
+    })
 }
 
 /// Extension trait: run a [`Command`] through [`spawn`] and turn failure into an error with

@@ -12,6 +12,8 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("apt-cache", "apt"),
     ("dpkg", "dpkg"),
     ("bwrap", "bubblewrap"),
+    ("strip", "binutils"),
+    ("grub-editenv", "grub-common"),
     ("unshare", "util-linux"),
     ("ostree", "ostree"),
     ("gpg", "gnupg"),

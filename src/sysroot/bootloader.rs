@@ -1,12 +1,24 @@
 //! Boot loader configuration and installation, shared by disk images, the PXE installer and
 //! the host lifecycle (deploy, upgrade, rollback).
 //!
-//! libostree is configured with `sysroot.bootloader=none`, so on every deployment change it
-//! only writes Boot Loader Specification entries (`/boot/loader/entries/*.conf`, swapped
-//! atomically through the `loader` symlink). Debian's GRUB reads no BLS entries, so
-//! [`write_grub_cfg`] turns them into `/boot/grub/grub.cfg`, written to a temporary file and
-//! renamed. Settings that must survive (timeout, console) live next to it in
-//! `/boot/grub/slipway-bootloader.json`, so an upgrade on the host regenerates the same menu.
+//! **The menu switches atomically with the deployments.** libostree is configured with
+//! `sysroot.bootloader=grub2` and `OSTREE_GRUB2_EXEC` naming slipway itself (set by `main`
+//! for every slipway process, and by a drop-in for `ostree-finalize-staged.service`). On
+//! every deployment change libostree writes the new Boot Loader Specification entries into
+//! `/boot/loader.N/entries`, runs the generator with `-o /boot/loader.N/grub.cfg`
+//! ([`generator_hook`] answers that call: [`grub_cfg`] from those entries), syncs, and only
+//! then swaps the `/boot/loader` link. `/boot/grub/grub.cfg` is a link to
+//! `../loader/grub.cfg`, so GRUB always reads the menu that belongs to the entries it names:
+//! the old pair before the swap, the new pair after, never a mix. Debian's GRUB reads no BLS
+//! entries itself, hence the generator. Settings that must survive (timeout, console) live
+//! in `/boot/grub/slipway-bootloader.json`, so a regeneration on the host makes the same menu.
+//!
+//! **Boot counting.** The menu reads `slipway_boot_left` from GRUB's environment block
+//! `/boot/grub/grubenv` before it boots: while a new default is on trial (the host lifecycle
+//! sets the counter before it switches the default), each boot of it counts down with
+//! `save_env`, and at `0` GRUB boots entry 1 (the rollback) instead; the health check on that
+//! boot sees the exhausted counter and makes the rollback the default for good. The same
+//! code runs under BIOS and UEFI.
 //!
 //! Installation does not touch loop devices or mounts: GRUB's core images are built with
 //! `grub-mkimage` around a small embedded configuration that finds the `boot` file system by
@@ -30,6 +42,18 @@ pub const ROOT_LABEL: &str = "root";
 pub const ESP_LABEL: &str = "EFI-SYSTEM";
 /// Settings file, relative to the boot file system.
 pub const SETTINGS_FILE: &str = "grub/slipway-bootloader.json";
+/// GRUB's environment block (boot counting), relative to the boot file system.
+pub const GRUBENV_FILE: &str = "grub/grubenv";
+/// The menu GRUB reads, relative to the boot file system: a link to [`LOADER_CFG_LINK`].
+pub const GRUB_CFG: &str = "grub/grub.cfg";
+/// Where `grub/grub.cfg` points: the menu inside the current `loader.N`.
+pub const LOADER_CFG_LINK: &str = "../loader/grub.cfg";
+/// The environment variable libostree's grub2 backend runs instead of `grub-mkconfig`.
+pub const GENERATOR_ENV: &str = "OSTREE_GRUB2_EXEC";
+/// The GRUB environment variable holding the boot tries left for a default on trial.
+pub const BOOT_LEFT_VAR: &str = "slipway_boot_left";
+/// The most boot tries a trial may have (the menu counts down from at most this).
+pub const MAX_BOOT_TRIES: u32 = 9;
 
 /// One Boot Loader Specification entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
@@ -71,9 +95,13 @@ pub fn parse_entry(file: &str, text: &str) -> BootEntry {
 
 /// The entries under `<boot>/loader/entries`, default (highest version) first.
 pub fn read_entries(boot: &Path) -> Result<Vec<BootEntry>> {
-    let dir = boot.join("loader/entries");
+    read_entries_in(&boot.join("loader/entries"))
+}
+
+/// The entries in one entries directory, default (highest version) first.
+pub fn read_entries_in(dir: &Path) -> Result<Vec<BootEntry>> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.ends_with(".conf") {
@@ -165,6 +193,9 @@ pub fn grub_cfg(entries: &[BootEntry], settings: &GrubSettings) -> String {
     if settings.serial {
         s.push_str("serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n");
     }
+    if entries.len() > 1 {
+        s.push_str(&boot_counting_script());
+    }
     for (i, e) in entries.iter().enumerate() {
         let title = if e.title.is_empty() {
             format!("OSTree deployment {i}")
@@ -186,6 +217,83 @@ pub fn grub_cfg(entries: &[BootEntry], settings: &GrubSettings) -> String {
     s
 }
 
+/// The part of the menu that counts the boots of a default on trial down and, when none are
+/// left, boots entry 1 (the rollback) instead; a default whose kernel GRUB cannot even load
+/// falls back to entry 1 as well. GRUB has no arithmetic, hence one branch per value.
+fn boot_counting_script() -> String {
+    let env = format!("($root)/{GRUBENV_FILE}");
+    let mut s = format!(
+        "set fallback=1\nif [ -f {env} ]; then\n    load_env --file {env} {BOOT_LEFT_VAR}\nfi\n"
+    );
+    s.push_str(&format!(
+        "if [ \"${{{BOOT_LEFT_VAR}}}\" = \"0\" ]; then\n    set default=1\n"
+    ));
+    for n in 1..=MAX_BOOT_TRIES {
+        s.push_str(&format!(
+            "elif [ \"${{{BOOT_LEFT_VAR}}}\" = \"{n}\" ]; then\n    set {BOOT_LEFT_VAR}={}\n    save_env --file {env} {BOOT_LEFT_VAR}\n",
+            n - 1
+        ));
+    }
+    s.push_str("fi\n");
+    s
+}
+
+/// Size of GRUB's environment block: GRUB rewrites it in place, so it never changes size.
+const GRUBENV_SIZE: usize = 1024;
+const GRUBENV_HEADER: &str = "# GRUB Environment Block\n";
+
+/// Read GRUB's environment block on the boot file system (empty when there is none).
+pub fn read_grubenv(boot: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let p = boot.join(GRUBENV_FILE);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+/// Write GRUB's environment block on the boot file system (atomically, padded to its fixed
+/// size). Names and values are restricted to what GRUB's parser reads back unchanged.
+pub fn write_grubenv(boot: &Path, vars: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    let mut text = String::from(GRUBENV_HEADER);
+    for (k, v) in vars {
+        let ok = |s: &str| {
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
+        };
+        if k.is_empty() || !ok(k) || !ok(v) {
+            bail!("GRUB environment variable {k:?}={v:?} has characters slipway does not write");
+        }
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    if text.len() > GRUBENV_SIZE {
+        bail!(
+            "GRUB environment block would be {} bytes, more than {GRUBENV_SIZE}",
+            text.len()
+        );
+    }
+    let mut bytes = text.into_bytes();
+    bytes.resize(GRUBENV_SIZE, b'#');
+    write_atomic(&boot.join(GRUBENV_FILE), &bytes)
+}
+
+/// Set (or with `None` remove) one variable of GRUB's environment block.
+pub fn set_grubenv_var(boot: &Path, name: &str, value: Option<&str>) -> Result<()> {
+    let mut vars = read_grubenv(boot)?;
+    match value {
+        Some(v) => vars.insert(name.to_string(), v.to_string()),
+        None => vars.remove(name),
+    };
+    write_grubenv(boot, &vars)
+        .with_context(|| format!("updating the GRUB environment block on {}", boot.display()))
+}
+
 /// Write `path` atomically: temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
     let dir = path.parent().context("path without a parent")?;
@@ -193,6 +301,9 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(content)?;
+    // Readable by all, like any configuration file (tempfile creates them 0600).
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .map_err(|e| anyhow!("renaming to {}: {}", path.display(), e.error))?;
@@ -212,27 +323,114 @@ pub fn read_settings(boot: &Path) -> Result<GrubSettings> {
     }
 }
 
-/// Store settings and regenerate `<boot>/grub/grub.cfg` from the BLS entries.
-pub fn write_grub_cfg(boot: &Path, settings: Option<&GrubSettings>) -> Result<usize> {
-    let settings = match settings {
-        Some(s) => {
-            write_atomic(
-                &boot.join(SETTINGS_FILE),
-                serde_json::to_string_pretty(s)?.as_bytes(),
-            )?;
-            s.clone()
-        }
-        None => read_settings(boot)?,
-    };
-    let entries = read_entries(boot)?;
-    if entries.is_empty() {
-        bail!("no boot entries in {}/loader/entries", boot.display());
+/// Get a boot file system ready for libostree's grub2 backend: the settings stored (when
+/// given), an empty GRUB environment block if there is none (GRUB's `save_env` only rewrites
+/// an existing one), and the `grub` directory.
+pub fn prepare_boot(boot: &Path, settings: Option<&GrubSettings>) -> Result<()> {
+    if let Some(s) = settings {
+        write_atomic(
+            &boot.join(SETTINGS_FILE),
+            serde_json::to_string_pretty(s)?.as_bytes(),
+        )?;
     }
-    write_atomic(
-        &boot.join("grub/grub.cfg"),
-        grub_cfg(&entries, &settings).as_bytes(),
-    )?;
+    if !boot.join(GRUBENV_FILE).exists() {
+        write_grubenv(boot, &Default::default())?;
+    }
+    Ok(())
+}
+
+/// Make `<boot>/grub/grub.cfg` the link to `../loader/grub.cfg` (atomically replacing a
+/// regular file left by an older layout), once libostree has written the menu of the current
+/// `loader.N`. Returns how many entries that menu has.
+pub fn link_grub_cfg(boot: &Path) -> Result<usize> {
+    let loader_cfg = boot.join("loader/grub.cfg");
+    if !loader_cfg.is_file() {
+        bail!(
+            "{} is missing: libostree did not run slipway's menu generator \
+             (is `sysroot.bootloader` grub2 and {GENERATOR_ENV} set?)",
+            loader_cfg.display()
+        );
+    }
+    let link = boot.join(GRUB_CFG);
+    let is_link = std::fs::read_link(&link)
+        .map(|t| t == Path::new(LOADER_CFG_LINK))
+        .unwrap_or(false);
+    if !is_link {
+        let dir = link.parent().context("grub.cfg without a parent")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join(".grub.cfg.slipway-link");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(LOADER_CFG_LINK, &tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        std::fs::rename(&tmp, &link).with_context(|| format!("replacing {}", link.display()))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(read_entries(boot)?.len())
+}
+
+/// Write the menu for the entries of one `loader.N` (libostree's `-o BOOT/loader.N/grub.cfg`).
+pub fn generate_loader_cfg(out: &Path) -> Result<usize> {
+    let loader = out
+        .parent()
+        .with_context(|| format!("{} has no parent directory", out.display()))?;
+    let boot = loader
+        .parent()
+        .with_context(|| format!("{} has no parent directory", loader.display()))?;
+    let settings = read_settings(boot)?;
+    let entries = read_entries_in(&loader.join("entries"))?;
+    if entries.is_empty() {
+        bail!("no boot entries in {}/entries", loader.display());
+    }
+    write_atomic(out, grub_cfg(&entries, &settings).as_bytes())?;
     Ok(entries.len())
+}
+
+/// libostree runs `$OSTREE_GRUB2_EXEC -o PATH` with `_OSTREE_GRUB2_BOOTVERSION` set. When this
+/// process was started that way, write the menu and return the exit status; otherwise `None`.
+/// Called first thing in `main`.
+pub fn generator_hook() -> Option<i32> {
+    std::env::var_os("_OSTREE_GRUB2_BOOTVERSION")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let [flag, out] = args.as_slice() else {
+        return None;
+    };
+    if flag != "-o" {
+        return None;
+    }
+    match generate_loader_cfg(Path::new(out)) {
+        Ok(_) => Some(0),
+        Err(e) => {
+            eprintln!("slipway (boot menu generator): {e:#}");
+            Some(1)
+        }
+    }
+}
+
+/// Point libostree's grub2 backend at this executable (see [`generator_hook`]) unless the
+/// environment already names a generator. Call before any thread starts (`main` does).
+pub fn set_generator_env() {
+    if std::env::var_os(GENERATOR_ENV).is_some() {
+        return;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        // SAFETY: called from `main` before slipway starts any thread.
+        unsafe { std::env::set_var(GENERATOR_ENV, exe) };
+    }
+}
+
+/// Refuse to let libostree write deployments when it would run `grub-mkconfig` instead of
+/// slipway's generator (a library caller that skipped [`set_generator_env`]).
+pub fn check_generator_env() -> Result<()> {
+    match std::env::var_os(GENERATOR_ENV) {
+        Some(p) if Path::new(&p).is_absolute() => Ok(()),
+        _ => bail!(
+            "{GENERATOR_ENV} must name slipway's executable before deployments are written \
+             (slipway's `main` sets it; library callers call \
+             `slipway::sysroot::bootloader::set_generator_env`)"
+        ),
+    }
 }
 
 /// GRUB platforms slipway installs.
@@ -419,11 +617,12 @@ mod tests {
     #[test]
     fn entries_sort_default_first_and_render() {
         let d = tempfile::tempdir().unwrap();
-        let entries = d.path().join("loader/entries");
+        let entries = d.path().join("loader.1/entries");
         std::fs::create_dir_all(&entries).unwrap();
+        std::os::unix::fs::symlink("loader.1", d.path().join("loader")).unwrap();
         std::fs::write(entries.join("ostree-1-debian.conf"), OLD).unwrap();
         std::fs::write(entries.join("ostree-2-debian.conf"), ENTRY).unwrap();
-        let n = write_grub_cfg(
+        prepare_boot(
             d.path(),
             Some(&GrubSettings {
                 timeout: 5,
@@ -431,7 +630,10 @@ mod tests {
             }),
         )
         .unwrap();
+        let n = generate_loader_cfg(&d.path().join("loader.1/grub.cfg")).unwrap();
         assert_eq!(n, 2);
+        assert_eq!(link_grub_cfg(d.path()).unwrap(), 2);
+        // GRUB reads the menu through the link, so it changes with the loader link.
         let cfg = std::fs::read_to_string(d.path().join("grub/grub.cfg")).unwrap();
         let first = cfg.find("ostree:0").unwrap();
         let second = cfg.find("ostree:1").unwrap();
@@ -439,12 +641,83 @@ mod tests {
         assert!(cfg.contains("set timeout=5"));
         assert!(cfg.contains("linux '/ostree/debian-abc/vmlinuz-6.1.0-9-amd64' 'root=LABEL=root' 'rw' 'ostree=/ostree/boot.1/debian/abc/0'"), "{cfg}");
         assert!(cfg.contains("initrd '/ostree/debian-abc/initramfs-6.1.0-9-amd64.img'"));
-        // Settings persist: regenerating without them keeps the timeout.
-        std::fs::remove_file(entries.join("ostree-1-debian.conf")).unwrap();
-        write_grub_cfg(d.path(), None).unwrap();
-        let cfg = std::fs::read_to_string(d.path().join("grub/grub.cfg")).unwrap();
+        assert_eq!(
+            std::fs::read_link(d.path().join("grub/grub.cfg")).unwrap(),
+            Path::new(LOADER_CFG_LINK)
+        );
+        // Settings persist: a menu for the next loader without them keeps the timeout.
+        let entries = d.path().join("loader.0/entries");
+        std::fs::create_dir_all(&entries).unwrap();
+        std::fs::write(entries.join("ostree-1-debian.conf"), ENTRY).unwrap();
+        generate_loader_cfg(&d.path().join("loader.0/grub.cfg")).unwrap();
+        let cfg = std::fs::read_to_string(d.path().join("loader.0/grub.cfg")).unwrap();
         assert!(cfg.contains("set timeout=5"));
         assert!(!cfg.contains("ostree:1"));
+        // One entry: nothing to fall back to, so no boot counting.
+        assert!(!cfg.contains(BOOT_LEFT_VAR), "{cfg}");
+    }
+
+    #[test]
+    fn a_menu_without_its_generator_run_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let err = link_grub_cfg(d.path()).unwrap_err();
+        assert!(format!("{err:#}").contains(GENERATOR_ENV), "{err:#}");
+    }
+
+    #[test]
+    fn grubenv_is_a_fixed_size_block_that_reads_back() {
+        let d = tempfile::tempdir().unwrap();
+        prepare_boot(d.path(), None).unwrap();
+        let raw = std::fs::read(d.path().join(GRUBENV_FILE)).unwrap();
+        assert_eq!(raw.len(), GRUBENV_SIZE);
+        assert!(raw.starts_with(GRUBENV_HEADER.as_bytes()));
+        set_grubenv_var(d.path(), BOOT_LEFT_VAR, Some("3")).unwrap();
+        set_grubenv_var(d.path(), "other", Some("x")).unwrap();
+        let raw = std::fs::read(d.path().join(GRUBENV_FILE)).unwrap();
+        assert_eq!(raw.len(), GRUBENV_SIZE);
+        let vars = read_grubenv(d.path()).unwrap();
+        assert_eq!(vars.get(BOOT_LEFT_VAR).map(String::as_str), Some("3"));
+        set_grubenv_var(d.path(), BOOT_LEFT_VAR, None).unwrap();
+        let vars = read_grubenv(d.path()).unwrap();
+        assert_eq!(vars.get(BOOT_LEFT_VAR), None);
+        assert_eq!(vars.get("other").map(String::as_str), Some("x"));
+        assert!(set_grubenv_var(d.path(), "bad", Some("a b\nc")).is_err());
+        // GRUB's own tool reads what slipway wrote.
+        let out = Command::new("grub-editenv")
+            .arg(d.path().join(GRUBENV_FILE))
+            .arg("list")
+            .output()
+            .expect("grub-editenv (grub-common)");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "other=x\n");
+    }
+
+    #[test]
+    fn boot_counting_counts_down_and_falls_back_to_the_rollback() {
+        let cfg = grub_cfg(
+            &[parse_entry("a.conf", ENTRY), parse_entry("b.conf", OLD)],
+            &GrubSettings::default(),
+        );
+        assert!(
+            cfg.contains("load_env --file ($root)/grub/grubenv slipway_boot_left"),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains("= \"0\" ]; then\n    set default=1\n"),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains("= \"3\" ]; then\n    set slipway_boot_left=2\n    save_env"),
+            "{cfg}"
+        );
+        assert!(cfg.contains("set fallback=1"), "{cfg}");
+        // The counting comes before the first entry, and it is valid GRUB script.
+        assert!(cfg.find("save_env").unwrap() < cfg.find("menuentry").unwrap());
+        let out = grub_script_check(&cfg);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
@@ -520,8 +793,9 @@ mod tests {
     #[test]
     fn no_entries_is_an_error() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(d.path().join("loader/entries")).unwrap();
-        assert!(write_grub_cfg(d.path(), None).is_err());
+        std::fs::create_dir_all(d.path().join("loader.0/entries")).unwrap();
+        let err = generate_loader_cfg(&d.path().join("loader.0/grub.cfg")).unwrap_err();
+        assert!(format!("{err:#}").contains("no boot entries"), "{err:#}");
     }
 
     #[test]

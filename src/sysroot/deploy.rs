@@ -51,14 +51,38 @@ pub struct DeployRequest<'a> {
     pub gpg_verify: bool,
 }
 
-/// Default kernel arguments of a slipway host.
+/// Default kernel arguments of a slipway host. Every failed boot must end in a reboot, so
+/// that GRUB's boot counter can roll a deployment back without a person: `panic=10` reboots
+/// after a kernel panic, and the initramfs reboots instead of waiting at an emergency shell
+/// (`rd.shell=0 rd.emergency=reboot`), giving up on a missing root after `rd.retry` seconds.
 pub fn default_kernel_args() -> Vec<String> {
     vec![
         format!("root=LABEL={}", bootloader::ROOT_LABEL),
         "rw".into(),
         "console=tty0".into(),
         "console=ttyS0,115200n8".into(),
+        "panic=10".into(),
+        "rd.shell=0".into(),
+        "rd.emergency=reboot".into(),
+        "rd.retry=60".into(),
     ]
+}
+
+/// `defaults` with `extra` appended, where an argument of `extra` replaces the default of
+/// the same name (`rd.retry=10` replaces `rd.retry=60`; `console=` arguments add up).
+pub fn merge_kernel_args(defaults: Vec<String>, extra: &[String]) -> Vec<String> {
+    let name = |a: &str| a.split('=').next().unwrap_or(a).to_string();
+    let replaced: Vec<String> = extra
+        .iter()
+        .map(|a| name(a))
+        .filter(|n| n != "console")
+        .collect();
+    let mut out: Vec<String> = defaults
+        .into_iter()
+        .filter(|a| !replaced.contains(&name(a)))
+        .collect();
+    out.extend(extra.iter().cloned());
+    out
 }
 
 /// Validate an OS name (the stateroot and remote name).
@@ -100,13 +124,19 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
         .with_context(|| format!("creating stateroot {}", req.osname))?;
     let repo = sysroot.repo();
 
-    // libostree writes only BLS entries (we generate GRUB's menu), and /sysroot is read-only
-    // on the running host.
+    // libostree writes the BLS entries and runs slipway's menu generator into the same new
+    // loader.N before it swaps the loader link (see `bootloader`); /sysroot is read-only on
+    // the running host.
+    bootloader::check_generator_env()?;
+    bootloader::prepare_boot(&req.sysroot.join("boot"), Some(settings))?;
     let config = repo.copy_config();
-    config.set_string("sysroot", "bootloader", "none");
+    config.set_string("sysroot", "bootloader", "grub2");
     config.set_boolean("sysroot", "readonly", true);
     repo.write_config(&config)
         .context("writing the sysroot repository config")?;
+    // libostree reads `sysroot.bootloader` when the repository is opened.
+    repo.reload_config(gio::Cancellable::NONE)
+        .context("reloading the sysroot repository config")?;
 
     let opts = glib::VariantDict::new(None);
     opts.insert_value("refs", &vec![req.ostree_ref.to_string()].to_variant());
@@ -164,7 +194,7 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
     if let Some(r) = &req.remote {
         write_remote(&root, r)?;
     }
-    bootloader::write_grub_cfg(&req.sysroot.join("boot"), Some(settings))?;
+    bootloader::link_grub_cfg(&req.sysroot.join("boot"))?;
     let version = crate::repo::commit_meta_string(&repo, &commit, "version")?;
     Ok(Deployed {
         commit,
@@ -207,6 +237,28 @@ pub fn add_fstab_lines(deployment_root: &Path, lines: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appended_kernel_arguments_replace_defaults_by_name() {
+        let d = vec![
+            "root=LABEL=root".to_string(),
+            "rd.retry=60".into(),
+            "console=tty0".into(),
+        ];
+        assert_eq!(
+            merge_kernel_args(
+                d,
+                &["rd.retry=10".into(), "console=ttyS1".into(), "quiet".into()]
+            ),
+            [
+                "root=LABEL=root",
+                "console=tty0",
+                "rd.retry=10",
+                "console=ttyS1",
+                "quiet"
+            ]
+        );
+    }
 
     #[test]
     fn osnames_are_validated() {

@@ -413,6 +413,10 @@ pub struct VmConfig {
     pub ssh_timeout: Duration,
     /// Where logs go when the VM fails; `None`: [`artifacts_dir`].
     pub artifacts_dir: Option<PathBuf>,
+    /// User networking only: guest connections to `GUEST_IP:PORT` reach `HOST_IP:PORT` on
+    /// the test machine (QEMU `guestfwd=tcp:GUEST-tcp:HOST`), the only way out of
+    /// `restrict=on`.
+    pub guest_forwards: Vec<(String, String)>,
 }
 
 impl VmConfig {
@@ -440,7 +444,14 @@ impl VmConfig {
             ssh_key: None,
             ssh_timeout: DEFAULT_SSH_TIMEOUT,
             artifacts_dir: None,
+            guest_forwards: Vec::new(),
         }
+    }
+
+    /// Let the guest reach `host` (`127.0.0.1:PORT`) at `guest` (`10.0.2.100:80`).
+    pub fn guest_forward(mut self, guest: impl Into<String>, host: impl Into<String>) -> VmConfig {
+        self.guest_forwards.push((guest.into(), host.into()));
+        self
     }
 
     /// Adds a virtio-blk disk whose format is detected from its extension.
@@ -676,6 +687,9 @@ impl VmConfig {
                 if *ssh_forward {
                     let port = ssh_port.context("ssh forwarding needs a host port")?;
                     netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
+                }
+                for (guest, host) in &self.guest_forwards {
+                    netdev.push_str(&format!(",guestfwd=tcp:{guest}-tcp:{host}"));
                 }
                 push(&["-netdev", &netdev]);
                 push(&["-device", &format!("{},netdev=net0", self.nic_model)]);
@@ -1196,11 +1210,35 @@ impl Vm {
     /// Reboots the guest through ssh and waits until ssh answers with a new
     /// `boot_id`; returns how long that took.
     pub fn ssh_reboot(&self, timeout: Duration) -> Result<Duration> {
-        const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
-        let old = self.ssh_ok(BOOT_ID)?.trim().to_string();
+        self.ssh_then_new_boot(&as_root_systemctl("reboot"), timeout)
+    }
+
+    /// Runs `command` (which reboots the guest, itself or through something it starts) and
+    /// waits until SSH answers from a new boot. The command's status means nothing: the
+    /// connection usually drops.
+    pub fn ssh_then_new_boot(&self, command: &str, timeout: Duration) -> Result<Duration> {
+        let old = self.boot_id()?;
         let issued = Instant::now();
-        // The connection usually drops, so the status means nothing.
-        let _ = self.ssh_unscaled(&as_root_systemctl("reboot"), SSH_ATTEMPT_TIMEOUT);
+        let _ = self.ssh_unscaled(command, scaled(Duration::from_secs(600)));
+        self.wait_for_boot_other_than(&old, issued, timeout)
+    }
+
+    /// The guest's current boot id.
+    pub fn boot_id(&self) -> Result<String> {
+        Ok(self
+            .ssh_ok("cat /proc/sys/kernel/random/boot_id")?
+            .trim()
+            .to_string())
+    }
+
+    /// Waits until SSH answers from a boot whose id is not `old`.
+    pub fn wait_for_boot_other_than(
+        &self,
+        old: &str,
+        issued: Instant,
+        timeout: Duration,
+    ) -> Result<Duration> {
+        const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
         let timeout = scaled(timeout);
         let deadline = issued + timeout;
         loop {

@@ -1,0 +1,169 @@
+//! What compose puts into every host so that the host verbs and the health gate exist there:
+//! slipway itself (the executable that composed the host, stripped), the boot-check service
+//! and `slipway-healthy.target`, the drop-ins that gate docker, containerd and kubelet (in
+//! `/usr/lib/systemd/system/<unit>.d`, so they hold for a unit a repository adds later),
+//! the drop-in that makes `ostree-finalize-staged.service` use slipway's boot menu
+//! generator, the default checks and `health.json`. The files are compiled into slipway
+//! (`src/host/assets/`), so a host always carries the ones of the slipway it carries.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::sys::tree::Tree;
+
+/// Where the executable goes in the tree.
+pub const EXECUTABLE: &str = "usr/bin/slipway";
+/// Units gated on a green verdict.
+pub const GATED_UNITS: [&str; 3] = ["docker.service", "containerd.service", "kubelet.service"];
+/// Name of the gating drop-in in each gated unit's `.d` directory.
+pub const GATE_DROPIN: &str = "50-slipway-health.conf";
+/// Units enabled in every host.
+pub const ENABLED: [&str; 2] = ["slipway-boot-check.service", "slipway-healthy.target"];
+
+const UNIT_DIR: &str = "usr/lib/systemd/system";
+
+/// (path in the tree, contents, mode) of every file besides the executable.
+pub fn files() -> Vec<(String, &'static str, u32)> {
+    let mut v = vec![
+        (
+            format!("{UNIT_DIR}/slipway-boot-check.service"),
+            include_str!("../assets/slipway-boot-check.service"),
+            0o644,
+        ),
+        (
+            format!("{UNIT_DIR}/slipway-healthy.target"),
+            include_str!("../assets/slipway-healthy.target"),
+            0o644,
+        ),
+        (
+            format!("{UNIT_DIR}/ostree-finalize-staged.service.d/50-slipway.conf"),
+            include_str!("../assets/finalize-staged.conf"),
+            0o644,
+        ),
+        (
+            "usr/lib/systemd/system.conf.d/50-slipway-watchdog.conf".into(),
+            include_str!("../assets/watchdog.conf"),
+            0o644,
+        ),
+        (
+            super::config::SHIPPED.to_string(),
+            include_str!("../assets/health.json"),
+            0o644,
+        ),
+        (
+            "usr/lib/slipway/checks/required.d/10-ostree-root".into(),
+            include_str!("../assets/checks/required.d/10-ostree-root"),
+            0o755,
+        ),
+        (
+            "usr/lib/slipway/checks/required.d/20-var".into(),
+            include_str!("../assets/checks/required.d/20-var"),
+            0o755,
+        ),
+        (
+            "usr/lib/slipway/checks/required.d/30-container-state".into(),
+            include_str!("../assets/checks/required.d/30-container-state"),
+            0o755,
+        ),
+        (
+            "usr/lib/slipway/checks/wanted.d/40-network".into(),
+            include_str!("../assets/checks/wanted.d/40-network"),
+            0o755,
+        ),
+    ];
+    for u in GATED_UNITS {
+        v.push((
+            format!("{UNIT_DIR}/{u}.d/{GATE_DROPIN}"),
+            include_str!("../assets/workload-gate.conf"),
+            0o644,
+        ));
+    }
+    v
+}
+
+/// Whether the tree at `root` is a host slipway can run on: systemd and libostree.
+pub fn is_host(root: &Path) -> Result<bool> {
+    let tree = Tree::open(root)?;
+    Ok(tree.exists("usr/bin/systemctl")?
+        && (tree.exists("usr/lib/x86_64-linux-gnu/libostree-1.so.1")?
+            || tree.exists("usr/lib/libostree-1.so.1")?))
+}
+
+/// Put slipway (`exe`, already stripped) and its files into the tree at `root`, and enable
+/// the gate's units with the tree's own systemctl.
+pub fn install(root: &Path, exe: &Path) -> Result<()> {
+    let tree = Tree::open(root)?;
+    let mut f = std::fs::File::open(exe).with_context(|| format!("opening {}", exe.display()))?;
+    tree.write_file(EXECUTABLE, &mut f, 0o755)?;
+    for (path, text, mode) in files() {
+        tree.write_file(&path, &mut text.as_bytes(), mode)?;
+    }
+    let mut argv = vec!["systemctl", "enable"];
+    argv.extend(ENABLED);
+    use crate::sys::cmd::CommandRunExt;
+    crate::compose::postprocess::in_root(root, &argv)
+        .run()
+        .context("enabling slipway's health gate units in the tree")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_gated_unit_requires_the_target_and_runs_the_gate() {
+        let files = files();
+        for u in GATED_UNITS {
+            let (_, text, _) = files
+                .iter()
+                .find(|(p, _, _)| p.ends_with(&format!("{u}.d/{GATE_DROPIN}")))
+                .unwrap();
+            assert!(text.contains("Requires=slipway-healthy.target"), "{u}");
+            assert!(text.contains("After=slipway-healthy.target"), "{u}");
+            assert!(
+                text.contains("ExecStartPre=/usr/bin/slipway host gate"),
+                "{u}"
+            );
+        }
+        let (_, target, _) = files
+            .iter()
+            .find(|(p, _, _)| p.ends_with("slipway-healthy.target"))
+            .unwrap();
+        assert!(target.contains("Requires=slipway-boot-check.service"));
+        // Default checks are executable, with an interpreter line.
+        for (p, text, mode) in &files {
+            if p.contains("/checks/") {
+                assert_eq!(*mode, 0o755, "{p}");
+                assert!(text.starts_with("#!/bin/sh\n"), "{p}");
+            }
+        }
+        // The shipped settings parse.
+        let d = tempfile::tempdir().unwrap();
+        let (p, text, _) = files
+            .iter()
+            .find(|(p, _, _)| p == super::super::config::SHIPPED)
+            .unwrap();
+        std::fs::create_dir_all(d.path().join(p).parent().unwrap()).unwrap();
+        std::fs::write(d.path().join(p), text).unwrap();
+        super::super::HealthConfig::load(d.path()).unwrap();
+    }
+
+    #[test]
+    fn default_checks_are_valid_shell() {
+        for (p, text, _) in files() {
+            if p.contains("/checks/") {
+                let out = std::process::Command::new("sh")
+                    .args(["-n", "-c", text])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{p}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}

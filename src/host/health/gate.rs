@@ -1,0 +1,406 @@
+//! `slipway host boot-check` (run by `slipway-boot-check.service` on every boot) and
+//! `slipway host gate` (the `ExecStartPre=` of docker, containerd and kubelet).
+//!
+//! boot-check, in order:
+//! 1. If this boot already has a verdict (`/run/slipway/verdict.json` with this boot's id),
+//!    answer with it: a later start of the service never re-runs the checks.
+//! 2. **Exhausted trial**: GRUB's counter is at 0 and the booted deployment is not the
+//!    default, so GRUB booted the rollback because the default never reached a verdict: the
+//!    default is rejected ("did not reach a green verdict in N boots") and the booted
+//!    deployment becomes the default.
+//! 3. Run the checks; record the verdict (run directory, the deployment's record, the
+//!    journal).
+//! 4. [`decide`]: green marks the deployment good and ends its trial; red on a deployment
+//!    never marked good, booted as the default, with a rollback that was not itself
+//!    rejected, rejects it, makes the rollback the default and reboots; any other red stays
+//!    red (workloads stay stopped) and says why.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ostree::gio;
+
+use super::store::Rejection;
+use super::{HealthConfig, Store, Verdict, checks, journal};
+use crate::cli::ExitCode;
+use crate::host::rollback::moved_to_front;
+use crate::host::{Access, Host};
+use crate::sysroot::bootloader;
+
+/// The verdict of the current boot, for `gate` and later starts of the service.
+pub const VERDICT_FILE: &str = "verdict.json";
+
+/// What the gate does once the checks have run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Mark the booted deployment good; end its trial if it was on one.
+    Green { end_trial: bool },
+    /// Reject the booted deployment and make deployment `to` the default.
+    RollBack { to: usize },
+    /// Red, and nothing to roll back to (or it must not be): workloads stay stopped.
+    StayRed { why: String },
+}
+
+/// What [`decide`] needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// Index of the booted deployment (0: it is the default).
+    pub booted: usize,
+    pub booted_marked_good: bool,
+    /// GRUB's counter, if a trial is running.
+    pub boot_left: Option<u32>,
+    /// The rollback deployment of the default, and whether it was rejected itself.
+    pub rollback: Option<(usize, bool)>,
+    pub green: bool,
+}
+
+/// The rule of the gate (see the module documentation).
+pub fn decide(f: &Facts) -> Decision {
+    if f.green {
+        return Decision::Green {
+            end_trial: f.boot_left.is_some() && f.booted == 0,
+        };
+    }
+    if f.booted_marked_good {
+        return Decision::StayRed {
+            why: "this deployment passed its checks on an earlier boot, so it is not rolled \
+                  back; container workloads stay stopped until the checks pass"
+                .into(),
+        };
+    }
+    if f.booted != 0 {
+        return Decision::StayRed {
+            why: "the booted deployment is not the default (chosen by hand at the boot menu?); \
+                  nothing is changed"
+                .into(),
+        };
+    }
+    match f.rollback {
+        Some((to, false)) => Decision::RollBack { to },
+        Some((_, true)) => Decision::StayRed {
+            why: "the rollback deployment was rejected itself; nothing better to boot".into(),
+        },
+        None => Decision::StayRed {
+            why: "there is no rollback deployment".into(),
+        },
+    }
+}
+
+/// Options of `slipway host boot-check`.
+#[derive(Debug, Clone)]
+pub struct BootCheckOptions {
+    pub sysroot: PathBuf,
+    /// Where this boot's verdict is kept (`/run/slipway`).
+    pub run_dir: PathBuf,
+    /// Judge deployment INDEX as if it were booted (offline sysroots in tests).
+    pub assume_booted: Option<usize>,
+    /// Never reboot (tests); the configured `reboot-on-red` applies otherwise.
+    pub no_reboot: bool,
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// This boot's verdict, if the gate reached one.
+pub fn current_verdict(run_dir: &Path) -> Result<Option<Verdict>> {
+    let p = run_dir.join(VERDICT_FILE);
+    let v: Verdict = match std::fs::read_to_string(&p) {
+        Ok(t) => serde_json::from_str(&t).with_context(|| format!("parsing {}", p.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    Ok((v.boot_id == boot_id()).then_some(v))
+}
+
+/// `slipway host gate`: succeed only when this boot's verdict is green.
+pub fn gate(run_dir: &Path) -> Result<()> {
+    match current_verdict(run_dir)? {
+        Some(v) if v.green => Ok(()),
+        Some(v) => bail!(
+            "this boot's health verdict is {}; container workloads do not start \
+             (see `slipway host status`)",
+            v.summary()
+        ),
+        None => bail!(
+            "this boot has no health verdict yet ({} missing): container workloads start \
+             only after slipway-healthy.target",
+            run_dir.join(VERDICT_FILE).display()
+        ),
+    }
+}
+
+/// `slipway host boot-check`.
+pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
+    if let Some(v) = current_verdict(&opts.run_dir)? {
+        crate::sys::ui::info(format!("this boot was judged already: {}", v.summary()));
+        return finish(v);
+    }
+    let host = Host::open(&opts.sysroot, Access::Write)?;
+    let deps = host.deployments();
+    let booted_index = match opts.assume_booted {
+        Some(i) => {
+            if i >= deps.len() {
+                bail!("--assume-booted {i}: there are {} deployments", deps.len());
+            }
+            i
+        }
+        None => {
+            let b = host
+                .booted()
+                .context("this is not a booted OSTree host (no booted deployment)")?;
+            deps.iter()
+                .position(|d| d.equal(&b))
+                .context("the booted deployment is not in the deployment list")?
+        }
+    };
+    let booted = deps[booted_index].clone();
+    let stateroot = booted.osname().to_string();
+    let store = Store::open(&host, &stateroot);
+    let root = host.deployment_root(&booted);
+    let cfg = HealthConfig::load(&root)?;
+    let boot = host.boot_dir();
+    let boot_left = bootloader::read_grubenv(&boot)?
+        .get(bootloader::BOOT_LEFT_VAR)
+        .and_then(|v| v.parse::<u32>().ok());
+
+    // 2. GRUB gave up on the default.
+    let mut booted_index = booted_index;
+    if boot_left == Some(0) && booted_index != 0 {
+        let default = deps[0].clone();
+        let reason = format!(
+            "did not reach a green verdict in {} boots (GRUB booted the rollback)",
+            cfg.boot_tries
+        );
+        store.update(&default, |h| {
+            h.rejected = Some(Rejection {
+                at: super::now(),
+                reason: reason.clone(),
+            })
+        })?;
+        make_default(&host, booted_index)?;
+        bootloader::set_grubenv_var(&boot, bootloader::BOOT_LEFT_VAR, None)?;
+        journal::send(
+            journal::ROLLBACK_ID,
+            3,
+            &format!(
+                "slipway: rejected {}: {reason}; {} is the default again",
+                host.describe(&default),
+                host.describe(&booted)
+            ),
+            &[
+                ("SLIPWAY_REJECTED", default.csum().as_str()),
+                ("SLIPWAY_DEFAULT", booted.csum().as_str()),
+            ],
+        );
+        booted_index = 0;
+    }
+    let deps = host.deployments();
+
+    // 3. The checks.
+    let mut results = Vec::new();
+    for c in checks::discover(&root)? {
+        let r = checks::run(&c, Duration::from_secs(cfg.check_timeout_secs));
+        crate::sys::ui::info(format!(
+            "check {}/{}: {} ({} ms)",
+            c.stage, c.name, r.result, r.milliseconds
+        ));
+        results.push(r);
+    }
+    let mut verdict = Verdict {
+        boot_id: boot_id(),
+        at: super::now(),
+        commit: booted.csum().to_string(),
+        deployserial: booted.deployserial(),
+        green: true,
+        checks: results,
+    };
+    verdict.green = verdict.failed_required().is_none();
+    crate::sysroot::bootloader::write_atomic(
+        &opts.run_dir.join(VERDICT_FILE),
+        serde_json::to_string_pretty(&verdict)?.as_bytes(),
+    )?;
+    let record = store.update(&booted, |h| h.last_verdict = Some(verdict.clone()))?;
+    let summary = verdict.summary();
+    let failed = verdict
+        .failed_required()
+        .map(|c| (c.name.clone(), c.output.clone()))
+        .unwrap_or_default();
+    journal::send(
+        journal::VERDICT_ID,
+        if verdict.green { 5 } else { 3 },
+        &format!(
+            "slipway: boot verdict {summary} for {}",
+            host.describe(&booted)
+        ),
+        &[
+            (
+                "SLIPWAY_VERDICT",
+                if verdict.green { "green" } else { "red" },
+            ),
+            ("SLIPWAY_COMMIT", booted.csum().as_str()),
+            ("SLIPWAY_FAILED_CHECK", failed.0.as_str()),
+            ("SLIPWAY_CHECK_OUTPUT", failed.1.as_str()),
+        ],
+    );
+
+    // 4. Decide.
+    let rollback = host.rollback_index().map(|i| {
+        let rejected = store
+            .of(&deps[i])
+            .map(|h| h.rejected.is_some())
+            .unwrap_or(false);
+        (i, rejected)
+    });
+    let facts = Facts {
+        booted: booted_index,
+        booted_marked_good: record.marked_good.is_some(),
+        boot_left: if booted_index == 0 { boot_left } else { None },
+        rollback,
+        green: verdict.green,
+    };
+    match decide(&facts) {
+        Decision::Green { end_trial } => {
+            if record.marked_good.is_none() {
+                store.update(&booted, |h| h.marked_good = Some(super::now()))?;
+            }
+            if end_trial || boot_left.is_some() {
+                bootloader::set_grubenv_var(&boot, bootloader::BOOT_LEFT_VAR, None)?;
+            }
+        }
+        Decision::RollBack { to } => {
+            store.update(&booted, |h| {
+                h.rejected = Some(Rejection {
+                    at: super::now(),
+                    reason: summary.clone(),
+                })
+            })?;
+            let target = host.describe(&deps[to]);
+            make_default(&host, to)?;
+            bootloader::set_grubenv_var(&boot, bootloader::BOOT_LEFT_VAR, None)?;
+            journal::send(
+                journal::ROLLBACK_ID,
+                3,
+                &format!(
+                    "slipway: rejected {}: {summary}; rolled back to {target}",
+                    host.describe(&booted)
+                ),
+                &[
+                    ("SLIPWAY_REJECTED", booted.csum().as_str()),
+                    ("SLIPWAY_DEFAULT", deps[to].csum().as_str()),
+                ],
+            );
+            drop(host);
+            if cfg.reboot_on_red && !opts.no_reboot {
+                crate::sys::ui::info("rebooting into the rollback deployment");
+                use crate::sys::cmd::CommandRunExt;
+                std::process::Command::new("systemctl")
+                    .args(["--no-block", "reboot"])
+                    .run()
+                    .context("asking systemd to reboot into the rollback")?;
+            }
+        }
+        Decision::StayRed { why } => {
+            crate::sys::ui::warn(format!("red verdict, no rollback: {why}"));
+        }
+    }
+    finish(verdict)
+}
+
+/// Print the verdict; red ends slipway with status 1 (the service fails, so
+/// slipway-healthy.target is never reached).
+fn finish(v: Verdict) -> Result<Verdict> {
+    println!("{}", v.summary());
+    if v.green {
+        Ok(v)
+    } else {
+        Err(ExitCode(1).into())
+    }
+}
+
+/// Make deployment `index` the default (the others keep their order).
+fn make_default(host: &Host, index: usize) -> Result<()> {
+    let deps = host.deployments();
+    host.sysroot()
+        .write_deployments(&moved_to_front(&deps, index), gio::Cancellable::NONE)
+        .with_context(|| format!("making {} the default", host.describe(&deps[index])))?;
+    host.reload()?;
+    host.link_grub_cfg()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Facts {
+        Facts {
+            booted: 0,
+            booted_marked_good: false,
+            boot_left: Some(2),
+            rollback: Some((1, false)),
+            green: true,
+        }
+    }
+
+    #[test]
+    fn green_ends_the_trial() {
+        assert_eq!(decide(&facts()), Decision::Green { end_trial: true });
+        let f = Facts {
+            boot_left: None,
+            ..facts()
+        };
+        assert_eq!(decide(&f), Decision::Green { end_trial: false });
+    }
+
+    #[test]
+    fn red_on_a_new_default_rolls_back() {
+        let f = Facts {
+            green: false,
+            ..facts()
+        };
+        assert_eq!(decide(&f), Decision::RollBack { to: 1 });
+        // Also without a trial running (the counter was cleared by hand, say).
+        let f = Facts {
+            green: false,
+            boot_left: None,
+            ..facts()
+        };
+        assert_eq!(decide(&f), Decision::RollBack { to: 1 });
+    }
+
+    #[test]
+    fn red_stays_red_when_rolling_back_is_wrong() {
+        for f in [
+            Facts {
+                green: false,
+                booted_marked_good: true,
+                ..facts()
+            },
+            Facts {
+                green: false,
+                booted: 1,
+                ..facts()
+            },
+            Facts {
+                green: false,
+                rollback: Some((1, true)),
+                ..facts()
+            },
+            Facts {
+                green: false,
+                rollback: None,
+                ..facts()
+            },
+        ] {
+            assert!(
+                matches!(decide(&f), Decision::StayRed { .. }),
+                "{f:?}: {:?}",
+                decide(&f)
+            );
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! Slow suite for `slipway host` and the health gate: the composed host's disk image booted
+//! under QEMU (TCG), upgraded from an HTTP server on the test machine (`python3 -m
+//! http.server` over a repository, reached through QEMU's `guestfwd`: the guest reaches
+//! nothing else), and the scenarios of the host issue chained in one VM:
+//!
+//! 1. v1 boots green; upgrade to v2 (one package more, a marker file) and reboot: v2 green,
+//!    docker started after the verdict, v1 the rollback.
+//! 4. `rollback --reboot` returns to v1; `upgrade --reboot` brings v2 back.
+//! 2. v3 carries a required check that fails: it is judged red, docker and containerd never
+//!    start on it, the host rolls back to v2 by itself and `status` says why.
+//! 3. v2 deployed again with a kernel argument naming a missing root: it never reaches
+//!    userspace, the initramfs reboots, and after three tries GRUB boots the rollback, whose
+//!    gate rejects the broken default.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::fixtures::*;
+use common::vm::{self, Firmware, Vm, VmConfig};
+use serde_json::Value;
+
+/// Where the guest finds the repository server.
+const GUEST_SERVER: &str = "10.0.2.100:8080";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+/// The verdict's MESSAGE_ID (src/host/health/journal.rs).
+const VERDICT_ID: &str = "0b6e7f3d2a8c4f51a1d9e2c7b4f60a13";
+
+/// `python3 -m http.server` over a directory, on a free port of 127.0.0.1; killed on drop.
+struct RepoServer {
+    child: Child,
+    port: u16,
+}
+
+impl RepoServer {
+    fn start(dir: &Path) -> RepoServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = slipway::sys::cmd::spawn(&mut cmd).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        RepoServer { child, port }
+    }
+}
+
+impl Drop for RepoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Compose `treefile` into `repo`; the commit.
+fn compose(repo: &Path, treefile: &Path) -> String {
+    let t = Instant::now();
+    let out = stdout_of(
+        slipway()
+            .args(["compose", "tree", "--repo"])
+            .arg(repo)
+            .arg("--cachedir")
+            .arg(apt_cache())
+            .arg(treefile),
+    );
+    eprintln!(
+        "composed {} in {:.0}s",
+        treefile.display(),
+        t.elapsed().as_secs_f64()
+    );
+    out.trim().to_string()
+}
+
+fn check(vm: &Vm, cmd: &str) -> String {
+    vm.ssh_ok(cmd).unwrap_or_else(|e| {
+        vm.mark_failed();
+        panic!("`{cmd}` failed: {e:#}\n{}", vm.diagnostics())
+    })
+}
+
+fn status(vm: &Vm) -> Value {
+    serde_json::from_str(&check(vm, "slipway host status --json")).unwrap()
+}
+
+/// (commit, serial) of the booted deployment.
+fn booted(vm: &Vm) -> (String, i64) {
+    let s = status(vm);
+    let d = s["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["booted"] == true)
+        .cloned()
+        .unwrap_or_else(|| panic!("nothing booted: {s}"));
+    (
+        d["commit"].as_str().unwrap().to_string(),
+        d["serial"].as_i64().unwrap(),
+    )
+}
+
+/// Run `cmd` (which ends in a reboot), then wait through as many boots as it takes until
+/// `commit` is booted and its gate has judged it.
+fn until_booted(vm: &Vm, cmd: &str, commit: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    let mut old = vm.boot_id().unwrap();
+    let _ = vm.ssh(cmd);
+    loop {
+        let left = timeout.checked_sub(start.elapsed()).unwrap_or_else(|| {
+            vm.mark_failed();
+            panic!("{commit} was not booted in time\n{}", vm.diagnostics())
+        });
+        if let Err(e) = vm.wait_for_boot_other_than(&old, Instant::now(), left) {
+            vm.mark_failed();
+            panic!("waiting for {commit}: {e:#}");
+        }
+        let Ok(id) = vm.boot_id() else { continue };
+        old = id.clone();
+        // This boot's verdict; the gate may reboot the machine instead.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let judged = loop {
+            if let Ok(o) =
+                vm.ssh("cat /proc/sys/kernel/random/boot_id; test -e /run/slipway/verdict.json")
+            {
+                let now = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                if !now.is_empty() && now != id {
+                    break false;
+                }
+                if o.status.success() {
+                    break true;
+                }
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        };
+        if judged && booted(vm).0 == commit {
+            let _ = vm.ssh("systemctl is-system-running --wait");
+            return start.elapsed();
+        }
+    }
+}
+
+/// docker started after the verdict on this boot: the journal's verdict entry comes before
+/// docker's first entry.
+fn docker_after_verdict(vm: &Vm) {
+    let first = |filter: &str| -> u64 {
+        let line = check(
+            vm,
+            &format!("journalctl -b -o json --no-pager {filter} | head -n1"),
+        );
+        let v: Value = serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("journal entry for {filter}: {e}: {line}"));
+        v["__MONOTONIC_TIMESTAMP"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let verdict = first(&format!("MESSAGE_ID={VERDICT_ID}"));
+    let docker = first("_SYSTEMD_UNIT=docker.service");
+    let started = first("UNIT=docker.service");
+    assert!(
+        verdict < docker && verdict < started,
+        "verdict at {verdict}, docker at {docker}/{started} (monotonic µs)"
+    );
+    assert_eq!(
+        check(
+            vm,
+            "systemctl is-active slipway-healthy.target docker containerd"
+        )
+        .trim(),
+        "active\nactive\nactive"
+    );
+}
+
+/// The repository the guest upgrades from: v1 (the composed host), then v2, then v3.
+struct Lifecycle {
+    _dir: tempfile::TempDir,
+    served: PathBuf,
+    staging: PathBuf,
+    v1: String,
+    v2: String,
+    v3: String,
+}
+
+fn lifecycle() -> Lifecycle {
+    let host = composed_host();
+    let dir = tempfile::tempdir_in(cache_root()).unwrap();
+    let served = dir.path().join("repo");
+    let staging = dir.path().join("staging");
+    for r in [&served, &staging] {
+        ostree(r, &["init", "--mode=archive"]);
+    }
+    ostree(
+        &served,
+        &["pull-local", host.repo.to_str().unwrap(), &host.reference],
+    );
+    let src = source_dir();
+    std::fs::write(dir.path().join("marker"), "v2\n").unwrap();
+    let v2_tf = dir.path().join("v2.json");
+    std::fs::write(
+        &v2_tf,
+        serde_json::json!({
+            "include": src.join("treefiles/atomic-host.json"),
+            "packages": ["hello"],
+            "add-files": [["marker", "/usr/share/slipway-test/marker"]],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let v2 = compose(&served, &v2_tf);
+    // v3: v2 plus a required check that always fails, composed beside the served
+    // repository so the guest sees it only when the test publishes it.
+    ostree(
+        &staging,
+        &["pull-local", served.to_str().unwrap(), &host.reference],
+    );
+    std::fs::write(
+        dir.path().join("fail"),
+        "#!/bin/sh\necho 'slipway test: this deployment is broken'\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("fail"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let v3_tf = dir.path().join("v3.json");
+    std::fs::write(
+        &v3_tf,
+        serde_json::json!({
+            "include": v2_tf,
+            "add-files": [["fail", "/usr/lib/slipway/checks/required.d/50-slipway-test-fail"]],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let v3 = compose(&staging, &v3_tf);
+    Lifecycle {
+        served,
+        staging,
+        v1: host.commit.clone(),
+        v2,
+        v3,
+        _dir: dir,
+    }
+}
+
+#[test]
+#[ignore = "slow: composes two updates and boots a host through upgrades, rollbacks and failed boots"]
+fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
+    let t0 = Instant::now();
+    vm::require_qemu().unwrap();
+    let lc = lifecycle();
+    let server = RepoServer::start(lc.served.parent().unwrap());
+    eprintln!("updates composed after {:.0}s", t0.elapsed().as_secs_f64());
+
+    // A writable copy of the image: a qcow2 overlay on the cached raw image.
+    let base = host_image("raw");
+    let disk = lc.served.parent().unwrap().join("disk.qcow2");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&base)
+            .arg(&disk),
+    );
+    let (key, _) = test_ssh_key();
+    let accel = vm::accel_for(Some(&host_kernel()));
+    let cfg = VmConfig::new("host-lifecycle")
+        .disk(&disk)
+        .firmware(Firmware::Bios)
+        .accel(accel)
+        .user_net_ssh()
+        .guest_forward(GUEST_SERVER, format!("127.0.0.1:{}", server.port))
+        .ssh("root", &key);
+    let vm = Vm::start(cfg).unwrap();
+    if let Err(e) = vm.wait_for_ssh(BOOT_TIMEOUT) {
+        vm.mark_failed();
+        panic!("no SSH: {e:#}\n{}", vm.diagnostics());
+    }
+    let _ = vm.ssh("systemctl is-system-running --wait");
+    eprintln!("v1 booted after {:.0}s", t0.elapsed().as_secs_f64());
+
+    // v1: green, marked good, the workloads after the verdict.
+    assert_eq!(booted(&vm).0, lc.v1);
+    let s = status(&vm);
+    assert_eq!(
+        s["deployments"][0]["health"]["last_verdict"]["green"], true,
+        "{s}"
+    );
+    assert!(
+        s["deployments"][0]["health"]["marked_good"].is_string(),
+        "{s}"
+    );
+    docker_after_verdict(&vm);
+    check(&vm, "test -x /usr/bin/slipway && slipway --version");
+    // The image recorded a remote nobody answers; point it at the test's server.
+    check(
+        &vm,
+        &format!(
+            "sed -i 's#^url=.*#url=http://{GUEST_SERVER}/repo#' /etc/ostree/remotes.d/debian.conf"
+        ),
+    );
+
+    // 1. Upgrade to v2 and reboot.
+    let o = check(&vm, "slipway host upgrade --check");
+    assert!(o.contains(&lc.v2), "{o}");
+    let took = until_booted(&vm, "slipway host upgrade --reboot", &lc.v2, BOOT_TIMEOUT);
+    eprintln!("1. upgraded to v2 in {:.0}s", took.as_secs_f64());
+    assert_eq!(check(&vm, "cat /usr/share/slipway-test/marker"), "v2\n");
+    check(&vm, "test -x /usr/bin/hello");
+    let s = status(&vm);
+    assert_eq!(s["deployments"][0]["commit"], lc.v2.as_str());
+    assert_eq!(s["deployments"][0]["booted"], true);
+    assert_eq!(
+        s["deployments"][0]["health"]["last_verdict"]["green"], true,
+        "{s}"
+    );
+    assert_eq!(s["deployments"][1]["commit"], lc.v1.as_str());
+    assert_eq!(s["deployments"][1]["rollback"], true);
+    assert!(
+        s["boot_tries_left"].is_null(),
+        "the trial must end green: {s}"
+    );
+    docker_after_verdict(&vm);
+
+    // 4. Roll back to v1, then upgrade brings v2 back.
+    let took = until_booted(&vm, "slipway host rollback --reboot", &lc.v1, BOOT_TIMEOUT);
+    eprintln!("4. rolled back to v1 in {:.0}s", took.as_secs_f64());
+    assert_eq!(status(&vm)["deployments"][1]["commit"], lc.v2.as_str());
+    let took = until_booted(&vm, "slipway host upgrade --reboot", &lc.v2, BOOT_TIMEOUT);
+    eprintln!("4. upgraded to v2 again in {:.0}s", took.as_secs_f64());
+
+    // 2. v3 is published; it boots red and the host rolls back to v2 by itself.
+    ostree(
+        &lc.served,
+        &["pull-local", lc.staging.to_str().unwrap(), HOST_REF],
+    );
+    let mark = vm.serial_mark();
+    let took = until_booted(
+        &vm,
+        "slipway host upgrade --reboot",
+        &lc.v2,
+        BOOT_TIMEOUT * 2,
+    );
+    eprintln!(
+        "2. v3 judged red and rolled back in {:.0}s",
+        took.as_secs_f64()
+    );
+    let serial = vm.serial_text_since(mark);
+    let red = serial
+        .find("boot verdict red")
+        .unwrap_or_else(|| panic!("no red verdict on the console:\n{serial}"));
+    let v3_boot = serial[..red].rfind("Linux version").unwrap_or(0);
+    let v3_end = serial[red..]
+        .find("reboot: Restarting system")
+        .map(|i| red + i)
+        .unwrap_or(serial.len());
+    let v3_console = &serial[v3_boot..v3_end];
+    for unit in [
+        "Docker Application Container Engine",
+        "containerd container runtime",
+    ] {
+        assert!(
+            !v3_console.contains(&format!("Started {unit}")),
+            "{unit} started on the red v3 boot:\n{v3_console}"
+        );
+    }
+    assert!(v3_console.contains("50-slipway-test-fail"), "{v3_console}");
+    let s = status(&vm);
+    let v3 = s["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["commit"] == lc.v3.as_str())
+        .unwrap_or_else(|| panic!("v3 is not listed: {s}"));
+    let reason = v3["health"]["rejected"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("50-slipway-test-fail") && reason.contains("this deployment is broken"),
+        "{s}"
+    );
+    assert_eq!(s["deployments"][0]["commit"], lc.v2.as_str());
+    let table = check(&vm, "slipway host status");
+    assert!(table.contains("rejected"), "{table}");
+    docker_after_verdict(&vm);
+    // upgrade does not bring the rejected v3 back.
+    let o = vm.ssh("slipway host upgrade").unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(77),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // 3. v2 again with a root that does not exist: never reaches userspace; GRUB gives up
+    // after three boots and the gate makes the working deployment the default again.
+    let (good_commit, good_serial) = booted(&vm);
+    let took = until_booted(
+        &vm,
+        &format!(
+            "slipway host deploy {} --karg root=LABEL=slipway-missing --karg rd.retry=10 --reboot",
+            lc.v2
+        ),
+        &lc.v2,
+        BOOT_TIMEOUT * 2,
+    );
+    eprintln!(
+        "3. unbootable deployment rolled back in {:.0}s",
+        took.as_secs_f64()
+    );
+    assert_eq!(booted(&vm), (good_commit, good_serial));
+    let s = status(&vm);
+    assert_eq!(s["deployments"][0]["booted"], true, "{s}");
+    let broken = s["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| {
+            d["kernel_args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "root=LABEL=slipway-missing")
+        })
+        .unwrap_or_else(|| panic!("the broken deployment is not listed: {s}"));
+    assert!(
+        broken["health"]["rejected"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did not reach a green verdict in 3 boots"),
+        "{s}"
+    );
+    assert!(s["boot_tries_left"].is_null(), "{s}");
+    eprintln!(
+        "host lifecycle test: {:.0}s in all",
+        t0.elapsed().as_secs_f64()
+    );
+}
