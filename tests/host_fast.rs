@@ -1096,9 +1096,26 @@ fn a_green_boot_reports_steady_state() {
     .unwrap();
     let run = f.dir.path().join("run");
 
+    // No verdict yet: the slot is kept.
+    let steady = || {
+        slipway()
+            .args(["host", "steady-state", "--root"])
+            .arg(&root)
+            .arg("--run-dir")
+            .arg(&run)
+            .output()
+            .unwrap()
+    };
+    let o = steady();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no green verdict"), "{}", stderr(&o));
     let o = f.boot_check(0);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(stdout(&o).trim(), "green");
+    // The verdict does not wait for the lock server: the slot goes back afterwards.
+    assert!(rx.try_recv().is_err());
+    let o = steady();
+    assert!(o.status.success(), "{}", stderr(&o));
     let (head, body) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(
         head.starts_with("POST /v1/steady-state HTTP/1.1\r\n"),
@@ -1118,11 +1135,13 @@ fn a_green_boot_reports_steady_state() {
         stderr(&o)
     );
 
-    // Settings that do not parse: a warning, the verdict stays green.
+    // Settings that do not parse: the verdict stays green, steady-state warns.
     std::fs::remove_dir_all(&run).unwrap();
     std::fs::write(&settings, r#"{"fleetlock-url": 1}"#).unwrap();
     let o = f.boot_check(0);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let o = steady();
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("warning") && stderr(&o).contains("`fleetlock-url`"),
         "{}",

@@ -11,6 +11,11 @@
 //! 3. v2 deployed again with a kernel argument naming a missing root: it never reaches
 //!    userspace, the initramfs reboots, and after three tries GRUB boots the rollback, whose
 //!    gate rejects the broken default.
+//! 5. Power cuts (QEMU killed at failpoints that pause and print a marker on the console)
+//!    before, inside and after the boot loader switch of `upgrade` and `rollback`: every time
+//!    the machine boots a complete deployment, old or new, and every file its menu names
+//!    exists. They are chained into 1 and 4 rather than run from copies of a disk: each cut
+//!    replaces a reboot, which keeps the test inside its time budget.
 
 mod common;
 
@@ -155,6 +160,79 @@ fn until_booted(vm: &Vm, cmd: &str, commit: &str, timeout: Duration) -> Duration
     }
 }
 
+/// Every file the boot menu names exists: kernels and initramfs on /boot, each entry's
+/// `ostree=` deployment link in the physical root. So any entry GRUB picks boots a complete
+/// deployment.
+fn menu_is_complete(vm: &Vm) {
+    let menu = check(vm, "cat /boot/grub/grub.cfg");
+    let mut named = 0;
+    for line in menu.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.first() {
+            Some(&"linux") | Some(&"initrd") => {
+                for w in &words[1..] {
+                    let w = w.trim_matches('\'');
+                    if w.starts_with('/') {
+                        check(vm, &format!("test -s /boot{w}"));
+                        named += 1;
+                    } else if let Some(t) = w.strip_prefix("ostree=") {
+                        check(vm, &format!("test -d /sysroot{t}/usr"));
+                        named += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(named >= 3, "the menu names too little:\n{menu}");
+}
+
+/// Run `cmd` on the guest with failpoint `fp` pausing it, wait for the failpoint's marker on
+/// the serial console, cut the power (kill QEMU), and boot the same disk again.
+fn power_cut(mut vm: Vm, cfg: &VmConfig, cmd: &str, fp: &str) -> Vm {
+    let t = Instant::now();
+    let mark = vm.serial_mark();
+    let _ = vm.ssh(&format!(
+        "SLIPWAY_FAILPOINTS={fp}=pause nohup {cmd} >/dev/null 2>&1 &"
+    ));
+    if let Err(e) =
+        vm.wait_for_serial_since(mark, &format!("failpoint {fp}: pausing"), BOOT_TIMEOUT)
+    {
+        vm.mark_failed();
+        panic!("`{cmd}` never reached {fp}: {e:#}");
+    }
+    vm.kill();
+    drop(vm);
+    let vm = Vm::start(cfg.clone()).unwrap();
+    if let Err(e) = vm.wait_for_ssh(BOOT_TIMEOUT) {
+        vm.mark_failed();
+        panic!(
+            "no SSH after a power cut at {fp}: {e:#}\n{}",
+            vm.diagnostics()
+        );
+    }
+    // The gate judges the boot like any other.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while vm
+        .ssh("test -e /run/slipway/verdict.json")
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no verdict after the power cut at {fp}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let _ = vm.ssh("systemctl is-system-running --wait");
+    menu_is_complete(&vm);
+    eprintln!(
+        "power cut at {fp} during `{cmd}`: booted again in {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+    vm
+}
+
 /// docker started after the verdict on this boot: the journal's verdict entry comes before
 /// docker's first entry.
 fn docker_after_verdict(vm: &Vm) {
@@ -289,7 +367,7 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
         .user_net_ssh()
         .guest_forward(GUEST_SERVER, format!("127.0.0.1:{}", server.port))
         .ssh("root", &key);
-    let vm = Vm::start(cfg).unwrap();
+    let mut vm = Vm::start(cfg.clone()).unwrap();
     if let Err(e) = vm.wait_for_ssh(BOOT_TIMEOUT) {
         vm.mark_failed();
         panic!("no SSH: {e:#}\n{}", vm.diagnostics());
@@ -321,6 +399,18 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
     // 1. Upgrade to v2 and reboot.
     let o = check(&vm, "slipway host upgrade --check");
     assert!(o.contains(&lc.v2), "{o}");
+    // 5. Power cuts while upgrading, before the switch and inside it (the new loader.N and
+    // its menu complete, the loader link not swapped yet): v1 boots, its menu complete.
+    for fp in ["host-before-switch", "grub-menu-written"] {
+        vm = power_cut(vm, &cfg, "slipway host upgrade", fp);
+        assert_eq!(booted(&vm).0, lc.v1, "after a power cut at {fp}");
+        let s = status(&vm);
+        assert_eq!(
+            s["deployments"][0]["health"]["last_verdict"]["green"], true,
+            "{s}"
+        );
+        assert!(s["boot_tries_left"].is_null(), "{s}");
+    }
     let took = until_booted(&vm, "slipway host upgrade --reboot", &lc.v2, BOOT_TIMEOUT);
     eprintln!("1. upgraded to v2 in {:.0}s", took.as_secs_f64());
     assert_eq!(check(&vm, "cat /usr/share/slipway-test/marker"), "v2\n");
@@ -340,9 +430,14 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
     );
     docker_after_verdict(&vm);
 
-    // 4. Roll back to v1, then upgrade brings v2 back.
-    let took = until_booted(&vm, "slipway host rollback --reboot", &lc.v1, BOOT_TIMEOUT);
-    eprintln!("4. rolled back to v1 in {:.0}s", took.as_secs_f64());
+    // 4. Roll back to v1 (5. through power cuts: inside the switch, v2 still boots; after
+    // it, v1 does), then upgrade brings v2 back.
+    menu_is_complete(&vm);
+    vm = power_cut(vm, &cfg, "slipway host rollback", "grub-menu-written");
+    assert_eq!(booted(&vm).0, lc.v2);
+    vm = power_cut(vm, &cfg, "slipway host rollback", "host-after-switch");
+    assert_eq!(booted(&vm).0, lc.v1);
+    eprintln!("4. rolled back to v1 through power cuts");
     assert_eq!(status(&vm)["deployments"][1]["commit"], lc.v2.as_str());
     let took = until_booted(&vm, "slipway host upgrade --reboot", &lc.v2, BOOT_TIMEOUT);
     eprintln!("4. upgraded to v2 again in {:.0}s", took.as_secs_f64());

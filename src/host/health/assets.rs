@@ -20,7 +20,11 @@ pub const GATED_UNITS: [&str; 3] = ["docker.service", "containerd.service", "kub
 /// Name of the gating drop-in in each gated unit's `.d` directory.
 pub const GATE_DROPIN: &str = "50-slipway-health.conf";
 /// Units enabled in every host.
-pub const ENABLED: [&str; 2] = ["slipway-boot-check.service", "slipway-healthy.target"];
+pub const ENABLED: [&str; 3] = [
+    "slipway-boot-check.service",
+    "slipway-healthy.target",
+    "slipway-fleetlock-steady-state.service",
+];
 
 const UNIT_DIR: &str = "usr/lib/systemd/system";
 
@@ -55,6 +59,11 @@ pub fn files() -> Vec<(String, &'static str, u32)> {
         (
             format!("{UNIT_DIR}/slipway-update-agent.service"),
             include_str!("../assets/slipway-update-agent.service"),
+            0o644,
+        ),
+        (
+            format!("{UNIT_DIR}/slipway-fleetlock-steady-state.service"),
+            include_str!("../assets/slipway-fleetlock-steady-state.service"),
             0o644,
         ),
         (

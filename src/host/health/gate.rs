@@ -10,8 +10,9 @@
 //!    deployment becomes the default.
 //! 3. Run the checks; record the verdict (run directory, the deployment's record, the
 //!    journal).
-//! 4. [`decide`]: green marks the deployment good, ends its trial and gives a FleetLock
-//!    reboot slot back ([`crate::host::fleetlock::report_steady_state`]); red on a deployment
+//! 4. [`decide`]: green marks the deployment good and ends its trial (the FleetLock reboot
+//!    slot goes back afterwards, from `slipway host steady-state`, which runs after
+//!    slipway-healthy.target so the workloads never wait for the lock server); red on a deployment
 //!    never marked good, booted as the default, with a rollback that was not itself
 //!    rejected, rejects it, makes the rollback the default and reboots; any other red stays
 //!    red (workloads stay stopped) and says why.
@@ -271,13 +272,6 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
             if end_trial || boot_left.is_some() {
                 bootloader::set_grubenv_var(&boot, bootloader::BOOT_LEFT_VAR, None)?;
             }
-            // Give back the FleetLock reboot slot the update agent took before this boot
-            // (when updates.json names a server). Without the sysroot lock: it may retry for
-            // minutes. A server that cannot be reached leaves the verdict green.
-            drop(host);
-            if let Err(e) = crate::host::fleetlock::report_steady_state(&root) {
-                crate::sys::ui::warn(format!("{e:#}"));
-            }
         }
         Decision::RollBack { to } => {
             store.update(&booted, |h| {
@@ -316,6 +310,21 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
         }
     }
     finish(verdict)
+}
+
+/// `slipway host steady-state` (slipway-fleetlock-steady-state.service, after
+/// slipway-healthy.target, so it never holds the workloads back): on a green boot, give back
+/// the FleetLock reboot slot the update agent took before it (when `updates.json` names a
+/// server). A server that cannot be reached is retried for a while, then only reported.
+pub fn steady_state(root: &Path, run_dir: &Path) -> Result<()> {
+    match current_verdict(run_dir)? {
+        Some(v) if v.green => {}
+        _ => bail!("this boot has no green verdict: the reboot slot is kept"),
+    }
+    if let Err(e) = crate::host::fleetlock::report_steady_state(root) {
+        crate::sys::ui::warn(format!("{e:#}"));
+    }
+    Ok(())
 }
 
 /// Print the verdict; red ends slipway with status 1 (the service fails, so
