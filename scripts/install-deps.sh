@@ -34,7 +34,7 @@ test_tools=(
     qemu-system-x86_64:qemu-system-x86 ssh:openssh-client ssh-keygen:openssh-client
     lsinitrd:dracut-core cpio:cpio ip:iproute2 ps:procps vagrant:vagrant
     libvirtd:libvirt-daemon-system virsh:libvirt-clients dnsmasq:dnsmasq-base
-    iptables:iptables debugfs:e2fsprogs losetup:mount dpkg-deb:dpkg pkill:procps
+    iptables:iptables nc:netcat-openbsd python3:python3 debugfs:e2fsprogs losetup:mount dpkg-deb:dpkg pkill:procps
     atftp:atftp curl:curl
 )
 test_files=(

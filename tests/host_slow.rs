@@ -122,7 +122,8 @@ fn booted(vm: &Vm) -> (String, i64) {
 fn until_booted(vm: &Vm, cmd: &str, commit: &str, timeout: Duration) -> Duration {
     let start = Instant::now();
     let mut old = vm.boot_id().unwrap();
-    let _ = vm.ssh(cmd);
+    // The command pulls before it reboots: give it time (the connection drops at the reboot).
+    let _ = vm.ssh_with_timeout(cmd, Duration::from_secs(900));
     loop {
         let left = timeout.checked_sub(start.elapsed()).unwrap_or_else(|| {
             vm.mark_failed();
@@ -365,7 +366,7 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
         .firmware(Firmware::Bios)
         .accel(accel)
         .user_net_ssh()
-        .guest_forward(GUEST_SERVER, format!("127.0.0.1:{}", server.port))
+        .guest_forward(GUEST_SERVER, server.port)
         .ssh("root", &key);
     let mut vm = Vm::start(cfg.clone()).unwrap();
     if let Err(e) = vm.wait_for_ssh(BOOT_TIMEOUT) {
