@@ -39,8 +39,8 @@ test_tools=(
     qemu-system-x86_64:qemu-system-x86 ssh:openssh-client ssh-keygen:openssh-client
     lsinitrd:dracut-core cpio:cpio ip:iproute2 ps:procps vagrant:vagrant
     libvirtd:libvirt-daemon-system virsh:libvirt-clients dnsmasq:dnsmasq-base
-    iptables:iptables debugfs:e2fsprogs losetup:mount dpkg-deb:dpkg pkill:procps
-    unsquashfs:squashfs-tools
+    iptables:iptables nc:netcat-openbsd python3:python3 debugfs:e2fsprogs losetup:mount dpkg-deb:dpkg pkill:procps
+    atftp:atftp curl:curl unsquashfs:squashfs-tools
 )
 test_files=(
     /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf /usr/share/OVMF/OVMF_VARS_4M.fd:ovmf
