@@ -2,9 +2,10 @@
 //!
 //! slipway's code decides what a compose produces (the layout conversion, postprocessing,
 //! the initramfs arguments) as much as the treefile does, so the input hash counts it, as
-//! rpm-ostree counts its own version. The hash covers every file below `src/` plus the
-//! build files, by path and content, in sorted order: a clean clone anywhere gives the same
-//! value, and any change to the code gives a new one.
+//! rpm-ostree counts its own version. The hash covers every file below `src/` and `pxe/`
+//! (the PXE templates and live-root files compiled in) plus the build files, by path and
+//! content, in sorted order: a clean clone anywhere gives the same value, and any change to
+//! the code gives a new one.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,8 @@ fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let mut files = Vec::new();
     files_below(&root.join("src"), &mut files);
+    // The PXE templates and live-root files are compiled in (`include_str!`).
+    files_below(&root.join("pxe"), &mut files);
     for f in ["Cargo.toml", "Cargo.lock", "build.rs"] {
         files.push(root.join(f));
     }
@@ -44,6 +47,7 @@ fn main() {
     let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     println!("cargo:rustc-env=SLIPWAY_SOURCE_HASH={digest}");
     println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=pxe");
     for f in ["Cargo.toml", "Cargo.lock", "build.rs"] {
         println!("cargo:rerun-if-changed={f}");
     }

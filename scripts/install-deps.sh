@@ -24,7 +24,12 @@ build_tools=(
     sfdisk:fdisk mke2fs:e2fsprogs chattr:e2fsprogs mkfs.fat:dosfstools mcopy:mtools
     mmd:mtools mdir:mtools grub-mkimage:grub-common grub-script-check:grub-common
     qemu-img:qemu-utils tar:tar zstd:zstd strip:binutils grub-editenv:grub-common
+    mksquashfs:squashfs-tools lsinitrd:dracut-core cpio:cpio dpkg-deb:dpkg dpkg-query:dpkg
+    apt-cache:apt
 )
+# `pxe build` takes iPXE, PXELINUX and ldlinux.c32 out of Debian's ipxe, pxelinux and
+# syslinux-common with `apt-get download` and `dpkg-deb -x`: they are never installed here
+# (ipxe's maintainer script would edit this machine's GRUB menu).
 build_files=(
     /usr/lib/grub/i386-pc/moddep.lst:grub-pc-bin
     /usr/lib/grub/x86_64-efi/moddep.lst:grub-efi-amd64-bin
@@ -34,7 +39,8 @@ test_tools=(
     qemu-system-x86_64:qemu-system-x86 ssh:openssh-client ssh-keygen:openssh-client
     lsinitrd:dracut-core cpio:cpio ip:iproute2 ps:procps vagrant:vagrant
     libvirtd:libvirt-daemon-system virsh:libvirt-clients dnsmasq:dnsmasq-base
-    iptables:iptables debugfs:e2fsprogs losetup:mount dpkg-deb:dpkg pkill:procps
+    iptables:iptables nc:netcat-openbsd python3:python3 debugfs:e2fsprogs losetup:mount dpkg-deb:dpkg pkill:procps
+    atftp:atftp curl:curl unsquashfs:squashfs-tools
 )
 test_files=(
     /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf /usr/share/OVMF/OVMF_VARS_4M.fd:ovmf

@@ -154,6 +154,7 @@ fn version_reports_the_hash_of_these_sources() {
     let root = source_dir();
     let mut files = Vec::new();
     files_below(&root.join("src"), &mut files);
+    files_below(&root.join("pxe"), &mut files);
     for f in ["Cargo.toml", "Cargo.lock", "build.rs"] {
         files.push(root.join(f));
     }

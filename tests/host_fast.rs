@@ -784,6 +784,7 @@ fn every_host_flag_is_documented() {
         ("rollback", vec!["--sysroot", "--reboot"]),
         ("cleanup", vec!["--sysroot"]),
         ("pin", vec!["--sysroot", "--unpin", "INDEX"]),
+        ("update-agent", vec!["--sysroot", "--once", "--run-dir"]),
     ] {
         let out = stdout_of(slipway().args(["host", verb, "--help"]));
         for flag in flags {
@@ -945,4 +946,205 @@ fn the_health_gate_judges_rolls_back_and_remembers() {
     // cleanup removes the rejected deployments, even the rollback.
     f.host_ok("cleanup", &[]);
     assert_eq!(f.summary(), [("1".into(), vec!["default", "pending"])]);
+}
+
+/// The update agent on an offline sysroot, one pass at a time: policy check (the default)
+/// only reports, policy stage downloads without deploying, policy apply is refused before
+/// any work (it reboots, and this is not the machine's root); the status file follows.
+#[test]
+fn the_update_agent_checks_and_stages() {
+    let f = Fixture::new(None);
+    f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
+    f.ostree_deploy(false);
+    let run = f.dir.path().join("run");
+    let agent = || {
+        f.host(
+            "update-agent",
+            &["--once", "--run-dir", run.to_str().unwrap()],
+        )
+    };
+    let agent_status = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join("update-agent.json")).unwrap())
+            .unwrap()
+    };
+    let settings = |text: &str| {
+        let p = f.deployment_root(0).join("etc/slipway/updates.json");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+
+    let o = agent();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "up to date\n");
+    assert_eq!(agent_status()["state"], "up-to-date");
+
+    let v2 = f.commit("2", "2024-02-01 00:00:00 +0000", b"kernel 2");
+    let o = agent();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("update available: {v2} (version 2)")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stderr(&o).contains("policy check"), "{}", stderr(&o));
+    let st = agent_status();
+    assert_eq!(
+        (st["state"].as_str(), st["policy"].as_str()),
+        (Some("available"), Some("check"))
+    );
+    assert_eq!(st["update"]["commit"], v2.as_str());
+    assert_eq!(f.summary().len(), 1);
+
+    // Policy stage: the commit is pulled whole, nothing is deployed.
+    settings(r#"{"policy": "stage"}"#);
+    let o = agent();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("update downloaded: {v2}")),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(agent_status()["state"], "staged");
+    assert_eq!(f.summary(), [("1".into(), vec!["default", "pending"])]);
+    let sysroot_repo = f.sysroot_repo();
+    ostree(
+        &sysroot_repo,
+        &["ls", &v2, "/usr/lib/modules/6.1.0-test/vmlinuz"],
+    );
+
+    // Policy apply reboots: refused here, before any work.
+    settings(r#"{"policy": "apply"}"#);
+    let o = agent();
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("the update policy is `apply`") && stderr(&o).contains("--sysroot /"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(f.summary().len(), 1);
+    assert_eq!(f.systemctl_calls(), "");
+
+    // Bad settings name the file and the key.
+    settings(
+        r#"{"policy": "apply", "reboot-windows": [{"days": ["Mon"], "start": "25:00", "length-minutes": 5}]}"#,
+    );
+    let o = agent();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("etc/slipway/updates.json")
+            && stderr(&o).contains("`reboot-windows[0].start`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A green verdict gives the FleetLock reboot slot back (steady-state, with the id derived
+/// from the machine id and the configured group); settings that do not parse leave the
+/// verdict green. (A server that cannot be reached is retried for minutes: unit tests of
+/// `host::fleetlock` cover giving up.)
+#[test]
+fn a_green_boot_reports_steady_state() {
+    use std::io::{BufRead, BufReader, Write};
+    let f = Fixture::new(None);
+    f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
+    f.ostree_deploy(false);
+    let root = f.deployment_root(0);
+    std::fs::write(
+        root.join("etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut r = BufReader::new(conn);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        std::io::Read::read_exact(&mut r, &mut body).unwrap();
+        tx.send((head, String::from_utf8(body).unwrap())).unwrap();
+        let mut conn = r.into_inner();
+        write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+    });
+    let settings = root.join("etc/slipway/updates.json");
+    std::fs::create_dir_all(settings.parent().unwrap()).unwrap();
+    std::fs::write(
+        &settings,
+        format!(r#"{{"fleetlock-url": "http://{addr}/", "fleetlock-group": "workers", "backoff-secs": 1, "max-backoff-secs": 1}}"#),
+    )
+    .unwrap();
+    let run = f.dir.path().join("run");
+
+    // No verdict yet: the slot is kept.
+    let steady = || {
+        slipway()
+            .args(["host", "steady-state", "--root"])
+            .arg(&root)
+            .arg("--run-dir")
+            .arg(&run)
+            .output()
+            .unwrap()
+    };
+    let o = steady();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no green verdict"), "{}", stderr(&o));
+    let o = f.boot_check(0);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o).trim(), "green");
+    // The verdict does not wait for the lock server: the slot goes back afterwards.
+    assert!(rx.try_recv().is_err());
+    let o = steady();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (head, body) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        head.starts_with("POST /v1/steady-state HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("fleet-lock-protocol: true"),
+        "{head}"
+    );
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["client_params"]["group"], "workers");
+    assert_eq!(body["client_params"]["id"].as_str().unwrap().len(), 32);
+    assert!(
+        stderr(&o).contains("reboot slot released"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Settings that do not parse: the verdict stays green, steady-state warns.
+    std::fs::remove_dir_all(&run).unwrap();
+    std::fs::write(&settings, r#"{"fleetlock-url": 1}"#).unwrap();
+    let o = f.boot_check(0);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let o = steady();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning") && stderr(&o).contains("`fleetlock-url`"),
+        "{}",
+        stderr(&o)
+    );
 }

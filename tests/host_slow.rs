@@ -11,6 +11,11 @@
 //! 3. v2 deployed again with a kernel argument naming a missing root: it never reaches
 //!    userspace, the initramfs reboots, and after three tries GRUB boots the rollback, whose
 //!    gate rejects the broken default.
+//! 5. Power cuts (QEMU killed at failpoints that pause and print a marker on the console)
+//!    before, inside and after the boot loader switch of `upgrade` and `rollback`: every time
+//!    the machine boots a complete deployment, old or new, and every file its menu names
+//!    exists. They are chained into 1 and 4 rather than run from copies of a disk: each cut
+//!    replaces a reboot, which keeps the test inside its time budget.
 
 mod common;
 
@@ -85,6 +90,10 @@ fn compose(repo: &Path, treefile: &Path) -> String {
     out.trim().to_string()
 }
 
+fn record(name: &str, value: f64, unit: &str) {
+    record_measurement(name, value, unit, "tcg");
+}
+
 fn check(vm: &Vm, cmd: &str) -> String {
     vm.ssh_ok(cmd).unwrap_or_else(|e| {
         vm.mark_failed();
@@ -117,7 +126,8 @@ fn booted(vm: &Vm) -> (String, i64) {
 fn until_booted(vm: &Vm, cmd: &str, commit: &str, timeout: Duration) -> Duration {
     let start = Instant::now();
     let mut old = vm.boot_id().unwrap();
-    let _ = vm.ssh(cmd);
+    // The command pulls before it reboots: give it time (the connection drops at the reboot).
+    let _ = vm.ssh_with_timeout(cmd, Duration::from_secs(900));
     loop {
         let left = timeout.checked_sub(start.elapsed()).unwrap_or_else(|| {
             vm.mark_failed();
@@ -155,6 +165,79 @@ fn until_booted(vm: &Vm, cmd: &str, commit: &str, timeout: Duration) -> Duration
     }
 }
 
+/// Every file the boot menu names exists: kernels and initramfs on /boot, each entry's
+/// `ostree=` deployment link in the physical root. So any entry GRUB picks boots a complete
+/// deployment.
+fn menu_is_complete(vm: &Vm) {
+    let menu = check(vm, "cat /boot/grub/grub.cfg");
+    let mut named = 0;
+    for line in menu.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.first() {
+            Some(&"linux") | Some(&"initrd") => {
+                for w in &words[1..] {
+                    let w = w.trim_matches('\'');
+                    if w.starts_with('/') {
+                        check(vm, &format!("test -s /boot{w}"));
+                        named += 1;
+                    } else if let Some(t) = w.strip_prefix("ostree=") {
+                        check(vm, &format!("test -d /sysroot{t}/usr"));
+                        named += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(named >= 3, "the menu names too little:\n{menu}");
+}
+
+/// Run `cmd` on the guest with failpoint `fp` pausing it, wait for the failpoint's marker on
+/// the serial console, cut the power (kill QEMU), and boot the same disk again.
+fn power_cut(mut vm: Vm, cfg: &VmConfig, cmd: &str, fp: &str) -> Vm {
+    let t = Instant::now();
+    let mark = vm.serial_mark();
+    let _ = vm.ssh(&format!(
+        "SLIPWAY_FAILPOINTS={fp}=pause nohup {cmd} >/dev/null 2>&1 &"
+    ));
+    if let Err(e) =
+        vm.wait_for_serial_since(mark, &format!("failpoint {fp}: pausing"), BOOT_TIMEOUT)
+    {
+        vm.mark_failed();
+        panic!("`{cmd}` never reached {fp}: {e:#}");
+    }
+    vm.kill();
+    drop(vm);
+    let vm = Vm::start(cfg.clone()).unwrap();
+    if let Err(e) = vm.wait_for_ssh(BOOT_TIMEOUT) {
+        vm.mark_failed();
+        panic!(
+            "no SSH after a power cut at {fp}: {e:#}\n{}",
+            vm.diagnostics()
+        );
+    }
+    // The gate judges the boot like any other.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while vm
+        .ssh("test -e /run/slipway/verdict.json")
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no verdict after the power cut at {fp}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let _ = vm.ssh("systemctl is-system-running --wait");
+    menu_is_complete(&vm);
+    eprintln!(
+        "power cut at {fp} during `{cmd}`: booted again in {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+    vm
+}
+
 /// docker started after the verdict on this boot: the journal's verdict entry comes before
 /// docker's first entry.
 fn docker_after_verdict(vm: &Vm) {
@@ -186,6 +269,102 @@ fn docker_after_verdict(vm: &Vm) {
         .trim(),
         "active\nactive\nactive"
     );
+}
+
+/// Seconds from this boot's verdict to docker becoming active.
+fn verdict_to_docker(vm: &Vm) -> f64 {
+    let line = check(
+        vm,
+        &format!("journalctl -b -o json --no-pager MESSAGE_ID={VERDICT_ID} | head -n1"),
+    );
+    let v: Value = serde_json::from_str(line.trim()).unwrap();
+    let verdict: f64 = v["__MONOTONIC_TIMESTAMP"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let docker: f64 = check(
+        vm,
+        "systemctl show -p ActiveEnterTimestampMonotonic --value docker.service",
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    (docker - verdict) / 1e6
+}
+
+/// Bytes of the objects under `repo/objects` whose checksum is in `objects`.
+fn object_bytes(repo: &Path, objects: &std::collections::BTreeSet<String>) -> u64 {
+    objects
+        .iter()
+        .map(|o| {
+            let (a, b) = o.split_at(2);
+            std::fs::metadata(repo.join(format!("objects/{a}/{b}.filez")))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// path -> content checksum of every regular file of a commit.
+fn file_checksums(repo: &Path, commit: &str) -> std::collections::BTreeMap<String, String> {
+    ostree(repo, &["ls", "-R", "-C", commit, "/"])
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            // -00644 0 0 SIZE CHECKSUM PATH
+            Some((w.get(5)?.to_string(), w.get(4)?.to_string()))
+        })
+        .collect()
+}
+
+/// What an upgrade from v1 to v2 transfers: the static delta compose wrote, the objects a
+/// pull without deltas fetches, against the compressed size of the files that changed.
+fn measure_update_size(lc: &Lifecycle) {
+    let repo = &lc.served;
+    let old = file_checksums(repo, &lc.v1);
+    let new = file_checksums(repo, &lc.v2);
+    let changed: std::collections::BTreeSet<String> = new
+        .iter()
+        .filter(|(p, c)| old.get(*p) != Some(c))
+        .map(|(_, c)| c.clone())
+        .collect();
+    let changed_bytes = object_bytes(repo, &changed);
+    let delta_dir = repo.join(format!(
+        "deltas/{}",
+        slipway::repo::static_delta_dir(Some(&lc.v1), &lc.v2).unwrap()
+    ));
+    let delta_bytes: u64 = std::fs::read_dir(&delta_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", delta_dir.display()))
+        .flatten()
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    // A pull without deltas: every object of v2 the v1 repository lacks.
+    let tmp = tempfile::tempdir_in(cache_root()).unwrap();
+    let client = tmp.path().join("repo");
+    ostree(&client, &["init", "--mode=archive"]);
+    ostree(&client, &["pull-local", repo.to_str().unwrap(), &lc.v1]);
+    let before = slipway::repo::dir_size(&client.join("objects"));
+    ostree(&client, &["pull-local", repo.to_str().unwrap(), &lc.v2]);
+    let pulled = slipway::repo::dir_size(&client.join("objects")) - before;
+    eprintln!(
+        "v1 -> v2: {} files changed, {changed_bytes} bytes compressed; static delta {delta_bytes} bytes ({:.2}x); object pull {pulled} bytes ({:.2}x)",
+        changed.len(),
+        delta_bytes as f64 / changed_bytes as f64,
+        pulled as f64 / changed_bytes as f64
+    );
+    record(
+        "host_update_changed_files_bytes",
+        changed_bytes as f64,
+        "bytes",
+    );
+    record(
+        "host_update_static_delta_bytes",
+        delta_bytes as f64,
+        "bytes",
+    );
+    record("host_update_object_pull_bytes", pulled as f64, "bytes");
 }
 
 /// The repository the guest upgrades from: v1 (the composed host), then v2, then v3.
@@ -268,6 +447,7 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
     let t0 = Instant::now();
     vm::require_qemu().unwrap();
     let lc = lifecycle();
+    measure_update_size(&lc);
     let server = RepoServer::start(lc.served.parent().unwrap());
     eprintln!("updates composed after {:.0}s", t0.elapsed().as_secs_f64());
 
@@ -287,9 +467,9 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
         .firmware(Firmware::Bios)
         .accel(accel)
         .user_net_ssh()
-        .guest_forward(GUEST_SERVER, format!("127.0.0.1:{}", server.port))
+        .guest_forward(GUEST_SERVER, server.port)
         .ssh("root", &key);
-    let vm = Vm::start(cfg).unwrap();
+    let mut vm = Vm::start(cfg.clone()).unwrap();
     if let Err(e) = vm.wait_for_ssh(BOOT_TIMEOUT) {
         vm.mark_failed();
         panic!("no SSH: {e:#}\n{}", vm.diagnostics());
@@ -318,11 +498,23 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
         ),
     );
 
-    // 1. Upgrade to v2 and reboot.
+    // 1. Upgrade to v2 and reboot, through power cuts (5.): before the switch and inside it
+    // (the new loader.N and its menu complete, the loader link not swapped yet) v1 boots
+    // again; after it, v2 does. Every time the menu is complete.
     let o = check(&vm, "slipway host upgrade --check");
     assert!(o.contains(&lc.v2), "{o}");
-    let took = until_booted(&vm, "slipway host upgrade --reboot", &lc.v2, BOOT_TIMEOUT);
-    eprintln!("1. upgraded to v2 in {:.0}s", took.as_secs_f64());
+    for fp in ["host-before-switch", "grub-menu-written"] {
+        vm = power_cut(vm, &cfg, "slipway host upgrade", fp);
+        assert_eq!(booted(&vm).0, lc.v1, "after a power cut at {fp}");
+        let s = status(&vm);
+        assert_eq!(
+            s["deployments"][0]["health"]["last_verdict"]["green"], true,
+            "{s}"
+        );
+        assert!(s["boot_tries_left"].is_null(), "{s}");
+    }
+    vm = power_cut(vm, &cfg, "slipway host upgrade", "host-after-switch");
+    eprintln!("1. upgraded to v2 after {:.0}s", t0.elapsed().as_secs_f64());
     assert_eq!(check(&vm, "cat /usr/share/slipway-test/marker"), "v2\n");
     check(&vm, "test -x /usr/bin/hello");
     let s = status(&vm);
@@ -339,13 +531,19 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
         "the trial must end green: {s}"
     );
     docker_after_verdict(&vm);
+    record("host_verdict_to_docker_active", verdict_to_docker(&vm), "s");
 
-    // 4. Roll back to v1, then upgrade brings v2 back.
+    // 4. Roll back to v1 (a power cut inside the switch first: v2 still boots), then upgrade
+    // brings v2 back.
+    vm = power_cut(vm, &cfg, "slipway host rollback", "grub-menu-written");
+    assert_eq!(booted(&vm).0, lc.v2);
     let took = until_booted(&vm, "slipway host rollback --reboot", &lc.v1, BOOT_TIMEOUT);
     eprintln!("4. rolled back to v1 in {:.0}s", took.as_secs_f64());
+    record("host_rollback_reboot_to_ssh", took.as_secs_f64(), "s");
     assert_eq!(status(&vm)["deployments"][1]["commit"], lc.v2.as_str());
     let took = until_booted(&vm, "slipway host upgrade --reboot", &lc.v2, BOOT_TIMEOUT);
     eprintln!("4. upgraded to v2 again in {:.0}s", took.as_secs_f64());
+    docker_after_verdict(&vm);
 
     // 2. v3 is published; it boots red and the host rolls back to v2 by itself.
     ostree(

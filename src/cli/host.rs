@@ -31,6 +31,14 @@ pub enum HostCommand {
     BootCheck(BootCheckArgs),
     /// Succeed only if this boot's verdict is green (the `ExecStartPre=` of gated units).
     Gate(GateArgs),
+    /// After a green boot, give the FleetLock reboot slot back (run by
+    /// slipway-fleetlock-steady-state.service; nothing to do without a fleetlock-url).
+    SteadyState(SteadyStateArgs),
+    /// Look for an update and, as /etc/slipway/updates.json says, report it (policy
+    /// check), download it (stage) or deploy it and reboot (apply: inside the reboot
+    /// windows, with a FleetLock slot when a server is configured). Run by
+    /// slipway-update-agent.timer (not enabled by default).
+    UpdateAgent(UpdateAgentArgs),
 }
 
 /// The sysroot every `host` verb acts on.
@@ -138,8 +146,31 @@ pub struct BootCheckArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SteadyStateArgs {
+    /// The root of the running deployment, whose updates.json names the server.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Where this boot's verdict is kept.
+    #[arg(long, value_name = "DIR", default_value = "/run/slipway")]
+    pub run_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct GateArgs {
     /// Where this boot's verdict is kept.
+    #[arg(long, value_name = "DIR", default_value = "/run/slipway")]
+    pub run_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateAgentArgs {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    /// One pass, then exit (with policy apply, a pass waits for the reboot window and the
+    /// reboot slot); without it, a new pass starts an hour after each one.
+    #[arg(long)]
+    pub once: bool,
+    /// Where the agent's status (`update-agent.json`) is kept.
     #[arg(long, value_name = "DIR", default_value = "/run/slipway")]
     pub run_dir: PathBuf,
 }
@@ -168,6 +199,12 @@ pub fn run(c: HostCommand) -> Result<()> {
             host::health::gate::boot_check(&opts).map(|_| ())
         }
         HostCommand::Gate(a) => host::health::gate::gate(&a.run_dir),
+        HostCommand::SteadyState(a) => host::health::gate::steady_state(&a.root, &a.run_dir),
+        HostCommand::UpdateAgent(a) => host::updates::run(&host::updates::AgentOptions {
+            sysroot: a.sysroot.sysroot,
+            once: a.once,
+            run_dir: a.run_dir,
+        }),
         HostCommand::Deploy(a) => {
             if a.reboot {
                 host::check_reboot_allowed(&a.sysroot.sysroot)?;

@@ -5,6 +5,7 @@ pub mod compose;
 pub mod generate;
 pub mod host;
 pub mod image;
+pub mod pxe;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -68,6 +69,9 @@ pub enum Command {
     /// sysroot).
     #[command(subcommand)]
     Host(host::HostCommand),
+    /// Network boot: the installer's boot files for refs of a repository.
+    #[command(subcommand)]
+    Pxe(pxe::PxeCommand),
     /// Man pages and shell completions.
     #[command(subcommand)]
     Generate(generate::GenerateCommand),
@@ -80,6 +84,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compose(compose::ComposeCommand::Commit(a)) => compose::commit(a),
         Command::Image(a) => image::run(a),
         Command::Host(c) => host::run(c),
+        Command::Pxe(c) => pxe::run(c),
         Command::Generate(c) => generate::run(c),
     }
 }

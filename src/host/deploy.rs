@@ -99,6 +99,7 @@ pub fn deploy_commit(
             )
         })?;
     super::health::start_trial(host, &new)?;
+    crate::sys::failpoint::hit("host-before-switch")?;
     sysroot
         .simple_write_deployment(
             Some(stateroot),
@@ -110,6 +111,7 @@ pub fn deploy_commit(
         .context("writing the deployment list")?;
     host.reload()?;
     let boot_entries = host.link_grub_cfg()?;
+    crate::sys::failpoint::hit("host-after-switch")?;
     let deps = host.deployments();
     let first = deps
         .first()

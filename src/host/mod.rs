@@ -13,7 +13,9 @@
 //! - `deploy`: making a commit the new default (libostree's `/etc` merge, kernel arguments
 //!   carried over, the previous default kept as rollback, `grub.cfg` regenerated), shared by
 //!   `upgrade` and `deploy VERSION|COMMIT`;
-//! - `upgrade`: follow the refspec, refuse downgrades; `rollback`, `cleanup`, `pin`.
+//! - `upgrade`: follow the refspec, refuse downgrades; `rollback`, `cleanup`, `pin`;
+//! - [`updates`]: the update agent (policy, reboot windows, a state machine) and
+//!   [`fleetlock`], the FleetLock client that coordinates reboots across a fleet.
 //!
 //! Terms, as `status` shows them: the **default** deployment is the first in libostree's
 //! list (index 0, what boots next); **booted** is the running one (never on an offline
@@ -29,10 +31,12 @@ pub mod boot;
 pub mod cleanup;
 pub mod deploy;
 pub mod fetch;
+pub mod fleetlock;
 pub mod health;
 pub mod pin;
 pub mod rollback;
 pub mod status;
+pub mod updates;
 pub mod upgrade;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! Failpoints for fault-injection tests: `SLIPWAY_FAILPOINTS=name=action[,name=action...]`
 //! where action is `error` (the operation fails there) or `pause` (it announces itself on
-//! stderr and sleeps, so a test can kill the process at exactly that point).
+//! stderr, and on the kernel log when it may write there, so that a VM test sees the marker
+//! on the serial console, and sleeps, so a test can kill the process, or the machine, at
+//! exactly that point).
 
 use anyhow::{Result, bail};
 
@@ -21,7 +23,12 @@ pub fn hit(name: &str) -> Result<()> {
         None => Ok(()),
         Some("error") => bail!("failpoint {name} triggered"),
         Some("pause") => {
-            eprintln!("slipway: failpoint {name}: pausing");
+            let marker = format!("slipway: failpoint {name}: pausing");
+            eprintln!("{marker}");
+            if let Ok(mut k) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+                use std::io::Write;
+                let _ = writeln!(k, "{marker}");
+            }
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             }

@@ -207,6 +207,25 @@ impl Tree {
         result.with_context(|| format!("writing {}", self.describe(rel)))
     }
 
+    /// Make `rel` a symbolic link to `target` (parents created; a file or link at `rel` is
+    /// replaced, never followed; a directory there is an error).
+    pub fn symlink(&self, rel: &str, target: &str) -> Result<()> {
+        if let Some((parent, _)) = rel.rsplit_once('/') {
+            self.create_dir_all(parent)?;
+        }
+        let (dir, name) = self.parent_of(rel)?;
+        if let Ok(m) = dir.symlink_metadata(name) {
+            if m.is_dir() {
+                bail!("{} is a directory", self.describe(rel));
+            }
+            dir.remove_file(name)
+                .with_context(|| format!("removing {}", self.describe(rel)))?;
+        }
+        rustix::fs::symlinkat(target, dir.as_fd(), name)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("linking {} to {target}", self.describe(rel)))
+    }
+
     /// Open file `rel` for appending (created with mode 0600 when missing; a link at `rel`
     /// is refused rather than followed).
     pub fn open_append(&self, rel: &str) -> Result<File> {
@@ -225,6 +244,32 @@ impl Tree {
             e => anyhow::Error::new(std::io::Error::from(e))
                 .context(format!("opening {}", self.describe(rel))),
         })?;
+        Ok(File::from(fd))
+    }
+
+    /// Open regular file `rel` (relative, checked) for reading. Unlike the other lookups the
+    /// last component is followed too, but like them only inside the tree: a link to
+    /// `/etc/passwd` names the tree's `/etc/passwd`. Anything but a regular file is refused
+    /// (opened without blocking, so a FIFO cannot hang the caller). The error keeps the
+    /// `std::io::Error` in its chain (`NotFound`, `PermissionDenied`...) for callers that
+    /// answer by kind.
+    pub fn open_file(&self, rel: &str) -> Result<File> {
+        let fd = rustix::fs::openat2(
+            &self.root,
+            rel,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("opening {}", self.describe(rel)))?;
+        let st = rustix::fs::fstat(&fd)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("looking at {}", self.describe(rel)))?;
+        if !rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput))
+                .with_context(|| format!("{} is not a regular file", self.describe(rel)));
+        }
         Ok(File::from(fd))
     }
 
@@ -390,6 +435,36 @@ mod tests {
         assert_eq!(m.permissions().mode() & 0o777, 0o755);
         let e = t.write_file("var", &mut "x".as_bytes(), 0o644).unwrap_err();
         assert!(e.to_string().contains("is a directory"), "{e}");
+    }
+
+    #[test]
+    fn open_file_follows_links_inside_the_tree_only() {
+        let f = fixture();
+        let t = Tree::open(&f.tree).unwrap();
+        let read = |rel: &str| {
+            let mut s = String::new();
+            t.open_file(rel).unwrap().read_to_string(&mut s).unwrap();
+            s
+        };
+        // An absolute link as the last component, and one in the middle.
+        assert_eq!(read("link-to-victim"), "tree");
+        assert_eq!(read("var/run/sshd/pid"), "tree");
+        let climbing = format!(
+            "var/up/{}/victim",
+            f.host.strip_prefix("/").unwrap().display()
+        );
+        assert_eq!(read(&climbing), "tree");
+        let e = t.open_file("var").unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        nix::unistd::mkfifo(
+            &f.tree.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let e = t.open_file("fifo").unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = t.open_file("no/such/file").unwrap_err();
+        assert!(is_not_found(&e), "{e:#}");
     }
 
     #[test]

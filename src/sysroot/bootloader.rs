@@ -384,6 +384,8 @@ pub fn generate_loader_cfg(out: &Path) -> Result<usize> {
         bail!("no boot entries in {}/entries", loader.display());
     }
     write_atomic(out, grub_cfg(&entries, &settings).as_bytes())?;
+    // Inside libostree's switch: the new loader.N is complete, the link not swapped yet.
+    crate::sys::failpoint::hit("grub-menu-written")?;
     Ok(entries.len())
 }
 

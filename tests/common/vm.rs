@@ -413,10 +413,11 @@ pub struct VmConfig {
     pub ssh_timeout: Duration,
     /// Where logs go when the VM fails; `None`: [`artifacts_dir`].
     pub artifacts_dir: Option<PathBuf>,
-    /// User networking only: guest connections to `GUEST_IP:PORT` reach `HOST_IP:PORT` on
-    /// the test machine (QEMU `guestfwd=tcp:GUEST-tcp:HOST`), the only way out of
-    /// `restrict=on`.
-    pub guest_forwards: Vec<(String, String)>,
+    /// User networking only: guest connections to `GUEST_IP:PORT` reach `127.0.0.1:PORT` on
+    /// the test machine, the only way out of `restrict=on`. Each connection runs
+    /// `nc 127.0.0.1 PORT` (QEMU `guestfwd=...-cmd:`): a `tcp:` chardev would be a single
+    /// connection for the VM's whole life.
+    pub guest_forwards: Vec<(String, u16)>,
 }
 
 impl VmConfig {
@@ -448,9 +449,9 @@ impl VmConfig {
         }
     }
 
-    /// Let the guest reach `host` (`127.0.0.1:PORT`) at `guest` (`10.0.2.100:80`).
-    pub fn guest_forward(mut self, guest: impl Into<String>, host: impl Into<String>) -> VmConfig {
-        self.guest_forwards.push((guest.into(), host.into()));
+    /// Let the guest reach `127.0.0.1:host_port` at `guest` (`10.0.2.100:80`).
+    pub fn guest_forward(mut self, guest: impl Into<String>, host_port: u16) -> VmConfig {
+        self.guest_forwards.push((guest.into(), host_port));
         self
     }
 
@@ -688,8 +689,8 @@ impl VmConfig {
                     let port = ssh_port.context("ssh forwarding needs a host port")?;
                     netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
                 }
-                for (guest, host) in &self.guest_forwards {
-                    netdev.push_str(&format!(",guestfwd=tcp:{guest}-tcp:{host}"));
+                for (guest, port) in &self.guest_forwards {
+                    netdev.push_str(&format!(",guestfwd=tcp:{guest}-cmd:nc 127.0.0.1 {port}"));
                 }
                 push(&["-netdev", &netdev]);
                 push(&["-device", &format!("{},netdev=net0", self.nic_model)]);

@@ -3,7 +3,8 @@
 //! and `slipway-healthy.target`, the drop-ins that gate docker, containerd and kubelet (in
 //! `/usr/lib/systemd/system/<unit>.d`, so they hold for a unit a repository adds later),
 //! the drop-in that makes `ostree-finalize-staged.service` use slipway's boot menu
-//! generator, the default checks and `health.json`. The files are compiled into slipway
+//! generator, the default checks and `health.json`, and the update agent's service, timer
+//! (installed, not enabled) and `updates.json`. The files are compiled into slipway
 //! (`src/host/assets/`), so a host always carries the ones of the slipway it carries.
 
 use std::path::Path;
@@ -19,7 +20,11 @@ pub const GATED_UNITS: [&str; 3] = ["docker.service", "containerd.service", "kub
 /// Name of the gating drop-in in each gated unit's `.d` directory.
 pub const GATE_DROPIN: &str = "50-slipway-health.conf";
 /// Units enabled in every host.
-pub const ENABLED: [&str; 2] = ["slipway-boot-check.service", "slipway-healthy.target"];
+pub const ENABLED: [&str; 3] = [
+    "slipway-boot-check.service",
+    "slipway-healthy.target",
+    "slipway-fleetlock-steady-state.service",
+];
 
 const UNIT_DIR: &str = "usr/lib/systemd/system";
 
@@ -49,6 +54,26 @@ pub fn files() -> Vec<(String, &'static str, u32)> {
         (
             super::config::SHIPPED.to_string(),
             include_str!("../assets/health.json"),
+            0o644,
+        ),
+        (
+            format!("{UNIT_DIR}/slipway-update-agent.service"),
+            include_str!("../assets/slipway-update-agent.service"),
+            0o644,
+        ),
+        (
+            format!("{UNIT_DIR}/slipway-fleetlock-steady-state.service"),
+            include_str!("../assets/slipway-fleetlock-steady-state.service"),
+            0o644,
+        ),
+        (
+            format!("{UNIT_DIR}/slipway-update-agent.timer"),
+            include_str!("../assets/slipway-update-agent.timer"),
+            0o644,
+        ),
+        (
+            crate::host::updates::SHIPPED.to_string(),
+            include_str!("../assets/updates.json"),
             0o644,
         ),
         (
@@ -148,6 +173,45 @@ mod tests {
         std::fs::create_dir_all(d.path().join(p).parent().unwrap()).unwrap();
         std::fs::write(d.path().join(p), text).unwrap();
         super::super::HealthConfig::load(d.path()).unwrap();
+    }
+
+    #[test]
+    fn the_update_agent_is_installed_but_not_enabled() {
+        let files = files();
+        let text = |name: &str| {
+            files
+                .iter()
+                .find(|(p, _, _)| p.ends_with(name))
+                .map(|(_, t, _)| *t)
+                .unwrap()
+        };
+        let service = text("/slipway-update-agent.service");
+        assert!(service.contains("Type=oneshot"));
+        assert!(service.contains("ExecStart=/usr/bin/slipway host update-agent --once\n"));
+        assert!(service.contains("Requires=slipway-healthy.target"));
+        assert!(service.contains("After=slipway-healthy.target network-online.target"));
+        assert!(!service.contains("[Install]"));
+        let timer = text("/slipway-update-agent.timer");
+        for line in [
+            "OnBootSec=10min",
+            "OnUnitInactiveSec=1h",
+            "RandomizedDelaySec=10min",
+            "[Install]\nWantedBy=timers.target",
+        ] {
+            assert!(timer.contains(line), "{line}");
+        }
+        assert!(
+            !ENABLED
+                .iter()
+                .any(|u| u.starts_with("slipway-update-agent"))
+        );
+        // The shipped settings parse, with policy check.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(crate::host::updates::SHIPPED);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text("/updates.json")).unwrap();
+        let s = crate::host::updates::UpdateSettings::load(d.path()).unwrap();
+        assert_eq!(s, crate::host::updates::UpdateSettings::default());
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //!    deployment becomes the default.
 //! 3. Run the checks; record the verdict (run directory, the deployment's record, the
 //!    journal).
-//! 4. [`decide`]: green marks the deployment good and ends its trial; red on a deployment
+//! 4. [`decide`]: green marks the deployment good and ends its trial (the FleetLock reboot
+//!    slot goes back afterwards, from `slipway host steady-state`, which runs after
+//!    slipway-healthy.target so the workloads never wait for the lock server); red on a deployment
 //!    never marked good, booted as the default, with a rollback that was not itself
 //!    rejected, rejects it, makes the rollback the default and reboots; any other red stays
 //!    red (workloads stay stopped) and says why.
@@ -308,6 +310,21 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
         }
     }
     finish(verdict)
+}
+
+/// `slipway host steady-state` (slipway-fleetlock-steady-state.service, after
+/// slipway-healthy.target, so it never holds the workloads back): on a green boot, give back
+/// the FleetLock reboot slot the update agent took before it (when `updates.json` names a
+/// server). A server that cannot be reached is retried for a while, then only reported.
+pub fn steady_state(root: &Path, run_dir: &Path) -> Result<()> {
+    match current_verdict(run_dir)? {
+        Some(v) if v.green => {}
+        _ => bail!("this boot has no green verdict: the reboot slot is kept"),
+    }
+    if let Err(e) = crate::host::fleetlock::report_steady_state(root) {
+        crate::sys::ui::warn(format!("{e:#}"));
+    }
+    Ok(())
 }
 
 /// Print the verdict; red ends slipway with status 1 (the service fails, so

@@ -14,7 +14,7 @@ const SOCKET: &str = "/run/systemd/journal/socket";
 
 /// Send one entry: `message` plus `fields` (upper-case names), with MESSAGE_ID `id`.
 pub fn send(id: &str, priority: u8, message: &str, fields: &[(&str, &str)]) {
-    crate::sys::ui::info(message);
+    crate::sys::ui::info(message.trim_start_matches("slipway: "));
     let mut buf = Vec::new();
     let mut field = |k: &str, v: &str| {
         // The binary form: any value may hold newlines.

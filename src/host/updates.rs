@@ -1,0 +1,1382 @@
+//! The update agent: `slipway host update-agent`, run by `slipway-update-agent.timer` (not
+//! enabled by default). It looks for an update of the booted deployment's refspec and,
+//! as its policy says, only reports it, downloads it, or deploys it and reboots into it,
+//! inside the reboot windows and, when a FleetLock server is configured, only with a
+//! reboot slot from that server.
+//!
+//! **Settings**: the deployment's `/usr/lib/slipway/updates.json` (shipped by compose), then
+//! the operator's `/etc/slipway/updates.json` key by key; keys starting with `//` are
+//! comments (see [`UpdateSettings`]).
+//!
+//! **The agent is a state machine** ([`State`], zincati style): every state is documented
+//! below and every transition is made in one place, [`Machine::step`], which does each
+//! state's one action through the [`Env`] trait (check, download, deploy, FleetLock,
+//! reboot, clock) and says what comes next ([`Next`]): go on now, wait, or the pass is
+//! over. The tests drive it with a scripted `Env`; [`run`] drives it on a real sysroot
+//! with the host library ([`crate::host::upgrade::upgrade`], [`crate::host::reboot`]).
+//!
+//! ```text
+//! Start ─(apply, an update deployed and not booted)──────────────────────▶ Deployed
+//!   │                                                                         │
+//!   ▼                                                 outside every window: wait
+//! Checking ─up to date / rejected / older─▶ end       inside (or no windows) ▼
+//!   │ newer                                           FleetLock configured: Locking
+//!   ▼                                                   refused: back off, Deployed
+//! Available ─check─▶ end                                granted ▼
+//!   │ stage: download ─▶ end                          Rebooting ─▶ end
+//!   │ apply: download ▼
+//! Downloaded ─deploy─▶ Deployed
+//!
+//! any failed action: back off, then Start again (with --once: end, status 1)
+//! ```
+//!
+//! `--once` does one pass (a pass with policy `apply` goes on until the reboot, waiting for
+//! the window and the reboot slot as long as it takes); without it the agent starts a new
+//! pass an hour after each one ends.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::fleetlock::{self, Answer, Backoff};
+use super::upgrade::{UpgradeOptions, UpgradeOutcome, downgrade_reason, upgrade};
+use super::{Access, CommitInfo, Host, utc};
+
+/// Where the two settings files live, relative to a deployment's root.
+pub const SHIPPED: &str = "usr/lib/slipway/updates.json";
+pub const OPERATOR: &str = "etc/slipway/updates.json";
+/// The journal's MESSAGE_ID of the agent's findings (update available, downloaded,
+/// rebooting into it, waiting for a slot, failures).
+pub const UPDATE_ID: &str = "c1f29a1192ab49d2ad88f7a472f08e3a";
+/// The last thing the agent did or waits for, in the run directory (`/run/slipway`).
+pub const STATUS_FILE: &str = "update-agent.json";
+/// Without `--once`: the pause between two passes.
+pub const PASS_INTERVAL: Duration = Duration::from_secs(3600);
+/// The longest single sleep while waiting for a reboot window: the window is computed
+/// again after it, so a clock that jumps (NTP, a suspended VM) is followed.
+const MAX_WINDOW_SLEEP: u64 = 3600;
+
+const MINUTES_PER_DAY: u32 = 24 * 60;
+const SECS_PER_DAY: u64 = 24 * 3600;
+const SECS_PER_WEEK: u64 = 7 * SECS_PER_DAY;
+const DAY_NAMES: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const FULL_DAY_NAMES: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
+/// What the agent does with an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Say that one is available (journal, status file); change nothing.
+    Check,
+    /// Download it (`upgrade --download-only`); a person deploys it.
+    Stage,
+    /// Deploy it and reboot into it (inside a reboot window, with a FleetLock slot).
+    Apply,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Check => "check",
+            Policy::Stage => "stage",
+            Policy::Apply => "apply",
+        }
+    }
+}
+
+/// When the agent may reboot: on each of `days`, from `start` for `length` minutes (UTC). A
+/// window may run past midnight into the next day (and past Sunday into Monday).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebootWindow {
+    /// 0 is Monday.
+    pub days: Vec<u8>,
+    /// Minutes after midnight.
+    pub start: u32,
+    /// 1 to a week (10080).
+    pub length: u32,
+}
+
+/// The agent's settings (`updates.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateSettings {
+    /// `policy`: `check` (the default), `stage` or `apply`.
+    pub policy: Policy,
+    /// `reboot-windows`: `[{"days": ["Mon", ...], "start": "HH:MM", "length-minutes": N}]`;
+    /// empty (the default): any time.
+    pub reboot_windows: Vec<RebootWindow>,
+    /// `fleetlock-url`: a FleetLock server's base URL (`http://` only); `null` or absent:
+    /// none.
+    pub fleetlock_url: Option<String>,
+    /// `fleetlock-group`: the reboot group (`default`).
+    pub fleetlock_group: String,
+    /// `backoff-secs` (30) and `max-backoff-secs` (900): the delay after a refused reboot
+    /// slot or a failed action, doubling each time up to the maximum.
+    pub backoff_secs: u64,
+    pub max_backoff_secs: u64,
+}
+
+impl Default for UpdateSettings {
+    fn default() -> Self {
+        UpdateSettings {
+            policy: Policy::Check,
+            reboot_windows: Vec::new(),
+            fleetlock_url: None,
+            fleetlock_group: fleetlock::DEFAULT_GROUP.to_string(),
+            backoff_secs: 30,
+            max_backoff_secs: 900,
+        }
+    }
+}
+
+const KNOWN_KEYS: &str =
+    "policy, reboot-windows, fleetlock-url, fleetlock-group, backoff-secs, max-backoff-secs";
+
+impl UpdateSettings {
+    /// The settings of the deployment rooted at `root`.
+    pub fn load(root: &Path) -> Result<UpdateSettings> {
+        let mut s = UpdateSettings::default();
+        for rel in [SHIPPED, OPERATOR] {
+            let p = root.join(rel);
+            let text = match std::fs::read_to_string(&p) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+            };
+            s.apply(&text)
+                .with_context(|| format!("{}: invalid update settings", p.display()))?;
+        }
+        Ok(s)
+    }
+
+    fn apply(&mut self, text: &str) -> Result<()> {
+        let v: serde_json::Value = serde_json::from_str(text)?;
+        let Some(obj) = v.as_object() else {
+            bail!("expected a JSON object");
+        };
+        for (k, v) in obj {
+            if k.starts_with("//") {
+                continue;
+            }
+            match k.as_str() {
+                "policy" => {
+                    self.policy = match v.as_str() {
+                        Some("check") => Policy::Check,
+                        Some("stage") => Policy::Stage,
+                        Some("apply") => Policy::Apply,
+                        _ => bail!("`{k}` must be \"check\", \"stage\" or \"apply\", not {v}"),
+                    }
+                }
+                "reboot-windows" => {
+                    let list = v
+                        .as_array()
+                        .with_context(|| format!("`{k}` must be a list of windows"))?;
+                    self.reboot_windows = list
+                        .iter()
+                        .enumerate()
+                        .map(|(i, w)| parse_window(&format!("{k}[{i}]"), w))
+                        .collect::<Result<_>>()?;
+                }
+                "fleetlock-url" => {
+                    self.fleetlock_url = match v {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(u) => {
+                            fleetlock::check_base_url(u).with_context(|| format!("`{k}`"))?;
+                            Some(u.clone())
+                        }
+                        _ => bail!("`{k}` must be an http:// URL or null"),
+                    }
+                }
+                "fleetlock-group" => {
+                    let g = v
+                        .as_str()
+                        .with_context(|| format!("`{k}` must be a string"))?;
+                    fleetlock::check_group(g).with_context(|| format!("`{k}`"))?;
+                    self.fleetlock_group = g.to_string();
+                }
+                "backoff-secs" | "max-backoff-secs" => {
+                    let n = v
+                        .as_u64()
+                        .filter(|n| (1..=SECS_PER_DAY).contains(n))
+                        .with_context(|| {
+                            format!("`{k}` must be a whole number of seconds from 1 to 86400")
+                        })?;
+                    if k == "backoff-secs" {
+                        self.backoff_secs = n;
+                    } else {
+                        self.max_backoff_secs = n;
+                    }
+                }
+                other => bail!("unknown key `{other}` (known: {KNOWN_KEYS})"),
+            }
+        }
+        if self.max_backoff_secs < self.backoff_secs {
+            bail!(
+                "`max-backoff-secs` ({}) is less than `backoff-secs` ({})",
+                self.max_backoff_secs,
+                self.backoff_secs
+            );
+        }
+        Ok(())
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            Duration::from_secs(self.backoff_secs),
+            Duration::from_secs(self.max_backoff_secs),
+        )
+    }
+}
+
+/// One element of `reboot-windows`; `at` names it in errors (`reboot-windows[1]`).
+fn parse_window(at: &str, v: &serde_json::Value) -> Result<RebootWindow> {
+    let obj = v
+        .as_object()
+        .with_context(|| format!("`{at}` must be an object with days, start, length-minutes"))?;
+    let (mut days, mut start, mut length) = (None, None, None);
+    for (k, v) in obj {
+        if k.starts_with("//") {
+            continue;
+        }
+        match k.as_str() {
+            "days" => {
+                let list = v
+                    .as_array()
+                    .filter(|l| !l.is_empty())
+                    .with_context(|| format!("`{at}.days` must be a list of days (\"Mon\"...)"))?;
+                let mut d = Vec::new();
+                for (i, day) in list.iter().enumerate() {
+                    d.push(day.as_str().and_then(parse_day).with_context(|| {
+                        format!(
+                            "`{at}.days[{i}]` must be one of {} (or the full name), \
+                                     not {day}",
+                            DAY_NAMES.join(", ")
+                        )
+                    })?);
+                }
+                d.sort();
+                d.dedup();
+                days = Some(d);
+            }
+            "start" => {
+                start = Some(v.as_str().and_then(parse_hhmm).with_context(|| {
+                    format!("`{at}.start` must be \"HH:MM\" (00:00 to 23:59, UTC), not {v}")
+                })?)
+            }
+            "length-minutes" => {
+                length = Some(
+                    v.as_u64()
+                        .filter(|n| (1..=u64::from(7 * MINUTES_PER_DAY)).contains(n))
+                        .map(|n| n as u32)
+                        .with_context(|| {
+                            format!("`{at}.length-minutes` must be from 1 to 10080 (a week)")
+                        })?,
+                )
+            }
+            other => {
+                bail!("unknown key `{at}.{other}` (known: days, start, length-minutes)")
+            }
+        }
+    }
+    let missing = |k: &str| anyhow!("`{at}` has no `{k}`");
+    Ok(RebootWindow {
+        days: days.ok_or_else(|| missing("days"))?,
+        start: start.ok_or_else(|| missing("start"))?,
+        length: length.ok_or_else(|| missing("length-minutes"))?,
+    })
+}
+
+fn parse_day(s: &str) -> Option<u8> {
+    let l = s.to_ascii_lowercase();
+    (0u8..7).find(|&i| {
+        DAY_NAMES[usize::from(i)].eq_ignore_ascii_case(&l) || FULL_DAY_NAMES[usize::from(i)] == l
+    })
+}
+
+fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+/// Seconds since Monday 00:00 UTC of the week of `unix` (1970-01-01 was a Thursday).
+fn second_of_week(unix: u64) -> u64 {
+    ((unix / SECS_PER_DAY + 3) % 7) * SECS_PER_DAY + unix % SECS_PER_DAY
+}
+
+/// 0 when a reboot is allowed at `unix` (no windows, or inside one); else the seconds until
+/// the next window opens.
+pub fn secs_until_window(windows: &[RebootWindow], unix: u64) -> u64 {
+    let now = second_of_week(unix);
+    windows
+        .iter()
+        .flat_map(|w| {
+            w.days.iter().map(move |&d| {
+                let start = u64::from(d) * SECS_PER_DAY + u64::from(w.start) * 60;
+                let since = (now + SECS_PER_WEEK - start) % SECS_PER_WEEK;
+                if since < u64::from(w.length) * 60 {
+                    0
+                } else {
+                    (start + SECS_PER_WEEK - now) % SECS_PER_WEEK
+                }
+            })
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+/// A commit the agent found or acts on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Update {
+    pub commit: String,
+    pub version: Option<String>,
+}
+
+impl From<CommitInfo> for Update {
+    fn from(c: CommitInfo) -> Update {
+        Update {
+            commit: c.checksum,
+            version: c.version,
+        }
+    }
+}
+
+impl std::fmt::Display for Update {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.version {
+            Some(v) => write!(f, "{} (version {v})", self.commit),
+            None => write!(f, "{}", self.commit),
+        }
+    }
+}
+
+/// What a check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    UpToDate,
+    /// Newer than the default deployment.
+    Newer(Update),
+    /// There is another commit, but the agent never deploys it (older than the default,
+    /// or rejected by the health gate on this host); `why` says which.
+    NotForUs {
+        update: Update,
+        why: String,
+    },
+}
+
+/// What the agent needs from the host: the actions of the states, and the clock.
+pub trait Env {
+    /// An update that is deployed as the default but not booted: a newer commit than the
+    /// booted one, waiting for its reboot.
+    fn pending(&mut self) -> Result<Option<Update>>;
+    /// Is there a newer commit? (`upgrade --check`)
+    fn check(&mut self) -> Result<Found>;
+    /// Download the newest commit (`upgrade --download-only`); `None`: nothing newer.
+    fn download(&mut self) -> Result<Option<Update>>;
+    /// Deploy the newest commit as the default (`upgrade`); `None`: nothing newer.
+    fn deploy(&mut self) -> Result<Option<Update>>;
+    /// Ask the FleetLock server for a reboot slot.
+    fn pre_reboot(&mut self) -> Result<Answer>;
+    /// Reboot into `update`.
+    fn reboot(&mut self, update: &Update) -> Result<()>;
+    /// Seconds since the epoch.
+    fn now(&self) -> u64;
+}
+
+/// The agent's states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// A pass begins. With policy `apply`, an update already deployed and waiting for its
+    /// reboot (by an earlier pass that could not reboot yet, or by hand) goes straight to
+    /// [`State::Deployed`]; otherwise look for one.
+    Start,
+    /// Ask the remote whether a newer commit exists (its metadata only).
+    Checking,
+    /// A newer commit exists. `check` reports it and ends the pass; `stage` downloads it and
+    /// ends the pass; `apply` downloads it.
+    Available(Update),
+    /// `apply`: the commit is in the sysroot repository; deploy it as the new default.
+    Downloaded(Update),
+    /// `apply`: the update is the default and waits for its reboot: inside a reboot window
+    /// (or without windows) go on; outside, wait until the next window opens.
+    Deployed(Update),
+    /// Inside a reboot window with a FleetLock server: ask for a reboot slot. Refused (or
+    /// the server cannot be reached): back off, then back to `Deployed` (the window may
+    /// have closed meanwhile).
+    Locking(Update),
+    /// The reboot is allowed (and the slot is ours): reboot.
+    Rebooting(Update),
+}
+
+/// Why the agent waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitFor {
+    /// Outside every reboot window.
+    RebootWindow,
+    /// The FleetLock server gave no slot (why).
+    FleetLock(String),
+    /// An action failed (the error); the pass starts again after the wait.
+    Retry(String),
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    UpToDate,
+    /// `check`: a newer commit is available.
+    Available(Update),
+    /// A commit the agent does not deploy (see [`Found::NotForUs`]).
+    NotApplied {
+        update: Update,
+        why: String,
+    },
+    /// `stage`: downloaded, not deployed.
+    Staged(Update),
+    /// `apply`: deployed, and the reboot was asked for.
+    Rebooted(Update),
+}
+
+/// What comes after a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Step again at once.
+    Now,
+    /// Step again after `secs`.
+    Wait { secs: u64, why: WaitFor },
+    /// The pass is over (the state is [`State::Start`] again).
+    End(Outcome),
+}
+
+/// The state machine: its state, its settings, and the two backoffs (refused reboot slots;
+/// failed actions), which count failures in a row.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub state: State,
+    policy: Policy,
+    windows: Vec<RebootWindow>,
+    fleetlock: bool,
+    lock_backoff: Backoff,
+    retry_backoff: Backoff,
+}
+
+impl Machine {
+    pub fn new(s: &UpdateSettings) -> Machine {
+        Machine {
+            state: State::Start,
+            policy: s.policy,
+            windows: s.reboot_windows.clone(),
+            fleetlock: s.fleetlock_url.is_some(),
+            lock_backoff: s.backoff(),
+            retry_backoff: s.backoff(),
+        }
+    }
+
+    /// Do the current state's action and move to the next state: every transition of the
+    /// agent is here.
+    pub fn step(&mut self, env: &mut dyn Env) -> Next {
+        use State::*;
+        let state = std::mem::replace(&mut self.state, Start);
+        let (state, next) = match state {
+            Start if self.policy == Policy::Apply => match env.pending() {
+                Ok(Some(u)) => (Deployed(u), Next::Now),
+                Ok(None) => (Checking, Next::Now),
+                Err(e) => self.failed(e),
+            },
+            Start => (Checking, Next::Now),
+            Checking => match env.check() {
+                Ok(Found::UpToDate) => self.end(Outcome::UpToDate),
+                Ok(Found::NotForUs { update, why }) => {
+                    self.end(Outcome::NotApplied { update, why })
+                }
+                Ok(Found::Newer(u)) if self.policy == Policy::Check => {
+                    self.end(Outcome::Available(u))
+                }
+                Ok(Found::Newer(u)) => (Available(u), Next::Now),
+                Err(e) => self.failed(e),
+            },
+            Available(_) => match env.download() {
+                Ok(None) => self.end(Outcome::UpToDate),
+                Ok(Some(u)) if self.policy == Policy::Stage => self.end(Outcome::Staged(u)),
+                Ok(Some(u)) => (Downloaded(u), Next::Now),
+                Err(e) => self.failed(e),
+            },
+            Downloaded(_) => match env.deploy() {
+                Ok(None) => self.end(Outcome::UpToDate),
+                Ok(Some(u)) => (Deployed(u), Next::Now),
+                Err(e) => self.failed(e),
+            },
+            Deployed(u) => match secs_until_window(&self.windows, env.now()) {
+                0 if self.fleetlock => (Locking(u), Next::Now),
+                0 => (Rebooting(u), Next::Now),
+                secs => (
+                    Deployed(u),
+                    Next::Wait {
+                        secs,
+                        why: WaitFor::RebootWindow,
+                    },
+                ),
+            },
+            Locking(u) => {
+                let why = match env.pre_reboot() {
+                    Ok(Answer::Granted) => {
+                        self.lock_backoff.reset();
+                        self.state = Rebooting(u);
+                        return Next::Now;
+                    }
+                    Ok(Answer::Denied(d)) => format!("no reboot slot: {d}"),
+                    Err(e) => format!("{e:#}"),
+                };
+                let secs = self.lock_backoff.fail().as_secs();
+                (
+                    Deployed(u),
+                    Next::Wait {
+                        secs,
+                        why: WaitFor::FleetLock(why),
+                    },
+                )
+            }
+            Rebooting(u) => match env.reboot(&u) {
+                Ok(()) => self.end(Outcome::Rebooted(u)),
+                Err(e) => self.failed(e),
+            },
+        };
+        self.state = state;
+        next
+    }
+
+    fn end(&mut self, o: Outcome) -> (State, Next) {
+        self.retry_backoff.reset();
+        (State::Start, Next::End(o))
+    }
+
+    fn failed(&mut self, e: anyhow::Error) -> (State, Next) {
+        let secs = self.retry_backoff.fail().as_secs();
+        (
+            State::Start,
+            Next::Wait {
+                secs,
+                why: WaitFor::Retry(format!("{e:#}")),
+            },
+        )
+    }
+}
+
+/// What the agent last did or waits for (`/run/slipway/update-agent.json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentStatus {
+    /// When (ISO 8601, UTC).
+    pub at: String,
+    pub policy: String,
+    /// `up-to-date`, `available`, `not-applied`, `staged`, `rebooting`,
+    /// `waiting-for-reboot-window`, `waiting-for-fleetlock`, `retrying`.
+    pub state: String,
+    pub update: Option<Update>,
+    pub message: String,
+    /// Until when it waits.
+    pub until: Option<String>,
+}
+
+/// Options of `slipway host update-agent`.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub sysroot: PathBuf,
+    /// One pass, then exit.
+    pub once: bool,
+    /// Where the status file goes.
+    pub run_dir: PathBuf,
+}
+
+/// The agent's [`Env`] on a sysroot: each action opens (and locks, when it writes) the
+/// sysroot and lets it go again, so waits hold no lock.
+struct HostEnv {
+    sysroot: PathBuf,
+    client: Option<fleetlock::Client>,
+}
+
+impl HostEnv {
+    fn upgrade(&self, opts: UpgradeOptions) -> Result<UpgradeOutcome> {
+        let host = Host::open(&self.sysroot, Access::Write)?;
+        upgrade(&host, None, opts)
+    }
+}
+
+impl Env for HostEnv {
+    fn pending(&mut self) -> Result<Option<Update>> {
+        let host = Host::open(&self.sysroot, Access::Read)?;
+        let Some(booted) = host.booted() else {
+            return Ok(None);
+        };
+        let default = host.default_of(booted.osname().as_str())?;
+        if default.equal(&booted) {
+            return Ok(None);
+        }
+        let (b, d) = (
+            host.commit_info(&booted.csum())?,
+            host.commit_info(&default.csum())?,
+        );
+        // Not an update: the same commit deployed anew, or an older one (a rollback).
+        if b.checksum == d.checksum || downgrade_reason(&b, &d).is_some() {
+            return Ok(None);
+        }
+        Ok(Some(d.into()))
+    }
+
+    fn check(&mut self) -> Result<Found> {
+        Ok(
+            match self.upgrade(UpgradeOptions {
+                check: true,
+                ..Default::default()
+            })? {
+                UpgradeOutcome::UpToDate(_) => Found::UpToDate,
+                UpgradeOutcome::Available {
+                    new,
+                    downgrade: None,
+                    ..
+                } => Found::Newer(new.into()),
+                UpgradeOutcome::Available {
+                    new,
+                    downgrade: Some(why),
+                    current,
+                } => Found::NotForUs {
+                    update: new.into(),
+                    why: format!("older than the deployed {current}: {why}"),
+                },
+                UpgradeOutcome::Rejected { new, rejection } => Found::NotForUs {
+                    update: new.into(),
+                    why: format!(
+                        "rejected by the health gate at {}: {}",
+                        rejection.at, rejection.reason
+                    ),
+                },
+                other => bail!("upgrade --check answered {other:?}"),
+            },
+        )
+    }
+
+    fn download(&mut self) -> Result<Option<Update>> {
+        match self.upgrade(UpgradeOptions {
+            download_only: true,
+            ..Default::default()
+        })? {
+            UpgradeOutcome::Downloaded { new, .. } => Ok(Some(new.into())),
+            UpgradeOutcome::UpToDate(_) | UpgradeOutcome::Rejected { .. } => Ok(None),
+            other => bail!("upgrade --download-only answered {other:?}"),
+        }
+    }
+
+    fn deploy(&mut self) -> Result<Option<Update>> {
+        match self.upgrade(UpgradeOptions::default())? {
+            UpgradeOutcome::Deployed(d) => Ok(Some(d.default.into())),
+            UpgradeOutcome::UpToDate(_) | UpgradeOutcome::Rejected { .. } => Ok(None),
+            other => bail!("upgrade answered {other:?}"),
+        }
+    }
+
+    fn pre_reboot(&mut self) -> Result<Answer> {
+        match &self.client {
+            Some(c) => c.pre_reboot(),
+            None => Ok(Answer::Granted),
+        }
+    }
+
+    fn reboot(&mut self, update: &Update) -> Result<()> {
+        journal(
+            5,
+            &format!("slipway update agent: rebooting into {update}"),
+            "rebooting",
+            Some(update),
+        );
+        super::reboot()
+    }
+
+    fn now(&self) -> u64 {
+        unix_now()
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn journal(priority: u8, message: &str, state: &str, update: Option<&Update>) {
+    let commit = update.map(|u| u.commit.as_str()).unwrap_or_default();
+    super::health::journal::send(
+        UPDATE_ID,
+        priority,
+        message,
+        &[
+            ("SLIPWAY_UPDATE_STATE", state),
+            ("SLIPWAY_UPDATE_COMMIT", commit),
+        ],
+    );
+}
+
+/// The root of the deployment whose settings apply: the booted one, else (an offline
+/// sysroot) the default of the only or first stateroot.
+fn settings_root(sysroot: &Path) -> Result<PathBuf> {
+    let host = Host::open(sysroot, Access::Read)?;
+    let dep = match host.booted() {
+        Some(b) => b,
+        None => host.default_of(&host.stateroot(None)?)?,
+    };
+    Ok(host.deployment_root(&dep))
+}
+
+/// "30 s", "3 h 20 min", for waits.
+fn human(secs: u64) -> String {
+    if secs < 60 {
+        return format!("{secs} s");
+    }
+    let (h, m) = (secs / 3600, (secs % 3600).div_ceil(60));
+    match (h, m) {
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    }
+}
+
+/// `slipway host update-agent`.
+pub fn run(opts: &AgentOptions) -> Result<()> {
+    let root = settings_root(&opts.sysroot)?;
+    let settings = UpdateSettings::load(&root)?;
+    if settings.policy == Policy::Apply {
+        super::check_reboot_allowed(&opts.sysroot)
+            .context("the update policy is `apply`, which reboots")?;
+    }
+    let client = match &settings.fleetlock_url {
+        Some(url) => Some(fleetlock::Client::new(
+            url,
+            &fleetlock::machine_client_id(&root)?,
+            &settings.fleetlock_group,
+        )?),
+        None => None,
+    };
+    crate::sys::ui::info(format!(
+        "update agent: policy {}, {}, {}",
+        settings.policy.as_str(),
+        if settings.reboot_windows.is_empty() {
+            "reboots at any time".to_string()
+        } else {
+            format!("{} reboot windows (UTC)", settings.reboot_windows.len())
+        },
+        match &client {
+            Some(c) => format!(
+                "FleetLock at {} (id {}, group {})",
+                c.url(""),
+                c.id(),
+                c.group()
+            ),
+            None => "no FleetLock server".into(),
+        }
+    ));
+    let fleetlock_url = client.as_ref().map(|c| c.url(fleetlock::PRE_REBOOT));
+    let mut env = HostEnv {
+        sysroot: opts.sysroot.clone(),
+        client,
+    };
+    let mut machine = Machine::new(&settings);
+    let status = |state: &str, update: Option<&Update>, message: &str, until: Option<u64>| {
+        let s = AgentStatus {
+            at: super::health::now(),
+            policy: settings.policy.as_str().into(),
+            state: state.into(),
+            update: update.cloned(),
+            message: message.into(),
+            until: until.map(utc),
+        };
+        let p = opts.run_dir.join(STATUS_FILE);
+        let text = serde_json::to_string_pretty(&s).unwrap_or_default();
+        if let Err(e) = crate::sysroot::bootloader::write_atomic(&p, text.as_bytes()) {
+            crate::sys::ui::warn(format!("recording the update agent's status: {e:#}"));
+        }
+    };
+    loop {
+        let update = match &machine.state {
+            State::Available(u)
+            | State::Downloaded(u)
+            | State::Deployed(u)
+            | State::Locking(u)
+            | State::Rebooting(u) => Some(u.clone()),
+            State::Start | State::Checking => None,
+        };
+        match machine.step(&mut env) {
+            Next::Now => {}
+            Next::Wait { secs, why } => {
+                let until = unix_now() + secs;
+                match why {
+                    WaitFor::RebootWindow => {
+                        let msg = format!(
+                            "update {} is deployed; waiting for the reboot window that opens \
+                             at {} ({})",
+                            update.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+                            utc(until),
+                            human(secs)
+                        );
+                        crate::sys::ui::info(&msg);
+                        status(
+                            "waiting-for-reboot-window",
+                            update.as_ref(),
+                            &msg,
+                            Some(until),
+                        );
+                        std::thread::sleep(Duration::from_secs(secs.min(MAX_WINDOW_SLEEP)));
+                    }
+                    WaitFor::FleetLock(why) => {
+                        let msg = format!(
+                            "{}: {why}; asking again in {}",
+                            fleetlock_url.as_deref().unwrap_or("FleetLock"),
+                            human(secs)
+                        );
+                        journal(4, &msg, "waiting-for-fleetlock", update.as_ref());
+                        status("waiting-for-fleetlock", update.as_ref(), &msg, Some(until));
+                        std::thread::sleep(Duration::from_secs(secs));
+                    }
+                    WaitFor::Retry(error) => {
+                        if opts.once {
+                            journal(
+                                3,
+                                &format!("slipway update agent: {error}"),
+                                "failed",
+                                update.as_ref(),
+                            );
+                            status("failed", update.as_ref(), &error, None);
+                            bail!("update agent: {error}");
+                        }
+                        let msg = format!("{error}; trying again in {}", human(secs));
+                        journal(3, &format!("slipway update agent: {msg}"), "retrying", None);
+                        status("retrying", update.as_ref(), &msg, Some(until));
+                        std::thread::sleep(Duration::from_secs(secs));
+                    }
+                }
+            }
+            Next::End(outcome) => {
+                let (state, update, msg, priority) = match &outcome {
+                    Outcome::UpToDate => ("up-to-date", None, "up to date".to_string(), 6),
+                    Outcome::Available(u) => (
+                        "available",
+                        Some(u),
+                        format!("update available: {u} (policy check: not downloaded)"),
+                        5,
+                    ),
+                    Outcome::NotApplied { update, why } => (
+                        "not-applied",
+                        Some(update),
+                        format!("not applying {update}: {why}"),
+                        4,
+                    ),
+                    Outcome::Staged(u) => (
+                        "staged",
+                        Some(u),
+                        format!(
+                            "update downloaded: {u} (policy stage: deploy it with \
+                             `slipway host upgrade`)"
+                        ),
+                        5,
+                    ),
+                    Outcome::Rebooted(u) => {
+                        ("rebooting", Some(u), format!("rebooting into {u}"), 5)
+                    }
+                };
+                println!("{msg}");
+                if priority < 6 && !matches!(outcome, Outcome::Rebooted(_)) {
+                    journal(
+                        priority,
+                        &format!("slipway update agent: {msg}"),
+                        state,
+                        update,
+                    );
+                }
+                status(state, update, &msg, None);
+                if opts.once || matches!(outcome, Outcome::Rebooted(_)) {
+                    return Ok(());
+                }
+                std::thread::sleep(PASS_INTERVAL);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::host::fleetlock::Denial;
+
+    /// 2024-01-01 00:00 UTC, a Monday.
+    const MONDAY: u64 = 1_704_067_200;
+    const H: u64 = 3600;
+    const D: u64 = 24 * H;
+
+    fn at(day: u64, hh: u64, mm: u64) -> u64 {
+        MONDAY + day * D + hh * H + mm * 60
+    }
+
+    fn window(days: &[u8], start: &str, length: u32) -> RebootWindow {
+        RebootWindow {
+            days: days.to_vec(),
+            start: parse_hhmm(start).unwrap(),
+            length,
+        }
+    }
+
+    #[test]
+    fn waits_read_as_people_say_them() {
+        assert_eq!(human(30), "30 s");
+        assert_eq!(human(90), "2 min");
+        assert_eq!(human(3 * H), "3 h");
+        assert_eq!(human(3 * H + 1200), "3 h 20 min");
+    }
+
+    #[test]
+    fn reboot_windows_by_day_and_past_midnight() {
+        assert_eq!(secs_until_window(&[], at(2, 13, 0)), 0);
+        let mon2 = [window(&[0], "02:00", 60)];
+        assert_eq!(secs_until_window(&mon2, at(0, 2, 0)), 0);
+        assert_eq!(secs_until_window(&mon2, at(0, 2, 59)), 0);
+        assert_eq!(secs_until_window(&mon2, at(0, 3, 0)), 7 * D - H);
+        assert_eq!(secs_until_window(&mon2, at(6, 23, 0)), 3 * H);
+        assert_eq!(secs_until_window(&mon2, at(0, 1, 59) + 30), 30);
+        // Saturday 23:30 for an hour: still open on Sunday at 00:15.
+        let sat = [window(&[5], "23:30", 60)];
+        assert_eq!(secs_until_window(&sat, at(6, 0, 15)), 0);
+        assert_eq!(secs_until_window(&sat, at(6, 0, 30)), 7 * D - H);
+        // Sunday 23:00 for two hours: runs into Monday.
+        let sun = [window(&[6], "23:00", 120)];
+        assert_eq!(secs_until_window(&sun, at(0, 0, 30)), 0);
+        assert_eq!(secs_until_window(&sun, at(7, 0, 59)), 0);
+        assert_eq!(secs_until_window(&sun, at(0, 1, 0)), 6 * D + 22 * H);
+        // Several days and windows: the nearest opening.
+        let w = [
+            window(&[1, 3], "22:00", 30),
+            window(&[2], "04:00", 10080),
+            window(&[4], "01:00", 60),
+        ];
+        assert_eq!(secs_until_window(&w[..1], at(1, 23, 0)), 2 * D - H);
+        assert_eq!(secs_until_window(&w[..1], at(2, 12, 0)), D + 10 * H);
+        assert_eq!(secs_until_window(&w[2..], at(3, 22, 0)), 3 * H);
+        assert_eq!(secs_until_window(&w, at(3, 21, 0)), 0); // the week-long one
+    }
+
+    fn load(shipped: Option<&str>, operator: &str) -> Result<UpdateSettings> {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("usr/lib/slipway")).unwrap();
+        std::fs::create_dir_all(d.path().join("etc/slipway")).unwrap();
+        if let Some(s) = shipped {
+            std::fs::write(d.path().join(SHIPPED), s).unwrap();
+        }
+        std::fs::write(d.path().join(OPERATOR), operator).unwrap();
+        UpdateSettings::load(d.path())
+    }
+
+    #[test]
+    fn the_operator_overrides_the_deployment_key_by_key() {
+        let s = load(
+            Some(
+                r#"{"// ": "x", "policy": "stage", "backoff-secs": 10,
+                    "fleetlock-url": "http://lock:8080", "fleetlock-group": "a"}"#,
+            ),
+            r#"{"policy": "apply", "fleetlock-url": null, "//x": 1,
+                "reboot-windows": [{"days": ["Sat", "sunday", "SUN"], "start": "23:30",
+                                    "length-minutes": 90, "// why": "quiet hours"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            UpdateSettings {
+                policy: Policy::Apply,
+                reboot_windows: vec![RebootWindow {
+                    days: vec![5, 6],
+                    start: 23 * 60 + 30,
+                    length: 90
+                }],
+                fleetlock_url: None,
+                fleetlock_group: "a".into(),
+                backoff_secs: 10,
+                max_backoff_secs: 900,
+            }
+        );
+        assert_eq!(load(None, "{}").unwrap(), UpdateSettings::default());
+    }
+
+    #[test]
+    fn bad_settings_name_the_file_and_key() {
+        for (text, want) in [
+            (r#"{"policy": "reboot"}"#, "`policy` must be"),
+            (
+                r#"{"reboot-windows": {}}"#,
+                "`reboot-windows` must be a list",
+            ),
+            (
+                r#"{"reboot-windows": [{"days": ["Mon"], "start": "02:00", "length-minutes": 5}, {"days": ["Mo"], "start": "02:00", "length-minutes": 5}]}"#,
+                "`reboot-windows[1].days[0]` must be one of Mon",
+            ),
+            (
+                r#"{"reboot-windows": [{"days": [], "start": "02:00", "length-minutes": 5}]}"#,
+                "`reboot-windows[0].days` must be a list",
+            ),
+            (
+                r#"{"reboot-windows": [{"days": ["Mon"], "start": "24:00", "length-minutes": 5}]}"#,
+                "`reboot-windows[0].start` must be \"HH:MM\"",
+            ),
+            (
+                r#"{"reboot-windows": [{"days": ["Mon"], "start": "2:00", "length-minutes": 5}]}"#,
+                "`reboot-windows[0].start`",
+            ),
+            (
+                r#"{"reboot-windows": [{"days": ["Mon"], "start": "02:00", "length-minutes": 0}]}"#,
+                "`reboot-windows[0].length-minutes` must be from 1 to 10080",
+            ),
+            (
+                r#"{"reboot-windows": [{"days": ["Mon"], "start": "02:00"}]}"#,
+                "`reboot-windows[0]` has no `length-minutes`",
+            ),
+            (
+                r#"{"reboot-windows": [{"days": ["Mon"], "start": "02:00", "length": 5}]}"#,
+                "unknown key `reboot-windows[0].length`",
+            ),
+            (
+                r#"{"fleetlock-url": "https://lock"}"#,
+                "`fleetlock-url`: https://lock: https is not supported",
+            ),
+            (r#"{"fleetlock-url": 5}"#, "`fleetlock-url` must be"),
+            (r#"{"fleetlock-group": "a b"}"#, "`fleetlock-group`"),
+            (r#"{"backoff-secs": 0}"#, "`backoff-secs` must be"),
+            (r#"{"max-backoff-secs": 1.5}"#, "`max-backoff-secs` must be"),
+            (
+                r#"{"backoff-secs": 60, "max-backoff-secs": 30}"#,
+                "`max-backoff-secs` (30) is less than `backoff-secs` (60)",
+            ),
+            (r#"{"strategy": "x"}"#, "unknown key `strategy`"),
+            ("[1]", "expected a JSON object"),
+        ] {
+            let msg = format!("{:#}", load(None, text).unwrap_err());
+            assert!(msg.contains(want), "{text}: {msg}");
+            assert!(msg.contains("etc/slipway/updates.json"), "{msg}");
+        }
+        let msg = format!("{:#}", load(Some("{"), "{}").unwrap_err());
+        assert!(msg.contains("usr/lib/slipway/updates.json"), "{msg}");
+    }
+
+    /// A scripted host: each action answers the next scripted result (or a default), and
+    /// every call is recorded with the clock's time.
+    #[derive(Default)]
+    struct Fake {
+        clock: u64,
+        calls: Vec<(&'static str, u64)>,
+        pending: Option<Update>,
+        check: VecDeque<Result<Found>>,
+        download: VecDeque<Result<Option<Update>>>,
+        deploy: VecDeque<Result<Option<Update>>>,
+        lock: VecDeque<Result<Answer>>,
+        reboot: VecDeque<Result<()>>,
+    }
+
+    fn u(v: &str) -> Update {
+        Update {
+            commit: format!("c{v}"),
+            version: Some(v.into()),
+        }
+    }
+
+    fn next<T>(q: &mut VecDeque<Result<T>>, default: T) -> Result<T> {
+        q.pop_front().unwrap_or(Ok(default))
+    }
+
+    impl Env for Fake {
+        fn pending(&mut self) -> Result<Option<Update>> {
+            self.calls.push(("pending", self.clock));
+            Ok(self.pending.clone())
+        }
+        fn check(&mut self) -> Result<Found> {
+            self.calls.push(("check", self.clock));
+            next(&mut self.check, Found::Newer(u("2")))
+        }
+        fn download(&mut self) -> Result<Option<Update>> {
+            self.calls.push(("download", self.clock));
+            next(&mut self.download, Some(u("2")))
+        }
+        fn deploy(&mut self) -> Result<Option<Update>> {
+            self.calls.push(("deploy", self.clock));
+            next(&mut self.deploy, Some(u("2")))
+        }
+        fn pre_reboot(&mut self) -> Result<Answer> {
+            self.calls.push(("pre-reboot", self.clock));
+            next(&mut self.lock, Answer::Granted)
+        }
+        fn reboot(&mut self, _: &Update) -> Result<()> {
+            self.calls.push(("reboot", self.clock));
+            next(&mut self.reboot, ())
+        }
+        fn now(&self) -> u64 {
+            self.clock
+        }
+    }
+
+    /// Step until the pass ends, the clock following every wait; the waits and the end.
+    fn pass(m: &mut Machine, env: &mut Fake) -> (Vec<(u64, WaitFor)>, Outcome) {
+        let mut waits = Vec::new();
+        for _ in 0..100 {
+            match m.step(env) {
+                Next::Now => {}
+                Next::Wait { secs, why } => {
+                    env.clock += secs;
+                    waits.push((secs, why));
+                }
+                Next::End(o) => {
+                    assert_eq!(m.state, State::Start);
+                    return (waits, o);
+                }
+            }
+        }
+        panic!("no end after 100 steps: {:?}", env.calls);
+    }
+
+    fn settings(policy: Policy) -> UpdateSettings {
+        UpdateSettings {
+            policy,
+            backoff_secs: 1,
+            max_backoff_secs: 60,
+            ..Default::default()
+        }
+    }
+
+    fn calls(env: &Fake) -> Vec<&'static str> {
+        env.calls.iter().map(|(c, _)| *c).collect()
+    }
+
+    #[test]
+    fn policy_check_only_reports() {
+        let mut env = Fake::default();
+        let (waits, o) = pass(&mut Machine::new(&settings(Policy::Check)), &mut env);
+        assert_eq!((waits, o), (vec![], Outcome::Available(u("2"))));
+        assert_eq!(calls(&env), ["check"]);
+    }
+
+    #[test]
+    fn policy_stage_downloads_and_stops() {
+        let mut env = Fake::default();
+        let (waits, o) = pass(&mut Machine::new(&settings(Policy::Stage)), &mut env);
+        assert_eq!((waits, o), (vec![], Outcome::Staged(u("2"))));
+        assert_eq!(calls(&env), ["check", "download"]);
+    }
+
+    #[test]
+    fn policy_apply_deploys_and_reboots() {
+        let mut env = Fake::default();
+        let (waits, o) = pass(&mut Machine::new(&settings(Policy::Apply)), &mut env);
+        assert_eq!((waits, o), (vec![], Outcome::Rebooted(u("2"))));
+        assert_eq!(
+            calls(&env),
+            ["pending", "check", "download", "deploy", "reboot"]
+        );
+    }
+
+    #[test]
+    fn nothing_to_do_ends_the_pass() {
+        for policy in [Policy::Check, Policy::Stage, Policy::Apply] {
+            let mut env = Fake::default();
+            env.check.push_back(Ok(Found::UpToDate));
+            env.check.push_back(Ok(Found::NotForUs {
+                update: u("0"),
+                why: "older".into(),
+            }));
+            let mut m = Machine::new(&settings(policy));
+            assert_eq!(pass(&mut m, &mut env).1, Outcome::UpToDate);
+            assert_eq!(
+                pass(&mut m, &mut env).1,
+                Outcome::NotApplied {
+                    update: u("0"),
+                    why: "older".into()
+                }
+            );
+            assert!(
+                !calls(&env).contains(&"download") && !calls(&env).contains(&"reboot"),
+                "{policy:?}: {:?}",
+                env.calls
+            );
+        }
+    }
+
+    #[test]
+    fn a_deployed_update_waits_for_its_reboot_window() {
+        let mut s = settings(Policy::Apply);
+        s.reboot_windows = vec![window(&[0], "02:00", 60)];
+        let mut env = Fake {
+            clock: at(6, 23, 0),
+            ..Default::default()
+        };
+        let (waits, o) = pass(&mut Machine::new(&s), &mut env);
+        assert_eq!(waits, [(3 * H, WaitFor::RebootWindow)]);
+        assert_eq!(o, Outcome::Rebooted(u("2")));
+        let reboot = env.calls.iter().find(|(c, _)| *c == "reboot").unwrap();
+        assert_eq!(reboot.1, at(7, 2, 0));
+        // Deployed before the wait, not after.
+        let deploy = env.calls.iter().find(|(c, _)| *c == "deploy").unwrap();
+        assert_eq!(deploy.1, at(6, 23, 0));
+    }
+
+    #[test]
+    fn an_update_deployed_earlier_is_picked_up() {
+        let mut env = Fake {
+            pending: Some(u("3")),
+            ..Default::default()
+        };
+        let (_, o) = pass(&mut Machine::new(&settings(Policy::Apply)), &mut env);
+        assert_eq!(o, Outcome::Rebooted(u("3")));
+        assert_eq!(calls(&env), ["pending", "reboot"]);
+        // Other policies never reboot into it.
+        let mut env = Fake {
+            pending: Some(u("3")),
+            ..Default::default()
+        };
+        pass(&mut Machine::new(&settings(Policy::Stage)), &mut env);
+        assert_eq!(calls(&env), ["check", "download"]);
+    }
+
+    #[test]
+    fn a_refused_reboot_slot_backs_off_until_granted() {
+        let mut s = settings(Policy::Apply);
+        s.fleetlock_url = Some("http://lock".into());
+        let mut env = Fake::default();
+        let full = Denial {
+            status: 409,
+            kind: Some("failed_lock_semaphore_full".into()),
+            value: None,
+            body: String::new(),
+        };
+        env.lock.push_back(Ok(Answer::Denied(full.clone())));
+        env.lock
+            .push_back(Err(anyhow!("POST http://lock/v1/pre-reboot: refused")));
+        env.lock.push_back(Ok(Answer::Denied(full)));
+        let mut m = Machine::new(&s);
+        let (waits, o) = pass(&mut m, &mut env);
+        assert_eq!(o, Outcome::Rebooted(u("2")));
+        let secs: Vec<u64> = waits.iter().map(|w| w.0).collect();
+        assert_eq!(secs, [1, 2, 4]);
+        assert!(
+            matches!(&waits[0].1, WaitFor::FleetLock(w) if w.contains("no reboot slot: HTTP 409")),
+            "{waits:?}"
+        );
+        assert!(
+            matches!(&waits[1].1, WaitFor::FleetLock(w) if w.contains("POST http://lock")),
+            "{waits:?}"
+        );
+        // The reboot comes only after the grant: right after the fourth request.
+        let c: Vec<_> = env.calls.iter().filter(|(c, _)| *c != "pending").collect();
+        let names: Vec<_> = c.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            names,
+            [
+                "check",
+                "download",
+                "deploy",
+                "pre-reboot",
+                "pre-reboot",
+                "pre-reboot",
+                "pre-reboot",
+                "reboot"
+            ]
+        );
+        assert_eq!(c[6].1, c[7].1);
+        assert_eq!(c[7].1 - c[3].1, 7);
+        // Granted resets the backoff: the next refusal waits the base again.
+        env.lock.push_back(Ok(Answer::Denied(Denial {
+            status: 500,
+            kind: None,
+            value: None,
+            body: "x".into(),
+        })));
+        let (waits, _) = pass(&mut m, &mut env);
+        assert_eq!(waits.len(), 1);
+        assert_eq!(waits[0].0, 1);
+    }
+
+    #[test]
+    fn the_window_is_checked_again_after_a_refused_slot() {
+        let mut s = settings(Policy::Apply);
+        s.fleetlock_url = Some("http://lock".into());
+        s.backoff_secs = 2 * H;
+        s.max_backoff_secs = 2 * H;
+        s.reboot_windows = vec![window(&[0], "02:00", 60)];
+        let mut env = Fake {
+            clock: at(0, 2, 30),
+            ..Default::default()
+        };
+        env.lock
+            .push_back(Ok(Answer::Denied(Denial::from_body(409, ""))));
+        let (waits, o) = pass(&mut Machine::new(&s), &mut env);
+        assert_eq!(o, Outcome::Rebooted(u("2")));
+        // Refused at 02:30, asked again at 04:30: outside, so wait for next Monday 02:00.
+        assert_eq!(waits[1], (7 * D - 2 * H - 30 * 60, WaitFor::RebootWindow));
+        let reboot = env.calls.iter().find(|(c, _)| *c == "reboot").unwrap();
+        assert_eq!(reboot.1, at(7, 2, 0));
+    }
+
+    #[test]
+    fn a_failed_download_is_retried_later() {
+        let mut env = Fake::default();
+        env.download
+            .push_back(Err(anyhow!("pulling: connection refused")));
+        env.download
+            .push_back(Err(anyhow!("pulling: connection refused")));
+        let mut m = Machine::new(&settings(Policy::Apply));
+        let (waits, o) = pass(&mut m, &mut env);
+        assert_eq!(o, Outcome::Rebooted(u("2")));
+        assert_eq!(
+            waits,
+            [
+                (1, WaitFor::Retry("pulling: connection refused".into())),
+                (2, WaitFor::Retry("pulling: connection refused".into()))
+            ]
+        );
+        // Each retry starts the pass again (the remote may have moved on).
+        assert_eq!(
+            calls(&env),
+            [
+                "pending", "check", "download", "pending", "check", "download", "pending", "check",
+                "download", "deploy", "reboot"
+            ]
+        );
+        // A pass that ends resets the backoff.
+        env.check.push_back(Err(anyhow!("x")));
+        let (waits, _) = pass(&mut m, &mut env);
+        assert_eq!(waits[0].0, 1);
+    }
+
+    #[test]
+    fn a_failed_reboot_is_retried_without_deploying_again() {
+        let mut env = Fake::default();
+        env.reboot
+            .push_back(Err(anyhow!("systemctl reboot failed")));
+        let mut m = Machine::new(&settings(Policy::Apply));
+        assert!(matches!(m.step(&mut env), Next::Now)); // Start
+        for _ in 0..4 {
+            m.step(&mut env);
+        }
+        assert_eq!(m.state, State::Rebooting(u("2")));
+        assert!(matches!(
+            m.step(&mut env),
+            Next::Wait {
+                why: WaitFor::Retry(_),
+                ..
+            }
+        ));
+        env.pending = Some(u("2"));
+        assert_eq!(pass(&mut m, &mut env).1, Outcome::Rebooted(u("2")));
+        assert_eq!(calls(&env).iter().filter(|c| **c == "deploy").count(), 1);
+    }
+}
