@@ -29,6 +29,12 @@
 #   5. Image: `slipway image` raw and qcow2: wall time and file sizes against the commit's.
 #   6. Boot to SSH: the slow image tests (SeaBIOS and OVMF) record how long the image takes to
 #      answer SSH, and whether QEMU ran with KVM or TCG.
+#   7. Host updates: the slow host test (tests/host_slow.rs) records the bytes an upgrade from
+#      v1 to v2 (one package added, a marker file) transfers by static delta and by object pull,
+#      against the compressed size (archive objects) of the files that changed, the time from
+#      the green verdict to docker active, and from `host rollback --reboot` to SSH.
+#      Target: the delta at most 1.2x the changed files. `bench/run.sh host` runs only this
+#      step and rewrites its section of BENCHMARKS.md in place.
 #
 # Cheap commands (no-op recompose, images) run 3 times (median reported); the others once.
 # Targets are reported (PASS/FAIL), not enforced: the script exits non-zero only when a
@@ -42,6 +48,7 @@
 #                            (default: the host's /etc/apt/sources.list.d/debian.sources, else
 #                            /etc/apt/sources.list)
 #   SLIPWAY_BENCH_SKIP_BOOT  1: skip step 6 (marked "not measured" in the report)
+#   SLIPWAY_BENCH_SKIP_HOST  1: skip step 7 (likewise)
 #   SLIPWAY_BENCH_SKIP_DEBOS 1: skip step 1p (likewise); it is also skipped when debos is not
 #                            installed (apt-get install --no-install-recommends debos: its
 #                            Recommends include systemd-resolved, which replaces /etc/resolv.conf)
@@ -55,8 +62,9 @@ MODE=all
 case "${1:-}" in
     "") ;;
     compose-peer) MODE=compose-peer ;;
+    host) MODE=host ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: bench/run.sh [compose-peer]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [compose-peer|host]" >&2; exit 2 ;;
 esac
 
 script_start=$(date +%s.%N)
@@ -234,6 +242,63 @@ recipe_packages() {
 }
 
 # ----------------------------------------------------------------------------------------------
+# 7. Host updates (a function: `bench/run.sh host` runs only this)
+# ----------------------------------------------------------------------------------------------
+
+HOST_JSONL=$RESULTS/host.jsonl
+measure_host() {
+    mkdir -p "$RESULTS" "$LOGS"
+    rm -f "$HOST_JSONL"
+    host_cmd=(env SLIPWAY_BENCH_OUT="$HOST_JSONL" SLIPWAY_HOST_EXE="$SLIPWAY" cargo test
+        --test host_slow -- --ignored --test-threads=1 --nocapture)
+    COMMANDS+="(cd $SRC && $(quote "${host_cmd[@]}"))"$'\n'
+    say "host: ${host_cmd[*]} (composes two updates, then one VM through upgrades, rollbacks, power cuts and failed boots)"
+    local start
+    start=$(date +%s.%N)
+    if (cd "$SRC" && "${host_cmd[@]}") > "$LOGS/host.out" 2> "$LOGS/host.err"; then
+        V[host]=ok
+    else
+        V[host]=failed
+        tail -n 40 "$LOGS/host.err" >&2
+        say "host: the host test FAILED; logs: $LOGS/host.err"
+    fi
+    T[host_test]=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
+}
+host_value() { # NAME
+    [ -f "$HOST_JSONL" ] || return 0
+    grep -E "\"name\": ?\"$1\"" "$HOST_JSONL" | tail -n 1 | sed -n 's/.*"value": *\([0-9.eE+-]*\).*/\1/p'
+}
+# The section of BENCHMARKS.md, between markers so that `bench/run.sh host` can replace it.
+host_section() {
+    local changed delta pulled docker rollback
+    changed=$(host_value host_update_changed_files_bytes)
+    delta=$(host_value host_update_static_delta_bytes)
+    pulled=$(host_value host_update_object_pull_bytes)
+    docker=$(host_value host_verdict_to_docker_active)
+    rollback=$(host_value host_rollback_reboot_to_ssh)
+    echo "<!-- host:begin -->"
+    echo "## 7. Host updates"
+    echo
+    echo "Measured by \`bench/run.sh host\` on $(date -u '+%Y-%m-%d %H:%M UTC') (slipway $(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)), QEMU under TCG: the slow host test (\`tests/host_slow.rs\`, ${T[host_test]:-?} s, ${V[host]:-not run}) composes v2 (the default host plus the package \`hello\` and a marker file) on top of v1 and records:"
+    echo
+    if [ -n "$changed" ] && [ -n "$delta" ]; then
+        local rd rp
+        rd=$(ratio "$delta" "$changed"); rp=$(ratio "$pulled" "$changed")
+        echo "| measurement | value | against | ratio | target | result |"
+        echo "| --- | --- | --- | --- | --- | --- |"
+        echo "| v1 -> v2 static delta (written by compose) | $(human "$delta") ($delta B) | files that changed, compressed as archive objects: $(human "$changed") ($changed B) | ${rd}x | <= 1.2x | $(verdict "$rd" "<=" 1.2) |"
+        echo "| v1 -> v2 object pull (no delta) | $(human "$pulled") ($pulled B) | the same | ${rp}x | | info |"
+        echo "| green verdict -> docker active | ${docker:-?} s | | | | info |"
+        echo "| \`host rollback --reboot\` -> SSH | ${rollback:-?} s | | | | info |"
+    else
+        echo "**Not measured**: the host test did not record its numbers (see \`$LOGS/host.err\`)."
+    fi
+    echo
+    echo "The changed files are the regular files of v2 whose content checksum is not v1's at the same path; their size is that of their \`.filez\` objects (zlib, as the archive repository stores and serves them). The object pull is what \`ostree pull-local\` of v2 adds to a repository holding v1. Raw lines: \`$HOST_JSONL\`."
+    echo "<!-- host:end -->"
+}
+
+# ----------------------------------------------------------------------------------------------
 # Set-up: binary, machine, work directory, warm cache
 # ----------------------------------------------------------------------------------------------
 
@@ -261,7 +326,7 @@ if [ "${SLIPWAY_BENCH_SKIP_DEBOS:-0}" = 1 ]; then
 elif ! command -v debos > /dev/null; then
     V[debos]="skipped (debos is not installed: apt-get install --no-install-recommends debos)"
 fi
-[ "$MODE" = all ] || [ "${V[debos]}" = run ] || die "compose-peer: debos ${V[debos]}"
+[ "$MODE" != compose-peer ] || [ "${V[debos]}" = run ] || die "compose-peer: debos ${V[debos]}"
 MIRROR='' SECURITY='' UPDATES=no
 if [ "${V[debos]}" = run ]; then
     host_mirrors "$DEBOS_SUITE"
@@ -273,6 +338,23 @@ mkdir -p "$BENCH" "$CACHE"
 say "building slipway (cargo build --release)"
 (cd "$SRC" && cargo build --release) > /dev/null 2> "$BENCH/cargo-build.log" ||
     { tail -n 30 "$BENCH/cargo-build.log" >&2; die "cargo build --release failed"; }
+
+if [ "$MODE" = host ]; then
+    measure_host
+    host_section > "$RESULTS/host.md"
+    if grep -q '^<!-- host:begin -->' "$REPORT"; then
+        awk -v f="$RESULTS/host.md" '
+            /^<!-- host:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
+            /^<!-- host:end -->/ { skip = 0; next }
+            !skip' "$REPORT" > "$REPORT.tmp"
+    else
+        { cat "$REPORT"; echo; cat "$RESULTS/host.md"; } > "$REPORT.tmp"
+    fi
+    mv "$REPORT.tmp" "$REPORT"
+    cat "$RESULTS/host.md"
+    [ "${V[host]}" = ok ] || die "the host test failed (see $LOGS/host.err)"
+    exit 0
+fi
 
 rm -rf "$RESULTS" "$LOGS" "$BENCH/slipway-repo" "$BENCH/baseline" "$BENCH/commit-ostree" \
     "$BENCH/commit-slipway" "$BENCH/images" "$DEBOS_WORK"
@@ -502,7 +584,9 @@ ${V[mmdebstrap]}, debos ${V[debos_version]}. Before the measured runs a throwawa
 
 EOF
         peer_section
-        cat <<EOF
+        echo
+host_section
+cat <<EOF
 
 ## Load during each measurement
 
@@ -681,6 +765,12 @@ V[accel]=$(boot_value image-bios accel)
 V[accel_why]=$(grep -h -o '\[slipway-vm\] accel [a-z]*: .*' "$LOGS/boot.err" "$LOGS/boot.out" 2>/dev/null | head -n 1 | sed 's/^\[slipway-vm\] //') || true
 [ -n "${V[accel]}" ] || V[accel]=$(boot_value image-uefi accel)
 [ -n "${V[accel]}" ] || V[accel]=unknown
+
+if [ "${SLIPWAY_BENCH_SKIP_HOST:-0}" = 1 ]; then
+    V[host]="skipped (SLIPWAY_BENCH_SKIP_HOST=1)"
+else
+    measure_host
+fi
 
 # ----------------------------------------------------------------------------------------------
 # BENCHMARKS.md

@@ -5,12 +5,15 @@
 //!
 //! 1. v1 boots green; upgrade to v2 (one package more, a marker file) and reboot: v2 green,
 //!    docker started after the verdict, v1 the rollback.
-//! 4. `rollback --reboot` returns to v1; `upgrade --reboot` brings v2 back.
+//! 4. `rollback --reboot` returns to v1; the update agent brings v2 back (6.).
 //! 2. v3 carries a required check that fails: it is judged red, docker and containerd never
 //!    start on it, the host rolls back to v2 by itself and `status` says why.
 //! 3. v2 deployed again with a kernel argument naming a missing root: it never reaches
 //!    userspace, the initramfs reboots, and after three tries GRUB boots the rollback, whose
 //!    gate rejects the broken default.
+//! 6. The update agent with a FleetLock server (the test's) brings v2 back: pre-reboot is
+//!    asked before the reboot and refused while the slot is taken, steady-state comes after
+//!    the green boot.
 //! 5. Power cuts (QEMU killed at failpoints that pause and print a marker on the console)
 //!    before, inside and after the boot loader switch of `upgrade` and `rollback`: every time
 //!    the machine boots a complete deployment, old or new, and every file its menu names
@@ -28,8 +31,9 @@ use common::fixtures::*;
 use common::vm::{self, Firmware, Vm, VmConfig};
 use serde_json::Value;
 
-/// Where the guest finds the repository server.
+/// Where the guest finds the repository server and the FleetLock server.
 const GUEST_SERVER: &str = "10.0.2.100:8080";
+const GUEST_LOCK: &str = "10.0.2.101:8081";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 /// The verdict's MESSAGE_ID (src/host/health/journal.rs).
 const VERDICT_ID: &str = "0b6e7f3d2a8c4f51a1d9e2c7b4f60a13";
@@ -68,6 +72,85 @@ impl Drop for RepoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A FleetLock server for the test: records every request; `pre-reboot` is granted only
+/// while the slot is free, `steady-state` always.
+struct LockServer {
+    port: u16,
+    state: std::sync::Arc<std::sync::Mutex<LockState>>,
+}
+
+#[derive(Default)]
+struct LockState {
+    slot_free: bool,
+    /// (when, path, body) of each request.
+    requests: Vec<(Instant, String, String)>,
+}
+
+impl LockServer {
+    fn start() -> LockServer {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(LockState::default()));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut r = BufReader::new(conn);
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .and_then(|v| v.trim().parse().ok())
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let granted = {
+                    let mut s = st.lock().unwrap();
+                    s.requests.push((
+                        Instant::now(),
+                        path.clone(),
+                        String::from_utf8_lossy(&body).into_owned(),
+                    ));
+                    path.ends_with("/v1/steady-state") || s.slot_free
+                };
+                let reply = if granted {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                } else {
+                    let b = r#"{"kind":"failed_lock","value":"the slot is taken"}"#;
+                    format!(
+                        "HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                        b.len()
+                    )
+                };
+                let _ = r.into_inner().write_all(reply.as_bytes());
+            }
+        });
+        LockServer { port, state }
+    }
+
+    fn requests(&self, path: &str) -> Vec<Instant> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|(_, p, _)| p.ends_with(path))
+            .map(|(t, _, _)| *t)
+            .collect()
     }
 }
 
@@ -449,6 +532,7 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
     let lc = lifecycle();
     measure_update_size(&lc);
     let server = RepoServer::start(lc.served.parent().unwrap());
+    let lock = LockServer::start();
     eprintln!("updates composed after {:.0}s", t0.elapsed().as_secs_f64());
 
     // A writable copy of the image: a qcow2 overlay on the cached raw image.
@@ -468,6 +552,7 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
         .accel(accel)
         .user_net_ssh()
         .guest_forward(GUEST_SERVER, server.port)
+        .guest_forward(GUEST_LOCK, lock.port)
         .ssh("root", &key);
     let mut vm = Vm::start(cfg.clone()).unwrap();
     if let Err(e) = vm.wait_for_ssh(BOOT_TIMEOUT) {
@@ -541,9 +626,45 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
     eprintln!("4. rolled back to v1 in {:.0}s", took.as_secs_f64());
     record("host_rollback_reboot_to_ssh", took.as_secs_f64(), "s");
     assert_eq!(status(&vm)["deployments"][1]["commit"], lc.v2.as_str());
-    let took = until_booted(&vm, "slipway host upgrade --reboot", &lc.v2, BOOT_TIMEOUT);
-    eprintln!("4. upgraded to v2 again in {:.0}s", took.as_secs_f64());
+    // 6. The update agent (policy apply, a FleetLock server) brings v2 back: it asks for a
+    // reboot slot before rebooting, waits while the slot is taken, and the slot is given
+    // back after the green boot.
+    check(
+        &vm,
+        &format!(
+            "mkdir -p /etc/slipway && echo '{{\"policy\": \"apply\", \"fleetlock-url\": \"http://{GUEST_LOCK}\", \"backoff-secs\": 2, \"max-backoff-secs\": 4}}' > /etc/slipway/updates.json"
+        ),
+    );
+    let v1_boot = vm.boot_id().unwrap();
+    check(
+        &vm,
+        "systemd-run --unit=slipway-test-agent slipway host update-agent --once",
+    );
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while lock.requests("/v1/pre-reboot").len() < 2 {
+        assert!(Instant::now() < deadline, "the agent never asked for a reboot slot");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Refused twice: still the same boot.
+    assert_eq!(vm.boot_id().unwrap(), v1_boot, "rebooted without a slot");
+    lock.state.lock().unwrap().slot_free = true;
+    let freed = Instant::now();
+    let took = until_booted(&vm, "true", &lc.v2, BOOT_TIMEOUT);
+    eprintln!("6. the agent upgraded to v2 through FleetLock in {:.0}s", took.as_secs_f64());
     docker_after_verdict(&vm);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while lock.requests("/v1/steady-state").is_empty() {
+        assert!(Instant::now() < deadline, "no steady-state after the green boot");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let pre = lock.requests("/v1/pre-reboot");
+    let granted_at = *pre.last().unwrap();
+    assert!(granted_at >= freed, "the last pre-reboot was granted before the slot was free");
+    assert!(lock.requests("/v1/steady-state")[0] > granted_at);
+    let body = lock.state.lock().unwrap().requests[0].2.clone();
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["client_params"]["group"], "default", "{body}");
+    check(&vm, "rm /etc/slipway/updates.json");
 
     // 2. v3 is published; it boots red and the host rolls back to v2 by itself.
     ostree(
