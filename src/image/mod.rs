@@ -288,6 +288,7 @@ fn stage(opts: &ImageOptions, plan: &Plan, work: &Path, progress: &Progress) -> 
             kernel_args: plan.kernel_args.clone(),
             remote,
             gpg_verify: false,
+            gpg_key: None,
         },
         &plan.settings,
     )?;
@@ -400,12 +401,12 @@ fn write_disk(
     disk::mkfs_ext4(raw, &layout.root, bootloader::ROOT_LABEL, &staged.sysroot)?;
     if let Some(bb) = &layout.bios_boot {
         let core = work.join("core.img");
-        bootloader::mkimage(Platform::Bios, &core)?;
+        bootloader::mkimage(Platform::Bios, &core, &bootloader::BootSearch::Label)?;
         bootloader::install_bios(raw, &core, bb.start, bb.sectors)?;
     }
     if let Some(esp) = &layout.esp {
         let efi = work.join("BOOTX64.EFI");
-        bootloader::mkimage(Platform::Efi, &efi)?;
+        bootloader::mkimage(Platform::Efi, &efi, &bootloader::BootSearch::Label)?;
         disk::mkfs_esp(raw, esp, &[(&efi, "EFI/BOOT/BOOTX64.EFI")])?;
     }
     phase.finish(&format!("{} disk", indicatif::HumanBytes(size)));

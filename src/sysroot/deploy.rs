@@ -49,6 +49,12 @@ pub struct DeployRequest<'a> {
     pub remote: Option<Remote>,
     /// Verify GPG signatures while pulling from `source` (an http source with signed commits).
     pub gpg_verify: bool,
+    /// A trusted public key (armored or binary) for `remote`: the remote then goes into the
+    /// sysroot repository's own config with `gpg-verify=true` and this key in its keyring
+    /// (`<repo>/<remote>.trustedkeys.gpg`), the pull goes through it, so every commit is
+    /// verified, and no `remotes.d` file is written (the host finds the remote and its key in
+    /// the repository).
+    pub gpg_key: Option<&'a Path>,
 }
 
 /// Default kernel arguments of a slipway host. Every failed boot must end in a reboot, so
@@ -138,12 +144,24 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
     repo.reload_config(gio::Cancellable::NONE)
         .context("reloading the sysroot repository config")?;
 
+    let url = source_url(req.source);
+    let keyed_remote = match (&req.remote, req.gpg_key) {
+        (Some(r), Some(key)) => {
+            add_verified_remote(&req.sysroot.join("ostree/repo"), r, key)?;
+            repo.reload_config(gio::Cancellable::NONE)
+                .context("reloading the sysroot repository config")?;
+            Some(r.name.clone())
+        }
+        (None, Some(_)) => bail!("a trusted key needs a remote to belong to"),
+        _ => None,
+    };
     let opts = glib::VariantDict::new(None);
     opts.insert_value("refs", &vec![req.ostree_ref.to_string()].to_variant());
-    opts.insert_value("gpg-verify", &req.gpg_verify.to_variant());
+    let gpg_verify = req.gpg_verify || keyed_remote.is_some();
+    opts.insert_value("gpg-verify", &gpg_verify.to_variant());
     opts.insert_value("gpg-verify-summary", &false.to_variant());
-    let url = source_url(req.source);
-    repo.pull_with_options(&url, &opts.end(), None, gio::Cancellable::NONE)
+    let from = keyed_remote.clone().unwrap_or_else(|| url.clone());
+    repo.pull_with_options(&from, &opts.end(), None, gio::Cancellable::NONE)
         .with_context(|| format!("pulling {} from {url}", req.ostree_ref))?;
     let commit = repo
         .resolve_rev(req.ostree_ref, false)
@@ -191,7 +209,9 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
         .sysroot
         .join(format!("ostree/deploy/{}/var", req.osname));
 
-    if let Some(r) = &req.remote {
+    if let Some(r) = &req.remote
+        && keyed_remote.is_none()
+    {
         write_remote(&root, r)?;
     }
     bootloader::link_grub_cfg(&req.sysroot.join("boot"))?;
@@ -204,6 +224,34 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
         kernel_args: req.kernel_args.clone(),
         version,
     })
+}
+
+/// Add `r` to the repository at `repo_path` (its own config, not `remotes.d`) with
+/// `gpg-verify=true` and `key` imported as its only trusted key.
+fn add_verified_remote(repo_path: &Path, r: &Remote, key: &Path) -> Result<()> {
+    let repo = ostree::Repo::new(&gio::File::for_path(repo_path));
+    repo.open(gio::Cancellable::NONE)
+        .with_context(|| format!("opening {}", repo_path.display()))?;
+    let opts = glib::VariantDict::new(None);
+    opts.insert_value("gpg-verify", &true.to_variant());
+    opts.insert_value("gpg-verify-summary", &false.to_variant());
+    repo.remote_add(
+        &r.name,
+        Some(&r.url),
+        Some(&opts.end()),
+        gio::Cancellable::NONE,
+    )
+    .with_context(|| format!("adding the remote {} ({})", r.name, r.url))?;
+    let stream = gio::File::for_path(key)
+        .read(gio::Cancellable::NONE)
+        .with_context(|| format!("reading the trusted key {}", key.display()))?;
+    let n = repo
+        .remote_gpg_import(&r.name, Some(&stream), &[], gio::Cancellable::NONE)
+        .with_context(|| format!("importing {} for the remote {}", key.display(), r.name))?;
+    if n == 0 {
+        bail!("{} holds no public key", key.display());
+    }
+    Ok(())
 }
 
 /// The remote's configuration file inside a deployment's /etc.
