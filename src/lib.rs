@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compose;
 pub mod host;
 pub mod image;
+pub mod install;
 pub mod kickstart;
 pub mod pxe;
 pub mod repo;

@@ -5,6 +5,7 @@ pub mod compose;
 pub mod generate;
 pub mod host;
 pub mod image;
+pub mod install;
 pub mod pxe;
 
 use anyhow::Result;
@@ -65,6 +66,9 @@ pub enum Command {
     Compose(compose::ComposeCommand),
     /// Turn a commit into a bootable disk image (raw, qcow2) or a Vagrant box.
     Image(image::ImageArgs),
+    /// Install a commit onto a disk of this machine as a kickstart says (the network
+    /// installer).
+    Install(install::InstallArgs),
     /// Upgrade, roll back, pin and clean up the deployments of a host (or an offline
     /// sysroot).
     #[command(subcommand)]
@@ -83,6 +87,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compose(compose::ComposeCommand::Tree(a)) => compose::tree(a),
         Command::Compose(compose::ComposeCommand::Commit(a)) => compose::commit(a),
         Command::Image(a) => image::run(a),
+        Command::Install(a) => install::run(a),
         Command::Host(c) => host::run(c),
         Command::Pxe(c) => pxe::run(c),
         Command::Generate(c) => generate::run(c),

@@ -43,6 +43,12 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
     ("ssh-keygen", "openssh-client"),
     ("losetup", "mount"),
+    ("mount", "mount"),
+    ("umount", "mount"),
+    ("lsblk", "util-linux"),
+    ("wipefs", "util-linux"),
+    ("blkid", "util-linux"),
+    ("udevadm", "udev"),
     ("lsinitrd", "dracut-core"),
     ("systemctl", "systemd"),
 ];

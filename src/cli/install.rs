@@ -1,0 +1,43 @@
+//! `slipway install`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The kickstart: a file, or an http:// URL (no https: slipway is built without TLS).
+    #[arg(long, value_name = "URL|FILE")]
+    pub kickstart: String,
+    /// The whole disk to install on (default: the first fixed, writable, unmounted, blank
+    /// disk by name; one holding data only when the kickstart says `clearpart --all`).
+    #[arg(long, value_name = "DEV")]
+    pub device: Option<String>,
+    /// On failure, leave the disk as the failed install left it (default: wipe its
+    /// partition table and file system signatures).
+    #[arg(long)]
+    pub preserve_on_error: bool,
+    /// Public key that verifies the commits (default: /etc/slipway/installer-trusted.gpg
+    /// when present); not needed with `ostreesetup --nogpg`.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_key: Option<PathBuf>,
+    /// POST the result as JSON to this URL (default: slipway.report= on the kernel command
+    /// line).
+    #[arg(long, value_name = "URL")]
+    pub report: Option<String>,
+    /// Print the plan as JSON and stop: no script runs, no disk is touched.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn run(a: InstallArgs) -> Result<()> {
+    crate::install::install(&crate::install::InstallOptions {
+        kickstart: a.kickstart,
+        device: a.device,
+        preserve_on_error: a.preserve_on_error,
+        trusted_key: a.trusted_key,
+        report: a.report,
+        dry_run: a.dry_run,
+    })
+}

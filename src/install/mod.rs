@@ -1,0 +1,586 @@
+//! `slipway install`: a kickstart carried out onto a disk of this machine (the PXE live
+//! root's installer, or any Linux with slipway and the tools).
+//!
+//! 1. **Kickstart**: read from a file or fetched over `http://` (no TLS: slipway is built
+//!    without it), parsed and validated for install; errors name the line. A file's
+//!    `%include` is resolved relative to the file; a fetched kickstart's `%include` is refused
+//!    at its line (the installer fetches one document).
+//! 2. **`%pre`** scripts run on the installer's root (not with `--dry-run`).
+//! 3. **Plan** ([`plan::InstallPlan`]): the disk ([`disk::choose`]), the partitions and file
+//!    system UUIDs, the commit, kernel arguments, users. `--dry-run` prints it as JSON and
+//!    stops. Nothing has touched a disk up to here.
+//! 4. **Act**: wipe (when the plan says so), GPT with sfdisk, file systems with the planned
+//!    UUIDs, root and /boot mounted (unmounted by a guard, also on error), the commit pulled
+//!    from `ostreesetup --url` and deployed with libostree (verified with the trusted key
+//!    unless `--nogpg`), host configuration, `%post` in the deployment, `%post --nochroot` on
+//!    the installer's root (`SLIPWAY_SYSROOT`: the mounted target's root, `SLIPWAY_DEPLOYMENT`:
+//!    the deployment inside it, `SLIPWAY_DISK`), fstab and `root=` by UUID, GRUB for BIOS (MBR
+//!    and BIOS boot partition) and UEFI (`EFI/BOOT/BOOTX64.EFI`), both finding /boot by file
+//!    system UUID.
+//! 5. **Report** `{"mac","uuid","step":"install-result","result"[,"error"]}` to `--report` or
+//!    `slipway.report=` of the kernel command line, then `reboot`/`poweroff`/`halt` as the
+//!    kickstart says.
+//!
+//! On failure after the disk was touched, the disk is wiped (each partition's signatures,
+//! then the protective MBR, both GPT headers and the MBR boot code; checked with `wipefs -n`)
+//! unless `--preserve-on-error`; the error is reported and slipway exits non-zero without
+//! rebooting.
+
+pub mod disk;
+pub mod plan;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::kickstart::{self, Kickstart, PowerAction, Script};
+use crate::sys::cmd::CommandRunExt;
+use crate::sys::ui;
+use crate::sysroot::bootloader::{self, BootSearch, GrubSettings, Platform};
+use crate::sysroot::deploy::{self, DeployRequest, Remote};
+pub use plan::InstallPlan;
+
+/// The trusted key the PXE live root carries (`slipway pxe build --trusted-key`).
+pub const DEFAULT_TRUSTED_KEY: &str = "/etc/slipway/installer-trusted.gpg";
+/// Largest kickstart fetched over HTTP.
+const MAX_KICKSTART: u64 = 1 << 20;
+
+/// What `slipway install` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    /// A path or an `http://` URL.
+    pub kickstart: String,
+    pub device: Option<String>,
+    pub preserve_on_error: bool,
+    pub trusted_key: Option<PathBuf>,
+    pub report: Option<String>,
+    pub dry_run: bool,
+}
+
+/// Read a kickstart from a file or an `http://` URL, parse it and validate it for install.
+pub fn load_kickstart(src: &str) -> Result<Kickstart> {
+    let ks = if src.starts_with("https://") {
+        bail!("{src}: https is not supported (slipway is built without TLS); use http://");
+    } else if src.starts_with("http://") {
+        let text = fetch(src)?;
+        refuse_includes(&text, src)?;
+        kickstart::parse_str(&text, src)?
+    } else {
+        kickstart::parse_file(Path::new(src))?
+    };
+    ks.validate_for_install()?;
+    plan::sizes(&ks)?;
+    Ok(ks)
+}
+
+/// `%include`/`%ksappend` in a fetched kickstart: refused at its line.
+fn refuse_includes(text: &str, src: &str) -> Result<()> {
+    for (i, line) in text.lines().enumerate() {
+        let w = line.split_whitespace().next().unwrap_or("");
+        if w == "%include" || w == "%ksappend" {
+            bail!(
+                "{src}:{}: {w} is not supported in a kickstart fetched over HTTP (the installer \
+                 reads one document; inline the included file)",
+                i + 1
+            );
+        }
+    }
+    Ok(())
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(std::time::Duration::from_secs(10)))
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .http_status_as_error(false)
+        .max_redirects(3)
+        .proxy(None)
+        .user_agent(concat!("slipway-installer/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent()
+}
+
+fn fetch(url: &str) -> Result<String> {
+    let mut resp = agent()
+        .get(url)
+        .call()
+        .with_context(|| format!("fetching the kickstart {url}"))?;
+    if resp.status() != 200 {
+        bail!("fetching the kickstart {url}: HTTP {}", resp.status());
+    }
+    let mut text = String::new();
+    resp.body_mut()
+        .as_reader()
+        .take(MAX_KICKSTART + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading the kickstart {url}"))?;
+    if text.len() as u64 > MAX_KICKSTART {
+        bail!("the kickstart {url} is larger than {MAX_KICKSTART} bytes");
+    }
+    Ok(text)
+}
+
+/// The trusted key: `--trusted-key`, else [`DEFAULT_TRUSTED_KEY`] when present.
+fn trusted_key(opt: Option<&Path>) -> Result<Option<PathBuf>> {
+    match opt {
+        Some(p) if !p.is_file() => bail!("--trusted-key {}: no such file", p.display()),
+        Some(p) => Ok(Some(p.to_path_buf())),
+        None => Ok(Some(PathBuf::from(DEFAULT_TRUSTED_KEY)).filter(|p| p.is_file())),
+    }
+}
+
+/// Run a `%pre` or `%post --nochroot` script on this machine's root.
+fn run_host_script(what: &str, s: &Script, env: &[(&str, &Path)]) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("script");
+    std::fs::write(&path, &s.body)?;
+    let mut c = Command::new(&s.interpreter);
+    c.arg(&path);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c
+        .run_get_output()
+        .with_context(|| format!("{}: running the {what} script", s.at))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(log) = &s.log {
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+    }
+    if !out.status.success() {
+        let msg = format!(
+            "{}: {what} script failed ({}); last lines:\n{}",
+            s.at,
+            out.status,
+            crate::sys::cmd::Tail::from_text(&text, 20)
+        );
+        if s.erroronfail {
+            bail!(msg);
+        }
+        ui::warn(msg);
+    }
+    Ok(())
+}
+
+/// Where the acts got to: what to wipe on failure.
+#[derive(Debug, Default)]
+struct Touched {
+    touched: bool,
+    partitions: Vec<PathBuf>,
+}
+
+/// `slipway install`.
+pub fn install(opts: &InstallOptions) -> Result<()> {
+    let report_url = opts.report.clone().or_else(cmdline_report_url);
+    let result = install_inner(opts);
+    match result {
+        Ok(Outcome::DryRun) => Ok(()),
+        Ok(Outcome::Installed { finish }) => {
+            report(report_url.as_deref(), None);
+            match finish {
+                Some(a) => {
+                    ui::info(format!("installed; {}", a.as_str()));
+                    Command::new("systemctl")
+                        .arg(a.as_str())
+                        .run()
+                        .with_context(|| format!("systemctl {}", a.as_str()))
+                }
+                None => {
+                    ui::info("installed");
+                    Ok(())
+                }
+            }
+        }
+        Err(e) => {
+            report(report_url.as_deref(), Some(&format!("{e:#}")));
+            Err(e)
+        }
+    }
+}
+
+enum Outcome {
+    DryRun,
+    Installed { finish: Option<PowerAction> },
+}
+
+fn install_inner(opts: &InstallOptions) -> Result<Outcome> {
+    if !opts.dry_run {
+        crate::sys::preflight::require_root("slipway install")?;
+    }
+    crate::sys::preflight::require_programs(&[
+        "lsblk",
+        "wipefs",
+        "sfdisk",
+        "udevadm",
+        "mkfs.ext4",
+        "mkfs.fat",
+        "mmd",
+        "mcopy",
+        "mount",
+        "umount",
+        "grub-mkimage",
+        "bwrap",
+    ])?;
+    for p in [Platform::Bios, Platform::Efi] {
+        bootloader::grub_lib(p)?;
+    }
+    let ks = load_kickstart(&opts.kickstart)?;
+    for w in &ks.warnings {
+        ui::warn(w);
+    }
+    if opts.dry_run {
+        for s in &ks.pre {
+            ui::info(format!("{}: %pre script not run (--dry-run)", s.at));
+        }
+    } else {
+        for s in &ks.pre {
+            run_host_script("%pre", s, &[])?;
+        }
+    }
+    let key = trusted_key(opts.trusted_key.as_deref())?;
+    let disks = disk::gather()?;
+    let choice = disk::choose(
+        &disks,
+        opts.device.as_deref(),
+        &disk::WipePolicy::from_kickstart(&ks),
+    )?;
+    let plan = plan::build(&ks, &opts.kickstart, &choice, key)?;
+    if opts.dry_run {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(Outcome::DryRun);
+    }
+    ui::info(format!(
+        "installing {} ({}) onto {} ({}, {}){}",
+        plan.commit.ostree_ref,
+        plan.commit.url,
+        plan.disk,
+        indicatif::HumanBytes(plan.disk_bytes),
+        plan.disk_reason,
+        if plan.wipe_first {
+            "; wiping what it holds"
+        } else {
+            ""
+        }
+    ));
+    let existing: Vec<PathBuf> = choice
+        .facts
+        .device
+        .children
+        .iter()
+        .map(|c| PathBuf::from(c.path()))
+        .collect();
+    let mut touched = Touched::default();
+    match act(&ks, &plan, &existing, &mut touched) {
+        Ok(()) => Ok(Outcome::Installed {
+            finish: plan.finish,
+        }),
+        Err(e) if !touched.touched => Err(e),
+        Err(e) if opts.preserve_on_error => Err(e.context(format!(
+            "installation failed; {} left as it is (--preserve-on-error)",
+            plan.disk
+        ))),
+        Err(e) => {
+            ui::warn(format!(
+                "installation failed: {e:#}\nwiping the boot structures of {}",
+                plan.disk
+            ));
+            match disk::wipe(Path::new(&plan.disk), &touched.partitions) {
+                Ok(()) => Err(e.context(format!(
+                    "installation failed; {} wiped (no partition table, no signatures)",
+                    plan.disk
+                ))),
+                Err(w) => Err(e.context(format!(
+                    "installation failed, and wiping {} failed too: {w:#}",
+                    plan.disk
+                ))),
+            }
+        }
+    }
+}
+
+/// Everything that writes to the disk.
+fn act(ks: &Kickstart, plan: &InstallPlan, existing: &[PathBuf], t: &mut Touched) -> Result<()> {
+    let dev = Path::new(&plan.disk);
+    let part = |role| {
+        plan.partitions
+            .iter()
+            .position(|p| p.role == role)
+            .ok_or_else(|| anyhow!("no {role:?} partition in the plan"))
+    };
+    t.touched = true;
+    if plan.wipe_first {
+        t.partitions = existing.to_vec();
+        disk::wipe(dev, existing).context("wiping the disk first (clearpart)")?;
+    }
+    disk::partition(dev, &plan.partitions)?;
+    let nodes = disk::partition_nodes(dev, &plan.partitions)?;
+    t.partitions = nodes.clone();
+    crate::sys::failpoint::hit("install-after-partition")?;
+
+    let fs = &plan.filesystems;
+    let esp = &nodes[part(disk::Role::Esp)?];
+    let boot = &nodes[part(disk::Role::Boot)?];
+    let root = &nodes[part(disk::Role::Root)?];
+    disk::mkfs_esp(esp, &fs.esp_serial, bootloader::ESP_LABEL)?;
+    disk::mkfs_ext4(boot, &fs.boot_uuid, bootloader::BOOT_LABEL)?;
+    disk::mkfs_ext4(root, &fs.root_uuid, bootloader::ROOT_LABEL)?;
+
+    let work = tempfile::Builder::new()
+        .prefix("slipway-install.")
+        .tempdir_in(if Path::new("/run").is_dir() {
+            "/run"
+        } else {
+            "/tmp"
+        })
+        .context("creating the mount point")?;
+    let target = work.path().join("sysroot");
+    let mut mounts = disk::Mounts::default();
+    mounts.mount(root, &target)?;
+    mounts.mount(boot, &target.join("boot"))?;
+
+    let mut settings = GrubSettings {
+        boot_search: BootSearch::Uuid(fs.boot_uuid.clone()),
+        ..Default::default()
+    };
+    if let Some(t) = ks.bootloader.as_ref().and_then(|b| b.timeout) {
+        settings.timeout = t;
+    }
+    let c = &plan.commit;
+    ui::info(format!("pulling {} from {}", c.ostree_ref, c.url));
+    let deployed = deploy::deploy_new(
+        &DeployRequest {
+            sysroot: &target,
+            osname: &c.osname,
+            source: &c.url,
+            ostree_ref: &c.ostree_ref,
+            kernel_args: plan.kernel_args.clone(),
+            remote: Some(Remote {
+                name: c.remote.clone(),
+                url: c.url.clone(),
+                gpg_verify: c.gpg_verify,
+            }),
+            gpg_verify: c.gpg_verify,
+            gpg_key: c.trusted_key.as_deref(),
+        },
+        &settings,
+    )?;
+    ui::info(format!(
+        "deployed {} ({})",
+        deployed.commit,
+        deployed.version.as_deref().unwrap_or("-")
+    ));
+    deploy::add_fstab_lines(&deployed.root, &plan.fstab)?;
+    crate::sysroot::hostconfig::apply(ks, &deployed)?;
+    crate::sysroot::hostconfig::run_post(ks, &deployed)?;
+    for s in ks.post.iter().filter(|s| s.nochroot) {
+        run_host_script(
+            "%post --nochroot",
+            s,
+            &[
+                ("SLIPWAY_SYSROOT", &target),
+                ("SLIPWAY_DEPLOYMENT", &deployed.root),
+                ("SLIPWAY_DISK", dev),
+            ],
+        )?;
+    }
+    crate::sys::failpoint::hit("install-after-deploy")?;
+
+    ui::info("installing GRUB for BIOS and UEFI");
+    let bootfs = target.join("boot");
+    for p in [Platform::Bios, Platform::Efi] {
+        bootloader::install_modules(p, &bootfs)?;
+    }
+    let core = work.path().join("core.img");
+    bootloader::mkimage(Platform::Bios, &core, &settings.boot_search)?;
+    let bb = &plan.partitions[part(disk::Role::BiosBoot)?];
+    bootloader::install_bios(dev, &core, bb.start, bb.sectors)?;
+    let efi = work.path().join("BOOTX64.EFI");
+    bootloader::mkimage(Platform::Efi, &efi, &settings.boot_search)?;
+    disk::esp_copy(esp, &efi, "EFI/BOOT/BOOTX64.EFI")?;
+
+    rustix::fs::sync();
+    mounts.unmount_all()?;
+    Ok(())
+}
+
+/// `slipway.report=URL` on the kernel command line.
+fn cmdline_report_url() -> Option<String> {
+    let c = std::fs::read_to_string("/proc/cmdline").ok()?;
+    c.split_whitespace()
+        .find_map(|w| w.strip_prefix("slipway.report="))
+        .map(String::from)
+}
+
+/// The hardware address of the interface with the default route (else the first one that is
+/// not loopback).
+fn mac() -> Option<String> {
+    let read = |i: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{i}/address"))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty() && s != "00:00:00:00:00:00")
+    };
+    let route = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    for l in route.lines().skip(1) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() > 2 && f[1] == "00000000" {
+            if let Some(m) = read(f[0]) {
+                return Some(m);
+            }
+        }
+    }
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lo")
+        .collect();
+    names.sort();
+    names.iter().find_map(|n| read(n))
+}
+
+/// The report's body.
+pub fn report_body(mac: Option<&str>, uuid: Option<&str>, error: Option<&str>) -> String {
+    let mut v = serde_json::json!({
+        "mac": mac,
+        "uuid": uuid,
+        "step": "install-result",
+        "result": if error.is_some() { "failed" } else { "ok" },
+    });
+    if let Some(e) = error {
+        v["error"] = serde_json::Value::String(e.to_string());
+    }
+    v.to_string()
+}
+
+/// POST the result; a report that cannot be sent is a warning, never the installer's failure.
+fn report(url: Option<&str>, error: Option<&str>) {
+    let Some(url) = url else { return };
+    let uuid = std::fs::read_to_string("/sys/class/dmi/id/product_uuid")
+        .ok()
+        .map(|s| s.trim().to_ascii_lowercase());
+    let body = report_body(mac().as_deref(), uuid.as_deref(), error);
+    match agent()
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body.as_bytes())
+    {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => ui::warn(format!("reporting to {url}: HTTP {}", r.status())),
+        Err(e) => ui::warn(format!("reporting to {url}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetched_kickstarts_refuse_include_at_its_line() {
+        let e = format!(
+            "{:#}",
+            refuse_includes("text\n\n  %include /tmp/part.ks\n", "http://h/ks").unwrap_err()
+        );
+        assert!(
+            e.starts_with("http://h/ks:3: %include is not supported"),
+            "{e}"
+        );
+        refuse_includes("text\n# %include x\n", "http://h/ks").unwrap();
+    }
+
+    #[test]
+    fn kickstart_errors_name_their_line_before_any_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ks.cfg");
+        std::fs::write(
+            &p,
+            "ostreesetup --osname=debian --url=http://h/repo --ref=r --nogpg\nzerombr\npart / --grow\npart /var --size=1000\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", load_kickstart(p.to_str().unwrap()).unwrap_err());
+        assert!(e.contains(&format!("{}:4: part /var", p.display())), "{e}");
+        std::fs::write(&p, "part / --grow\nlogvol / --name=x\n").unwrap();
+        let e = format!("{:#}", load_kickstart(p.to_str().unwrap()).unwrap_err());
+        assert!(e.contains(&format!("{}:2:", p.display())), "{e}");
+        let e = format!("{:#}", load_kickstart("https://h/ks").unwrap_err());
+        assert!(e.contains("https is not supported"), "{e}");
+        // A file's %include resolves relative to it.
+        std::fs::write(d.path().join("storage.ks"), "autopart\n").unwrap();
+        std::fs::write(
+            &p,
+            "ostreesetup --osname=debian --url=http://h/repo --ref=r --nogpg\n%include storage.ks\n",
+        )
+        .unwrap();
+        let ks = load_kickstart(p.to_str().unwrap()).unwrap();
+        assert!(ks.autopart.is_some());
+    }
+
+    #[test]
+    fn plan_needs_a_key_unless_nogpg() {
+        use crate::kickstart::parse_str;
+        let facts = disk::DiskFacts {
+            device: disk::parse_lsblk(
+                r#"{"blockdevices":[{"name":"vdb","path":"/dev/vdb","size":8589934592,"type":"disk","ro":false,"rm":false}]}"#,
+            )
+            .unwrap()
+            .remove(0),
+            signatures: vec![],
+        };
+        let choice = disk::choose(&[facts], None, &Default::default()).unwrap();
+        let ks = parse_str(
+            "ostreesetup --osname=debian --url=http://h/repo --ref=r\nautopart\n",
+            "t.ks",
+        )
+        .unwrap();
+        let e = format!("{:#}", plan::build(&ks, "t.ks", &choice, None).unwrap_err());
+        assert!(e.starts_with("t.ks:1: ostreesetup without --nogpg"), "{e}");
+        let p = plan::build(&ks, "t.ks", &choice, Some("/k.gpg".into())).unwrap();
+        assert!(p.commit.gpg_verify);
+        assert_eq!(p.disk, "/dev/vdb");
+        assert_eq!(
+            p.fstab,
+            [format!(
+                "UUID={} /boot ext4 defaults 0 2",
+                p.filesystems.boot_uuid
+            )]
+        );
+        assert!(
+            p.kernel_args
+                .contains(&format!("root=UUID={}", p.filesystems.root_uuid))
+        );
+        let ks = parse_str(
+            "ostreesetup --osname=debian --url=http://h/repo --ref=r\nautopart\npart / --grow --ondisk=sda\n",
+            "t.ks",
+        );
+        if let Ok(ks) = ks {
+            let e = format!(
+                "{:#}",
+                plan::build(&ks, "t.ks", &choice, Some("/k".into())).unwrap_err()
+            );
+            assert!(e.contains("--ondisk=sda"), "{e}");
+        }
+    }
+
+    #[test]
+    fn report_bodies() {
+        let ok: serde_json::Value =
+            serde_json::from_str(&report_body(Some("52:54:00:12:34:56"), None, None)).unwrap();
+        assert_eq!(ok["step"], "install-result");
+        assert_eq!(ok["result"], "ok");
+        assert!(ok.get("error").is_none());
+        let bad: serde_json::Value =
+            serde_json::from_str(&report_body(Some("m"), Some("u"), Some("boom"))).unwrap();
+        assert_eq!(bad["result"], "failed");
+        assert_eq!(bad["error"], "boom");
+        assert_eq!(bad["uuid"], "u");
+    }
+}
