@@ -451,15 +451,15 @@ pub fn wipe(dev: &Path, partitions: &[PathBuf]) -> Result<()> {
         .arg(dev)
         .run()
         .with_context(|| format!("wiping {}", dev.display()))?;
-    // The MBR's boot code (GRUB's boot.img): without the 0x55AA signature no BIOS runs it,
-    // but nothing of slipway's stays behind.
+    // The rest of the MBR (GRUB's boot.img and the protective partition entry): without the
+    // 0x55AA signature no BIOS runs it, but nothing of slipway's stays behind.
     {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .open(dev)
             .with_context(|| format!("opening {}", dev.display()))?;
-        f.write_all(&[0u8; 440])
+        f.write_all(&[0u8; 512])
             .with_context(|| format!("clearing the boot code of {}", dev.display()))?;
         f.sync_all()?;
     }
@@ -625,7 +625,7 @@ mod tests {
             .collect()
     }
 
-    fn wipe() -> WipePolicy {
+    fn wipe_all() -> WipePolicy {
         WipePolicy {
             wipe: true,
             only: vec![],
@@ -644,7 +644,7 @@ mod tests {
     fn a_disk_with_data_is_chosen_only_when_the_kickstart_wipes() {
         let f = facts(LSBLK);
         // vda is mounted (never), vdb holds a partition table: chosen only with clearpart.
-        let c = choose(&f, None, &wipe()).unwrap();
+        let c = choose(&f, None, &wipe_all()).unwrap();
         assert_eq!(c.facts.device.path(), "/dev/vdb");
         assert!(c.wipe);
         // Signatures alone (no partitions listed) count as data too.
@@ -693,9 +693,9 @@ mod tests {
             .filter(|d| d.device.name == "vda")
             .cloned()
             .collect();
-        let err = format!("{:#}", choose(&only_vda, None, &wipe()).unwrap_err());
+        let err = format!("{:#}", choose(&only_vda, None, &wipe_all()).unwrap_err());
         assert!(err.contains("in use"), "{err}");
-        let err = format!("{:#}", choose(&f, Some("/dev/vda"), &wipe()).unwrap_err());
+        let err = format!("{:#}", choose(&f, Some("/dev/vda"), &wipe_all()).unwrap_err());
         assert!(
             err.contains("--device /dev/vda is in use: /boot (/dev/vda3), /sysroot (/dev/vda4)"),
             "{err}"
@@ -705,13 +705,13 @@ mod tests {
     #[test]
     fn device_must_be_a_whole_writable_disk() {
         let f = facts(LSBLK);
-        let err = format!("{:#}", choose(&f, Some("/dev/vdb1"), &wipe()).unwrap_err());
+        let err = format!("{:#}", choose(&f, Some("/dev/vdb1"), &wipe_all()).unwrap_err());
         assert!(err.contains("is a partition (part) of /dev/vdb"), "{err}");
-        let err = format!("{:#}", choose(&f, Some("/dev/sr0"), &wipe()).unwrap_err());
+        let err = format!("{:#}", choose(&f, Some("/dev/sr0"), &wipe_all()).unwrap_err());
         assert!(err.contains("not a whole disk"), "{err}");
-        let err = format!("{:#}", choose(&f, Some("/dev/vde"), &wipe()).unwrap_err());
+        let err = format!("{:#}", choose(&f, Some("/dev/vde"), &wipe_all()).unwrap_err());
         assert!(err.contains("read-only"), "{err}");
-        let err = format!("{:#}", choose(&f, Some("/dev/nope"), &wipe()).unwrap_err());
+        let err = format!("{:#}", choose(&f, Some("/dev/nope"), &wipe_all()).unwrap_err());
         assert!(err.contains("no such block device"), "{err}");
         let err = format!(
             "{:#}",
@@ -721,7 +721,7 @@ mod tests {
             err.contains("holds data") && err.contains("clearpart --all"),
             "{err}"
         );
-        let c = choose(&f, Some("vdb"), &wipe()).unwrap();
+        let c = choose(&f, Some("vdb"), &wipe_all()).unwrap();
         assert!(c.wipe);
         let c = choose(&f, Some("/dev/vdc"), &WipePolicy::default()).unwrap();
         assert!(!c.wipe);
@@ -739,5 +739,102 @@ mod tests {
         assert!(d[0].rm && !d[0].ro);
         assert_eq!(d[0].path(), "/dev/sda");
         assert!(parse_wipefs("\n").unwrap().is_empty());
+    }
+
+    /// Loop devices over parts of a file, detached when dropped.
+    struct Loops(Vec<PathBuf>);
+
+    impl Drop for Loops {
+        fn drop(&mut self) {
+            for l in &self.0 {
+                let _ = Command::new("losetup").arg("-d").arg(l).run();
+            }
+        }
+    }
+
+    /// A file made into a GPT disk with file systems (sfdisk and mkfs at offsets), then
+    /// wiped: nothing is left for `wipefs -n`, `sfdisk -d` finds no table, and no partition
+    /// holds a file system signature any more.
+    #[test]
+    fn wiping_a_file_backed_disk_leaves_no_table_and_no_signatures() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("disk.raw");
+        let size = 3u64 << 30;
+        std::fs::File::create(&img).unwrap().set_len(size).unwrap();
+        let parts = crate::install::plan::layout(
+            size,
+            &crate::install::plan::sizes(&crate::kickstart::Kickstart::default()).unwrap(),
+        )
+        .unwrap();
+        Command::new("sfdisk")
+            .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+            .arg(&img)
+            .run_with_input(sfdisk_script(&parts).as_bytes())
+            .unwrap();
+        for p in &parts[1..] {
+            let mut c = if p.role == Role::Esp {
+                let mut c = Command::new("mkfs.fat");
+                c.args(["-F", "32", "-s", "1"])
+                    .arg(format!("--offset={}", p.start))
+                    .arg(&img)
+                    .arg((p.bytes() / 1024).to_string());
+                c
+            } else {
+                let mut c = Command::new("mke2fs");
+                c.args(["-q", "-F", "-t", "ext4", "-E"])
+                    .arg(format!("offset={}", p.offset()))
+                    .arg(&img)
+                    .arg(format!("{}k", p.bytes() / 1024));
+                c
+            };
+            c.run().unwrap();
+        }
+        let probe = |p: &Partition| {
+            Command::new("blkid")
+                .args(["-p", "-O", &p.offset().to_string(), "-o", "export"])
+                .arg(&img)
+                .run_get_string()
+                .unwrap_or_default()
+        };
+        assert!(probe(&parts[2]).contains("TYPE=ext4"), "{}", probe(&parts[2]));
+        let before = signatures(&img).unwrap();
+        assert!(before.iter().any(|s| s.kind == "gpt"), "{before:?}");
+        assert!(before.iter().any(|s| s.kind == "PMBR"), "{before:?}");
+
+        // The partitions as block devices where loop devices can be made (root), so the
+        // file systems go too; else the disk-level wipe only.
+        let mut loops = Loops(Vec::new());
+        for p in &parts {
+            match Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(format!("--offset={}", p.offset()))
+                .arg(format!("--sizelimit={}", p.bytes()))
+                .arg(&img)
+                .run_get_string()
+            {
+                Ok(l) => loops.0.push(PathBuf::from(l.trim())),
+                Err(e) => {
+                    eprintln!("no loop devices ({e:#}): wiping the disk level only");
+                    loops.0.clear();
+                    break;
+                }
+            }
+        }
+        let whole = !loops.0.is_empty();
+        wipe(&img, &loops.0).unwrap();
+        drop(loops);
+        assert_eq!(signatures(&img).unwrap(), vec![]);
+        assert!(
+            Command::new("sfdisk").arg("-d").arg(&img).run().is_err(),
+            "sfdisk still finds a partition table"
+        );
+        let mbr = std::fs::read(&img).unwrap();
+        assert!(mbr[..512].iter().all(|b| *b == 0), "the MBR is not blank");
+        if whole {
+            for p in &parts[1..] {
+                assert_eq!(probe(p), "", "{:?} still holds a file system", p.role);
+            }
+        }
+        assert_eq!(std::fs::metadata(&img).unwrap().len(), size);
     }
 }
