@@ -695,7 +695,10 @@ mod tests {
             .collect();
         let err = format!("{:#}", choose(&only_vda, None, &wipe_all()).unwrap_err());
         assert!(err.contains("in use"), "{err}");
-        let err = format!("{:#}", choose(&f, Some("/dev/vda"), &wipe_all()).unwrap_err());
+        let err = format!(
+            "{:#}",
+            choose(&f, Some("/dev/vda"), &wipe_all()).unwrap_err()
+        );
         assert!(
             err.contains("--device /dev/vda is in use: /boot (/dev/vda3), /sysroot (/dev/vda4)"),
             "{err}"
@@ -705,13 +708,25 @@ mod tests {
     #[test]
     fn device_must_be_a_whole_writable_disk() {
         let f = facts(LSBLK);
-        let err = format!("{:#}", choose(&f, Some("/dev/vdb1"), &wipe_all()).unwrap_err());
+        let err = format!(
+            "{:#}",
+            choose(&f, Some("/dev/vdb1"), &wipe_all()).unwrap_err()
+        );
         assert!(err.contains("is a partition (part) of /dev/vdb"), "{err}");
-        let err = format!("{:#}", choose(&f, Some("/dev/sr0"), &wipe_all()).unwrap_err());
+        let err = format!(
+            "{:#}",
+            choose(&f, Some("/dev/sr0"), &wipe_all()).unwrap_err()
+        );
         assert!(err.contains("not a whole disk"), "{err}");
-        let err = format!("{:#}", choose(&f, Some("/dev/vde"), &wipe_all()).unwrap_err());
+        let err = format!(
+            "{:#}",
+            choose(&f, Some("/dev/vde"), &wipe_all()).unwrap_err()
+        );
         assert!(err.contains("read-only"), "{err}");
-        let err = format!("{:#}", choose(&f, Some("/dev/nope"), &wipe_all()).unwrap_err());
+        let err = format!(
+            "{:#}",
+            choose(&f, Some("/dev/nope"), &wipe_all()).unwrap_err()
+        );
         assert!(err.contains("no such block device"), "{err}");
         let err = format!(
             "{:#}",
@@ -796,7 +811,11 @@ mod tests {
                 .run_get_string()
                 .unwrap_or_default()
         };
-        assert!(probe(&parts[2]).contains("TYPE=ext4"), "{}", probe(&parts[2]));
+        assert!(
+            probe(&parts[2]).contains("TYPE=ext4"),
+            "{}",
+            probe(&parts[2])
+        );
         let before = signatures(&img).unwrap();
         assert!(before.iter().any(|s| s.kind == "gpt"), "{before:?}");
         assert!(before.iter().any(|s| s.kind == "PMBR"), "{before:?}");
