@@ -76,7 +76,6 @@ fn kickstart(reference: &str, public_key: &str, post: &str) -> String {
          autopart --type=plain\n\
          bootloader --append=\"slipway.installed=1\" --timeout=1\n\
          network --hostname=installed\n\
-         rootpw --lock\n\
          user --name=core --groups=sudo\n\
          sshkey --username=core \"{public_key}\"\n\
          sshkey --username=root \"{public_key}\"\n\
