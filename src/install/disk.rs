@@ -148,6 +148,9 @@ pub struct DiskFacts {
     pub device: BlockDevice,
     /// Signatures on the whole disk (partition tables, a file system on the bare disk).
     pub signatures: Vec<Signature>,
+    /// Why the disk could not be probed (it is then never chosen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_error: Option<String>,
 }
 
 impl DiskFacts {
@@ -223,7 +226,8 @@ pub fn choose(disks: &[DiskFacts], device: Option<&str>, policy: &WipePolicy) ->
             bail!("--device {dev}: no such block device (lsblk does not list it)");
         };
         let d = &f.device;
-        if d.kind != "disk" {
+        // A loop device over a disk image is a whole disk too (named explicitly only).
+        if d.kind != "disk" && d.kind != "loop" {
             bail!(
                 "--device {dev} is a {} device, not a whole disk",
                 if d.kind.is_empty() { "?" } else { &d.kind }
@@ -231,6 +235,9 @@ pub fn choose(disks: &[DiskFacts], device: Option<&str>, policy: &WipePolicy) ->
         }
         if d.ro {
             bail!("--device {dev} is read-only");
+        }
+        if let Some(e) = &f.probe_error {
+            bail!("--device {dev} cannot be probed for signatures: {e}");
         }
         let mounts = d.mounts();
         if !mounts.is_empty() {
@@ -270,6 +277,8 @@ pub fn choose(disks: &[DiskFacts], device: Option<&str>, policy: &WipePolicy) ->
             Some("not in clearpart --drives / ignoredisk --only-use".to_string())
         } else if !d.mounts().is_empty() {
             Some(format!("in use: {}", d.mounts().join(", ")))
+        } else if let Some(e) = &f.probe_error {
+            Some(format!("cannot be probed: {e}"))
         } else if !f.data().is_empty() && !policy.wipe {
             Some(format!(
                 "holds data ({}) and the kickstart does not say to wipe",
@@ -317,14 +326,20 @@ pub fn gather() -> Result<Vec<DiskFacts>> {
         .context("listing block devices")?;
     let mut out = Vec::new();
     for d in parse_lsblk(&json)? {
-        let signatures = if d.kind == "disk" && d.size > 0 {
-            signatures(Path::new(&d.path()))?
-        } else {
-            Vec::new()
-        };
+        // Disks in use are never chosen: no need to probe them.
+        let (signatures, probe_error) =
+            if (d.kind == "disk" || d.kind == "loop") && d.size > 0 && d.mounts().is_empty() {
+                match signatures(Path::new(&d.path())) {
+                    Ok(s) => (s, None),
+                    Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+                }
+            } else {
+                (Vec::new(), None)
+            };
         out.push(DiskFacts {
             device: d,
             signatures,
+            probe_error,
         });
     }
     Ok(out)
@@ -427,7 +442,7 @@ pub fn partition_nodes(dev: &Path, parts: &[Partition]) -> Result<Vec<PathBuf>> 
     bail!(
         "the partitions of {} did not appear (lsblk: {})",
         dev.display(),
-        last.trim()
+        last.split_whitespace().collect::<Vec<_>>().join(" ")
     )
 }
 
@@ -625,6 +640,7 @@ mod tests {
                     parse_wipefs("").unwrap()
                 },
                 device: d,
+                probe_error: None,
             })
             .collect()
     }
@@ -676,6 +692,18 @@ mod tests {
         assert!(err.contains("/dev/sda: removable"), "{err}");
         assert!(err.contains("/dev/vde: read-only"), "{err}");
         assert!(err.contains("/dev/sr0: type rom"), "{err}");
+        // A disk that cannot be probed is not chosen.
+        let mut unprobed = f.clone();
+        for d in &mut unprobed {
+            if d.device.name == "vdc" {
+                d.probe_error = Some("Operation not permitted".into());
+            }
+        }
+        let e = format!(
+            "{:#}",
+            choose(&unprobed, None, &WipePolicy::default()).unwrap_err()
+        );
+        assert!(e.contains("/dev/vdc: cannot be probed"), "{e}");
         // clearpart --drives narrows the candidates.
         let c = choose(
             &f,

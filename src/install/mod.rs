@@ -535,6 +535,7 @@ mod tests {
             .unwrap()
             .remove(0),
             signatures: vec![],
+            probe_error: None,
         };
         let choice = disk::choose(&[facts], None, &Default::default()).unwrap();
         let ks = parse_str(
