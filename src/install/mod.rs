@@ -584,4 +584,93 @@ mod tests {
         assert_eq!(bad["error"], "boom");
         assert_eq!(bad["uuid"], "u");
     }
+
+    /// A loop device over a sparse file, detached when dropped.
+    struct Loop {
+        dev: PathBuf,
+        file: PathBuf,
+    }
+
+    impl Loop {
+        fn new(dir: &Path) -> Option<Loop> {
+            if !nix::unistd::geteuid().is_root() {
+                eprintln!("not root: skipped");
+                return None;
+            }
+            let file = dir.join("disk.raw");
+            std::fs::File::create(&file)
+                .unwrap()
+                .set_len(8 << 30)
+                .unwrap();
+            let dev = Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(&file)
+                .run_get_string()
+                .map_err(|e| eprintln!("no loop device ({e:#}): skipped"))
+                .ok()?;
+            Some(Loop {
+                dev: PathBuf::from(dev.trim()),
+                file,
+            })
+        }
+    }
+
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").arg("-d").arg(&self.dev).run();
+        }
+    }
+
+    const KS: &str = "ostreesetup --osname=debian --url=http://127.0.0.1:9/repo --ref=r --nogpg\n\
+                      zerombr\nclearpart --all\nautopart\n";
+
+    /// The acts on a loop device over a file: the partition table is written, the partition
+    /// nodes never appear (no partition scan on this loop device), so the install fails after
+    /// touching the disk: it is wiped, unless --preserve-on-error. A failure before the disk
+    /// is touched (%pre) leaves it as it was.
+    #[test]
+    fn failures_after_the_disk_is_touched_wipe_it_and_before_leave_it() {
+        let d = tempfile::tempdir().unwrap();
+        let Some(l) = Loop::new(d.path()) else { return };
+        let ks = d.path().join("ks.cfg");
+        std::fs::write(&ks, KS).unwrap();
+        let opts = InstallOptions {
+            kickstart: ks.display().to_string(),
+            device: Some(l.dev.display().to_string()),
+            ..Default::default()
+        };
+        let has_table = || Command::new("sfdisk").arg("-d").arg(&l.file).run().is_ok();
+
+        let e = format!("{:#}", install_inner(&opts).err().unwrap());
+        assert!(
+            e.contains("wiped (no partition table, no signatures)"),
+            "{e}"
+        );
+        assert!(e.contains("did not appear"), "{e}");
+        assert!(!has_table());
+        assert_eq!(disk::signatures(&l.file).unwrap(), vec![]);
+
+        let keep = InstallOptions {
+            preserve_on_error: true,
+            ..opts.clone()
+        };
+        let e = format!("{:#}", install_inner(&keep).err().unwrap());
+        assert!(e.contains("left as it is (--preserve-on-error)"), "{e}");
+        assert!(has_table());
+
+        // %pre fails before planning: the disk keeps its table.
+        std::fs::write(&ks, format!("{KS}%pre --erroronfail\nexit 4\n%end\n")).unwrap();
+        let e = format!("{:#}", install_inner(&opts).err().unwrap());
+        assert!(e.contains("%pre script failed"), "{e}");
+        assert!(has_table());
+        // Without clearpart the disk holding data is refused, before anything is written.
+        std::fs::write(
+            &ks,
+            "ostreesetup --osname=debian --url=http://127.0.0.1:9/repo --ref=r --nogpg\nautopart\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", install_inner(&opts).err().unwrap());
+        assert!(e.contains("holds data"), "{e}");
+        assert!(has_table());
+    }
 }
