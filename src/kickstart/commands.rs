@@ -1404,9 +1404,8 @@ mod tests {
         // A template for `pxe serve`: rendered with the values the checks below expect.
         let path = fixture("atomic-host.ks");
         let source = path.display().to_string();
-        let mut values = crate::kickstart::template::dummy_values(
-            "slipway/bookworm/x86_64/atomic-host",
-        );
+        let mut values =
+            crate::kickstart::template::dummy_values("slipway/bookworm/x86_64/atomic-host");
         values.insert("server", "http://192.168.100.1:8080".into());
         values.insert("hostname", "node1".into());
         let text = std::fs::read_to_string(&path).unwrap();

@@ -151,16 +151,20 @@ impl Fixture {
     }
 }
 
-
 /// `kickstart/atomic-host.ks` (a template for `pxe serve`) rendered for a build's default
 /// kickstart, written into `dir`.
 pub fn atomic_host_ks(dir: &Path) -> PathBuf {
     let src = source_dir().join("kickstart/atomic-host.ks");
     let text = std::fs::read_to_string(&src).unwrap();
-    let mut values = slipway::kickstart::template::dummy_values("slipway/bookworm/x86_64/atomic-host");
+    let mut values =
+        slipway::kickstart::template::dummy_values("slipway/bookworm/x86_64/atomic-host");
     values.insert("server", "http://192.168.100.1:8080".into());
     values.insert("hostname", "node1".into());
     let out = dir.join("atomic-host.ks");
-    std::fs::write(&out, slipway::kickstart::template::render(&text, &src.display().to_string(), &values).unwrap()).unwrap();
+    std::fs::write(
+        &out,
+        slipway::kickstart::template::render(&text, &src.display().to_string(), &values).unwrap(),
+    )
+    .unwrap();
     out
 }
