@@ -26,6 +26,9 @@ const NODE1: &str = "52:54:00:00:00:01";
 const LAB: &str = "52:54:00:00:00:02";
 /// Nobody listed: the default profile (REF_A, DIR's default kickstart).
 const OTHER: &str = "52:54:00:00:00:03";
+/// Listed, with profiles for PXELINUX and GRUB.
+const BIOS: &str = "52:54:00:00:00:04";
+const UEFI: &str = "52:54:00:00:00:05";
 
 /// A DIR with two refs and a default kickstart, and a profiles file beside it.
 struct Site {
@@ -61,8 +64,14 @@ fn site() -> Site {
                 {"name": "nodes", "match": {"hostname": "node1"}, "ref": REF_B,
                  "kernel-args": ["quiet"], "kickstart": "ks/node.ks"},
                 {"name": "lab", "match": {"mac": LAB}, "reinstall": true},
+                {"name": "bios", "match": {"labels": {"fw": "bios"}}, "bootloader": "pxelinux"},
+                {"name": "uefi", "match": {"labels": {"fw": "uefi"}}, "bootloader": "grub"},
             ],
-            "machines": [{"mac": NODE1, "hostname": "node1", "labels": {"rack": "r1"}}],
+            "machines": [
+                {"mac": NODE1, "hostname": "node1", "labels": {"rack": "r1"}},
+                {"mac": BIOS, "labels": {"fw": "bios"}},
+                {"mac": UEFI, "labels": {"fw": "uefi"}},
+            ],
         }),
     );
     Site { f, profiles }
@@ -364,6 +373,27 @@ fn boot_scripts_kickstarts_files_reports_and_a_restart() {
         menu.contains(&format!("chain {base}/refs/test+pxe+b/boot.ipxe")),
         "{menu}"
     );
+
+    // PXELINUX and GRUB machines get a configuration of their own, by MAC, over TFTP.
+    let bios = tftp("pxelinux.cfg/01-52-54-00-00-00-04");
+    assert!(
+        bios.contains("KERNEL refs/test+pxe+a/vmlinuz")
+            && bios.contains(&format!("slipway.ks={base}/kickstart?mac={BIOS}")),
+        "{bios}"
+    );
+    let uefi = tftp("grub/grub.cfg-01-52-54-00-00-00-05");
+    assert!(
+        uefi.contains("linux /refs/test+pxe+a/vmlinuz")
+            && uefi.contains(&format!("'slipway.ks={base}/kickstart?mac={UEFI}'")),
+        "{uefi}"
+    );
+    let check = s.f.dir.path().join("grub-check.cfg");
+    std::fs::write(&check, &uefi).unwrap();
+    run_ok(Command::new("grub-script-check").arg(&check));
+    report(&srv, BIOS, "install-result", "ok", None);
+    report(&srv, UEFI, "install-result", "ok", None);
+    assert!(tftp("pxelinux.cfg/01-52-54-00-00-00-04").contains("LOCALBOOT 0"));
+    assert!(tftp("grub/grub.cfg-01-52-54-00-00-00-05").contains("\nexit\n"));
 
     // An install that went well: installed, and the next boot is from the disk.
     report(&srv, NODE1, "install-start", "started", None);

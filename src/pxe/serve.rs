@@ -49,7 +49,7 @@ use serde::Deserialize;
 use super::build::{self, Manifest};
 use super::dhcp::{self, DhcpMode};
 use super::http::{self, Dynamic, HttpError, HttpEvent, Report, RequestFacts, Route};
-use super::profiles::{Profile, Profiles, Template};
+use super::profiles::{Bootloader, Profile, Profiles, Template};
 use super::state::{MachineState, Store};
 use super::tftp::{self, TftpConfig, TransferEvent, TransferResult};
 use crate::sys::cmd::CommandRunExt;
@@ -186,6 +186,8 @@ pub struct Site {
     store: Arc<Store>,
     /// DIR's default kickstart per ref (`pxe build --kickstart`).
     default_kickstarts: BTreeMap<String, Template>,
+    /// Where the per-MAC PXELINUX and GRUB configurations go (the TFTP overlay).
+    overlay: PathBuf,
 }
 
 fn bad_request(msg: impl Into<String>) -> anyhow::Error {
@@ -200,6 +202,7 @@ impl Site {
         profiles: Profiles,
         server: String,
         store: Arc<Store>,
+        overlay: PathBuf,
     ) -> Result<Self> {
         let mut default_kickstarts = BTreeMap::new();
         for (r, e) in &manifest.refs {
@@ -217,7 +220,90 @@ impl Site {
             server,
             store,
             default_kickstarts,
+            overlay,
         })
+    }
+
+    /// The kernel arguments of `profile`'s installer for `mac`.
+    fn kernel_args(&self, mac: &str, profile: &Profile) -> Result<(&build::RefEntry, Vec<String>)> {
+        let e = self
+            .manifest
+            .refs
+            .get(&profile.ostree_ref)
+            .with_context(|| format!("ref {} is not in the manifest", profile.ostree_ref))?;
+        let mut args = e.kernel_args.clone();
+        args.extend(profile.kernel_args.iter().cloned());
+        args.push(format!(
+            "slipway.ks={}",
+            self.url(&format!("kickstart?mac={mac}"))
+        ));
+        args.push(format!("slipway.report={}", self.url("report")));
+        Ok((e, args))
+    }
+
+    /// Write (or remove) the per-MAC configurations of PXELINUX
+    /// (`pxelinux.cfg/01-52-54-00-12-34-56`) and GRUB (`grub/grub.cfg-01-52-54-00-12-34-56`,
+    /// which GRUB looks for before `grub.cfg` when its prefix is on TFTP) for `mac`, when its
+    /// profile's `bootloader` is `pxelinux` or `grub`: the install, or the local disk once
+    /// it is installed (unless `reinstall`).
+    pub fn write_loader_config(&self, mac: &str) -> Result<()> {
+        let dashed = mac.replace(':', "-");
+        let pxelinux = self.overlay.join(format!("pxelinux.cfg/01-{dashed}"));
+        let grub = self.overlay.join(format!("grub/grub.cfg-01-{dashed}"));
+        for p in [&pxelinux, &grub] {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
+            }
+        }
+        let state = self.store.get(mac);
+        let id = self.profiles.identify(
+            Some(mac),
+            state.as_ref().and_then(|m| m.uuid.as_deref()),
+            state.as_ref().and_then(|m| m.hostname.as_deref()),
+        );
+        let Ok(Some(profile)) = self.profiles.choose(&id) else {
+            return Ok(());
+        };
+        let local = state.is_some_and(|m| m.installed) && !profile.reinstall;
+        let (e, args) = self.kernel_args(mac, profile)?;
+        let head = format!(
+            "# slipway: {mac}, profile {}, written by `slipway pxe serve`.\n",
+            profile.name
+        );
+        let (path, text) = match (profile.bootloader, local) {
+            (Bootloader::Ipxe, _) => return Ok(()),
+            (Bootloader::Pxelinux, true) => (
+                pxelinux,
+                format!("{head}DEFAULT local\nLABEL local\n  LOCALBOOT 0\n"),
+            ),
+            (Bootloader::Pxelinux, false) => (
+                pxelinux,
+                format!(
+                    "{head}DEFAULT install\nLABEL install\n  KERNEL {d}/vmlinuz\n  INITRD {d}/initramfs.img,{d}/rootfs.img\n  APPEND {}\n",
+                    args.join(" "),
+                    d = e.dir
+                ),
+            ),
+            (Bootloader::Grub, true) => (
+                grub,
+                format!("{head}echo 'slipway: installed; booting from the local disk'\nexit\n"),
+            ),
+            (Bootloader::Grub, false) => (
+                grub,
+                format!(
+                    "{head}set timeout=0\nset default=0\nmenuentry 'slipway: install {r}' {{\n    linux /{d}/vmlinuz {}\n    initrd /{d}/initramfs.img /{d}/rootfs.img\n}}\n",
+                    args.iter()
+                        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    r = profile.ostree_ref,
+                    d = e.dir
+                ),
+            ),
+        };
+        crate::sysroot::bootloader::write_atomic(&path, text.as_bytes())
     }
 
     fn profile(&self, facts: &RequestFacts) -> Result<(String, &Profile, Option<String>)> {
@@ -246,18 +332,7 @@ impl Site {
 
     /// The install script of `profile` for `mac`.
     pub fn install_script(&self, mac: &str, profile: &Profile) -> Result<String> {
-        let e = self
-            .manifest
-            .refs
-            .get(&profile.ostree_ref)
-            .with_context(|| format!("ref {} is not in the manifest", profile.ostree_ref))?;
-        let mut args = e.kernel_args.clone();
-        args.extend(profile.kernel_args.iter().cloned());
-        args.push(format!(
-            "slipway.ks={}",
-            self.url(&format!("kickstart?mac={mac}"))
-        ));
-        args.push(format!("slipway.report={}", self.url("report")));
+        let (e, args) = self.kernel_args(mac, profile)?;
         let file = |name: &str| self.url(&format!("{}/{name}?mac={mac}", e.dir));
         Ok(format!(
             "#!ipxe\n\
@@ -408,7 +483,7 @@ impl Dynamic for Site {
                 _ => {}
             }
         })?;
-        Ok(())
+        self.write_loader_config(&report.mac)
     }
 
     fn status(&self) -> serde_json::Value {
@@ -492,7 +567,20 @@ async fn run(opts: &ServeOptions) -> Result<()> {
         profiles,
         server.clone(),
         store.clone(),
+        overlay.clone(),
     )?);
+    let mut known: Vec<String> = site
+        .profiles
+        .machines
+        .iter()
+        .filter_map(|m| m.mac.clone())
+        .collect();
+    known.extend(store.all().into_iter().map(|m| m.mac));
+    known.sort();
+    known.dedup();
+    for mac in &known {
+        site.write_loader_config(mac)?;
+    }
     let ip_map: IpMap = Arc::default();
 
     // Bind everything before serving anything.
