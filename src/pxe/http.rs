@@ -25,7 +25,9 @@
 //! range gets `206 Partial Content` (`first-last`, `first-`, suffix `-n`); one that no byte of
 //! the file satisfies gets `416` with `Content-Range: bytes */LENGTH`; a malformed one, or one
 //! with several ranges, is ignored and the whole file sent (RFC 9110 lets a server ignore
-//! `Range`; ostree, iPXE and firmware never send several). `If-Range` that does not match sends
+//! `Range`; ostree, iPXE and firmware never send several). With [`ServeConfig::overlay_dir`], a
+//! file of the overlay directory is served in place of the boot directory's file of the same
+//! path (`pxe serve` keeps its filled-in menus there). `If-Range` that does not match sends
 //! the whole file; `If-None-Match` and `If-Modified-Since` answer `304` (ostree asks that way
 //! for a summary it already has). Per RFC 9110 `Range` applies to `GET` only, so `HEAD` always
 //! describes the whole file. Directories are never listed: a directory is 404.

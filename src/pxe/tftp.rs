@@ -34,6 +34,8 @@
 //!   on the root with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` ([`Tree::open_file`]):
 //!   a symbolic link is followed, but inside the root only (a link to `/etc/passwd` names the
 //!   root's `etc/passwd`, usually absent). Only regular files are sent.
+//! - An overlay ([`TftpServer::with_overlay`]): a directory looked into first, with the same
+//!   checks; `pxe serve` keeps the menus with `{{server}}` filled in there.
 //! - Packets are parsed by the pure functions [`parse`] and [`encode`]; parsing never panics.
 //!   A malformed packet is logged and dropped, and serving goes on.
 //! - Every transfer ends with one [`TransferEvent`] (who, which file, how many bytes, how it
