@@ -63,7 +63,7 @@ fn site() -> Site {
             "profiles": [
                 {"name": "nodes", "match": {"hostname": "node1"}, "ref": REF_B,
                  "kernel-args": ["quiet"], "kickstart": "ks/node.ks"},
-                {"name": "lab", "match": {"mac": LAB}, "reinstall": true},
+                {"name": "lab", "match": {"mac": LAB}, "reinstall": true, "kickstart": "ks/node.ks"},
                 {"name": "bios", "match": {"labels": {"fw": "bios"}}, "bootloader": "pxelinux"},
                 {"name": "uefi", "match": {"labels": {"fw": "uefi"}}, "bootloader": "grub"},
             ],
@@ -414,8 +414,13 @@ fn boot_scripts_kickstarts_files_reports_and_a_restart() {
         "{table}"
     );
 
+    // The host name iPXE sent with the boot script is the kickstart's too (the installer
+    // asks with mac= only).
+    get_ok(&srv.url(&format!("/boot.ipxe?mac={LAB}&hostname=web7")));
+    let ks = get_ok(&srv.url(&format!("/kickstart?mac={LAB}")));
+    assert!(ks.contains("--hostname=web7"), "{ks}");
+
     // `reinstall: true` installs again.
-    boot_script(&srv, LAB);
     report(&srv, LAB, "install-result", "ok", None);
     assert_eq!(machine(&srv, LAB)["installed"], true);
     assert!(is_install(&boot_script(&srv, LAB)));

@@ -49,7 +49,7 @@ use serde::Deserialize;
 use super::build::{self, Manifest};
 use super::dhcp::{self, DhcpMode};
 use super::http::{self, Dynamic, HttpError, HttpEvent, Report, RequestFacts, Route};
-use super::profiles::{Bootloader, Profile, Profiles, Template};
+use super::profiles::{Bootloader, Identity, Profile, Profiles, Template};
 use super::state::{MachineState, Store};
 use super::tftp::{self, TftpConfig, TransferEvent, TransferResult};
 use crate::sys::cmd::CommandRunExt;
@@ -306,14 +306,26 @@ impl Site {
         crate::sysroot::bootloader::write_atomic(&path, text.as_bytes())
     }
 
-    fn profile(&self, facts: &RequestFacts) -> Result<(String, &Profile, Option<String>)> {
+    /// The machine of a request and its profile. What the request does not say (the
+    /// installer asks for its kickstart with `mac=` only) comes from the machine's record: the
+    /// UUID and host name iPXE sent for its boot script, so both requests match one profile.
+    fn profile(&self, facts: &RequestFacts) -> Result<(String, &Profile, Identity)> {
         let mac = facts
             .mac
             .clone()
             .ok_or_else(|| bad_request("this route needs ?mac=MAC"))?;
-        let id =
-            self.profiles
-                .identify(Some(&mac), facts.uuid.as_deref(), facts.hostname.as_deref());
+        let known = self.store.get(&mac);
+        let uuid = facts
+            .uuid
+            .clone()
+            .or_else(|| known.as_ref().and_then(|m| m.uuid.clone()));
+        let hostname = facts
+            .hostname
+            .clone()
+            .or_else(|| known.as_ref().and_then(|m| m.hostname.clone()));
+        let id = self
+            .profiles
+            .identify(Some(&mac), uuid.as_deref(), hostname.as_deref());
         let profile = self
             .profiles
             .choose(&id)
@@ -323,7 +335,7 @@ impl Site {
                     "no profile matches {mac} and there is no default profile"
                 )))
             })?;
-        Ok((mac, profile, id.hostname))
+        Ok((mac, profile, id))
     }
 
     fn url(&self, path: &str) -> String {
@@ -396,7 +408,8 @@ impl Dynamic for Site {
                 self.server
             ));
         }
-        let (mac, profile, hostname) = self.profile(facts)?;
+        let (mac, profile, id) = self.profile(facts)?;
+        let hostname = id.hostname;
         let installed = self.store.get(&mac).is_some_and(|m| m.installed);
         if installed && !profile.reinstall {
             self.store
@@ -426,7 +439,8 @@ impl Dynamic for Site {
     }
 
     fn kickstart(&self, facts: &RequestFacts) -> Result<String> {
-        let (mac, profile, hostname) = self.profile(facts)?;
+        let (mac, profile, id) = self.profile(facts)?;
+        let hostname = id.hostname;
         let template = profile
             .kickstart
             .as_ref()
@@ -440,7 +454,7 @@ impl Dynamic for Site {
         let hostname = hostname.unwrap_or_else(|| default_hostname(&mac));
         let values = BTreeMap::from([
             ("mac", mac.clone()),
-            ("uuid", facts.uuid.clone().unwrap_or_default()),
+            ("uuid", id.uuid.unwrap_or_default()),
             ("hostname", hostname.clone()),
             ("ip", facts.peer.ip().to_string()),
             ("server", self.server.clone()),
