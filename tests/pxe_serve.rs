@@ -283,6 +283,14 @@ fn boot_scripts_kickstarts_files_reports_and_a_restart() {
     let srv = start(&s, &state, &["--dhcp", "off", "--server-ip", "127.0.0.1"]);
     let base = srv.url("");
 
+    // Listed machines show before they boot.
+    let m = machine(&srv, BIOS);
+    assert_eq!(
+        (&m["status"], &m["profile"]),
+        (&"new".into(), &"bios".into()),
+        "{m:#}"
+    );
+
     // Without a MAC: a script that asks again with the machine's facts.
     let ask = get_ok(&srv.url("/boot.ipxe"));
     assert!(
@@ -393,6 +401,12 @@ fn boot_scripts_kickstarts_files_reports_and_a_restart() {
     report(&srv, BIOS, "install-result", "ok", None);
     report(&srv, UEFI, "install-result", "ok", None);
     assert!(tftp("pxelinux.cfg/01-52-54-00-00-00-04").contains("LOCALBOOT 0"));
+    let m = machine(&srv, BIOS);
+    assert_eq!(
+        (&m["status"], &m["profile"]),
+        (&"installed".into(), &"bios".into()),
+        "{m:#}"
+    );
     assert!(tftp("grub/grub.cfg-01-52-54-00-00-00-05").contains("\nexit\n"));
 
     // An install that went well: installed, and the next boot is from the disk.

@@ -483,7 +483,28 @@ impl Dynamic for Site {
         if let Some(e) = &report.error {
             what.push_str(&format!(": {e}"));
         }
+        // A machine seen only through reports (PXELINUX, GRUB: no boot script) gets its
+        // profile, ref and host name here.
+        let known = self.store.get(&report.mac);
+        let id = self.profiles.identify(
+            Some(&report.mac),
+            report
+                .uuid
+                .as_deref()
+                .or(known.as_ref().and_then(|m| m.uuid.as_deref())),
+            known.as_ref().and_then(|m| m.hostname.as_deref()),
+        );
+        let profile = self.profiles.choose(&id).ok().flatten();
         self.store.update(&report.mac, &what, |m| {
+            if m.profile.is_none()
+                && let Some(p) = profile
+            {
+                m.profile = Some(p.name.clone());
+                m.ostree_ref = Some(p.ostree_ref.clone());
+            }
+            if m.hostname.is_none() {
+                m.hostname = id.hostname.clone();
+            }
             m.step = report.step.clone();
             m.result = report.result.clone();
             m.error = report.error.clone();
@@ -500,13 +521,14 @@ impl Dynamic for Site {
         self.write_loader_config(&report.mac)
     }
 
+    /// Every machine with a record, then the `machines` entries (with a MAC) that never
+    /// booted from this server (status `new`).
     fn status(&self) -> serde_json::Value {
-        let machines: Vec<serde_json::Value> = self
-            .store
-            .all()
-            .into_iter()
+        let all = self.store.all();
+        let mut machines: Vec<serde_json::Value> = all
+            .iter()
             .map(|m| {
-                let mut v = serde_json::to_value(&m).unwrap_or_default();
+                let mut v = serde_json::to_value(m).unwrap_or_default();
                 if let Some(o) = v.as_object_mut() {
                     o.insert("status".into(), m.summary().into());
                     o.insert("updated-utc".into(), crate::host::utc(m.updated).into());
@@ -514,6 +536,29 @@ impl Dynamic for Site {
                 v
             })
             .collect();
+        for entry in &self.profiles.machines {
+            let Some(mac) = &entry.mac else { continue };
+            if all.iter().any(|m| &m.mac == mac) {
+                continue;
+            }
+            let id = self
+                .profiles
+                .identify(Some(mac), entry.uuid.as_deref(), None);
+            let profile = self.profiles.choose(&id).ok().flatten();
+            machines.push(serde_json::json!({
+                "mac": mac,
+                "uuid": entry.uuid,
+                "hostname": entry.hostname,
+                "profile": profile.map(|p| &p.name),
+                "ref": profile.map(|p| &p.ostree_ref),
+                "step": "",
+                "result": "",
+                "error": null,
+                "installed": false,
+                "status": "new",
+                "updated-utc": null,
+            }));
+        }
         serde_json::json!({
             "schema": 1,
             "server": self.server,
