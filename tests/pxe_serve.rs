@@ -584,6 +584,23 @@ fn bad_inputs_stop_the_start_with_a_message_naming_them() {
         "{err}"
     );
 
+    // A range without full DHCP.
+    let err = fails_at_start(serve_cmd(
+        &s,
+        &state,
+        free_tcp_port(),
+        free_udp_port(),
+        &[
+            "--dhcp",
+            "off",
+            "--server-ip",
+            "127.0.0.1",
+            "--range",
+            "10.0.0.10,10.0.0.20",
+        ],
+    ));
+    assert!(err.contains("--range is for --dhcp full"), "{err}");
+
     // No address, and an interface that does not exist.
     let err = fails_at_start(serve_cmd(
         &s,

@@ -603,6 +603,9 @@ async fn run(opts: &ServeOptions) -> Result<()> {
             build::MANIFEST
         )
     })?;
+    if opts.range.is_some() && opts.dhcp != DhcpMode::Full {
+        bail!("--range is for --dhcp full (this is --dhcp {})", opts.dhcp);
+    }
     let server_ip = server_ip(opts)?;
     let server = format!("http://{server_ip}:{}", opts.http_port);
     let profiles = match &opts.profiles {
@@ -750,7 +753,7 @@ async fn run(opts: &ServeOptions) -> Result<()> {
                 map.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(e.facts.peer.ip(), mac.clone());
-                if e.route != Some(Route::BootFile) {
+                if e.route != Some(Route::BootFile) || e.method != "GET" {
                     continue;
                 }
                 let Some(file) = e.delivered_file() else {
