@@ -434,6 +434,30 @@ fn boot_scripts_kickstarts_files_reports_and_a_restart() {
     let ks = get_ok(&srv.url(&format!("/kickstart?mac={LAB}")));
     assert!(ks.contains("--hostname=web7"), "{ks}");
 
+    // --watch asks again every 2 seconds until interrupted.
+    let mut watch = slipway()
+        .args(["pxe", "status", "--watch", "--server", &base])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    let mut shown = String::new();
+    watch
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut shown)
+        .unwrap();
+    assert_eq!(
+        shown.matches("\nMAC ").count() + usize::from(shown.starts_with("MAC ")),
+        0,
+        "the screen is cleared first"
+    );
+    assert_eq!(shown.matches("\x1b[H\x1b[2JMAC ").count(), 2, "{shown}");
+
     // `reinstall: true` installs again.
     report(&srv, LAB, "install-result", "ok", None);
     assert_eq!(machine(&srv, LAB)["installed"], true);
