@@ -197,7 +197,7 @@ fn only_ref(manifest: &Manifest, what: &str) -> Result<String> {
         [one] => Ok((*one).clone()),
         [] => bail!("the boot directory has no ref (run `slipway pxe build` first)"),
         many => bail!(
-            "{what}: the boot directory has several refs ({}); say which one with \"ref\"",
+            "{what}: the boot directory has several refs ({}); name one with \"ref\"",
             many.iter()
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
@@ -219,6 +219,17 @@ fn norm_uuid(v: &str, what: &str) -> Result<String> {
 impl Profiles {
     /// Without a profiles file: every machine gets DIR's only ref and its default kickstart.
     pub fn builtin(manifest: &Manifest) -> Result<Self> {
+        if manifest.refs.len() > 1 {
+            bail!(
+                "the boot directory has several refs ({}): without --profiles a machine would not know which one to install; give a profiles file whose \"default\" names one",
+                manifest
+                    .refs
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         let ostree_ref = only_ref(manifest, "without --profiles")?;
         Ok(Self {
             source: None,
@@ -572,6 +583,15 @@ mod tests {
         let prof = p.choose(&id).unwrap().unwrap();
         assert!(prof.reinstall);
         assert_eq!(prof.ostree_ref, "a");
+    }
+
+    #[test]
+    fn without_a_file_the_only_ref() {
+        let p = Profiles::builtin(&manifest(&["a"])).unwrap();
+        let id = p.identify(Some("52:54:00:00:00:01"), None, None);
+        assert_eq!(p.choose(&id).unwrap().unwrap().ostree_ref, "a");
+        let e = Profiles::builtin(&manifest(&["a", "b"])).unwrap_err();
+        assert!(e.to_string().contains("several refs (a, b)"), "{e}");
     }
 
     #[test]
