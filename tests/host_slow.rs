@@ -642,7 +642,10 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
     );
     let deadline = Instant::now() + Duration::from_secs(900);
     while lock.requests("/v1/pre-reboot").len() < 2 {
-        assert!(Instant::now() < deadline, "the agent never asked for a reboot slot");
+        assert!(
+            Instant::now() < deadline,
+            "the agent never asked for a reboot slot"
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     // Refused twice: still the same boot.
@@ -650,16 +653,25 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
     lock.state.lock().unwrap().slot_free = true;
     let freed = Instant::now();
     let took = until_booted(&vm, "true", &lc.v2, BOOT_TIMEOUT);
-    eprintln!("6. the agent upgraded to v2 through FleetLock in {:.0}s", took.as_secs_f64());
+    eprintln!(
+        "6. the agent upgraded to v2 through FleetLock in {:.0}s",
+        took.as_secs_f64()
+    );
     docker_after_verdict(&vm);
     let deadline = Instant::now() + Duration::from_secs(300);
     while lock.requests("/v1/steady-state").is_empty() {
-        assert!(Instant::now() < deadline, "no steady-state after the green boot");
+        assert!(
+            Instant::now() < deadline,
+            "no steady-state after the green boot"
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     let pre = lock.requests("/v1/pre-reboot");
     let granted_at = *pre.last().unwrap();
-    assert!(granted_at >= freed, "the last pre-reboot was granted before the slot was free");
+    assert!(
+        granted_at >= freed,
+        "the last pre-reboot was granted before the slot was free"
+    );
     assert!(lock.requests("/v1/steady-state")[0] > granted_at);
     let body = lock.state.lock().unwrap().requests[0].2.clone();
     let body: Value = serde_json::from_str(&body).unwrap();
