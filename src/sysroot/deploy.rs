@@ -202,7 +202,7 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
     if let Some(r) = &req.remote {
         write_remote(&root, r)?;
     }
-    bootloader::link_grub_cfg(&req.sysroot.join("boot"))?;
+    bootloader::finish_switch(&req.sysroot.join("boot"))?;
     let version = crate::repo::commit_meta_string(&repo, &commit, "version")?;
     Ok(Deployed {
         commit,
