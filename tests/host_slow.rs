@@ -423,10 +423,7 @@ fn measure_update_size(lc: &Lifecycle) {
         .map(|(_, c)| c.clone())
         .collect();
     let changed_bytes = object_bytes(repo, &changed);
-    let delta_dir = repo.join(format!(
-        "deltas/{}",
-        slipway::repo::static_delta_dir(Some(&lc.v1), &lc.v2).unwrap()
-    ));
+    let delta_dir = repo.join(slipway::repo::static_delta_dir(Some(&lc.v1), &lc.v2).unwrap());
     let delta_bytes: u64 = std::fs::read_dir(&delta_dir)
         .unwrap_or_else(|e| panic!("{}: {e}", delta_dir.display()))
         .flatten()
