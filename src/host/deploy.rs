@@ -105,12 +105,12 @@ pub fn deploy_commit(
             Some(stateroot),
             &new,
             Some(&merge),
-            ostree::SysrootSimpleWriteDeploymentFlags::NONE,
+            ostree::SysrootSimpleWriteDeploymentFlags::NO_CLEAN,
             gio::Cancellable::NONE,
         )
         .context("writing the deployment list")?;
-    host.reload()?;
-    let boot_entries = host.link_grub_cfg()?;
+    crate::sys::failpoint::hit("host-after-loader-swap")?;
+    let boot_entries = host.finish_switch()?;
     crate::sys::failpoint::hit("host-after-switch")?;
     let deps = host.deployments();
     let first = deps

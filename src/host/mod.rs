@@ -317,12 +317,41 @@ impl Host {
         Ok(())
     }
 
-    /// After libostree wrote a deployment list (and the menu into the new `loader.N`): make
-    /// sure GRUB reads that menu through the `/boot/grub/grub.cfg` link (sysroots of an older
-    /// layout have a regular file there). Returns how many entries the menu has.
-    pub(crate) fn link_grub_cfg(&self) -> Result<usize> {
-        crate::sysroot::bootloader::link_grub_cfg(&self.boot_dir())
-            .with_context(|| format!("the boot menu of the sysroot {}", self.path.display()))
+    /// Write `deployments` as the new list: libostree writes the entries and the menu of a new
+    /// `loader.N` and swaps the `loader` link, with its clean-up held back; then GRUB is
+    /// switched to `loader.N` ([`crate::sysroot::bootloader::finish_switch`]); then the
+    /// clean-up runs (the previous loader directory and unused kernels go). Returns how many
+    /// entries the new menu has.
+    pub(crate) fn write_deployment_list(
+        &self,
+        deployments: &[ostree::Deployment],
+    ) -> Result<usize> {
+        self.sysroot
+            .write_deployments_with_options(
+                deployments,
+                &ostree::SysrootWriteDeploymentsOpts {
+                    do_postclean: false,
+                },
+                gio::Cancellable::NONE,
+            )
+            .context("writing the deployment list")?;
+        crate::sys::failpoint::hit("host-after-loader-swap")?;
+        self.finish_switch()
+    }
+
+    /// GRUB switched to the current loader directory, then libostree's clean-up.
+    pub(crate) fn finish_switch(&self) -> Result<usize> {
+        let n = crate::sysroot::bootloader::finish_switch(&self.boot_dir()).with_context(|| {
+            format!(
+                "switching the boot menu of the sysroot {}",
+                self.path.display()
+            )
+        })?;
+        self.sysroot
+            .prepare_cleanup(gio::Cancellable::NONE)
+            .context("removing the previous boot loader directory and unused boot files")?;
+        self.reload()?;
+        Ok(n)
     }
 
     /// Before libostree writes a deployment list: libostree's grub2 backend with slipway's
