@@ -710,6 +710,8 @@ fn upgrade_rollback_red_and_unbootable_deployments_in_one_vm() {
         &lc.served,
         &["pull-local", lc.staging.to_str().unwrap(), HOST_REF],
     );
+    // Clients resolve refs through the summary: publish it, as compose does.
+    ostree(&lc.served, &["summary", "-u"]);
     let mark = vm.serial_mark();
     let took = until_booted(
         &vm,
