@@ -16,16 +16,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Append a measurement for the benchmark script when it asks for them.
 fn record(name: &str, value: f64, unit: &str, accel: &str) {
-    if let Ok(path) = std::env::var("SLIPWAY_BENCH_OUT") {
-        let line = serde_json::json!({"name": name, "value": value, "unit": unit, "accel": accel});
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        writeln!(f, "{line}").unwrap();
-    }
+    record_measurement(name, value, unit, accel);
 }
 
 fn boot(name: &str, disk: &Path, firmware: Firmware, user: &str, key: &Path) -> (Vm, Duration) {

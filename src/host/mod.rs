@@ -373,6 +373,40 @@ impl Host {
     }
 }
 
+/// Settings layered the way the health gate and the update agent read theirs: each of `files`
+/// (relative to a deployment's root: the shipped one first, then the operator's) is a JSON
+/// object given to `apply` without its `//` comment keys, in order, so the operator's keys
+/// override the shipped ones; a missing file is skipped. Errors name the file and say `what`.
+pub fn load_layered(
+    root: &Path,
+    files: [&str; 2],
+    what: &str,
+    mut apply: impl FnMut(&serde_json::Map<String, serde_json::Value>) -> Result<()>,
+) -> Result<()> {
+    for rel in files {
+        let p = root.join(rel);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        };
+        (|| -> Result<()> {
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            let Some(obj) = v.as_object() else {
+                bail!("expected a JSON object");
+            };
+            let keys: serde_json::Map<String, serde_json::Value> = obj
+                .iter()
+                .filter(|(k, _)| !k.starts_with("//"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            apply(&keys)
+        })()
+        .with_context(|| format!("{}: invalid {what}", p.display()))?;
+    }
+    Ok(())
+}
+
 fn list_or_none(v: &[String]) -> String {
     if v.is_empty() {
         "none".into()
