@@ -264,7 +264,20 @@ fn until_booted(vm: &Vm, cmd: &str, commit: &str, timeout: Duration) -> Duration
             }
             std::thread::sleep(Duration::from_secs(2));
         };
-        if judged && booted(vm).0 == commit {
+        // The machine may be going down again (the gate rolling back): ask without panicking.
+        let now_booted = vm
+            .ssh("slipway host status --json")
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+            .and_then(|s| {
+                s["deployments"]
+                    .as_array()?
+                    .iter()
+                    .find(|d| d["booted"] == true)
+                    .and_then(|d| d["commit"].as_str().map(String::from))
+            });
+        if judged && now_booted.as_deref() == Some(commit) {
             let _ = vm.ssh("systemctl is-system-running --wait");
             return start.elapsed();
         }
