@@ -7,8 +7,8 @@
 //! default); carry the kernel arguments and the origin (without its transient state, such as
 //! the pin) over from the stateroot's current default; write the deployment list with the
 //! new one first (`simple_write_deployment`: the booted and merge deployments, pinned ones
-//! and other stateroots' are kept, the rest of the stateroot is pruned); regenerate
-//! `grub.cfg`.
+//! and other stateroots' are kept, the rest of the stateroot is pruned), libostree's clean-up
+//! held back until GRUB is switched (`Host::finish_switch`).
 
 use anyhow::{Context, Result, anyhow};
 use fn_error_context::context;

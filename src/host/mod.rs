@@ -11,7 +11,7 @@
 //!   the deployment's `/etc/ostree/remotes.d`), pulls, the ref's history;
 //! - `boot`: the room a new deployment needs on /boot, checked before anything is written;
 //! - `deploy`: making a commit the new default (libostree's `/etc` merge, kernel arguments
-//!   carried over, the previous default kept as rollback, `grub.cfg` regenerated), shared by
+//!   carried over, the previous default kept as rollback, the boot menu switched through `finish_switch`), shared by
 //!   `upgrade` and `deploy VERSION|COMMIT`;
 //! - `upgrade`: follow the refspec, refuse downgrades; `rollback`, `cleanup`, `pin`;
 //! - [`updates`]: the update agent (policy, reboot windows, a state machine) and
