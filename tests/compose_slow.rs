@@ -56,6 +56,29 @@ fn default_host_has_what_an_ostree_container_host_needs() {
         "no ostree-prepare-root in the initramfs"
     );
 
+    // slipway itself and its health gate: the executable, the enabled units, the drop-ins
+    // that gate the container runtimes, the default checks.
+    for f in [
+        "/usr/bin/slipway",
+        "/usr/lib/systemd/system/slipway-boot-check.service",
+        "/usr/lib/systemd/system/slipway-healthy.target",
+        "/usr/lib/systemd/system/docker.service.d/50-slipway-health.conf",
+        "/usr/lib/systemd/system/containerd.service.d/50-slipway-health.conf",
+        "/usr/lib/systemd/system/kubelet.service.d/50-slipway-health.conf",
+        "/usr/lib/slipway/checks/required.d/20-var",
+        "/usr/etc/systemd/system/multi-user.target.wants/slipway-healthy.target",
+        "/usr/etc/systemd/system/multi-user.target.wants/slipway-boot-check.service",
+    ] {
+        ostree(repo, &["ls", r, f]);
+    }
+    assert_eq!(
+        meta(repo, r, "slipway.host-executable")
+            .trim()
+            .trim_matches('\'')
+            .len(),
+        64
+    );
+
     // /var and /boot are empty; /var comes from tmpfiles.
     for d in ["/var", "/boot"] {
         let ls = ostree(repo, &["ls", r, d]);

@@ -219,19 +219,28 @@ impl Fixture {
         v
     }
 
-    /// The menu GRUB reads: through the link into the current loader directory, so it
-    /// switches with the BLS entries.
+    /// The menu GRUB reads: the fixed dispatcher loads `slipway_loader` from grubenv and
+    /// reads that loader directory's menu, which must be the one libostree's `loader` link
+    /// names (the switch finished).
     fn grub_cfg(&self) -> String {
-        let link = self.sysroot.join("boot/grub/grub.cfg");
+        let boot = self.sysroot.join("boot");
+        let dispatcher = std::fs::read_to_string(boot.join("grub/grub.cfg")).unwrap();
+        assert!(dispatcher.contains("load_env"), "{dispatcher}");
+        let env = self.grubenv_all();
+        let loader = env
+            .lines()
+            .find_map(|l| l.strip_prefix("slipway_loader="))
+            .unwrap_or_else(|| panic!("no slipway_loader in grubenv: {env}"))
+            .to_string();
         assert_eq!(
-            std::fs::read_link(&link).unwrap(),
-            PathBuf::from("../loader/grub.cfg")
+            std::fs::read_link(boot.join("loader")).unwrap(),
+            PathBuf::from(&loader)
         );
-        std::fs::read_to_string(link).unwrap()
+        std::fs::read_to_string(boot.join(loader).join("grub.cfg")).unwrap()
     }
 
-    /// GRUB's environment block on the sysroot's /boot.
-    fn grubenv(&self) -> String {
+    /// GRUB's environment block on the sysroot's /boot, as GRUB's own tool lists it.
+    fn grubenv_all(&self) -> String {
         let out = Command::new("grub-editenv")
             .arg(self.sysroot.join("boot/grub/grubenv"))
             .arg("list")
@@ -239,6 +248,15 @@ impl Fixture {
             .unwrap();
         assert!(out.status.success());
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The boot counter lines of GRUB's environment block.
+    fn grubenv(&self) -> String {
+        self.grubenv_all()
+            .lines()
+            .filter(|l| l.starts_with("slipway_boot_left="))
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 
     /// The root of the deployment at `index` (as `status` numbers them).
@@ -1147,4 +1165,44 @@ fn a_green_boot_reports_steady_state() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Power lost after libostree swapped its `loader` link but before GRUB was switched (the
+/// failpoint stops the upgrade there): GRUB still reads the old menu, and the next boot's
+/// gate finishes the switch, with the new default on trial.
+#[test]
+fn a_switch_cut_short_after_the_loader_swap_is_finished_by_the_next_boot() {
+    let f = Fixture::new(None);
+    f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
+    f.ostree_deploy(false);
+    f.commit("2", "2024-02-01 00:00:00 +0000", b"kernel 2");
+    let o = slipway()
+        .args(["host", "upgrade", "--sysroot"])
+        .arg(&f.sysroot)
+        .env("SLIPWAY_FAILPOINTS", "host-after-loader-swap=error")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("failpoint host-after-loader-swap"),
+        "{}",
+        stderr(&o)
+    );
+    // libostree's list has v2 first; GRUB does not read that menu yet.
+    assert_eq!(f.summary()[0].0, "2");
+    let link = std::fs::read_link(f.sysroot.join("boot/loader")).unwrap();
+    let env = f.grubenv_all();
+    assert!(
+        !env.contains(&format!("slipway_loader={}", link.display())),
+        "{env}"
+    );
+    // The old default (now index 1) boots and its gate finishes the switch.
+    let o = f.boot_check(1);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("interrupted switch"), "{}", stderr(&o));
+    assert_eq!(
+        menu_titles(&f.grub_cfg()),
+        ["Slipway Test v2", "Slipway Test v1"]
+    );
+    assert_eq!(f.grubenv(), "slipway_boot_left=3\n");
 }

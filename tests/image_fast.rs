@@ -199,23 +199,24 @@ fn image_layout_partitions_and_boot_files() {
                 "status=none",
             ]),
     );
-    // GRUB reads the menu through links that switch with the entries:
-    // /grub/grub.cfg -> ../loader/grub.cfg, /loader -> loader.N.
+    // GRUB reads the fixed dispatcher, which names the loader directory from grubenv: the
+    // one libostree's `loader` link points to.
     let debugfs = |req: &str| stdout_of(Command::new("debugfs").args(["-R", req]).arg(&boot));
-    let link_dest = |path: &str| {
-        let st = debugfs(&format!("stat {path}"));
-        st.lines()
-            .find_map(|l| l.trim().strip_prefix("Fast link dest: "))
-            .unwrap_or_else(|| panic!("{path} is not a link: {st}"))
-            .trim_matches('"')
-            .to_string()
-    };
-    assert_eq!(link_dest("/grub/grub.cfg"), "../loader/grub.cfg");
-    let loader = link_dest("/loader");
-    assert!(loader.starts_with("loader."), "{loader}");
-    let cfg = debugfs(&format!("cat /{loader}/grub.cfg"));
+    let dispatcher = debugfs("cat /grub/grub.cfg");
+    assert!(dispatcher.contains("load_env"), "{dispatcher}");
     let grubenv = debugfs("cat /grub/grubenv");
     assert_eq!(grubenv.len(), 1024, "{grubenv}");
+    let loader = grubenv
+        .lines()
+        .find_map(|l| l.strip_prefix("slipway_loader="))
+        .unwrap_or_else(|| panic!("{grubenv}"))
+        .to_string();
+    let st = debugfs("stat /loader");
+    assert!(
+        st.contains(&format!("Fast link dest: \"{loader}\"")),
+        "{st}"
+    );
+    let cfg = debugfs(&format!("cat /{loader}/grub.cfg"));
     assert!(cfg.contains("root=LABEL=root"), "{cfg}");
     assert!(cfg.contains("ostree=/ostree/boot."), "{cfg}");
     assert!(cfg.contains("linux '/ostree/debian-"), "{cfg}");
@@ -225,4 +226,117 @@ fn image_layout_partitions_and_boot_files() {
             .arg(&boot),
     );
     assert!(entries.contains("ostree-1-debian.conf"), "{entries}");
+}
+
+/// A signed commit gets a remote that checks signatures, with the key in the image: without
+/// the key (or with one that does not verify the commit, or a key for an unsigned commit)
+/// the image is refused before any file is written.
+#[test]
+fn signed_commits_get_a_remote_that_verifies_them() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = synthetic_repo(d.path());
+    let cache = d.path().join("cache");
+    let out = d.path().join("host.raw");
+    let gpg = |home: &Path, args: &[&str]| {
+        std::fs::create_dir_all(home).unwrap();
+        std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        run_ok(
+            Command::new("gpg")
+                .arg("--homedir")
+                .arg(home)
+                .args(["--batch", "--yes", "--quiet", "--passphrase", ""])
+                .args(args),
+        )
+    };
+    let key = |name: &str| {
+        let home = d.path().join(format!("gnupg-{name}"));
+        gpg(
+            &home,
+            &[
+                "--quick-gen-key",
+                &format!("{name} <{name}@slipway.invalid>"),
+                "ed25519",
+                "sign",
+                "never",
+            ],
+        );
+        let public = d.path().join(format!("{name}.gpg"));
+        gpg(&home, &["--output", public.to_str().unwrap(), "--export"]);
+        (home, public)
+    };
+    let (home, public) = key("signer");
+    let (_, wrong) = key("stranger");
+    let remote = ["--remote-url", "http://192.0.2.1/repo"];
+    let err = |extra: &[&str]| {
+        let mut args: Vec<&str> = remote.to_vec();
+        args.extend(extra);
+        let o = image(&repo, &out, &args, &cache);
+        assert!(!o.status.success());
+        assert!(!out.exists());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = err(&["--remote-gpg-key", public.to_str().unwrap()]);
+    assert!(e.contains("is not signed"), "{e}");
+
+    run_ok(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .arg(format!("--gpg-homedir={}", home.display()))
+            .args(["gpg-sign", "test/synthetic", "signer@slipway.invalid"]),
+    );
+    let e = err(&[]);
+    assert!(
+        e.contains("is signed") && e.contains("--remote-gpg-key"),
+        "{e}"
+    );
+    let e = err(&["--remote-gpg-key", wrong.to_str().unwrap()]);
+    assert!(e.contains("no signature") || e.contains("verifying"), "{e}");
+
+    let mut args: Vec<&str> = remote.to_vec();
+    args.extend(["--remote-gpg-key", public.to_str().unwrap(), "--size", "2G"]);
+    let o = image(&repo, &out, &args, &cache);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The root file system: the deployment's remote and key.
+    let table: serde_json::Value =
+        serde_json::from_str(&stdout_of(Command::new("sfdisk").arg("--json").arg(&out))).unwrap();
+    let root_part = &table["partitiontable"]["partitions"][3];
+    let root = d.path().join("root.part");
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", out.display()))
+            .arg(format!("of={}", root.display()))
+            .args([
+                "bs=1M",
+                &format!("skip={}", root_part["start"].as_u64().unwrap() / 2048),
+                &format!("count={}", root_part["size"].as_u64().unwrap() / 2048),
+                "conv=sparse",
+                "status=none",
+            ]),
+    );
+    let debugfs = |req: &str| stdout_of(Command::new("debugfs").args(["-R", req]).arg(&root));
+    let deploy = debugfs("ls -p /ostree/deploy/debian/deploy");
+    let dep = deploy
+        .lines()
+        .filter_map(|l| l.split('/').nth(5))
+        .find(|n| n.ends_with(".0"))
+        .unwrap_or_else(|| panic!("no deployment: {deploy}"))
+        .to_string();
+    let conf = debugfs(&format!(
+        "cat /ostree/deploy/debian/deploy/{dep}/etc/ostree/remotes.d/debian.conf"
+    ));
+    assert!(conf.contains("gpg-verify=true"), "{conf}");
+    assert!(
+        conf.contains("gpgkeypath=/etc/slipway/keys/debian.gpg"),
+        "{conf}"
+    );
+    let installed = debugfs(&format!(
+        "dump /ostree/deploy/debian/deploy/{dep}/etc/slipway/keys/debian.gpg {}",
+        d.path().join("installed.gpg").display()
+    ));
+    let _ = installed;
+    assert_eq!(
+        std::fs::read(d.path().join("installed.gpg")).unwrap(),
+        std::fs::read(&public).unwrap()
+    );
 }

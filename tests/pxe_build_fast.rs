@@ -16,153 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::fixtures::*;
+use common::pxe::*;
 use serde_json::Value;
 use slipway::pxe::build::{SERVER_PLACEHOLDER, SQUASHFS_IN_CPIO, cpio_entry_offset};
 
 const REF_A: &str = "test/pxe/a";
 const REF_B: &str = "test/pxe/b";
-const KVER: &str = "6.1.0-test";
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    repo: PathBuf,
-    out: PathBuf,
-}
-
-/// The initramfs of the fake commits: what `check_initramfs` looks for, as dracut lays it out.
-fn fake_initramfs(dir: &Path) -> Vec<u8> {
-    let mut w = slipway::pxe::cpio::Writer::new(Vec::new(), 0);
-    for d in [
-        "etc",
-        "usr",
-        "usr/bin",
-        "usr/lib",
-        "usr/lib/systemd",
-        "usr/lib/modules",
-    ] {
-        w.dir(d, 0o755).unwrap();
-    }
-    for f in [
-        "usr/lib/systemd/systemd",
-        "usr/bin/dracut-cmdline",
-        "usr/bin/mount",
-        "usr/bin/mkdir",
-        "usr/bin/bash",
-        "usr/lib/initrd-release",
-    ] {
-        w.file(f, 0o755, b"#!fake\n").unwrap();
-    }
-    w.symlink("usr/bin/sh", "bash").unwrap();
-    w.symlink("etc/initrd-release", "../usr/lib/initrd-release")
-        .unwrap();
-    for m in [
-        "kernel/drivers/block/loop.ko",
-        "kernel/fs/squashfs/squashfs.ko",
-        "kernel/fs/overlayfs/overlay.ko",
-    ] {
-        w.file(&format!("usr/lib/modules/{KVER}/{m}"), 0o644, b"module")
-            .unwrap();
-    }
-    let cpio = w.finish().unwrap();
-    let raw = dir.join("initramfs.cpio");
-    std::fs::write(&raw, cpio).unwrap();
-    run_ok(Command::new("zstd").args(["-q", "-f", "-19"]).arg(&raw));
-    std::fs::read(dir.join("initramfs.cpio.zst")).unwrap()
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo");
-        let out = dir.path().join("pxe");
-        ostree(&repo, &["init", "--mode=archive"]);
-        Fixture { dir, repo, out }
-    }
-
-    /// A commit on `reference` of a tree that looks like a slipway host to `pxe build`.
-    fn commit(&self, reference: &str, version: &str) -> String {
-        self.commit_with(reference, version, |_| {})
-    }
-
-    fn commit_with(&self, reference: &str, version: &str, edit: impl Fn(&Path)) -> String {
-        let tree = self
-            .dir
-            .path()
-            .join(format!("tree-{}-{version}", reference.replace('/', "_")));
-        let w = |p: &str, c: &[u8]| {
-            let p = tree.join(p);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, c).unwrap();
-        };
-        w(
-            &format!("usr/lib/modules/{KVER}/vmlinuz"),
-            format!("kernel {reference} {version}").as_bytes(),
-        );
-        w(
-            &format!("usr/lib/modules/{KVER}/initramfs.img"),
-            &fake_initramfs(self.dir.path()),
-        );
-        w(&format!("usr/lib/modules/{KVER}/modules.builtin"), b"");
-        w("usr/lib/systemd/systemd", b"systemd");
-        w("usr/lib/os-release", b"ID=debian\n");
-        w("usr/etc/os-release", b"ID=debian\n");
-        w("usr/etc/hostname", b"host\n");
-        w("usr/etc/systemd/system/.keep", b"");
-        std::fs::create_dir_all(tree.join("var")).unwrap();
-        edit(&tree);
-        ostree(
-            &self.repo,
-            &[
-                "commit",
-                &format!("--branch={reference}"),
-                &format!("--tree=dir={}", tree.display()),
-                &format!("--add-metadata-string=version={version}"),
-            ],
-        )
-        .trim()
-        .to_string()
-    }
-
-    /// `slipway pxe build --repo REPO -o OUT ARGS...`, with the shared package cache.
-    fn build(&self, args: &[&str]) -> Output {
-        let cache = cache_root().join("pxe-build-cache");
-        slipway()
-            .args(["pxe", "build", "--repo"])
-            .arg(&self.repo)
-            .arg("-o")
-            .arg(&self.out)
-            .arg("--cachedir")
-            .arg(&cache)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn build_ok(&self, args: &[&str]) -> Output {
-        let out = self.build(args);
-        assert!(
-            out.status.success(),
-            "pxe build {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn manifest(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.out.join("manifest.json")).unwrap())
-            .unwrap()
-    }
-
-    fn commit_file(&self, commit: &str, path: &str) -> Vec<u8> {
-        let out = run_ok(
-            Command::new("ostree")
-                .arg(format!("--repo={}", self.repo.display()))
-                .args(["cat", commit, path]),
-        );
-        out.stdout
-    }
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -320,7 +179,7 @@ fn make_gpg_key(dir: &Path) -> PathBuf {
 fn layout_manifest_artifacts_and_boot_programs() {
     let f = Fixture::new();
     let commit = f.commit(REF_A, "1.0");
-    let ks = source_dir().join("kickstart/atomic-host.ks");
+    let ks = atomic_host_ks(f.dir.path());
     let key = make_gpg_key(f.dir.path());
     let out = f.build_ok(&[
         "--ref",
@@ -527,7 +386,7 @@ fn two_refs_share_a_directory_and_an_unchanged_rebuild_is_a_no_op() {
     );
     assert_eq!(f.manifest()["refs"][REF_A]["commit"], a2.as_str());
     assert_eq!(f.manifest()["refs"][REF_B]["commit"], b1.as_str());
-    let ks = source_dir().join("kickstart/atomic-host.ks");
+    let ks = atomic_host_ks(f.dir.path());
     let out = f.build_ok(&["--ref", REF_B, "--kickstart", ks.to_str().unwrap()]);
     assert!(
         stderr(&out).contains(&format!("{REF_B}: built")),
@@ -552,7 +411,7 @@ fn a_bad_kickstart_is_refused_before_any_file() {
 
     // One that would need a second file in the installer.
     let inc = f.dir.path().join("inc.ks");
-    let main = std::fs::read_to_string(source_dir().join("kickstart/atomic-host.ks")).unwrap();
+    let main = std::fs::read_to_string(atomic_host_ks(f.dir.path())).unwrap();
     std::fs::write(f.dir.path().join("part.ks"), "keyboard us\n").unwrap();
     std::fs::write(&inc, format!("%include part.ks\n{main}")).unwrap();
     let out = f.build(&["--ref", REF_A, "--kickstart", inc.to_str().unwrap()]);
@@ -675,7 +534,7 @@ fn composed_host_installer_artifacts() {
     let host = composed_host();
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("pxe");
-    let ks = source_dir().join("kickstart/atomic-host.ks");
+    let ks = atomic_host_ks(dir.path());
     let out = slipway()
         .args(["pxe", "build", "--repo"])
         .arg(&host.repo)

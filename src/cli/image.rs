@@ -54,6 +54,10 @@ pub struct ImageArgs {
     /// URL of the OSTree repository the host upgrades from (an OSTree remote named for the OS).
     #[arg(long, value_name = "URL")]
     pub remote_url: Option<String>,
+    /// The public GPG key (binary or armored) that verifies the commit: the remote checks
+    /// signatures, with this key in the image. Required when the commit is signed.
+    #[arg(long, value_name = "FILE", requires = "remote_url")]
+    pub remote_gpg_key: Option<PathBuf>,
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
@@ -95,6 +99,7 @@ pub fn run(a: ImageArgs) -> Result<()> {
         size,
         kickstart: a.kickstart,
         remote_url: a.remote_url,
+        remote_gpg_key: a.remote_gpg_key,
         force: a.force,
         osname: a.osname,
         cachedir: a.cachedir,

@@ -1,8 +1,10 @@
 //! `slipway pxe`.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result, anyhow};
 use clap::{Args, Subcommand};
 
 use super::DEFAULT_CACHEDIR;
@@ -13,6 +15,73 @@ pub enum PxeCommand {
     /// kernel and initramfs, the installer's live root, iPXE, PXELINUX and GRUB menus and
     /// boot programs.
     Build(PxeBuildArgs),
+    /// Serve a `pxe build` directory to machines booting from the network: DHCP (proxy, full
+    /// or off), TFTP and HTTP (the directory, the repository at /repo, per-machine boot
+    /// scripts, kickstarts and install reports), with per-machine profiles and state.
+    Serve(PxeServeArgs),
+    /// Show what the machines of a running `pxe serve` are doing.
+    Status(PxeStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PxeServeArgs {
+    /// The directory `slipway pxe build` wrote.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The OSTree archive repository the installer pulls from (served at /repo).
+    #[arg(long, value_name = "REPO")]
+    pub repo: PathBuf,
+    /// The boot network's interface: DHCP sockets are bound to it, and its IPv4 address is
+    /// the server's unless --server-ip says otherwise.
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+    /// proxy: boot information beside the site's DHCP server; full: addresses too (--range);
+    /// off: no DHCP.
+    #[arg(long, value_name = "MODE", default_value = "proxy")]
+    pub dhcp: crate::pxe::dhcp::DhcpMode,
+    /// Full DHCP's address range, A,B.
+    #[arg(long, value_name = "A,B")]
+    pub range: Option<String>,
+    /// The HTTP port.
+    #[arg(long, value_name = "N", default_value_t = 8080)]
+    pub http_port: u16,
+    /// The TFTP port.
+    #[arg(long, value_name = "N", default_value_t = crate::pxe::tftp::DEFAULT_PORT)]
+    pub tftp_port: u16,
+    /// The DHCP server port (tests).
+    #[arg(long, value_name = "N", default_value_t = crate::pxe::dhcp::DHCP_SERVER_PORT, hide = true)]
+    pub dhcp_port: u16,
+    /// The PXE boot server port (tests).
+    #[arg(long, value_name = "N", default_value_t = crate::pxe::dhcp::PXE_PORT, hide = true)]
+    pub pxe_port: u16,
+    /// The port DHCP replies go to (tests).
+    #[arg(long, value_name = "N", default_value_t = crate::pxe::dhcp::DHCP_CLIENT_PORT, hide = true)]
+    pub dhcp_client_port: u16,
+    /// Where broadcast DHCP replies go (tests).
+    #[arg(long, value_name = "IP", default_value_t = Ipv4Addr::BROADCAST, hide = true)]
+    pub dhcp_broadcast_ip: Ipv4Addr,
+    /// Per-machine profiles (JSON; see README, "pxe serve").
+    #[arg(long, value_name = "FILE")]
+    pub profiles: Option<PathBuf>,
+    /// Where each machine's state (and full DHCP's leases) is kept.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/slipway/pxe")]
+    pub state_dir: PathBuf,
+    /// The server's address on the boot network (default: --interface's IPv4 address).
+    #[arg(long, value_name = "IP")]
+    pub server_ip: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Args)]
+pub struct PxeStatusArgs {
+    /// The `pxe serve` to ask.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Print the server's JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Ask again every 2 seconds until interrupted.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +118,67 @@ pub struct PxeBuildArgs {
 pub fn run(c: PxeCommand) -> Result<()> {
     match c {
         PxeCommand::Build(a) => build(a),
+        PxeCommand::Serve(a) => serve(a),
+        PxeCommand::Status(a) => status(a),
+    }
+}
+
+fn serve(a: PxeServeArgs) -> Result<()> {
+    crate::pxe::serve::serve(&crate::pxe::serve::ServeOptions {
+        dir: a.dir,
+        repo: a.repo,
+        interface: a.interface,
+        dhcp: a.dhcp,
+        range: a.range,
+        http_port: a.http_port,
+        tftp_port: a.tftp_port,
+        dhcp_port: a.dhcp_port,
+        pxe_port: a.pxe_port,
+        dhcp_client_port: a.dhcp_client_port,
+        dhcp_broadcast_ip: a.dhcp_broadcast_ip,
+        profiles: a.profiles,
+        state_dir: a.state_dir,
+        server_ip: a.server_ip,
+    })
+}
+
+fn status(a: PxeStatusArgs) -> Result<()> {
+    let url = format!("{}/status", a.server.trim_end_matches('/'));
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .build()
+        .new_agent();
+    loop {
+        let mut resp = agent
+            .get(&url)
+            .call()
+            .map_err(|e| anyhow!("GET {url}: {e}"))?;
+        let code = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("GET {url}: reading the answer"))?;
+        if code != 200 {
+            anyhow::bail!("GET {url}: {code} {}", body.trim());
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            if a.watch {
+                // Clear the terminal and go home, like watch(1).
+                print!("\x1b[H\x1b[2J");
+            }
+            print!("{}", crate::pxe::serve::status_table(&v));
+        }
+        if !a.watch {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(2));
     }
 }
 

@@ -55,11 +55,8 @@ pub fn cleanup(host: &Host) -> Result<Cleaned> {
         }
     }
     if !removed.is_empty() {
-        host.sysroot()
-            .write_deployments(&kept, gio::Cancellable::NONE)
+        host.write_deployment_list(&kept)
             .with_context(|| format!("removing {}", removed.join(", ")))?;
-        host.reload()?;
-        host.link_grub_cfg()?;
     }
     if let Some(first) = kept.first() {
         let store = super::health::Store::open(host, first.osname().as_str());

@@ -7,8 +7,8 @@
 //! default); carry the kernel arguments and the origin (without its transient state, such as
 //! the pin) over from the stateroot's current default; write the deployment list with the
 //! new one first (`simple_write_deployment`: the booted and merge deployments, pinned ones
-//! and other stateroots' are kept, the rest of the stateroot is pruned); regenerate
-//! `grub.cfg`.
+//! and other stateroots' are kept, the rest of the stateroot is pruned), libostree's clean-up
+//! held back until GRUB is switched (`Host::finish_switch`).
 
 use anyhow::{Context, Result, anyhow};
 use fn_error_context::context;
@@ -105,12 +105,12 @@ pub fn deploy_commit(
             Some(stateroot),
             &new,
             Some(&merge),
-            ostree::SysrootSimpleWriteDeploymentFlags::NONE,
+            ostree::SysrootSimpleWriteDeploymentFlags::NO_CLEAN,
             gio::Cancellable::NONE,
         )
         .context("writing the deployment list")?;
-    host.reload()?;
-    let boot_entries = host.link_grub_cfg()?;
+    crate::sys::failpoint::hit("host-after-loader-swap")?;
+    let boot_entries = host.finish_switch()?;
     crate::sys::failpoint::hit("host-after-switch")?;
     let deps = host.deployments();
     let first = deps

@@ -11,7 +11,7 @@
 //!   the deployment's `/etc/ostree/remotes.d`), pulls, the ref's history;
 //! - `boot`: the room a new deployment needs on /boot, checked before anything is written;
 //! - `deploy`: making a commit the new default (libostree's `/etc` merge, kernel arguments
-//!   carried over, the previous default kept as rollback, `grub.cfg` regenerated), shared by
+//!   carried over, the previous default kept as rollback, the boot menu switched through `finish_switch`), shared by
 //!   `upgrade` and `deploy VERSION|COMMIT`;
 //! - `upgrade`: follow the refspec, refuse downgrades; `rollback`, `cleanup`, `pin`;
 //! - [`updates`]: the update agent (policy, reboot windows, a state machine) and
@@ -317,12 +317,41 @@ impl Host {
         Ok(())
     }
 
-    /// After libostree wrote a deployment list (and the menu into the new `loader.N`): make
-    /// sure GRUB reads that menu through the `/boot/grub/grub.cfg` link (sysroots of an older
-    /// layout have a regular file there). Returns how many entries the menu has.
-    pub(crate) fn link_grub_cfg(&self) -> Result<usize> {
-        crate::sysroot::bootloader::link_grub_cfg(&self.boot_dir())
-            .with_context(|| format!("the boot menu of the sysroot {}", self.path.display()))
+    /// Write `deployments` as the new list: libostree writes the entries and the menu of a new
+    /// `loader.N` and swaps the `loader` link, with its clean-up held back; then GRUB is
+    /// switched to `loader.N` ([`crate::sysroot::bootloader::finish_switch`]); then the
+    /// clean-up runs (the previous loader directory and unused kernels go). Returns how many
+    /// entries the new menu has.
+    pub(crate) fn write_deployment_list(
+        &self,
+        deployments: &[ostree::Deployment],
+    ) -> Result<usize> {
+        self.sysroot
+            .write_deployments_with_options(
+                deployments,
+                &ostree::SysrootWriteDeploymentsOpts {
+                    do_postclean: false,
+                },
+                gio::Cancellable::NONE,
+            )
+            .context("writing the deployment list")?;
+        crate::sys::failpoint::hit("host-after-loader-swap")?;
+        self.finish_switch()
+    }
+
+    /// GRUB switched to the current loader directory, then libostree's clean-up.
+    pub(crate) fn finish_switch(&self) -> Result<usize> {
+        let n = crate::sysroot::bootloader::finish_switch(&self.boot_dir()).with_context(|| {
+            format!(
+                "switching the boot menu of the sysroot {}",
+                self.path.display()
+            )
+        })?;
+        self.sysroot
+            .prepare_cleanup(gio::Cancellable::NONE)
+            .context("removing the previous boot loader directory and unused boot files")?;
+        self.reload()?;
+        Ok(n)
     }
 
     /// Before libostree writes a deployment list: libostree's grub2 backend with slipway's
@@ -342,6 +371,40 @@ impl Host {
         }
         crate::sysroot::bootloader::prepare_boot(&self.boot_dir(), None)
     }
+}
+
+/// Settings layered the way the health gate and the update agent read theirs: each of `files`
+/// (relative to a deployment's root: the shipped one first, then the operator's) is a JSON
+/// object given to `apply` without its `//` comment keys, in order, so the operator's keys
+/// override the shipped ones; a missing file is skipped. Errors name the file and say `what`.
+pub fn load_layered(
+    root: &Path,
+    files: [&str; 2],
+    what: &str,
+    mut apply: impl FnMut(&serde_json::Map<String, serde_json::Value>) -> Result<()>,
+) -> Result<()> {
+    for rel in files {
+        let p = root.join(rel);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        };
+        (|| -> Result<()> {
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            let Some(obj) = v.as_object() else {
+                bail!("expected a JSON object");
+            };
+            let keys: serde_json::Map<String, serde_json::Value> = obj
+                .iter()
+                .filter(|(k, _)| !k.starts_with("//"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            apply(&keys)
+        })()
+        .with_context(|| format!("{}: invalid {what}", p.display()))?;
+    }
+    Ok(())
 }
 
 fn list_or_none(v: &[String]) -> String {

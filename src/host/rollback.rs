@@ -4,7 +4,6 @@
 
 use anyhow::{Context, Result, bail};
 use fn_error_context::context;
-use ostree::gio;
 
 use super::{CommitInfo, Host};
 
@@ -62,11 +61,9 @@ pub fn rollback(host: &Host) -> Result<RolledBack> {
     }
     super::health::start_trial(host, &deps[r])?;
     crate::sys::failpoint::hit("host-before-switch")?;
-    host.sysroot()
-        .write_deployments(&moved_to_front(&deps, r), gio::Cancellable::NONE)
+    let boot_entries = host
+        .write_deployment_list(&moved_to_front(&deps, r))
         .with_context(|| format!("making {to} the default instead of {from}"))?;
-    host.reload()?;
-    let boot_entries = host.link_grub_cfg()?;
     crate::sys::failpoint::hit("host-after-switch")?;
     let deps = host.deployments();
     let rollback = host

@@ -15,6 +15,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
 use fn_error_context::context;
+use ostree::gio;
 
 use crate::kickstart::{self, Kickstart};
 use crate::sys::cmd::CommandRunExt;
@@ -44,6 +45,9 @@ pub struct ImageOptions {
     pub size: Option<u64>,
     pub kickstart: Option<PathBuf>,
     pub remote_url: Option<String>,
+    /// The public key that verifies the commit's signature: the remote is written with
+    /// `gpg-verify=true` and this key (required when the commit is signed).
+    pub remote_gpg_key: Option<PathBuf>,
     pub force: bool,
     pub osname: String,
     pub cachedir: PathBuf,
@@ -72,6 +76,55 @@ struct Plan {
     ks: Option<Kickstart>,
     settings: GrubSettings,
     kernel_args: Vec<String>,
+}
+
+/// A signed commit gets a remote that verifies signatures, with the key in place: the key
+/// must be given and must verify this commit; a key for an unsigned commit is refused (the
+/// host could not upgrade to unsigned commits).
+fn check_signature(repo: &ostree::Repo, commit: &str, opts: &ImageOptions) -> Result<()> {
+    let signed = repo
+        .read_commit_detached_metadata(commit, gio::Cancellable::NONE)
+        .with_context(|| format!("reading the signatures of commit {commit}"))?
+        .is_some_and(|m| {
+            ostree::glib::VariantDict::new(Some(&m))
+                .lookup_value("ostree.gpgsigs", None)
+                .is_some()
+        });
+    match (&opts.remote_url, &opts.remote_gpg_key, signed) {
+        (Some(_), None, true) => bail!(
+            "commit {commit} is signed: give the public key that verifies it with \
+             --remote-gpg-key FILE, so the host's remote checks the signatures of its upgrades"
+        ),
+        (None, Some(_), _) => bail!("--remote-gpg-key needs --remote-url"),
+        (Some(_), Some(key), false) => bail!(
+            "--remote-gpg-key {}: commit {commit} is not signed, so the host could not \
+             upgrade with signature checks on",
+            key.display()
+        ),
+        (Some(_), Some(key), true) => {
+            let result = repo
+                .verify_commit_ext(
+                    commit,
+                    None::<&gio::File>,
+                    Some(&gio::File::for_path(key)),
+                    gio::Cancellable::NONE,
+                )
+                .with_context(|| {
+                    format!(
+                        "verifying commit {commit} with --remote-gpg-key {}",
+                        key.display()
+                    )
+                })?;
+            if result.count_valid() == 0 {
+                bail!(
+                    "--remote-gpg-key {}: no signature of commit {commit} is valid with that key",
+                    key.display()
+                );
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Every check that can be made before any file is written: the host, the output path, the
@@ -117,6 +170,7 @@ fn plan(opts: &ImageOptions) -> Result<Plan> {
             opts.ostree_ref
         );
     }
+    check_signature(&repo, &commit, opts)?;
     let ks = match &opts.kickstart {
         Some(p) => {
             let ks = kickstart::parse_file(p)?;
@@ -277,7 +331,8 @@ fn stage(opts: &ImageOptions, plan: &Plan, work: &Path, progress: &Progress) -> 
     let remote = opts.remote_url.as_ref().map(|u| Remote {
         name: opts.osname.clone(),
         url: u.clone(),
-        gpg_verify: false,
+        gpg_verify: opts.remote_gpg_key.is_some(),
+        gpg_key: opts.remote_gpg_key.clone(),
     });
     let deployed = deploy::deploy_new(
         &DeployRequest {

@@ -1401,9 +1401,16 @@ mod tests {
 
     #[test]
     fn atomic_host_fixture_parses_completely() {
+        // A template for `pxe serve`: rendered with the values the checks below expect.
         let path = fixture("atomic-host.ks");
-        let ks = parse_file(&path).unwrap();
         let source = path.display().to_string();
+        let mut values =
+            crate::kickstart::template::dummy_values("slipway/bookworm/x86_64/atomic-host");
+        values.insert("server", "http://192.168.100.1:8080".into());
+        values.insert("hostname", "node1".into());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = crate::kickstart::template::render(&text, &source, &values).unwrap();
+        let ks = crate::kickstart::parse_str(&text, &source).unwrap();
 
         assert_eq!(ks.lang.as_deref(), Some("en_US.UTF-8"));
         assert_eq!(

@@ -67,6 +67,7 @@
 mod commands;
 mod lexer;
 mod options;
+pub mod template;
 mod validate;
 
 use std::collections::HashMap;

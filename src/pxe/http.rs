@@ -25,7 +25,9 @@
 //! range gets `206 Partial Content` (`first-last`, `first-`, suffix `-n`); one that no byte of
 //! the file satisfies gets `416` with `Content-Range: bytes */LENGTH`; a malformed one, or one
 //! with several ranges, is ignored and the whole file sent (RFC 9110 lets a server ignore
-//! `Range`; ostree, iPXE and firmware never send several). `If-Range` that does not match sends
+//! `Range`; ostree, iPXE and firmware never send several). With [`ServeConfig::overlay_dir`], a
+//! file of the overlay directory is served in place of the boot directory's file of the same
+//! path (`pxe serve` keeps its filled-in menus there). `If-Range` that does not match sends
 //! the whole file; `If-None-Match` and `If-Modified-Since` answer `304` (ostree asks that way
 //! for a summary it already has). Per RFC 9110 `Range` applies to `GET` only, so `HEAD` always
 //! describes the whole file. Directories are never listed: a directory is 404.
@@ -451,6 +453,10 @@ pub struct ServeConfig {
     pub boot_dir: PathBuf,
     /// An OSTree archive repository served at `/repo/`; `None`: `/repo/...` is 404.
     pub repo_dir: Option<PathBuf>,
+    /// A directory laid over the boot directory: a file there is served instead of the boot
+    /// directory's file of the same path (`pxe serve` puts the menus with `{{server}}` filled
+    /// in there).
+    pub overlay_dir: Option<PathBuf>,
     /// The per-machine routes.
     pub dynamic: Arc<dyn Dynamic>,
     /// Receives an [`HttpEvent`] per request.
@@ -467,6 +473,7 @@ impl ServeConfig {
             bind,
             boot_dir: boot_dir.into(),
             repo_dir: None,
+            overlay_dir: None,
             dynamic,
             events: None,
             log_requests: true,
@@ -480,6 +487,7 @@ impl fmt::Debug for ServeConfig {
             .field("bind", &self.bind)
             .field("boot_dir", &self.boot_dir)
             .field("repo_dir", &self.repo_dir)
+            .field("overlay_dir", &self.overlay_dir)
             .field("events", &self.events.is_some())
             .field("log_requests", &self.log_requests)
             .finish_non_exhaustive()
@@ -945,6 +953,7 @@ impl Drop for ResponseBody {
 /// What every request handler shares.
 struct State {
     boot: Arc<Root>,
+    overlay: Option<Arc<Root>>,
     repo: Option<Arc<Root>>,
     dynamic: Arc<dyn Dynamic>,
     events: Option<UnboundedSender<HttpEvent>>,
@@ -1039,14 +1048,16 @@ async fn handle(
             match route {
                 Route::BootFile | Route::RepoFile => {
                     event.file = Some(String::from_utf8_lossy(&rel).into_owned());
-                    let root = if route == Route::BootFile {
-                        Some(state.boot.clone())
+                    let (root, overlay) = if route == Route::BootFile {
+                        (Some(state.boot.clone()), state.overlay.clone())
                     } else {
-                        state.repo.clone()
+                        (state.repo.clone(), None)
                     };
                     match root {
                         None => text(StatusCode::NOT_FOUND, "no repository is served here", head),
-                        Some(root) => serve_file(root, rel, &method, req.headers(), &event).await,
+                        Some(root) => {
+                            serve_file(root, overlay, rel, &method, req.headers(), &event).await
+                        }
                     }
                 }
                 _ if !problems.is_empty() => {
@@ -1220,6 +1231,7 @@ async fn report(state: &State, facts: RequestFacts, body: Incoming, event: &Http
 
 async fn serve_file(
     root: Arc<Root>,
+    overlay: Option<Arc<Root>>,
     rel: Vec<u8>,
     method: &Method,
     headers: &HeaderMap,
@@ -1230,7 +1242,13 @@ async fn serve_file(
         return method_not_allowed("GET, HEAD", head);
     }
     let ctype = content_type(&rel);
-    let opened = tokio::task::spawn_blocking(move || root.open_file(&rel)).await;
+    let opened = tokio::task::spawn_blocking(move || {
+        if let Some(o) = overlay.map(|o| o.open_file(&rel)).transpose()?.flatten() {
+            return Ok(Some(o));
+        }
+        root.open_file(&rel)
+    })
+    .await;
     let o = match opened {
         Ok(Ok(Some(o))) => o,
         Ok(Ok(None)) => return text(StatusCode::NOT_FOUND, "not found", head),
@@ -1348,6 +1366,10 @@ impl Server {
             }
             None => None,
         };
+        let overlay = match &cfg.overlay_dir {
+            Some(p) => Some(Arc::new(Root::open(p, "overlay directory")?)),
+            None => None,
+        };
         let listener = listen(cfg.bind)?;
         let listener = tokio::net::TcpListener::from_std(listener)
             .with_context(|| format!("registering HTTP {} with tokio", cfg.bind))?;
@@ -1355,6 +1377,7 @@ impl Server {
             listener,
             state: Arc::new(State {
                 boot: Arc::new(boot),
+                overlay,
                 repo,
                 dynamic: cfg.dynamic,
                 events: cfg.events,

@@ -34,6 +34,8 @@
 //!   on the root with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` ([`Tree::open_file`]):
 //!   a symbolic link is followed, but inside the root only (a link to `/etc/passwd` names the
 //!   root's `etc/passwd`, usually absent). Only regular files are sent.
+//! - An overlay ([`TftpServer::with_overlay`]): a directory looked into first, with the same
+//!   checks; `pxe serve` keeps the menus with `{{server}}` filled in there.
 //! - Packets are parsed by the pure functions [`parse`] and [`encode`]; parsing never panics.
 //!   A malformed packet is logged and dropped, and serving goes on.
 //! - Every transfer ends with one [`TransferEvent`] (who, which file, how many bytes, how it
@@ -537,6 +539,7 @@ pub struct TftpServer {
     socket: UdpSocket,
     addr: SocketAddr,
     tree: Tree,
+    overlay: Option<Tree>,
     cfg: TftpConfig,
     on_event: EventFn,
 }
@@ -544,6 +547,7 @@ pub struct TftpServer {
 /// What every transfer task shares.
 struct Shared {
     tree: Tree,
+    overlay: Option<Tree>,
     cfg: TftpConfig,
     on_event: EventFn,
     local_ip: IpAddr,
@@ -565,6 +569,7 @@ impl TftpServer {
             socket,
             addr,
             tree,
+            overlay: None,
             cfg,
             on_event: Arc::new(log_event),
         })
@@ -578,6 +583,15 @@ impl TftpServer {
     /// The directory served.
     pub fn root(&self) -> &Path {
         self.tree.path()
+    }
+
+    /// Lay directory `dir` over the root: a file there is sent instead of the root's file of
+    /// the same path (`pxe serve` puts the menus with `{{server}}` filled in there). The same
+    /// path checks apply inside it.
+    pub fn with_overlay(mut self, dir: &Path) -> Result<Self> {
+        self.overlay =
+            Some(Tree::open(dir).with_context(|| format!("TFTP overlay {}", dir.display()))?);
+        Ok(self)
     }
 
     /// Call `f` when a transfer ends, instead of [`log_event`] (call that from `f` to keep
@@ -594,6 +608,7 @@ impl TftpServer {
         let addr = self.addr;
         let shared = Arc::new(Shared {
             tree: self.tree,
+            overlay: self.overlay,
             cfg: self.cfg,
             on_event: self.on_event,
             local_ip: addr.ip(),
@@ -700,7 +715,11 @@ async fn answer(
     let opened = {
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || -> Result<(File, u64)> {
-            let file = shared.tree.open_file(&rel)?;
+            let file = match shared.overlay.as_ref().map(|o| o.open_file(&rel)) {
+                Some(Ok(f)) => f,
+                Some(Err(e)) if !is_not_found(&e) => return Err(e),
+                _ => shared.tree.open_file(&rel)?,
+            };
             let size = file.metadata().context("the size of the file")?.len();
             Ok((file, size))
         })
@@ -734,6 +753,17 @@ async fn answer(
 }
 
 /// The ERROR to send and the result to report when the file cannot be opened.
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            )
+        })
+}
+
 fn refusal(e: &anyhow::Error) -> (u16, &'static str, TransferResult) {
     let io = e.chain().find_map(|c| c.downcast_ref::<io::Error>());
     let why = format!("{e:#}");

@@ -20,6 +20,7 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("grub-editenv", "grub-common"),
     ("unshare", "util-linux"),
     ("ostree", "ostree"),
+    ("ip", "iproute2"),
     ("gpg", "gnupg"),
     ("gpgv", "gpgv"),
     ("sfdisk", "fdisk"),

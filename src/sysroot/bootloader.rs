@@ -1,17 +1,26 @@
 //! Boot loader configuration and installation, shared by disk images, the PXE installer and
 //! the host lifecycle (deploy, upgrade, rollback).
 //!
-//! **The menu switches atomically with the deployments.** libostree is configured with
-//! `sysroot.bootloader=grub2` and `OSTREE_GRUB2_EXEC` naming slipway itself (set by `main`
-//! for every slipway process, and by a drop-in for `ostree-finalize-staged.service`). On
-//! every deployment change libostree writes the new Boot Loader Specification entries into
-//! `/boot/loader.N/entries`, runs the generator with `-o /boot/loader.N/grub.cfg`
-//! ([`generator_hook`] answers that call: [`grub_cfg`] from those entries), syncs, and only
-//! then swaps the `/boot/loader` link. `/boot/grub/grub.cfg` is a link to
-//! `../loader/grub.cfg`, so GRUB always reads the menu that belongs to the entries it names:
-//! the old pair before the swap, the new pair after, never a mix. Debian's GRUB reads no BLS
-//! entries itself, hence the generator. Settings that must survive (timeout, console) live
-//! in `/boot/grub/slipway-bootloader.json`, so a regeneration on the host makes the same menu.
+//! **The menu switches atomically with the deployments, as GRUB sees the disk.** libostree is
+//! configured with `sysroot.bootloader=grub2` and `OSTREE_GRUB2_EXEC` naming slipway itself
+//! (set by `main` for every slipway process, and by a drop-in for
+//! `ostree-finalize-staged.service`). On every deployment change libostree writes the new Boot
+//! Loader Specification entries into `/boot/loader.N/entries`, runs the generator with `-o
+//! /boot/loader.N/grub.cfg` ([`generator_hook`] answers that call: [`grub_cfg`] from those
+//! entries), syncs the file systems (a freeze and thaw of /boot, so every block is in place),
+//! and only then swaps the `/boot/loader` link. GRUB does not replay the ext4 journal, so a
+//! rename is not something GRUB can rely on after a power cut: until the journal is
+//! checkpointed, GRUB may see the old directory, the new one, or a mix (seen here: `loader`
+//! naming a freed inode). So GRUB never follows that link: `/boot/grub/grub.cfg` is a fixed
+//! dispatcher ([`dispatcher_cfg`]) that loads `slipway_loader` (`loader.0` or `loader.1`) from
+//! GRUB's environment block and reads that directory's menu. [`finish_switch`] runs after
+//! libostree's swap (with libostree's clean-up held back until then): it syncs /boot and
+//! rewrites the environment block **in place** (one 1 KiB block of an existing file: no
+//! metadata change, so GRUB sees the old value or the new one). That write is the switch.
+//! Before it GRUB boots the old menu, whose files the held-back clean-up has not removed;
+//! after it, the new one, whose files were synced before libostree's swap. Settings that must
+//! survive (timeout, console) live in `/boot/grub/slipway-bootloader.json`, so a regeneration
+//! on the host makes the same menu.
 //!
 //! **Boot counting.** The menu reads `slipway_boot_left` from GRUB's environment block
 //! `/boot/grub/grubenv` before it boots: while a new default is on trial (the host lifecycle
@@ -44,10 +53,10 @@ pub const ESP_LABEL: &str = "EFI-SYSTEM";
 pub const SETTINGS_FILE: &str = "grub/slipway-bootloader.json";
 /// GRUB's environment block (boot counting), relative to the boot file system.
 pub const GRUBENV_FILE: &str = "grub/grubenv";
-/// The menu GRUB reads, relative to the boot file system: a link to [`LOADER_CFG_LINK`].
+/// The menu GRUB's core image reads, relative to the boot file system: the dispatcher.
 pub const GRUB_CFG: &str = "grub/grub.cfg";
-/// Where `grub/grub.cfg` points: the menu inside the current `loader.N`.
-pub const LOADER_CFG_LINK: &str = "../loader/grub.cfg";
+/// The GRUB environment variable naming the loader directory whose menu GRUB reads.
+pub const LOADER_VAR: &str = "slipway_loader";
 /// The environment variable libostree's grub2 backend runs instead of `grub-mkconfig`.
 pub const GENERATOR_ENV: &str = "OSTREE_GRUB2_EXEC";
 /// The GRUB environment variable holding the boot tries left for a default on trial.
@@ -286,8 +295,10 @@ pub fn read_grubenv(boot: &Path) -> Result<std::collections::BTreeMap<String, St
         .collect())
 }
 
-/// Write GRUB's environment block on the boot file system (atomically, padded to its fixed
-/// size). Names and values are restricted to what GRUB's parser reads back unchanged.
+/// Write GRUB's environment block on the boot file system, padded to its fixed size: in place
+/// when the block exists (GRUB sees the old or the new block, whatever the journal holds),
+/// else as a new file, synced. Names and values are restricted to what GRUB's parser reads
+/// back unchanged.
 pub fn write_grubenv(boot: &Path, vars: &std::collections::BTreeMap<String, String>) -> Result<()> {
     let mut text = String::from(GRUBENV_HEADER);
     for (k, v) in vars {
@@ -308,7 +319,35 @@ pub fn write_grubenv(boot: &Path, vars: &std::collections::BTreeMap<String, Stri
     }
     let mut bytes = text.into_bytes();
     bytes.resize(GRUBENV_SIZE, b'#');
-    write_atomic(&boot.join(GRUBENV_FILE), &bytes)
+    let p = boot.join(GRUBENV_FILE);
+    let in_place = std::fs::symlink_metadata(&p)
+        .map(|m| m.is_file() && m.len() == GRUBENV_SIZE as u64)
+        .unwrap_or(false);
+    if in_place {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .with_context(|| format!("opening {}", p.display()))?;
+        f.write_all_at(&bytes, 0)
+            .and_then(|_| f.sync_data())
+            .with_context(|| format!("rewriting {} in place", p.display()))
+    } else {
+        write_atomic(&p, &bytes)?;
+        sync_fs(boot)
+    }
+}
+
+/// `syncfs` of the file system holding `path`: on ext4 this also writes the journal's
+/// metadata to its home blocks, where GRUB reads it.
+pub fn sync_fs(path: &Path) -> Result<()> {
+    let d = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: a plain syscall on an open descriptor.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("syncing the file system of {}", path.display()));
+    }
+    Ok(())
 }
 
 /// Set (or with `None` remove) one variable of GRUB's environment block.
@@ -351,9 +390,24 @@ pub fn read_settings(boot: &Path) -> Result<GrubSettings> {
     }
 }
 
+/// The fixed menu GRUB's core image reads (`/boot/grub/grub.cfg`): it loads `slipway_loader`
+/// from the environment block and reads that loader directory's menu; without it (an older
+/// boot file system) it follows the `loader` link.
+pub fn dispatcher_cfg() -> String {
+    let env = format!("($root)/{GRUBENV_FILE}");
+    format!(
+        "# slipway: the menu of the loader directory that {LOADER_VAR} in grubenv names.\n\
+         # Written once; every deployment change rewrites only grubenv, in place.\n\
+         if [ -f {env} ]; then\n    load_env --file {env} {LOADER_VAR}\nfi\n\
+         if [ \"${{{LOADER_VAR}}}\" = \"loader.0\" ]; then\n    configfile ($root)/loader.0/grub.cfg\nfi\n\
+         if [ \"${{{LOADER_VAR}}}\" = \"loader.1\" ]; then\n    configfile ($root)/loader.1/grub.cfg\nfi\n\
+         configfile ($root)/loader/grub.cfg\n"
+    )
+}
+
 /// Get a boot file system ready for libostree's grub2 backend: the settings stored (when
-/// given), an empty GRUB environment block if there is none (GRUB's `save_env` only rewrites
-/// an existing one), and the `grub` directory.
+/// given), GRUB's environment block (GRUB's `save_env` and [`finish_switch`] only rewrite an
+/// existing one) and the dispatcher menu, synced.
 pub fn prepare_boot(boot: &Path, settings: Option<&GrubSettings>) -> Result<()> {
     if let Some(s) = settings {
         write_atomic(
@@ -361,41 +415,59 @@ pub fn prepare_boot(boot: &Path, settings: Option<&GrubSettings>) -> Result<()> 
             serde_json::to_string_pretty(s)?.as_bytes(),
         )?;
     }
+    let mut changed = false;
     if !boot.join(GRUBENV_FILE).exists() {
         write_grubenv(boot, &Default::default())?;
+    }
+    let cfg = boot.join(GRUB_CFG);
+    let current = std::fs::symlink_metadata(&cfg)
+        .ok()
+        .filter(|m| m.is_file())
+        .and_then(|_| std::fs::read_to_string(&cfg).ok());
+    if current.as_deref() != Some(dispatcher_cfg().as_str()) {
+        write_atomic(&cfg, dispatcher_cfg().as_bytes())?;
+        changed = true;
+    }
+    if changed {
+        sync_fs(boot)?;
     }
     Ok(())
 }
 
-/// Make `<boot>/grub/grub.cfg` the link to `../loader/grub.cfg` (atomically replacing a
-/// regular file left by an older layout), once libostree has written the menu of the current
-/// `loader.N`. Returns how many entries that menu has.
-pub fn link_grub_cfg(boot: &Path) -> Result<usize> {
-    let loader_cfg = boot.join("loader/grub.cfg");
-    if !loader_cfg.is_file() {
+/// After libostree swapped `/boot/loader` to a new `loader.N` (its clean-up held back): sync
+/// /boot, then name `loader.N` in GRUB's environment block, in place. That write is the
+/// switch GRUB sees. Returns how many entries the new menu has.
+pub fn finish_switch(boot: &Path) -> Result<usize> {
+    let link = boot.join("loader");
+    let target = std::fs::read_link(&link)
+        .with_context(|| format!("reading the link {}", link.display()))?;
+    let target = target.to_string_lossy().into_owned();
+    if target != "loader.0" && target != "loader.1" {
         bail!(
-            "{} is missing: libostree did not run slipway's menu generator \
-             (is `sysroot.bootloader` grub2 and {GENERATOR_ENV} set?)",
-            loader_cfg.display()
+            "{} points to `{target}`, not loader.0 or loader.1",
+            link.display()
         );
     }
-    let link = boot.join(GRUB_CFG);
-    let is_link = std::fs::read_link(&link)
-        .map(|t| t == Path::new(LOADER_CFG_LINK))
-        .unwrap_or(false);
-    if !is_link {
-        let dir = link.parent().context("grub.cfg without a parent")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = dir.join(".grub.cfg.slipway-link");
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(LOADER_CFG_LINK, &tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        std::fs::rename(&tmp, &link).with_context(|| format!("replacing {}", link.display()))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))?;
+    let menu = boot.join(&target).join("grub.cfg");
+    if !menu.is_file() {
+        // Written without slipway's generator (`ostree admin` with `sysroot.bootloader`
+        // none, an older slipway): GRUB still reads the old menu, so making this one now is
+        // safe.
+        crate::sys::ui::warn(format!(
+            "{} is missing (the deployments were written without slipway's menu generator, \
+             {GENERATOR_ENV}): generating it",
+            menu.display()
+        ));
+        generate_loader_cfg(&menu)?;
     }
-    Ok(read_entries(boot)?.len())
+    sync_fs(boot)?;
+    set_grubenv_var(boot, LOADER_VAR, Some(&target))?;
+    Ok(read_entries_in(&boot.join(&target).join("entries"))?.len())
+}
+
+/// The loader directory GRUB reads (`slipway_loader`), if the environment block names one.
+pub fn grub_loader(boot: &Path) -> Result<Option<String>> {
+    Ok(read_grubenv(boot)?.get(LOADER_VAR).cloned())
 }
 
 /// Write the menu for the entries of one `loader.N` (libostree's `-o BOOT/loader.N/grub.cfg`).
@@ -664,19 +736,35 @@ mod tests {
         .unwrap();
         let n = generate_loader_cfg(&d.path().join("loader.1/grub.cfg")).unwrap();
         assert_eq!(n, 2);
-        assert_eq!(link_grub_cfg(d.path()).unwrap(), 2);
-        // GRUB reads the menu through the link, so it changes with the loader link.
-        let cfg = std::fs::read_to_string(d.path().join("grub/grub.cfg")).unwrap();
+        let env = std::fs::metadata(d.path().join(GRUBENV_FILE)).unwrap();
+        assert_eq!(finish_switch(d.path()).unwrap(), 2);
+        // GRUB reads the menu of the loader directory grubenv names, rewritten in place.
+        assert_eq!(grub_loader(d.path()).unwrap().as_deref(), Some("loader.1"));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(d.path().join(GRUBENV_FILE))
+                .unwrap()
+                .ino(),
+            env.ino(),
+            "the environment block must be rewritten in place"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join(GRUB_CFG)).unwrap(),
+            dispatcher_cfg()
+        );
+        let out = grub_script_check(&dispatcher_cfg());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cfg = std::fs::read_to_string(d.path().join("loader.1/grub.cfg")).unwrap();
         let first = cfg.find("ostree:0").unwrap();
         let second = cfg.find("ostree:1").unwrap();
         assert!(first < second, "{cfg}");
         assert!(cfg.contains("set timeout=5"));
         assert!(cfg.contains("linux '/ostree/debian-abc/vmlinuz-6.1.0-9-amd64' 'root=LABEL=root' 'rw' 'ostree=/ostree/boot.1/debian/abc/0'"), "{cfg}");
         assert!(cfg.contains("initrd '/ostree/debian-abc/initramfs-6.1.0-9-amd64.img'"));
-        assert_eq!(
-            std::fs::read_link(d.path().join("grub/grub.cfg")).unwrap(),
-            Path::new(LOADER_CFG_LINK)
-        );
         // Settings persist: a menu for the next loader without them keeps the timeout.
         let entries = d.path().join("loader.0/entries");
         std::fs::create_dir_all(&entries).unwrap();
@@ -690,10 +778,23 @@ mod tests {
     }
 
     #[test]
-    fn a_menu_without_its_generator_run_is_refused() {
+    fn a_menu_libostree_did_not_generate_is_made_before_the_switch() {
         let d = tempfile::tempdir().unwrap();
-        let err = link_grub_cfg(d.path()).unwrap_err();
-        assert!(format!("{err:#}").contains(GENERATOR_ENV), "{err:#}");
+        std::fs::create_dir_all(d.path().join("loader.0/entries")).unwrap();
+        std::os::unix::fs::symlink("loader.0", d.path().join("loader")).unwrap();
+        prepare_boot(d.path(), None).unwrap();
+        // No entries: nothing to boot, refused.
+        let err = finish_switch(d.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("no boot entries"), "{err:#}");
+        assert_eq!(grub_loader(d.path()).unwrap(), None);
+        std::fs::write(
+            d.path().join("loader.0/entries/ostree-1-debian.conf"),
+            ENTRY,
+        )
+        .unwrap();
+        assert_eq!(finish_switch(d.path()).unwrap(), 1);
+        assert!(d.path().join("loader.0/grub.cfg").is_file());
+        assert_eq!(grub_loader(d.path()).unwrap().as_deref(), Some("loader.0"));
     }
 
     #[test]

@@ -35,6 +35,14 @@ pub struct Remote {
     pub name: String,
     pub url: String,
     pub gpg_verify: bool,
+    /// The public key that verifies the remote's commits, put into the deployment's /etc
+    /// (`gpgkeypath`) so that verification works offline from the first upgrade on.
+    pub gpg_key: Option<PathBuf>,
+}
+
+/// Where a remote's key goes in a deployment, relative to its root.
+pub fn remote_key_path(name: &str) -> String {
+    format!("etc/slipway/keys/{name}.gpg")
 }
 
 /// What to deploy.
@@ -214,7 +222,7 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
     {
         write_remote(&root, r)?;
     }
-    bootloader::link_grub_cfg(&req.sysroot.join("boot"))?;
+    bootloader::finish_switch(&req.sysroot.join("boot"))?;
     let version = crate::repo::commit_meta_string(&repo, &commit, "version")?;
     Ok(Deployed {
         commit,
@@ -258,10 +266,18 @@ fn add_verified_remote(repo_path: &Path, r: &Remote, key: &Path) -> Result<()> {
 pub fn write_remote(deployment_root: &Path, r: &Remote) -> Result<()> {
     let dir = deployment_root.join("etc/ostree/remotes.d");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let text = format!(
+    let mut text = format!(
         "[remote \"{}\"]\nurl={}\ngpg-verify={}\n",
         r.name, r.url, r.gpg_verify
     );
+    if let Some(key) = &r.gpg_key {
+        let rel = remote_key_path(&r.name);
+        let tree = crate::sys::tree::Tree::open(deployment_root)?;
+        let mut f =
+            std::fs::File::open(key).with_context(|| format!("opening {}", key.display()))?;
+        tree.write_file(&rel, &mut f, 0o644)?;
+        text.push_str(&format!("gpgkeypath=/{rel}\n"));
+    }
     let p = dir.join(format!("{}.conf", r.name));
     std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
 }
@@ -325,6 +341,7 @@ mod tests {
                 name: "debian".into(),
                 url: "http://10.0.0.1/repo".into(),
                 gpg_verify: false,
+                gpg_key: None,
             },
         )
         .unwrap();

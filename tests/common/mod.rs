@@ -6,6 +6,7 @@
 
 pub mod fixtures;
 pub mod libvirt;
+pub mod pxe;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

@@ -36,28 +36,14 @@ impl HealthConfig {
     /// The settings of the deployment rooted at `root`.
     pub fn load(root: &Path) -> Result<HealthConfig> {
         let mut c = HealthConfig::default();
-        for rel in [SHIPPED, OPERATOR] {
-            let p = root.join(rel);
-            let text = match std::fs::read_to_string(&p) {
-                Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
-            };
-            c.apply(&text)
-                .with_context(|| format!("{}: invalid health settings", p.display()))?;
-        }
+        crate::host::load_layered(root, [SHIPPED, OPERATOR], "health settings", |obj| {
+            c.apply(obj)
+        })?;
         Ok(c)
     }
 
-    fn apply(&mut self, text: &str) -> Result<()> {
-        let v: serde_json::Value = serde_json::from_str(text)?;
-        let Some(obj) = v.as_object() else {
-            bail!("expected a JSON object");
-        };
+    fn apply(&mut self, obj: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
         for (k, v) in obj {
-            if k.starts_with("//") {
-                continue;
-            }
             match k.as_str() {
                 "check-timeout-secs" => {
                     self.check_timeout_secs = v

@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ostree::gio;
 
 use super::store::Rejection;
 use super::{HealthConfig, Store, Verdict, checks, journal};
@@ -165,6 +164,22 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
     let root = host.deployment_root(&booted);
     let cfg = HealthConfig::load(&root)?;
     let boot = host.boot_dir();
+    // A switch cut short (power lost after libostree's swap, before GRUB was switched, or a
+    // deployment staged and finalized by libostree alone): finish it, the new default on
+    // trial from its next boot.
+    let loader = std::fs::read_link(boot.join("loader"))
+        .map(|t| t.to_string_lossy().into_owned())
+        .ok();
+    if loader.is_some() && bootloader::grub_loader(&boot)? != loader {
+        crate::sys::ui::warn(format!(
+            "the boot menu GRUB reads is not the one of the deployment list ({}): finishing \
+             the interrupted switch; {} boots next",
+            loader.as_deref().unwrap_or("-"),
+            host.describe(&deps[0])
+        ));
+        super::start_trial(&host, &deps[0])?;
+        host.finish_switch()?;
+    }
     let boot_left = bootloader::read_grubenv(&boot)?
         .get(bootloader::BOOT_LEFT_VAR)
         .and_then(|v| v.parse::<u32>().ok());
@@ -269,7 +284,9 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
             if record.marked_good.is_none() {
                 store.update(&booted, |h| h.marked_good = Some(super::now()))?;
             }
-            if end_trial || boot_left.is_some() {
+            // Only the default's own green boot ends its trial: a green rollback boot (an
+            // interrupted switch) leaves the default on trial.
+            if end_trial {
                 bootloader::set_grubenv_var(&boot, bootloader::BOOT_LEFT_VAR, None)?;
             }
         }
@@ -341,11 +358,8 @@ fn finish(v: Verdict) -> Result<Verdict> {
 /// Make deployment `index` the default (the others keep their order).
 fn make_default(host: &Host, index: usize) -> Result<()> {
     let deps = host.deployments();
-    host.sysroot()
-        .write_deployments(&moved_to_front(&deps, index), gio::Cancellable::NONE)
+    host.write_deployment_list(&moved_to_front(&deps, index))
         .with_context(|| format!("making {} the default", host.describe(&deps[index])))?;
-    host.reload()?;
-    host.link_grub_cfg()?;
     Ok(())
 }
 
