@@ -367,6 +367,8 @@ fn act(ks: &Kickstart, plan: &InstallPlan, existing: &[PathBuf], t: &mut Touched
                 name: c.remote.clone(),
                 url: c.url.clone(),
                 gpg_verify: c.gpg_verify,
+                // The key goes into the sysroot repository's keyring instead (`gpg_key`).
+                gpg_key: None,
             }),
             gpg_verify: c.gpg_verify,
             gpg_key: c.trusted_key.as_deref(),
