@@ -102,11 +102,30 @@ fn agent() -> ureq::Agent {
         .new_agent()
 }
 
+/// How long a kickstart URL is retried while the server cannot be reached (the network of a
+/// freshly booted installer may still be coming up).
+const FETCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 fn fetch(url: &str) -> Result<String> {
-    let mut resp = agent()
-        .get(url)
-        .call()
-        .with_context(|| format!("fetching the kickstart {url}"))?;
+    let started = std::time::Instant::now();
+    let agent = agent();
+    let mut resp = loop {
+        match agent.get(url).call() {
+            Ok(r) => break r,
+            Err(e) if started.elapsed() < FETCH_PATIENCE => {
+                ui::info(format!("fetching the kickstart {url}: {e}; trying again"));
+                std::thread::sleep(std::time::Duration::from_secs(3));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "fetching the kickstart {url} (tried for {} s)",
+                        FETCH_PATIENCE.as_secs()
+                    )
+                });
+            }
+        }
+    };
     if resp.status() != 200 {
         bail!("fetching the kickstart {url}: HTTP {}", resp.status());
     }
@@ -324,7 +343,6 @@ fn act(ks: &Kickstart, plan: &InstallPlan, existing: &[PathBuf], t: &mut Touched
     disk::partition(dev, &plan.partitions)?;
     let nodes = disk::partition_nodes(dev, &plan.partitions)?;
     t.partitions = nodes.clone();
-    crate::sys::failpoint::hit("install-after-partition")?;
 
     let fs = &plan.filesystems;
     let esp = &nodes[part(disk::Role::Esp)?];
@@ -333,6 +351,7 @@ fn act(ks: &Kickstart, plan: &InstallPlan, existing: &[PathBuf], t: &mut Touched
     disk::mkfs_esp(esp, &fs.esp_serial, bootloader::ESP_LABEL)?;
     disk::mkfs_ext4(boot, &fs.boot_uuid, bootloader::BOOT_LABEL)?;
     disk::mkfs_ext4(root, &fs.root_uuid, bootloader::ROOT_LABEL)?;
+    crate::sys::failpoint::hit("install-after-mkfs")?;
 
     let work = tempfile::Builder::new()
         .prefix("slipway-install.")

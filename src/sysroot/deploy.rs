@@ -168,14 +168,35 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
     let gpg_verify = req.gpg_verify || keyed_remote.is_some();
     opts.insert_value("gpg-verify", &gpg_verify.to_variant());
     opts.insert_value("gpg-verify-summary", &false.to_variant());
-    let from = keyed_remote.clone().unwrap_or_else(|| url.clone());
+    // libostree pulls from a `file://` URL directly, but an `http://` one only through a
+    // remote: a temporary one in the sysroot repository's config, removed after the pull.
+    let temp_remote = match &keyed_remote {
+        None if !url.starts_with("file://") => Some(TempRemote::add(&repo, &url, gpg_verify)?),
+        _ => None,
+    };
+    let from = keyed_remote
+        .clone()
+        .or_else(|| temp_remote.as_ref().map(|t| t.name.to_string()))
+        .unwrap_or_else(|| url.clone());
     repo.pull_with_options(&from, &opts.end(), None, gio::Cancellable::NONE)
         .with_context(|| format!("pulling {} from {url}", req.ostree_ref))?;
+    let pulled = match &temp_remote {
+        Some(t) => format!("{}:{}", t.name, req.ostree_ref),
+        None => req.ostree_ref.to_string(),
+    };
     let commit = repo
-        .resolve_rev(req.ostree_ref, false)
-        .with_context(|| format!("resolving {}", req.ostree_ref))?
-        .ok_or_else(|| anyhow!("ref {} missing after pull", req.ostree_ref))?
+        .resolve_rev(&pulled, false)
+        .with_context(|| format!("resolving {pulled}"))?
+        .ok_or_else(|| anyhow!("ref {pulled} missing after pull"))?
         .to_string();
+    if let Some(t) = temp_remote {
+        if req.remote.is_none() {
+            repo.set_ref_immediate(None, req.ostree_ref, Some(&commit), gio::Cancellable::NONE)
+                .with_context(|| format!("setting {}", req.ostree_ref))?;
+        }
+        repo.set_ref_immediate(Some(t.name), req.ostree_ref, None, gio::Cancellable::NONE)
+            .with_context(|| format!("removing {pulled}"))?;
+    }
 
     let refspec = match &req.remote {
         Some(r) => {
@@ -236,6 +257,39 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
 
 /// Add `r` to the repository at `repo_path` (its own config, not `remotes.d`) with
 /// `gpg-verify=true` and `key` imported as its only trusted key.
+/// A remote that exists for one pull: deleted again on drop (with its refs).
+struct TempRemote<'a> {
+    repo: &'a ostree::Repo,
+    name: &'static str,
+}
+
+impl<'a> TempRemote<'a> {
+    fn add(repo: &'a ostree::Repo, url: &str, gpg_verify: bool) -> Result<TempRemote<'a>> {
+        let name = "slipway-deploy-source";
+        let opts = glib::VariantDict::new(None);
+        opts.insert_value("gpg-verify", &gpg_verify.to_variant());
+        opts.insert_value("gpg-verify-summary", &false.to_variant());
+        repo.remote_change(
+            None::<&gio::File>,
+            ostree::RepoRemoteChange::AddIfNotExists,
+            name,
+            Some(url),
+            Some(&opts.end()),
+            gio::Cancellable::NONE,
+        )
+        .with_context(|| format!("adding a temporary remote for {url}"))?;
+        Ok(TempRemote { repo, name })
+    }
+}
+
+impl Drop for TempRemote<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.repo.remote_delete(self.name, gio::Cancellable::NONE) {
+            crate::sys::ui::warn(format!("removing the temporary remote {}: {e}", self.name));
+        }
+    }
+}
+
 fn add_verified_remote(repo_path: &Path, r: &Remote, key: &Path) -> Result<()> {
     let repo = ostree::Repo::new(&gio::File::for_path(repo_path));
     repo.open(gio::Cancellable::NONE)

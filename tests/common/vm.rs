@@ -325,6 +325,8 @@ pub struct Disk {
     /// `None`: detected from the extension ([`DiskFormat::from_path`]).
     pub format: Option<DiskFormat>,
     pub read_only: bool,
+    /// A virtio disk with a place in the firmware's boot order (`bootindex`).
+    pub bootindex: Option<u32>,
 }
 
 impl Disk {
@@ -335,6 +337,7 @@ impl Disk {
             interface: DiskInterface::Virtio,
             format: None,
             read_only: false,
+            bootindex: None,
         }
     }
 
@@ -350,6 +353,12 @@ impl Disk {
 
     pub fn read_only(mut self, read_only: bool) -> Disk {
         self.read_only = read_only;
+        self
+    }
+
+    /// Its place in the firmware's boot order (virtio only).
+    pub fn bootindex(mut self, index: u32) -> Disk {
+        self.bootindex = Some(index);
         self
     }
 
@@ -418,6 +427,11 @@ pub struct VmConfig {
     /// `nc 127.0.0.1 PORT` (QEMU `guestfwd=...-cmd:`): a `tcp:` chardev would be a single
     /// connection for the VM's whole life.
     pub guest_forwards: Vec<(String, u16)>,
+    /// Tap networking: the guest's address inside the tap's namespace; ssh then runs as
+    /// `ip netns exec NS ssh ... USER@ADDRESS` (port 22).
+    pub ssh_address: Option<String>,
+    /// Appended to the NIC's `-device` (`romfile=` to drop the iPXE ROM, `bootindex=1`).
+    pub nic_options: Vec<String>,
 }
 
 impl VmConfig {
@@ -446,7 +460,21 @@ impl VmConfig {
             ssh_timeout: DEFAULT_SSH_TIMEOUT,
             artifacts_dir: None,
             guest_forwards: Vec::new(),
+            ssh_address: None,
+            nic_options: Vec::new(),
         }
+    }
+
+    /// Tap networking: reach the guest's ssh at `address` from inside the tap's namespace.
+    pub fn ssh_address(mut self, address: impl Into<String>) -> VmConfig {
+        self.ssh_address = Some(address.into());
+        self
+    }
+
+    /// One more `key=value` for the NIC's `-device` (`romfile=`, `bootindex=1`).
+    pub fn nic_option(mut self, option: impl Into<String>) -> VmConfig {
+        self.nic_options.push(option.into());
+        self
     }
 
     /// Let the guest reach `127.0.0.1:host_port` at `guest` (`10.0.2.100:80`).
@@ -648,20 +676,33 @@ impl VmConfig {
             ]);
         }
 
-        for disk in &self.disks {
+        for (i, disk) in self.disks.iter().enumerate() {
+            let interface = match (disk.interface, disk.bootindex) {
+                (DiskInterface::Virtio, None) => "virtio",
+                (DiskInterface::Ide, None) => "ide",
+                (DiskInterface::Virtio, Some(_)) => "none",
+                (DiskInterface::Ide, Some(_)) => {
+                    bail!("VM {}: a boot index needs a virtio disk", self.name)
+                }
+            };
             let mut spec = format!(
-                "file={},format={},if={},media=disk",
+                "file={},format={},if={interface},media=disk",
                 escape_opt(&path_str(&disk.path)?),
                 disk.effective_format().as_str(),
-                match disk.interface {
-                    DiskInterface::Virtio => "virtio",
-                    DiskInterface::Ide => "ide",
-                }
             );
             if disk.read_only {
                 spec.push_str(",readonly=on");
             }
-            push(&["-drive", &spec]);
+            if let Some(index) = disk.bootindex {
+                spec.push_str(&format!(",id=disk{i}"));
+                push(&["-drive", &spec]);
+                push(&[
+                    "-device",
+                    &format!("virtio-blk-pci,drive=disk{i},bootindex={index}"),
+                ]);
+            } else {
+                push(&["-drive", &spec]);
+            }
         }
         if self.snapshot {
             push(&["-snapshot"]);
@@ -693,7 +734,12 @@ impl VmConfig {
                     netdev.push_str(&format!(",guestfwd=tcp:{guest}-cmd:nc 127.0.0.1 {port}"));
                 }
                 push(&["-netdev", &netdev]);
-                push(&["-device", &format!("{},netdev=net0", self.nic_model)]);
+                let mut device = format!("{},netdev=net0", self.nic_model);
+                for o in &self.nic_options {
+                    device.push(',');
+                    device.push_str(o);
+                }
+                push(&["-device", &device]);
             }
             Net::Tap { ifname, mac, .. } => {
                 push(&[
@@ -703,10 +749,12 @@ impl VmConfig {
                         escape_opt(ifname)
                     ),
                 ]);
-                push(&[
-                    "-device",
-                    &format!("{},netdev=net0,mac={mac}", self.nic_model),
-                ]);
+                let mut device = format!("{},netdev=net0,mac={mac}", self.nic_model);
+                for o in &self.nic_options {
+                    device.push(',');
+                    device.push_str(o);
+                }
+                push(&["-device", &device]);
             }
         }
 
@@ -773,6 +821,8 @@ pub struct Vm {
     firmware: Firmware,
     command_line: Vec<String>,
     ssh_port: Option<u16>,
+    /// Tap networking: (namespace, guest address) ssh goes to instead of a forwarded port.
+    ssh_netns: Option<(String, String)>,
     ssh_user: String,
     ssh_key: Option<PathBuf>,
     ssh_timeout: Duration,
@@ -875,6 +925,15 @@ impl Vm {
                         firmware: cfg.firmware,
                         command_line,
                         ssh_port,
+                        ssh_netns: match (&cfg.net, &cfg.ssh_address) {
+                            (
+                                Net::Tap {
+                                    netns: Some(ns), ..
+                                },
+                                Some(a),
+                            ) => Some((ns.clone(), a.clone())),
+                            _ => None,
+                        },
                         ssh_user: cfg.ssh_user.clone(),
                         ssh_key: cfg.ssh_key.clone(),
                         ssh_timeout: cfg.ssh_timeout,
@@ -1125,10 +1184,13 @@ impl Vm {
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "VM {}: ssh to 127.0.0.1:{} not possible within {:.1}s; last error: \
+                    "VM {}: ssh to {} not possible within {:.1}s; last error: \
                      {last_error}\n{}",
                     self.name,
-                    self.ssh_port.unwrap_or(0),
+                    match &self.ssh_netns {
+                        Some((ns, a)) => format!("{a}:22 in the namespace {ns}"),
+                        None => format!("127.0.0.1:{}", self.ssh_port.unwrap_or(0)),
+                    },
                     timeout.as_secs_f64(),
                     self.diagnostics()
                 );
@@ -1178,17 +1240,31 @@ impl Vm {
     /// The `ssh` invocation used for `command` (for debugging or for tests
     /// that need to pipe data).
     pub fn ssh_command(&self, command: &str) -> Result<Command> {
-        let port = self.ssh_port.with_context(|| {
-            format!(
-                "VM {} has no ssh port: configure Net::User {{ ssh_forward: true }}",
-                self.name
-            )
-        })?;
+        let (port, address) = match &self.ssh_netns {
+            Some((_, address)) => (22, address.clone()),
+            None => (
+                self.ssh_port.with_context(|| {
+                    format!(
+                        "VM {} has no ssh port: configure Net::User {{ ssh_forward: true }} \
+                         or a tap with VmConfig::ssh_address",
+                        self.name
+                    )
+                })?,
+                "127.0.0.1".to_string(),
+            ),
+        };
         let key = self
             .ssh_key
             .as_ref()
             .with_context(|| format!("VM {} has no ssh key: use VmConfig::ssh", self.name))?;
-        let mut cmd = Command::new("ssh");
+        let mut cmd = match &self.ssh_netns {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "ssh"]);
+                c
+            }
+            None => Command::new("ssh"),
+        };
         cmd.args(["-F", "/dev/null"]);
         for opt in [
             "StrictHostKeyChecking=no",
@@ -1203,7 +1279,7 @@ impl Vm {
         cmd.arg("-i")
             .arg(key)
             .args(["-p", &port.to_string()])
-            .arg(format!("{}@127.0.0.1", self.ssh_user))
+            .arg(format!("{}@{address}", self.ssh_user))
             .arg(command);
         Ok(cmd)
     }
@@ -1298,7 +1374,7 @@ impl Vm {
         if self.exit_status().is_some() {
             return Ok(());
         }
-        if self.ssh_port.is_some() && self.ssh_key.is_some() {
+        if (self.ssh_port.is_some() || self.ssh_netns.is_some()) && self.ssh_key.is_some() {
             let _ = self.ssh_unscaled(&as_root_systemctl("poweroff"), SSH_ATTEMPT_TIMEOUT);
         }
         let _ = self.acpi_powerdown();

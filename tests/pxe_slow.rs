@@ -1,0 +1,471 @@
+//! The PXE lab: bare-metal provisioning end to end, in network namespaces this test makes.
+//!
+//! - `slwlab-PID`: a bridge with the server's address (10.77.0.1/24), one tap per machine
+//!   and one end of a veth; `slipway pxe serve --dhcp proxy` runs here, on the bridge.
+//! - `slwsite-PID`: the site's own DHCP server (dnsmasq, DHCP only, knows nothing of PXE) at
+//!   10.77.0.2 on the veth's other end, handing out fixed addresses by MAC.
+//!
+//! Three machines with empty disks start at once, one vCPU each:
+//! 1. `uefi`: OVMF with the NIC's option ROM dropped (`romfile=`), so OVMF's own PXE client
+//!    asks (architecture 7), loads iPXE over slipway's TFTP, which chains to HTTP;
+//! 2. `bios`: SeaBIOS with QEMU's iPXE ROM, which identifies as iPXE and is sent straight to
+//!    the HTTP script (no TFTP);
+//! 3. `broken`: like `bios`, with a profile whose kickstart's `%post --erroronfail` fails.
+//!
+//! The first two install, reboot through the network (the server now sends them to their
+//! disk) and answer SSH with the kickstart's key at dnsmasq's address; the booted deployment
+//! is the served commit. The third reports its failure: the server's status and log show it,
+//! and its disk holds no partition table and no signature. Nothing leaves the namespaces.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fixtures::*;
+use common::scaled;
+use common::vm::{self, Disk, Firmware, Vm, VmConfig};
+use serde_json::Value;
+
+const SERVER_IP: &str = "10.77.0.1";
+const SITE_DHCP_IP: &str = "10.77.0.2";
+const HTTP_PORT: u16 = 8080;
+/// Per machine: name, firmware, MAC, the address dnsmasq gives it, tap.
+const MACHINES: [(&str, Firmware, &str, &str, &str); 3] = [
+    (
+        "uefi",
+        Firmware::Uefi,
+        "52:54:00:77:00:0a",
+        "10.77.0.10",
+        "tap0",
+    ),
+    (
+        "bios",
+        Firmware::Bios,
+        "52:54:00:77:00:0b",
+        "10.77.0.11",
+        "tap1",
+    ),
+    (
+        "broken",
+        Firmware::Bios,
+        "52:54:00:77:00:0c",
+        "10.77.0.12",
+        "tap2",
+    ),
+];
+/// From power-on to an installed machine answering SSH, under TCG with three VMs sharing
+/// two cores.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A network namespace, deleted on drop (with every interface in it).
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", &self.0];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// `program args` inside the namespace.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).arg(program);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A child process killed on drop.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(name: &'static str, mut cmd: Command, log: PathBuf) -> Daemon {
+        let f = std::fs::File::create(&log).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f);
+        let child =
+            slipway::sys::cmd::spawn(&mut cmd).unwrap_or_else(|e| panic!("starting {name}: {e:#}"));
+        Daemon { name, child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("{} exited ({status}):\n{}", self.name, self.log());
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The kickstart templates the profiles name: the shipped `kickstart/atomic-host.ks` with
+/// the test's key for root and core, the serial console last (so the installed system's
+/// console is in the VM's log), and for `broken` one more `%post --erroronfail` that fails.
+fn write_kickstarts(dir: &Path, public_key: &str) -> (PathBuf, PathBuf) {
+    let shipped = std::fs::read_to_string(source_dir().join("kickstart/atomic-host.ks")).unwrap();
+    let mut text = String::new();
+    for line in shipped.lines() {
+        if line.starts_with("sshkey ") {
+            text.push_str(&format!(
+                "sshkey --username=core \"{public_key}\"\nsshkey --username=root \"{public_key}\"\n"
+            ));
+        } else if line.starts_with("rootpw ") {
+            // The root account keeps no password but is not locked: the test logs in as root.
+        } else if line.starts_with("bootloader ") {
+            text.push_str(
+                "bootloader --append=\"console=tty0 console=ttyS0,115200n8\" --timeout=1\n",
+            );
+        } else {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    assert!(text.contains("{{server}}/repo"), "{text}");
+    let good = dir.join("node.ks");
+    std::fs::write(&good, &text).unwrap();
+    let bad = dir.join("broken.ks");
+    std::fs::write(
+        &bad,
+        format!(
+            "{text}\n%post --erroronfail\necho 'slipway pxe lab: this %post fails on purpose' >&2\nexit 3\n%end\n"
+        ),
+    )
+    .unwrap();
+    (good, bad)
+}
+
+/// The server's `/status`, through `slipway pxe status --json` inside the lab namespace.
+fn status(lab: &Netns) -> Value {
+    let out = lab
+        .command(env!("CARGO_BIN_EXE_slipway"))
+        .args(["pxe", "status", "--json", "--server"])
+        .arg(format!("http://{SERVER_IP}:{HTTP_PORT}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pxe status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn machine<'a>(status: &'a Value, mac: &str) -> Option<&'a Value> {
+    status["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mac"] == mac)
+}
+
+fn check(vm: &Vm, cmd: &str) -> String {
+    vm.ssh_ok(cmd).unwrap_or_else(|e| {
+        vm.mark_failed();
+        panic!("`{cmd}` failed: {e:#}\n{}", vm.diagnostics())
+    })
+}
+
+#[test]
+#[ignore = "slow: network-boots three VMs in namespaces; two install and reboot, one fails"]
+fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks_a_failed_install_is_wiped() {
+    let t0 = Instant::now();
+    vm::require_qemu().unwrap();
+    let host = composed_host();
+    let work = tempfile::tempdir_in(cache_root()).unwrap();
+    let w = work.path();
+
+    // The boot directory, with the installer built from the release slipway when the slow
+    // suite names one (as `make test` does), so the live root stays small.
+    let pxe_dir = w.join("pxe");
+    let mut build = slipway();
+    build
+        .args(["pxe", "build", "--repo"])
+        .arg(&host.repo)
+        .args(["--ref", &host.reference, "-o"])
+        .arg(&pxe_dir)
+        .arg("--cachedir")
+        .arg(apt_cache());
+    if let Some(exe) = std::env::var_os("SLIPWAY_HOST_EXE") {
+        build.arg("--installer-slipway").arg(exe);
+    }
+    run_ok(&mut build);
+    eprintln!("pxe build done after {:.0}s", t0.elapsed().as_secs_f64());
+
+    let (key, public) = test_ssh_key();
+    let (node_ks, broken_ks) = write_kickstarts(w, &public);
+    let profiles = w.join("profiles.json");
+    std::fs::write(
+        &profiles,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "default": {"ref": host.reference, "kickstart": node_ks},
+            "profiles": [
+                {"name": "broken", "match": {"mac": MACHINES[2].2}, "ref": host.reference,
+                 "kickstart": broken_ks},
+            ],
+            "machines": [
+                {"mac": MACHINES[0].2, "hostname": "uefi-node"},
+                {"mac": MACHINES[1].2, "hostname": "bios-node"},
+            ],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+
+    // The namespaces: the lab (bridge, taps, the server) and the site's DHCP server.
+    let pid = std::process::id();
+    let lab = Netns::new(format!("slwlab-{pid}"));
+    let site = Netns::new(format!("slwsite-{pid}"));
+    lab.ip(&["link", "add", "br0", "type", "bridge"]);
+    lab.ip(&["addr", "add", &format!("{SERVER_IP}/24"), "dev", "br0"]);
+    lab.ip(&["link", "set", "br0", "up"]);
+    for (_, _, _, _, tap) in MACHINES {
+        lab.ip(&["tuntap", "add", "dev", tap, "mode", "tap"]);
+        lab.ip(&["link", "set", tap, "master", "br0", "up"]);
+    }
+    lab.ip(&[
+        "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", &site.0,
+    ]);
+    lab.ip(&["link", "set", "veth0", "master", "br0", "up"]);
+    site.ip(&["addr", "add", &format!("{SITE_DHCP_IP}/24"), "dev", "veth1"]);
+    site.ip(&["link", "set", "veth1", "up"]);
+
+    let leases = w.join("dnsmasq.leases");
+    let mut dnsmasq = site.command("dnsmasq");
+    dnsmasq.args([
+        "--keep-in-foreground",
+        "--log-facility=-",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--user=root",
+        "--pid-file=",
+        "--interface=veth1",
+        "--bind-interfaces",
+        "--log-dhcp",
+        "--dhcp-authoritative",
+        "--dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h",
+        // No router and no DNS server: the lab leads nowhere.
+        "--dhcp-option=3",
+        "--dhcp-option=6",
+    ]);
+    dnsmasq.arg(format!("--dhcp-leasefile={}", leases.display()));
+    for (_, _, mac, addr, _) in MACHINES {
+        dnsmasq.arg(format!("--dhcp-host={mac},{addr}"));
+    }
+    let mut dhcp = Daemon::start("dnsmasq", dnsmasq, w.join("dnsmasq.log"));
+
+    let state = w.join("state");
+    let mut serve = lab.command(env!("CARGO_BIN_EXE_slipway"));
+    serve
+        .args(["pxe", "serve", "--dir"])
+        .arg(&pxe_dir)
+        .arg("--repo")
+        .arg(&host.repo)
+        .args(["--interface", "br0", "--dhcp", "proxy"])
+        .args(["--http-port", &HTTP_PORT.to_string()])
+        .arg("--profiles")
+        .arg(&profiles)
+        .arg("--state-dir")
+        .arg(&state);
+    let mut server = Daemon::start("slipway pxe serve", serve, w.join("serve.log"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server.log().contains("serving") {
+        server.assert_running();
+        assert!(Instant::now() < deadline, "no start:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The machines, at once.
+    let accel = vm::accel_for(Some(&host_kernel()));
+    let mut vms = Vec::new();
+    for (name, firmware, mac, addr, tap) in MACHINES {
+        let disk = w.join(format!("{name}.raw"));
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(8 << 30)
+            .unwrap();
+        let mut cfg = VmConfig::new(format!("pxe-{name}"))
+            .add_disk(Disk::new(&disk).bootindex(2))
+            .firmware(firmware)
+            .accel(accel)
+            .cpus(1)
+            .memory_mib(3072)
+            .tap(tap, mac, Some(&lab.0))
+            .nic_option("bootindex=1")
+            .ssh_address(addr)
+            .ssh("root", &key);
+        if firmware == Firmware::Uefi {
+            cfg = cfg.nic_option("romfile=");
+        }
+        vms.push((Vm::start(cfg).unwrap(), disk));
+    }
+
+    // Wait on the server's status: two installed, one failed.
+    let deadline = Instant::now() + scaled(INSTALL_TIMEOUT);
+    let mut last = String::new();
+    loop {
+        server.assert_running();
+        dhcp.assert_running();
+        for (vm, _) in &vms {
+            if let Some(s) = vm.exit_status() {
+                vm.mark_failed();
+                panic!("VM {} exited ({s})\n{}", vm.name(), vm.diagnostics());
+            }
+        }
+        let s = status(&lab);
+        let summary: Vec<String> = MACHINES
+            .iter()
+            .map(|(name, _, mac, _, _)| match machine(&s, mac) {
+                Some(m) => format!("{name}: {} {} {}", m["step"], m["result"], m["status"]),
+                None => format!("{name}: -"),
+            })
+            .collect();
+        let summary = summary.join("; ");
+        if summary != last {
+            eprintln!("[{:>5.0}s] {summary}", t0.elapsed().as_secs_f64());
+            last = summary;
+        }
+        let st = |i: usize| machine(&s, MACHINES[i].2).map(|m| m["status"].clone());
+        if st(0) == Some("installed".into())
+            && st(1) == Some("installed".into())
+            && st(2) == Some("failed".into())
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            for (vm, _) in &vms {
+                vm.mark_failed();
+            }
+            panic!(
+                "not done after {:.0}s: {last}\n--- server ---\n{}",
+                t0.elapsed().as_secs_f64(),
+                server.log()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(10));
+    }
+    eprintln!("installs reported after {:.0}s", t0.elapsed().as_secs_f64());
+
+    // The failed install: status and log name the failure; the disk is wiped.
+    let s = status(&lab);
+    let broken = machine(&s, MACHINES[2].2).unwrap();
+    let error = broken["error"].as_str().unwrap_or_default();
+    assert!(error.contains("%post"), "{broken}");
+    assert!(!broken["installed"].as_bool().unwrap(), "{broken}");
+    assert!(
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains(MACHINES[2].2) && l.contains("failed")),
+        "{}",
+        server.log()
+    );
+    {
+        let (vm, disk) = &mut vms[2];
+        vm.kill();
+        let out = Command::new("wipefs")
+            .arg("--no-act")
+            .arg(&*disk)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty(),
+            "signatures left on the failed machine's disk: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let sfdisk = Command::new("sfdisk")
+            .arg("--dump")
+            .arg(&*disk)
+            .output()
+            .unwrap();
+        assert!(
+            !sfdisk.status.success(),
+            "a partition table is left: {}",
+            String::from_utf8_lossy(&sfdisk.stdout)
+        );
+    }
+
+    // The installed machines: booted from their disks through the network (told to by the
+    // server), at dnsmasq's address, the served commit, found by UUID.
+    for (i, (vm, _)) in vms.iter().take(2).enumerate() {
+        let (name, _, mac, _, _) = MACHINES[i];
+        if let Err(e) = vm.wait_for_ssh(Duration::from_secs(1200)) {
+            vm.mark_failed();
+            panic!(
+                "{name}: no SSH after the install: {e:#}\n{}",
+                vm.diagnostics()
+            );
+        }
+        eprintln!("{name}: SSH after {:.0}s", t0.elapsed().as_secs_f64());
+        let booted = check(vm, "ostree admin status");
+        assert!(booted.contains(&host.commit), "{name}: {booted}");
+        let cmdline = check(vm, "cat /proc/cmdline");
+        assert!(cmdline.contains("root=UUID="), "{name}: {cmdline}");
+        let hostname = check(vm, "hostname").trim().to_string();
+        assert_eq!(hostname, format!("{name}-node"));
+        let remote = check(
+            vm,
+            "cat /etc/ostree/remotes.d/*.conf; ostree remote list -u",
+        );
+        assert!(
+            remote.contains(&format!("http://{SERVER_IP}:{HTTP_PORT}/repo")),
+            "{name}: the host upgrades from the server: {remote}"
+        );
+        let m = status(&lab);
+        let m = machine(&m, mac).unwrap().clone();
+        assert_eq!(m["result"], "local-boot", "{name}: {m}");
+    }
+
+    // Where each got what: addresses from dnsmasq; OVMF's PXE client loaded iPXE over TFTP
+    // from slipway, the iPXE ROM went straight to HTTP.
+    let leases = std::fs::read_to_string(&leases).unwrap();
+    for (_, _, mac, addr, _) in &MACHINES[..2] {
+        assert!(leases.contains(mac) && leases.contains(addr), "{leases}");
+    }
+    let log = server.log();
+    let tftp_lines = |addr: &str| {
+        log.lines()
+            .filter(|l| l.contains("tftp: ") && l.contains(&format!("{addr}:")))
+            .count()
+    };
+    assert!(tftp_lines(MACHINES[0].3) > 0, "uefi: no TFTP\n{log}");
+    assert_eq!(tftp_lines(MACHINES[1].3), 0, "bios: TFTP used\n{log}");
+    eprintln!("pxe lab done in {:.0}s", t0.elapsed().as_secs_f64());
+}
