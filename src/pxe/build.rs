@@ -134,8 +134,11 @@ const GRUB_NET_MODULES: [&str; 16] = [
 
 /// Units of the commit that must not start in the installer's live root: the health gate
 /// (it would judge the live root as a deployment) and the workloads it gates.
-const LIVE_MASKED: [&str; 5] = [
+const LIVE_MASKED: [&str; 8] = [
     "slipway-boot-check.service",
+    "slipway-fleetlock-steady-state.service",
+    "slipway-update-agent.service",
+    "slipway-update-agent.timer",
     "docker.service",
     "docker.socket",
     "containerd.service",

@@ -803,8 +803,11 @@ fn reply_base(req: &Message, cfg: &ResponderConfig, kind: MessageType) -> Messag
 
 /// Add the boot information of `choice` to a reply.
 fn add_boot(m: &mut Message, req: &Message, cfg: &ResponderConfig, choice: &BootChoice) {
+    // `siaddr` goes into every boot answer, an HTTP URL's too: iPXE takes a proxy answer
+    // (the offer, or the acknowledgement on port 4011) only when it has a next-server and
+    // a file name, or a boot menu, and otherwise boots with no file name at all.
+    m.set_siaddr(cfg.server_ip);
     if choice.tftp {
-        m.set_siaddr(cfg.server_ip);
         m.opts_mut().insert(DhcpOption::TFTPServerName(
             cfg.server_ip.to_string().into_bytes(),
         ));
@@ -1900,6 +1903,7 @@ mod tests {
         assert!(r.facts.ipxe);
         assert_eq!(bootfile(&m), "http://192.0.2.1:8080/boot.ipxe");
         assert_eq!(file_field(&m), "http://192.0.2.1:8080/boot.ipxe");
+        assert_eq!(m.siaddr(), SERVER, "next-server");
         assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED);
         assert_eq!(
             pxe_subopts(&m)[&6],
@@ -1953,6 +1957,8 @@ mod tests {
         ));
         assert_eq!(r.dest, SocketAddrV4::new(client, 68));
         assert_eq!(bootfile(&ack), "http://192.0.2.1:8080/boot.ipxe");
+        // iPXE drops a proxy answer without a boot menu unless it has next-server and file.
+        assert_eq!(ack.siaddr(), SERVER, "next-server");
         assert_eq!(
             ack.opts().get(OptionCode::VendorExtensions),
             None,

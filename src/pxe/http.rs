@@ -417,6 +417,14 @@ pub struct HttpEvent {
 }
 
 impl HttpEvent {
+    /// A repository object or delta part delivered whole: an install or upgrade asks for
+    /// thousands of them, so they are not logged one by one (failures are).
+    pub fn routine_repo_object(&self) -> bool {
+        (self.target.starts_with("/repo/objects/") || self.target.starts_with("/repo/deltas/"))
+            && (200..400).contains(&self.status)
+            && self.complete
+    }
+
     /// A file route answered 200 or 206 with the whole body handed over: "kernel fetched".
     pub fn delivered_file(&self) -> Option<&str> {
         match self.route {
@@ -940,7 +948,7 @@ impl Drop for ResponseBody {
             let LogOnDrop { state, mut event } = *log;
             event.bytes = self.sent;
             event.complete = self.sent == event.length;
-            if state.log_requests {
+            if state.log_requests && !event.routine_repo_object() {
                 ui::info(format!("http: {event}"));
             }
             if let Some(tx) = &state.events {
