@@ -35,6 +35,19 @@
 #      the green verdict to docker active, and from `host rollback --reboot` to SSH.
 #      Target: the delta at most 1.2x the changed files. `bench/run.sh host` runs only this
 #      step and rewrites its section of BENCHMARKS.md in place.
+#   8. PXE serving: slipway's TFTP, HTTP and proxyDHCP servers (small programs in examples/
+#      around the library's servers), each against a baseline started in the same run, in
+#      network namespaces of their own: TFTP lock-step throughput of a 64 MiB file (atftp,
+#      blksize 1468) against dnsmasq on loopback and through a relay adding 0.5 ms each way
+#      (examples/udp_delay_relay.rs: the kernel has no netem), and windowsize 16 through it;
+#      100 TFTP transfers and 200 HTTP downloads at once, every file's SHA-256 checked; HTTP
+#      throughput against nginx (its own configuration, one worker); 1000 simulated PXE
+#      clients (examples/pxe_dhcp_load.rs) over a veth pair: DISCOVER to 67, REQUEST to 4011,
+#      none lost, 99th-percentile answer time; the DHCP and TFTP parsers' property tests with
+#      many more cases. Targets: lock-step TFTP >= 1x dnsmasq, windowed >= 4x lock-step over
+#      the delayed link, HTTP >= 0.8x nginx. A placeholder row takes `pxe_*` measurements of
+#      the PXE install VM test ($SLIPWAY_BENCH_PXE_VM) when present. `bench/run.sh pxe` runs
+#      only this step (minutes) and rewrites its section of BENCHMARKS.md in place.
 #
 # Cheap commands (no-op recompose, images) run 3 times (median reported); the others once.
 # Targets are reported (PASS/FAIL), not enforced: the script exits non-zero only when a
@@ -49,6 +62,11 @@
 #                            /etc/apt/sources.list)
 #   SLIPWAY_BENCH_SKIP_BOOT  1: skip step 6 (marked "not measured" in the report)
 #   SLIPWAY_BENCH_SKIP_HOST  1: skip step 7 (likewise)
+#   SLIPWAY_BENCH_SKIP_PXE   1: skip step 8 (likewise)
+#   SLIPWAY_BENCH_PROPTEST_CASES  property-test cases in step 8 (default 50000)
+#   SLIPWAY_BENCH_PXE_VM     JSON lines with the PXE install VM test's `pxe_*` measurements, as
+#                            tests/common/fixtures.rs's record_measurement writes them
+#                            (default $SLIPWAY_BENCH_DIR/pxe-vm.jsonl)
 #   SLIPWAY_BENCH_SKIP_DEBOS 1: skip step 1p (likewise); it is also skipped when debos is not
 #                            installed (apt-get install --no-install-recommends debos: its
 #                            Recommends include systemd-resolved, which replaces /etc/resolv.conf)
@@ -63,8 +81,9 @@ case "${1:-}" in
     "") ;;
     compose-peer) MODE=compose-peer ;;
     host) MODE=host ;;
+    pxe) MODE=pxe ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: bench/run.sh [compose-peer|host]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [compose-peer|host|pxe]" >&2; exit 2 ;;
 esac
 
 script_start=$(date +%s.%N)
@@ -105,6 +124,11 @@ cpu_busy() { awk '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / 100; 
 # benchmark with its stderr tail.
 declare -A CPU OTHER
 run_timed() {
+    try_timed "$@" || die "$1 failed (exit $?); logs: $LOGS/$1.err"
+}
+# try_timed KEY CMD...: the same, but a failing command is reported (its stderr tail) and its
+# exit status returned instead of ending the benchmark.
+try_timed() {
     local key=$1 start end busy0 rc=0
     shift
     say "$key: $*"
@@ -116,7 +140,8 @@ run_timed() {
     times >> "$LOGS/$key.times"
     if [ "$rc" != 0 ]; then
         tail -n 30 "$LOGS/$key.err" >&2
-        die "$key failed (exit $rc); logs: $LOGS/$key.err"
+        say "$key failed (exit $rc); logs: $LOGS/$key.err"
+        return "$rc"
     fi
     T[$key]=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
     CPU[$key]=$(awk 'function sec(x, a) { split(x, a, "m"); sub("s", "", a[2]); return a[1] * 60 + a[2] }
@@ -154,9 +179,18 @@ measure3() {
     say "$key: median ${T[$key]} s (${runs[*]})"
 }
 
+# One row of the load table.
+load_row() {
+    local share
+    share=$(awk -v o="${OTHER[$1]}" -v w="${T[$1]}" -v n="${V[nproc]}" 'BEGIN { printf "%.0f", 100 * o / (w * n) }')
+    printf '| %s | %.1f s | %s s | %s s (%s%% of the machine) |\n' "$1" "${T[$1]}" "${CPU[$1]}" "${OTHER[$1]}" "$share"
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # verdict VALUE OP LIMIT: PASS or FAIL
-verdict() { awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN { ok = (op == "<=") ? (v <= l) : (v < l); print (ok ? "PASS" : "FAIL") }'; }
+verdict() {
+    awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN { ok = (op == "<=") ? (v <= l) : (op == ">=") ? (v >= l) : (v < l)
+        print (ok ? "PASS" : "FAIL") }'
+}
 human() {
     awk -v n="$1" 'BEGIN { split("B KiB MiB GiB TiB", u, " "); i = 1
         while (n >= 1024 && i < 5) { n /= 1024; i++ }
@@ -299,11 +333,414 @@ host_section() {
 }
 
 # ----------------------------------------------------------------------------------------------
+# 8. PXE serving (functions: `bench/run.sh pxe` runs only this)
+# ----------------------------------------------------------------------------------------------
+
+PXE_WORK=$BENCH/pxe
+PXE_NS=slipway-bench-pxe       # loopback only: the TFTP and HTTP servers, relays and clients
+PXE_NS_SRV=slipway-bench-dhcps # slipway's proxyDHCP, veth sbpv0 10.231.0.1/24
+PXE_NS_CLI=slipway-bench-dhcpc # the simulated PXE clients, veth sbpv1 10.231.0.2/24
+PXE_EXAMPLES=(pxe_tftp_serve pxe_http_serve pxe_dhcp_serve pxe_dhcp_load udp_delay_relay)
+PXE_BLKSIZE=1468
+PXE_DELAY_US=500
+PXE_CASES=${SLIPWAY_BENCH_PROPTEST_CASES:-50000}
+PXE_VM_JSONL=${SLIPWAY_BENCH_PXE_VM:-$BENCH/pxe-vm.jsonl}
+PXE_PIDS=()
+PXE_COMMANDS=
+PXE_KEYS=()
+declare -A PX   # PXE results
+
+pxe_cleanup() {
+    local p ns
+    for p in "${PXE_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
+    for p in "${PXE_PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
+    PXE_PIDS=()
+    for ns in "$PXE_NS" "$PXE_NS_SRV" "$PXE_NS_CLI"; do
+        ! ip netns list | grep -qw "$ns" || ip netns del "$ns"
+    done
+}
+
+# pxe_start NAME CMD...: CMD in the background (its output in $LOGS/pxe-NAME.log), killed by
+# pxe_cleanup. CMD must be a program, not a function (the PID would be a subshell's); `ip netns
+# exec` execs its command, so the PID is the server's.
+pxe_start() {
+    local name=$1
+    shift
+    PXE_COMMANDS+="$(quote "$@") &"$'\n'
+    "$@" > "$LOGS/pxe-$name.log" 2>&1 &
+    PXE_PIDS+=($!)
+}
+# pxe_ready NAME CMD...: wait up to 10 s for CMD to succeed.
+pxe_ready() {
+    local name=$1 i
+    shift
+    for i in $(seq 100); do
+        "$@" > /dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    say "pxe: $name did not start: $(tail -n 5 "$LOGS/pxe-$name.log" | tr '\n' ' ')"
+    return 1
+}
+in_ns() { ip netns exec "$PXE_NS" "$@"; }
+
+# pxe_timed KEY CMD...: try_timed, recorded for the section's command list and load table.
+pxe_timed() {
+    local shown
+    shown=$(quote "${@:2}")
+    PXE_COMMANDS+="${shown/#in_ns/ip netns exec $PXE_NS}"$'\n'
+    PXE_KEYS+=("$1")
+    try_timed "$@"
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+mibps() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.1f", b / 1048576 / t }'; }
+# pxe_sum_ok FILE WANT: the file's SHA-256 is WANT.
+pxe_sum_ok() { [ -f "$1" ] && [ "$(sha256sum < "$1" | cut -d' ' -f1)" = "$2" ]; }
+# UDP datagrams this namespace's sockets dropped for a full receive buffer.
+udp_rcvbuf_errors() { ip netns exec "$1" awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
+
+# tftp_get KEY SERVER PORT OUT [ATFTP OPTIONS...]: one timed download of big.bin, checked.
+tftp_get() {
+    local key=$1 host=$2 port=$3 out=$4
+    shift 4
+    rm -f "$out"
+    if pxe_timed "$key" in_ns atftp --option "blksize $PXE_BLKSIZE" "$@" -g -r big.bin -l "$out" "$host" "$port" &&
+        pxe_sum_ok "$out" "${PX[big_sha]}"; then
+        return 0
+    fi
+    CHECK_FAILURES+=("8: $key: the download failed or its SHA-256 is wrong (logs: $LOGS/$key.err)")
+    T[$key]=
+    return 1
+}
+
+# Many downloads at once, each client's exit status in DIR/I.rc. Subshells: their `wait` must
+# not wait for the servers.
+many_tftp() ( # N DIR
+    for ((i = 0; i < $1; i++)); do
+        (in_ns atftp --option "blksize $PXE_BLKSIZE" -g -r "c/$i.bin" -l "$2/$i.bin" 127.0.0.1 6969 \
+            > "$2/$i.log" 2>&1; echo $? > "$2/$i.rc") &
+    done
+    wait
+)
+many_http() ( # N DIR PORT
+    for ((i = 0; i < $1; i++)); do
+        (in_ns curl -sS --fail -o "$2/$i.bin" "http://127.0.0.1:$3/c/$((i % 100)).bin" \
+            > "$2/$i.log" 2>&1; echo $? > "$2/$i.rc") &
+    done
+    wait
+)
+# many_ok N DIR FILES: how many of the N downloads exited 0 with the right checksum (file i of
+# the N is c/(i mod FILES).bin).
+many_ok() {
+    local i ok=0
+    for ((i = 0; i < $1; i++)); do
+        [ "$(cat "$2/$i.rc" 2> /dev/null)" = 0 ] && pxe_sum_ok "$2/$i.bin" "${PX[c_sha.$((i % $3))]}" &&
+            ok=$((ok + 1))
+    done
+    echo "$ok"
+}
+
+# The HTTP throughput runs: curl's own total time (transfer, not process start) of big.bin.
+http_get() { # KEY PORT
+    pxe_timed "$1" in_ns curl -sS --fail -o /dev/null -w '%{time_total} %{size_download}\n' \
+        "http://127.0.0.1:$2/big.bin" || return 1
+    read -r 'PX[$1.t]' 'PX[$1.bytes]' < "$LOGS/$1.out"
+    [ "${PX[$1.bytes]}" = "${PX[big_bytes]}" ] ||
+        { CHECK_FAILURES+=("8: $1: ${PX[$1.bytes]} bytes, not ${PX[big_bytes]}"); return 1; }
+}
+
+measure_pxe() {
+    local i p k runs_d runs_s out dir before
+    [ -n "${V[nproc]:-}" ] || V[nproc]=$(nproc)
+    for p in ip atftp dnsmasq nginx curl sha256sum jq; do
+        command -v "$p" > /dev/null || { PX[status]="not measured: $p is missing (scripts/install-deps.sh bench)"; say "pxe: ${PX[status]}"; return 0; }
+    done
+    PX[loadavg_start]=$(cut -d' ' -f1-3 /proc/loadavg)
+    PX[date]=$(date -u '+%Y-%m-%d %H:%M UTC')
+    PX[revision]=$(git -C "$SRC" describe --always --dirty 2> /dev/null || echo unknown)
+    PX[tools]="dnsmasq $(dnsmasq --version | awk 'NR == 1 { print $3 }'), nginx $(nginx -v 2>&1 | sed 's|.*nginx/||'), atftp $(dpkg-query -W -f='${Version}' atftp 2> /dev/null), curl $(curl --version | awk 'NR == 1 { print $2 }')"
+    mkdir -p "$RESULTS" "$LOGS"
+    rm -rf "$PXE_WORK"
+    mkdir -p "$PXE_WORK/root/c" "$PXE_WORK/out" "$PXE_WORK/nginx"
+    trap pxe_cleanup EXIT
+    trap 'exit 130' INT TERM
+    pxe_cleanup
+
+    # The files: 64 MiB for throughput, 100 different 2 MiB files for the concurrent runs.
+    head -c $((64 << 20)) /dev/urandom > "$PXE_WORK/root/big.bin"
+    PX[big_bytes]=$(stat -c %s "$PXE_WORK/root/big.bin")
+    PX[big_sha]=$(sha256sum < "$PXE_WORK/root/big.bin" | cut -d' ' -f1)
+    for ((i = 0; i < 100; i++)); do
+        head -c $((2 << 20)) /dev/urandom > "$PXE_WORK/root/c/$i.bin"
+        PX[c_sha.$i]=$(sha256sum < "$PXE_WORK/root/c/$i.bin" | cut -d' ' -f1)
+    done
+    chmod -R a+rX "$PXE_WORK/root"
+
+    ip netns add "$PXE_NS"
+    ip -n "$PXE_NS" link set lo up
+    local ex=$SRC/target/release/examples
+    # TFTP: dnsmasq on 69 (it has no port option), slipway on 6969; a 0.5 ms relay before each.
+    pxe_start dnsmasq ip netns exec "$PXE_NS" dnsmasq --port=0 --enable-tftp --tftp-root="$PXE_WORK/root" \
+        --conf-file=/dev/null --keep-in-foreground --user=root --group=root \
+        --listen-address=127.0.0.1 --bind-interfaces --pid-file= --log-facility=-
+    pxe_start tftp ip netns exec "$PXE_NS" "$ex/pxe_tftp_serve" "$PXE_WORK/root" 127.0.0.1:6969
+    pxe_start relay-dnsmasq ip netns exec "$PXE_NS" "$ex/udp_delay_relay" 127.0.0.1:7069 127.0.0.1:69 "$PXE_DELAY_US"
+    pxe_start relay-slipway ip netns exec "$PXE_NS" "$ex/udp_delay_relay" 127.0.0.1:7070 127.0.0.1:6969 "$PXE_DELAY_US"
+    for p in dnsmasq:'TFTP root is' tftp:'pxe_tftp_serve: tftp://' relay-dnsmasq:'udp_delay_relay:' relay-slipway:'udp_delay_relay:'; do
+        pxe_ready "${p%%:*}" grep -q "${p#*:}" "$LOGS/pxe-${p%%:*}.log" || { PX[status]="not measured: ${p%%:*} did not start"; return 0; }
+    done
+    out=$PXE_WORK/out/big.bin
+
+    # 1. Lock-step on loopback, 5 runs each, alternating.
+    runs_d=() runs_s=()
+    for i in 1 2 3 4 5; do
+        tftp_get "tftp_lo_dnsmasq.$i" 127.0.0.1 69 "$out" && runs_d+=("${T[tftp_lo_dnsmasq.$i]}")
+        tftp_get "tftp_lo_slipway.$i" 127.0.0.1 6969 "$out" && runs_s+=("${T[tftp_lo_slipway.$i]}")
+    done
+    [ ${#runs_d[@]} = 0 ] || { T[tftp_lo_dnsmasq]=$(median "${runs_d[@]}"); PX[tftp_lo_dnsmasq.runs]="${runs_d[*]}"; }
+    [ ${#runs_s[@]} = 0 ] || { T[tftp_lo_slipway]=$(median "${runs_s[@]}"); PX[tftp_lo_slipway.runs]="${runs_s[*]}"; }
+    # Through the relay: one run each (some 45,700 round trips of at least 1 ms).
+    tftp_get tftp_relay_dnsmasq 127.0.0.1 7069 "$out" || true
+    tftp_get tftp_relay_slipway 127.0.0.1 7070 "$out" || true
+    # Windowsize 16 (atftp 0.8 asks for it; dnsmasq does not support it): 3 runs each.
+    for k in lo:6969 relay:7070; do
+        runs_s=()
+        for i in 1 2 3; do
+            tftp_get "tftp_${k%%:*}_window.$i" 127.0.0.1 "${k#*:}" "$out" --option "windowsize 16" &&
+                runs_s+=("${T[tftp_${k%%:*}_window.$i]}")
+        done
+        [ ${#runs_s[@]} = 0 ] || { T[tftp_${k%%:*}_window]=$(median "${runs_s[@]}"); PX[tftp_${k%%:*}_window.runs]="${runs_s[*]}"; }
+    done
+    # That the server granted the window: the OACK, in atftp's trace of a small transfer.
+    if in_ns atftp --trace --option "blksize $PXE_BLKSIZE" --option "windowsize 16" -g -r c/0.bin \
+        -l "$PXE_WORK/out/trace.bin" 127.0.0.1 6969 2>&1 | grep -c 'received OACK <.*windowsize: 16' > /dev/null; then
+        PX[window_seen]=yes
+    fi
+
+    # 2. 100 TFTP transfers at once, then 200 HTTP downloads at once.
+    dir=$PXE_WORK/out/tftp-many
+    mkdir -p "$dir"
+    pxe_timed tftp_many many_tftp 100 "$dir" || true
+    PX[tftp_many_ok]=$(many_ok 100 "$dir" 100)
+    pxe_start http ip netns exec "$PXE_NS" "$ex/pxe_http_serve" "$PXE_WORK/root" 127.0.0.1:8080
+    cat > "$PXE_WORK/nginx/nginx.conf" << EOF
+worker_processes 1;
+user root root;
+pid $PXE_WORK/nginx/nginx.pid;
+error_log $PXE_WORK/nginx/error.log;
+daemon off;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    default_type application/octet-stream;
+    client_body_temp_path $PXE_WORK/nginx/body;
+    proxy_temp_path $PXE_WORK/nginx/proxy;
+    fastcgi_temp_path $PXE_WORK/nginx/fastcgi;
+    uwsgi_temp_path $PXE_WORK/nginx/uwsgi;
+    scgi_temp_path $PXE_WORK/nginx/scgi;
+    server { listen 127.0.0.1:8081; root $PXE_WORK/root; }
+}
+EOF
+    pxe_start nginx ip netns exec "$PXE_NS" nginx -p "$PXE_WORK/nginx" -c "$PXE_WORK/nginx/nginx.conf" -e "$PXE_WORK/nginx/error.log"
+    pxe_ready http in_ns curl -sf -o /dev/null http://127.0.0.1:8080/c/0.bin &&
+        pxe_ready nginx in_ns curl -sf -o /dev/null http://127.0.0.1:8081/c/0.bin ||
+        { PX[status]="not measured: the HTTP servers did not start"; return 0; }
+    dir=$PXE_WORK/out/http-many
+    mkdir -p "$dir"
+    pxe_timed http_many many_http 200 "$dir" 8080 || true
+    PX[http_many_ok]=$(many_ok 200 "$dir" 100)
+    rm -rf "$PXE_WORK/out/tftp-many" "$PXE_WORK/out/http-many"
+
+    # 4. HTTP throughput: one checked download from each, then 7 runs each, alternating.
+    for k in slipway:8080 nginx:8081; do
+        rm -f "$out"
+        in_ns curl -sS --fail -o "$out" "http://127.0.0.1:${k#*:}/big.bin" && pxe_sum_ok "$out" "${PX[big_sha]}" ||
+            CHECK_FAILURES+=("8: HTTP from ${k%%:*}: big.bin failed or its SHA-256 is wrong")
+    done
+    runs_d=() runs_s=()
+    for i in 1 2 3 4 5 6 7; do
+        http_get "http_nginx.$i" 8081 && runs_d+=("${PX[http_nginx.$i.t]}")
+        http_get "http_slipway.$i" 8080 && runs_s+=("${PX[http_slipway.$i.t]}")
+    done
+    [ ${#runs_d[@]} = 0 ] || { PX[http_nginx]=$(median "${runs_d[@]}"); PX[http_nginx.runs]="${runs_d[*]}"; }
+    [ ${#runs_s[@]} = 0 ] || { PX[http_slipway]=$(median "${runs_s[@]}"); PX[http_slipway.runs]="${runs_s[*]}"; }
+
+    # 3. 1000 PXE clients: a veth pair between two namespaces, the server bound to its end.
+    ip netns add "$PXE_NS_SRV"
+    ip netns add "$PXE_NS_CLI"
+    ip link add sbpv0 netns "$PXE_NS_SRV" type veth peer name sbpv1 netns "$PXE_NS_CLI"
+    ip -n "$PXE_NS_SRV" addr add 10.231.0.1/24 dev sbpv0
+    ip -n "$PXE_NS_CLI" addr add 10.231.0.2/24 dev sbpv1
+    for p in "$PXE_NS_SRV":sbpv0 "$PXE_NS_CLI":sbpv1; do
+        ip -n "${p%%:*}" link set lo up
+        ip -n "${p%%:*}" link set "${p#*:}" up
+    done
+    pxe_start dhcp ip netns exec "$PXE_NS_SRV" "$ex/pxe_dhcp_serve" sbpv0 10.231.0.1
+    pxe_ready dhcp grep -q 'dhcp: proxy mode' "$LOGS/pxe-dhcp.log" || { PX[status]="not measured: the DHCP server did not start"; return 0; }
+    for k in paced:1000 burst:0; do
+        before=$(udp_rcvbuf_errors "$PXE_NS_SRV")
+        pxe_timed "dhcp_${k%%:*}" ip netns exec "$PXE_NS_CLI" "$ex/pxe_dhcp_load" sbpv1 10.231.0.1 1000 "${k#*:}" || true
+        PX[dhcp_${k%%:*}]=$(tail -n 1 "$LOGS/dhcp_${k%%:*}.out")
+        PX[dhcp_${k%%:*}.drops]=$(($(udp_rcvbuf_errors "$PXE_NS_SRV") - before))
+    done
+
+    pxe_cleanup
+    trap - EXIT INT TERM
+
+    # 5. The parsers' property tests with many more cases (the build is not timed).
+    say "pxe: building the property tests (cargo test --release --no-run)"
+    if (cd "$SRC" && cargo test --release --no-run --lib --test pxe_dhcp) > "$LOGS/proptest-build.log" 2>&1; then
+        pxe_timed proptest_tftp env PROPTEST_CASES="$PXE_CASES" sh -c "cd '$SRC' && exec cargo test --release --lib -- pxe::tftp::tests::parse_never_panics pxe::tftp::tests::encode_then_parse_round_trips" || true
+        pxe_timed proptest_dhcp env PROPTEST_CASES="$PXE_CASES" sh -c "cd '$SRC' && exec cargo test --release --test pxe_dhcp -- never_panic" || true
+    else
+        PX[proptest_build]="failed (see $LOGS/proptest-build.log)"
+    fi
+    PX[loadavg_end]=$(cut -d' ' -f1-3 /proc/loadavg)
+    PX[status]=measured
+}
+
+# "N passed" of a cargo test run's summary, or "failed".
+test_passed() {
+    if grep -q '^test result: ok' "$LOGS/$1.out" 2> /dev/null; then
+        sed -n 's/^test result: ok\. \([0-9]*\) passed.*/\1/p' "$LOGS/$1.out" | head -n 1
+    else
+        echo failed
+    fi
+}
+# A field of the DHCP load generator's JSON line: dhcp_field RUN '.answer_ms.p99'.
+dhcp_field() { jq -r "$2 // \"?\"" <<< "${PX[$1]:-\{\}}" 2> /dev/null || echo '?'; }
+# The value of a pxe_* measurement of the VM test's JSON lines.
+pxe_vm_value() {
+    [ -f "$PXE_VM_JSONL" ] || return 0
+    grep -E "\"name\": ?\"$1\"" "$PXE_VM_JSONL" | tail -n 1 | sed -n 's/.*"value": *\([0-9.eE+-]*\).*/\1/p'
+}
+
+# The section of BENCHMARKS.md, between markers so that `bench/run.sh pxe` can replace it.
+pxe_section() {
+    local b=${PX[big_bytes]:-67108864} r lo_d lo_s re_d re_s w_lo w_re rw h_s h_n rh k shared
+    echo "<!-- pxe:begin -->"
+    echo "## 8. PXE serving"
+    echo
+    if [ "${PX[status]:-not run}" != measured ]; then
+        echo "**Not measured**: ${PX[status]:-not run}."
+        echo "<!-- pxe:end -->"
+        return 0
+    fi
+    cell_t() { if [ -n "${T[$1]:-}" ]; then printf '%s MiB/s (%.2f s)' "$(mibps "$b" "${T[$1]}")" "${T[$1]}"; else printf 'failed'; fi; }
+    rat_t() { if [ -n "${T[$1]:-}" ] && [ -n "${T[$2]:-}" ]; then ratio "${T[$2]}" "${T[$1]}"; fi; }
+    shared=
+    if awk -v a="${PX[loadavg_start]%% *}" -v b="${PX[loadavg_end]%% *}" 'BEGIN { exit !(a > 1 || b > 1) }'; then
+        shared=" **The machine was shared** (load average above 1: another engineer's VM tests under TCG were running), so every number here is lower than on an idle machine; slipway and its baseline ran alternately, so their ratios are fairer than their absolute values."
+    fi
+    cat << EOF
+Measured by \`bench/run.sh pxe\` on ${PX[date]} (slipway ${PX[revision]}), ${V[nproc]} cores, load average
+${PX[loadavg_start]} at the start and ${PX[loadavg_end]} at the end.${shared} Tools: ${PX[tools]}.
+Servers: \`examples/pxe_tftp_serve.rs\` (slipway's TFTP server, tokio's multi-threaded runtime
+as \`pxe serve\`), \`examples/pxe_http_serve.rs\` (slipway's HTTP server, one tokio thread),
+\`examples/pxe_dhcp_serve.rs\` (proxyDHCP and port 4011); baselines dnsmasq (TFTP) and nginx
+(\`worker_processes 1\`, \`sendfile on\`, no access log), each started by the script with its
+own configuration, in a network namespace of its own with only loopback, and stopped after.
+Every download is checked against the file's SHA-256. Throughput is the file size over the
+client's wall time (TFTP: the whole \`atftp\` command; HTTP: curl's \`time_total\`).
+
+| measurement | slipway | baseline | ratio | target | result |
+| --- | --- | --- | --- | --- | --- |
+EOF
+    r=$(rat_t tftp_lo_slipway tftp_lo_dnsmasq)
+    echo "| TFTP lock-step, 64 MiB, blksize $PXE_BLKSIZE, loopback (atftp, median of 5) | $(cell_t tftp_lo_slipway) | dnsmasq $(cell_t tftp_lo_dnsmasq) | ${r:+${r}x} | >= 1x | $([ -n "$r" ] && verdict "$r" ">=" 1 || echo FAIL) |"
+    r=$(rat_t tftp_relay_slipway tftp_relay_dnsmasq)
+    echo "| TFTP lock-step, 64 MiB, through the ${PXE_DELAY_US} us relay (1 run) | $(cell_t tftp_relay_slipway) | dnsmasq $(cell_t tftp_relay_dnsmasq) | ${r:+${r}x} | >= 1x | $([ -n "$r" ] && verdict "$r" ">=" 1 || echo FAIL) |"
+    r=$(rat_t tftp_relay_window tftp_relay_slipway)
+    echo "| TFTP windowsize 16, 64 MiB, through the relay (median of 3) | $(cell_t tftp_relay_window) | slipway lock-step through the relay (above) | ${r:+${r}x} | >= 4x | $([ -n "$r" ] && verdict "$r" ">=" 4 || echo FAIL) |"
+    r=$(rat_t tftp_lo_window tftp_lo_slipway)
+    echo "| TFTP windowsize 16, 64 MiB, loopback (median of 3) | $(cell_t tftp_lo_window) | slipway lock-step on loopback | ${r:+${r}x} | | info |"
+    k=FAIL; [ "${PX[tftp_many_ok]:-0}" != 100 ] || k=PASS
+    echo "| 100 TFTP transfers at once (100 different 2 MiB files, lock-step) | ${PX[tftp_many_ok]:-0} of 100 complete and checksum-correct, $(printf '%.1f' "${T[tftp_many]:-0}") s in all | | | all 100 | $k |"
+    k=FAIL; [ "${PX[http_many_ok]:-0}" != 200 ] || k=PASS
+    echo "| 200 HTTP downloads at once (the same files, each twice) | ${PX[http_many_ok]:-0} of 200 complete and checksum-correct, $(printf '%.1f' "${T[http_many]:-0}") s in all | | | all 200 | $k |"
+    h_s=${PX[http_slipway]:-} h_n=${PX[http_nginx]:-} rh=
+    [ -z "$h_s" ] || [ -z "$h_n" ] || rh=$(ratio "$h_n" "$h_s")
+    echo "| HTTP GET, 64 MiB, loopback (curl, median of 7) | ${h_s:+$(mibps "$b" "$h_s") MiB/s ($h_s s)} | nginx ${h_n:+$(mibps "$b" "$h_n") MiB/s ($h_n s)} | ${rh:+${rh}x} | >= 0.8x | $([ -n "$rh" ] && verdict "$rh" ">=" 0.8 || echo FAIL) |"
+    for k in paced burst; do
+        local lost bad acks p99 what tgt res
+        lost=$(dhcp_field "dhcp_$k" .lost) bad=$(dhcp_field "dhcp_$k" .bad) acks=$(dhcp_field "dhcp_$k" .acks)
+        p99=$(dhcp_field "dhcp_$k" .answer_ms.p99)
+        if [ "$k" = paced ]; then
+            what="1000 PXE clients, one every 1 ms: DISCOVER to 67, REQUEST to 4011"
+            tgt="none lost"
+            res=FAIL; [ "$lost" = 0 ] && [ "$bad" = 0 ] && [ "$acks" = 1000 ] && res=PASS
+        else
+            what="1000 PXE clients all at once (no pause between DISCOVERs)"
+            tgt= res=info
+        fi
+        echo "| $what | $acks of 1000 booted (OFFER and ACK), lost $lost, wrong $bad; answer time p50 $(dhcp_field "dhcp_$k" .answer_ms.p50) ms, **p99 $p99 ms**, max $(dhcp_field "dhcp_$k" .answer_ms.max) ms (OFFER p99 $(dhcp_field "dhcp_$k" .offer_ms.p99), ACK p99 $(dhcp_field "dhcp_$k" .ack_ms.p99)); server's UDP receive-buffer drops: ${PX[dhcp_$k.drops]:-?} | | | $tgt | $res |"
+    done
+    local pt pd
+    pt=$(test_passed proptest_tftp) pd=$(test_passed proptest_dhcp)
+    k=FAIL; [ "$pt" = 3 ] && [ "$pd" = 3 ] && k=PASS
+    echo "| property tests of the TFTP and DHCP parsers, PROPTEST_CASES=$PXE_CASES | TFTP: ${pt} of 3 properties passed, DHCP: ${pd} of 3 passed${PX[proptest_build]:+ (build ${PX[proptest_build]})}; $(printf '%.0f' "${T[proptest_tftp]:-0}") s and $(printf '%.0f' "${T[proptest_dhcp]:-0}") s | | | all pass | $k |"
+    # Placeholder: filled by the VM test's JSON lines when present.
+    local inst img
+    inst=$(pxe_vm_value pxe_install_to_ssh_s) img=$(pxe_vm_value pxe_image_boot_to_ssh_s)
+    if [ -n "$inst" ]; then
+        echo "| PXE install to SSH against image boot to SSH (VM test, \`$PXE_VM_JSONL\`) | ${inst} s | ${img:+$img s}${img:-image boot not recorded} | ${img:+$(ratio "$inst" "$img")x} | | info |"
+    else
+        echo "| PXE install to SSH against image boot to SSH (placeholder: \`pxe_*\` lines of \`$PXE_VM_JSONL\`) | not measured in this run | | | | info |"
+    fi
+    echo
+    lo_d=${T[tftp_lo_dnsmasq]:-} lo_s=${T[tftp_lo_slipway]:-} re_d=${T[tftp_relay_dnsmasq]:-} re_s=${T[tftp_relay_slipway]:-}
+    w_lo=${T[tftp_lo_window]:-} w_re=${T[tftp_relay_window]:-}
+    cat << EOF
+Runs (seconds): loopback lock-step dnsmasq ${PX[tftp_lo_dnsmasq.runs]:-none}, slipway ${PX[tftp_lo_slipway.runs]:-none};
+windowsize 16 loopback ${PX[tftp_lo_window.runs]:-none}, through the relay ${PX[tftp_relay_window.runs]:-none};
+HTTP (curl \`time_total\`) nginx ${PX[http_nginx.runs]:-none}, slipway ${PX[http_slipway.runs]:-none}.
+
+The relay (\`examples/udp_delay_relay.rs\`; this kernel has no netem) holds every datagram
+${PXE_DELAY_US} us in each direction and forwards per flow, so TFTP's per-transfer ports work through it:
+each client gets its own upstream socket, each server transfer port its own client-facing
+socket. Lock-step TFTP through it costs $( [ -n "$re_s" ] && awk -v t="$re_s" -v b="$b" -v k="$PXE_BLKSIZE" 'BEGIN { printf "%.2f", 1000 * t / (int(b / k) + 1) }' || echo '?') ms per block with slipway
+and $( [ -n "$re_d" ] && awk -v t="$re_d" -v b="$b" -v k="$PXE_BLKSIZE" 'BEGIN { printf "%.2f", 1000 * t / (int(b / k) + 1) }' || echo '?') ms with dnsmasq (the 1 ms round trip plus the relay's thread wake-ups).
+The windowed client is Debian's atftp 0.8 (\`--option "windowsize 16"\`, granted in the OACK$([ "${PX[window_seen]:-}" = yes ] || echo '; not confirmed in its output')), the same client as the lock-step runs; dnsmasq does not implement windowsize, so the windowed rows compare
+slipway with itself.
+
+DHCP: the server runs in one namespace bound to its veth end (SO_BINDTODEVICE), the
+generator (\`examples/pxe_dhcp_load.rs\`, dhcproto) in another: client i has its own MAC,
+GUID and (alternately) BIOS or x86-64 UEFI architecture, broadcasts a DISCOVER to port 67,
+takes the proxy's OFFER (broadcast to 68), then sends a REQUEST for boot server type 0x8000
+to 10.231.0.1:4011 and takes the ACK. No retransmissions (firmware would retry after 4 s):
+an answer not there within 2 s is lost. Answer time: request sent to answer received, in the
+generator. "Receive-buffer drops": the server namespace's \`Udp: RcvbufErrors\` during the run.
+
+Property tests: \`pxe::tftp::tests\` (parse never panics on any bytes and on near-requests,
+encode then parse round-trips) and \`tests/pxe_dhcp.rs\` (any bytes, DHCP-like bytes and
+PXE-like requests never panic and every reply decodes), each with PROPTEST_CASES=$PXE_CASES
+(256 in \`cargo test\`). There is no property test of the kickstart parser in the repository.
+
+| measurement | wall | own CPU | rest of the machine |
+| --- | --- | --- | --- |
+EOF
+    for k in tftp_lo_dnsmasq.1 tftp_lo_slipway.1 tftp_relay_dnsmasq tftp_relay_slipway tftp_relay_window.1 tftp_many http_many http_nginx.1 http_slipway.1 dhcp_paced dhcp_burst proptest_tftp proptest_dhcp; do
+        [ -z "${T[$k]:-}" ] || load_row "$k"
+    done
+    cat << EOF
+
+Commands (from \`$SRC\`, as root; namespaces and servers removed at the end; logs in \`$LOGS\`):
+
+\`\`\`sh
+$(printf '%s' "$PXE_COMMANDS" | awk '!seen[$0]++')
+\`\`\`
+EOF
+    echo "<!-- pxe:end -->"
+}
+
+# ----------------------------------------------------------------------------------------------
 # Set-up: binary, machine, work directory, warm cache
 # ----------------------------------------------------------------------------------------------
 
-[ "$(id -u)" = 0 ] || die "run as root (mmdebstrap --mode=root, ostree, image building)"
-for p in mmdebstrap ostree bwrap qemu-img cargo awk; do
+[ "$(id -u)" = 0 ] || die "run as root (mmdebstrap --mode=root, ostree, image building, network namespaces)"
+needed=(mmdebstrap ostree bwrap qemu-img cargo awk)
+[ "$MODE" != pxe ] || needed=(cargo awk ip atftp dnsmasq nginx curl jq)
+for p in "${needed[@]}"; do
     command -v "$p" > /dev/null || die "$p is missing (make bench installs what is needed)"
 done
 if [ -n "${SLIPWAY_BENCH_SOURCES:-}" ]; then
@@ -321,7 +758,9 @@ DEBOS_WORK=$BENCH/debos
 DEBOS_REF=debos/bookworm/x86_64/atomic-host
 DEBOS_SUITE=bookworm
 V[debos]=run
-if [ "${SLIPWAY_BENCH_SKIP_DEBOS:-0}" = 1 ]; then
+if [ "$MODE" = pxe ]; then
+    V[debos]="skipped (pxe mode)"
+elif [ "${SLIPWAY_BENCH_SKIP_DEBOS:-0}" = 1 ]; then
     V[debos]="skipped (SLIPWAY_BENCH_SKIP_DEBOS=1)"
 elif ! command -v debos > /dev/null; then
     V[debos]="skipped (debos is not installed: apt-get install --no-install-recommends debos)"
@@ -338,6 +777,31 @@ mkdir -p "$BENCH" "$CACHE"
 say "building slipway (cargo build --release)"
 (cd "$SRC" && cargo build --release) > /dev/null 2> "$BENCH/cargo-build.log" ||
     { tail -n 30 "$BENCH/cargo-build.log" >&2; die "cargo build --release failed"; }
+if [ "$MODE" = pxe ] || { [ "$MODE" = all ] && [ "${SLIPWAY_BENCH_SKIP_PXE:-0}" != 1 ]; }; then
+    say "building the PXE benchmark's programs (cargo build --release --example ...)"
+    (cd "$SRC" && cargo build --release $(printf -- '--example %s ' "${PXE_EXAMPLES[@]}")) > /dev/null 2>> "$BENCH/cargo-build.log" ||
+        { tail -n 30 "$BENCH/cargo-build.log" >&2; die "cargo build --release --example failed"; }
+fi
+
+if [ "$MODE" = pxe ]; then
+    measure_pxe
+    pxe_section > "$RESULTS/pxe.md"
+    if grep -q '^<!-- pxe:begin -->' "$REPORT"; then
+        awk -v f="$RESULTS/pxe.md" '
+            /^<!-- pxe:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
+            /^<!-- pxe:end -->/ { skip = 0; next }
+            !skip' "$REPORT" > "$REPORT.tmp"
+    else
+        { cat "$REPORT"; echo; cat "$RESULTS/pxe.md"; } > "$REPORT.tmp"
+    fi
+    mv "$REPORT.tmp" "$REPORT"
+    cat "$RESULTS/pxe.md"
+    if [ ${#CHECK_FAILURES[@]} -gt 0 ]; then
+        printf '%s\n' "${CHECK_FAILURES[@]}" >&2
+        die "correctness checks failed (see $REPORT)"
+    fi
+    exit 0
+fi
 
 if [ "$MODE" = host ]; then
     measure_host
@@ -471,13 +935,6 @@ measure_debos_peer() {
     say "1p: slipway ${T[compose_cold]} s, debos ${T[compose_debos]} s: $(ratio "${T[compose_cold]}" "${T[compose_debos]}")x; packages: ${V[pkg_same]} the same, only slipway: ${V[pkg_only_slipway]:-none}, only debos: ${V[pkg_only_debos]:-none}"
 }
 
-# One row of the load table.
-load_row() {
-    local share
-    share=$(awk -v o="${OTHER[$1]}" -v w="${T[$1]}" -v n="${V[nproc]}" 'BEGIN { printf "%.0f", 100 * o / (w * n) }')
-    printf '| %s | %.1f s | %s s | %s s (%s%% of the machine) |\n' "$1" "${T[$1]}" "${CPU[$1]}" "${OTHER[$1]}" "$share"
-}
-
 # The report's 1p section (markdown), for BENCHMARKS.md and compose-peer.md.
 peer_section() {
     if [ "${V[debos]}" != run ]; then
@@ -584,9 +1041,7 @@ ${V[mmdebstrap]}, debos ${V[debos_version]}. Before the measured runs a throwawa
 
 EOF
         peer_section
-        echo
-host_section
-cat <<EOF
+        cat <<EOF
 
 ## Load during each measurement
 
@@ -772,6 +1227,12 @@ else
     measure_host
 fi
 
+if [ "${SLIPWAY_BENCH_SKIP_PXE:-0}" = 1 ]; then
+    PX[status]="skipped (SLIPWAY_BENCH_SKIP_PXE=1)"
+else
+    measure_pxe
+fi
+
 # ----------------------------------------------------------------------------------------------
 # BENCHMARKS.md
 # ----------------------------------------------------------------------------------------------
@@ -936,6 +1397,10 @@ else
     grep -A 3 'panicked at' "$LOGS/boot.err" | head -n 12 || tail -n 5 "$LOGS/boot.err"
     echo '```'
 fi
+echo
+host_section
+echo
+pxe_section
 cat <<EOF
 
 ## Load during each measurement

@@ -5,7 +5,8 @@
 #   scripts/install-deps.sh build   what `make run` needs: build slipway, compose, image
 #   scripts/install-deps.sh test    that plus the test suite's QEMU, OVMF, iPXE, Vagrant, scapy...
 #   scripts/install-deps.sh bench   that plus debos, the benchmark's peer (without its
-#                                   Recommends: systemd-resolved would replace /etc/resolv.conf)
+#                                   Recommends: systemd-resolved would replace /etc/resolv.conf),
+#                                   nginx and jq for the PXE step (bench/run.sh pxe)
 #
 # A machine may come with newer versions of some tools than Debian 12 ships (qemu-utils from a
 # backport, for one). Debian 12's qemu-system-x86 cannot live beside a newer qemu-utils
@@ -48,6 +49,12 @@ test_files=(
     /usr/lib/python3/dist-packages/scapy/layers/dhcp.py:python3-scapy
 )
 
+# ...and what the benchmark adds: debos (compose peer), nginx (the PXE step's HTTP baseline: the
+# script starts its own with its own configuration; the package's service is kept from
+# starting like the daemons above), jq (reads the DHCP load generator's JSON). The PXE step's
+# other baselines and clients (dnsmasq, atftp, curl, ip) are test tools already.
+bench_tools=(debos:debos nginx:nginx jq:jq)
+
 packages_of() { local e; for e in "$@"; do echo "${e#*:}"; done; }
 
 mapfile -t pkgs < <(packages_of "${build_tools[@]}" "${build_files[@]}" | sort -u)
@@ -56,7 +63,10 @@ if [ "$mode" != build ]; then
     mapfile -t -O "${#pkgs[@]}" pkgs < <(packages_of "${test_tools[@]}" "${test_files[@]}" | sort -u)
     pkgs+=(vagrant-libvirt)
 fi
-[ "$mode" != bench ] || { pkgs+=(debos); test_tools+=(debos:debos); }
+if [ "$mode" = bench ]; then
+    mapfile -t -O "${#pkgs[@]}" pkgs < <(packages_of "${bench_tools[@]}" | sort -u)
+    test_tools+=("${bench_tools[@]}")
+fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
@@ -78,7 +88,7 @@ if [ "$mode" != build ]; then
     fi
 fi
 
-# Daemons in the test packages (libvirtd, dnsmasq) must not start on this machine: the tests
+# Daemons in the test and bench packages (libvirtd, dnsmasq, nginx) must not start on this machine: the tests
 # start their own, inside network namespaces. policy-rc.d keeps them stopped while installing.
 had_policy=1
 if [ ! -e /usr/sbin/policy-rc.d ]; then

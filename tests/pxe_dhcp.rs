@@ -159,7 +159,8 @@ fn pxe_request() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // proptest's default: 256 cases, or PROPTEST_CASES (`bench/run.sh pxe` runs many more).
+    #![proptest_config(ProptestConfig::default())]
 
     #[test]
     fn any_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..700)) {
