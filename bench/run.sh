@@ -589,9 +589,10 @@ EOF
 
     # 5. The parsers' property tests with many more cases (the build is not timed).
     say "pxe: building the property tests (cargo test --release --no-run)"
-    if (cd "$SRC" && cargo test --release --no-run --lib --test pxe_dhcp) > "$LOGS/proptest-build.log" 2>&1; then
+    if (cd "$SRC" && cargo test --release --no-run --lib --test pxe_dhcp --test kickstart_proptest) > "$LOGS/proptest-build.log" 2>&1; then
         pxe_timed proptest_tftp env PROPTEST_CASES="$PXE_CASES" sh -c "cd '$SRC' && exec cargo test --release --lib -- pxe::tftp::tests::parse_never_panics pxe::tftp::tests::encode_then_parse_round_trips" || true
         pxe_timed proptest_dhcp env PROPTEST_CASES="$PXE_CASES" sh -c "cd '$SRC' && exec cargo test --release --test pxe_dhcp -- never_panic" || true
+        pxe_timed proptest_kickstart env PROPTEST_CASES="$PXE_CASES" sh -c "cd '$SRC' && exec cargo test --release --test kickstart_proptest" || true
     else
         PX[proptest_build]="failed (see $LOGS/proptest-build.log)"
     fi
@@ -675,10 +676,10 @@ EOF
         fi
         echo "| $what | $acks of 1000 booted (OFFER and ACK), lost $lost, wrong $bad; answer time p50 $(dhcp_field "dhcp_$k" .answer_ms.p50) ms, **p99 $p99 ms**, max $(dhcp_field "dhcp_$k" .answer_ms.max) ms (OFFER p99 $(dhcp_field "dhcp_$k" .offer_ms.p99), ACK p99 $(dhcp_field "dhcp_$k" .ack_ms.p99)); server's UDP receive-buffer drops: ${PX[dhcp_$k.drops]:-?} | | | $tgt | $res |"
     done
-    local pt pd
-    pt=$(test_passed proptest_tftp) pd=$(test_passed proptest_dhcp)
-    k=FAIL; [ "$pt" = 3 ] && [ "$pd" = 3 ] && k=PASS
-    echo "| property tests of the TFTP and DHCP parsers, PROPTEST_CASES=$PXE_CASES | TFTP: ${pt} of 3 properties passed, DHCP: ${pd} of 3 passed${PX[proptest_build]:+ (build ${PX[proptest_build]})}; $(printf '%.0f' "${T[proptest_tftp]:-0}") s and $(printf '%.0f' "${T[proptest_dhcp]:-0}") s | | | all pass | $k |"
+    local pt pd pk
+    pt=$(test_passed proptest_tftp) pd=$(test_passed proptest_dhcp) pk=$(test_passed proptest_kickstart)
+    k=FAIL; [ "$pt" = 3 ] && [ "$pd" = 3 ] && [ "$pk" = 3 ] && k=PASS
+    echo "| property tests of the TFTP, DHCP and kickstart parsers, PROPTEST_CASES=$PXE_CASES | TFTP: ${pt} of 3 properties passed, DHCP: ${pd} of 3, kickstart: ${pk} of 3${PX[proptest_build]:+ (build ${PX[proptest_build]})}; $(printf '%.0f' "${T[proptest_tftp]:-0}") s, $(printf '%.0f' "${T[proptest_dhcp]:-0}") s and $(printf '%.0f' "${T[proptest_kickstart]:-0}") s | | | all pass | $k |"
     # Placeholder: filled by the VM test's JSON lines when present.
     local inst img
     inst=$(pxe_vm_value pxe_install_to_ssh_s) img=$(pxe_vm_value pxe_image_boot_to_ssh_s)
@@ -714,7 +715,7 @@ generator. "Receive-buffer drops": the server namespace's \`Udp: RcvbufErrors\` 
 Property tests: \`pxe::tftp::tests\` (parse never panics on any bytes and on near-requests,
 encode then parse round-trips) and \`tests/pxe_dhcp.rs\` (any bytes, DHCP-like bytes and
 PXE-like requests never panic and every reply decodes), each with PROPTEST_CASES=$PXE_CASES
-(256 in \`cargo test\`). There is no property test of the kickstart parser in the repository.
+(256 in \`cargo test\`).
 
 | measurement | wall | own CPU | rest of the machine |
 | --- | --- | --- | --- |

@@ -1438,6 +1438,9 @@ pub struct Server {
     leases: Leases,
 }
 
+/// Receive buffer of the DHCP and boot server sockets, bytes.
+const RECV_BUFFER: usize = 4 << 20;
+
 /// A UDP socket with SO_REUSEADDR and SO_BROADCAST, bound to `interface` if given.
 ///
 /// Two DHCP servers share port 67 on one machine (say, this one for a lab bridge and the
@@ -1462,6 +1465,14 @@ fn bind_udp(ip: Ipv4Addr, port: u16, interface: Option<&str>) -> Result<tokio::n
     if let Some(i) = interface {
         sock.bind_device(Some(i.as_bytes()))
             .with_context(|| format!("binding to interface {i} (SO_BINDTODEVICE needs root)"))?;
+    }
+    // A rack powered on at once sends its DISCOVERs in one burst: the default receive
+    // buffer (about 200 KiB) drops most of a thousand. Beyond net.core.rmem_max needs root
+    // (SO_RCVBUFFORCE); without it, as much as the kernel allows.
+    if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &RECV_BUFFER)
+        .is_err()
+    {
+        let _ = sock.set_recv_buffer_size(RECV_BUFFER);
     }
     sock.set_nonblocking(true)
         .with_context(|| format!("making {addr}{on} non-blocking"))?;
