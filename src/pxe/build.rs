@@ -928,8 +928,12 @@ fn build_ref(
     let tree = Tree::open(&root)?;
     let moddir = format!("usr/lib/modules/{}", r.kver);
     for (name, dest) in [("vmlinuz", "vmlinuz"), ("initramfs.img", "initramfs.img")] {
-        let data = crate::repo::read_commit_file(repo, &r.commit, &format!("/{moddir}/{name}"))?
-            .with_context(|| format!("commit {} has no /{moddir}/{name}", r.commit))?;
+        let mut data =
+            crate::repo::read_commit_file(repo, &r.commit, &format!("/{moddir}/{name}"))?
+                .with_context(|| format!("commit {} has no /{moddir}/{name}", r.commit))?;
+        if name == "initramfs.img" {
+            pad_initrd(&mut data);
+        }
         std::fs::write(stage.join(dest), &data)
             .with_context(|| format!("writing {}", stage.join(dest).display()))?;
         tree.remove(&format!("{moddir}/{name}"))?;
@@ -1098,6 +1102,15 @@ fn prepare_live_root(root: &Path, tree: &Tree, plan: &Plan, work: &Path) -> Resu
     Ok(())
 }
 
+/// Zero bytes after the initramfs up to a multiple of 4. The kernel reads an uncompressed
+/// cpio archive (`rootfs.img`) only at a 4-byte aligned offset of the initrd memory, and
+/// skips zero bytes between archives. iPXE's BIOS loader, GRUB and PXELINUX align each
+/// initrd themselves; the kernel's EFI stub (`initrd=` under ipxe.efi) concatenates them
+/// as they are, so without this an initramfs of odd length hides the live root.
+pub fn pad_initrd(data: &mut Vec<u8>) {
+    data.resize(data.len().next_multiple_of(4), 0);
+}
+
 /// `rootfs.img`: the initramfs side of the live root (`sysroot.mount`, the service that
 /// mounts the squashfs, its script) and the squashfs, as one uncompressed cpio archive.
 fn write_rootfs_img(squashfs: &Path, out: &Path, mtime: u64) -> Result<()> {
@@ -1222,6 +1235,17 @@ mod tests {
                     (r.to_string(), e)
                 })
                 .collect(),
+        }
+    }
+
+    #[test]
+    fn initrd_padding_aligns_what_follows() {
+        for len in 0..9usize {
+            let mut data = vec![0xffu8; len];
+            pad_initrd(&mut data);
+            assert_eq!(data.len() % 4, 0, "{len}");
+            assert!(data.len() - len < 4, "{len}");
+            assert!(data[len..].iter().all(|b| *b == 0), "{len}");
         }
     }
 
