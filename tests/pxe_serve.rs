@@ -273,7 +273,7 @@ fn is_install(script: &str) -> bool {
 }
 
 fn is_local(script: &str) -> bool {
-    script.contains("sanboot --no-describe --drive 0x80") && script.contains("\nexit")
+    script.contains("sanboot --no-describe --drive 0x80") && script.contains("\nexit 1\n")
 }
 
 #[test]
@@ -407,7 +407,7 @@ fn boot_scripts_kickstarts_files_reports_and_a_restart() {
         (&"installed".into(), &"bios".into()),
         "{m:#}"
     );
-    assert!(tftp("grub/grub.cfg-01-52-54-00-00-00-05").contains("\nexit\n"));
+    assert!(tftp("grub/grub.cfg-01-52-54-00-00-00-05").contains("\nexit 1\n"));
 
     // An install that went well: installed, and the next boot is from the disk.
     report(&srv, NODE1, "install-start", "started", None);

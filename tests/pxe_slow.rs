@@ -19,6 +19,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,7 +65,11 @@ struct Netns(String);
 
 impl Netns {
     fn new(name: String) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A namespace left by a killed run of this test (same PID) goes first.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         ip(&["netns", "add", &name]);
         let ns = Netns(name);
         ns.ip(&["link", "set", "lo", "up"]);
@@ -337,7 +342,12 @@ fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks_a_failed_install_
         vms.push((Vm::start(cfg).unwrap(), disk));
     }
 
-    // Wait on the server's status: two installed, one failed.
+    // Wait on the server's status (two installed, one failed) and on SSH of the installed
+    // ones, noting when each machine first reached each step: the phases of an install.
+    let started = Instant::now();
+    let since = || started.elapsed().as_secs_f64();
+    let mut seen: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); MACHINES.len()];
+    let mut ssh_at: [Option<f64>; 2] = [None, None];
     let deadline = Instant::now() + scaled(INSTALL_TIMEOUT);
     let mut last = String::new();
     loop {
@@ -350,23 +360,43 @@ fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks_a_failed_install_
             }
         }
         let s = status(&lab);
-        let summary: Vec<String> = MACHINES
-            .iter()
-            .map(|(name, _, mac, _, _)| match machine(&s, mac) {
-                Some(m) => format!("{name}: {} {} {}", m["step"], m["result"], m["status"]),
-                None => format!("{name}: -"),
-            })
-            .collect();
+        let mut summary = Vec::new();
+        for (i, (name, _, mac, _, _)) in MACHINES.iter().enumerate() {
+            match machine(&s, mac) {
+                Some(m) => {
+                    let step = m["step"].as_str().unwrap_or_default().to_string();
+                    seen[i].entry(step).or_insert_with(since);
+                    summary.push(format!(
+                        "{name}: {} {} {}",
+                        m["step"], m["result"], m["status"]
+                    ));
+                }
+                None => summary.push(format!("{name}: -")),
+            }
+        }
         let summary = summary.join("; ");
         if summary != last {
             eprintln!("[{:>5.0}s] {summary}", t0.elapsed().as_secs_f64());
             last = summary;
         }
         let st = |i: usize| machine(&s, MACHINES[i].2).map(|m| m["status"].clone());
-        if st(0) == Some("installed".into())
-            && st(1) == Some("installed".into())
-            && st(2) == Some("failed".into())
-        {
+        for i in 0..2 {
+            if ssh_at[i].is_none()
+                && st(i) == Some("installed".into())
+                && vms[i]
+                    .0
+                    .ssh_with_timeout("true", Duration::from_secs(8))
+                    .is_ok_and(|o| o.status.success())
+            {
+                ssh_at[i] = Some(since());
+                eprintln!(
+                    "[{:>5.0}s] {}: SSH answers",
+                    t0.elapsed().as_secs_f64(),
+                    MACHINES[i].0
+                );
+            }
+        }
+        if ssh_at.iter().all(Option::is_some) && st(2) == Some("failed".into()) {
             break;
         }
         if Instant::now() > deadline {
@@ -379,9 +409,40 @@ fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks_a_failed_install_
                 server.log()
             );
         }
-        std::thread::sleep(Duration::from_secs(10));
+        std::thread::sleep(Duration::from_secs(5));
     }
-    eprintln!("installs reported after {:.0}s", t0.elapsed().as_secs_f64());
+    eprintln!("installs done after {:.0}s", t0.elapsed().as_secs_f64());
+    // The phases, from power-on (resolution: the 5 s poll): firmware and iPXE to the
+    // installer asking for its kickstart; the pull and deploy; GRUB, host configuration and
+    // %post; the reboot through the network to the disk and SSH.
+    let accel_name = accel.as_str();
+    for i in 0..2 {
+        let name = MACHINES[i].0;
+        let at = |step: &str| {
+            *seen[i]
+                .get(step)
+                .unwrap_or_else(|| panic!("{name}: step {step} never seen: {:?}", seen[i]))
+        };
+        let ssh = ssh_at[i].unwrap();
+        let phases = [
+            ("firmware_to_installer", at("kickstart")),
+            ("pull_and_deploy", at("deployed") - at("install-start")),
+            ("bootloader_and_post", at("install-result") - at("deployed")),
+            ("reboot_to_ssh", ssh - at("install-result")),
+            ("install_to_ssh", ssh),
+        ];
+        let text: Vec<String> = phases.iter().map(|(k, v)| format!("{k} {v:.0}s")).collect();
+        eprintln!("{name}: {}", text.join(", "));
+        for (k, v) in phases {
+            record_measurement(&format!("pxe_{name}_{k}_s"), v, "s", accel_name);
+        }
+    }
+    record_measurement(
+        "pxe_install_to_ssh_s",
+        ssh_at.iter().flatten().fold(0.0, |a: f64, b| a.max(*b)),
+        "s",
+        accel_name,
+    );
 
     // The failed install: status and log name the failure; the disk is wiped.
     let s = status(&lab);

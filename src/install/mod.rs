@@ -200,11 +200,11 @@ struct Touched {
 /// `slipway install`.
 pub fn install(opts: &InstallOptions) -> Result<()> {
     let report_url = opts.report.clone().or_else(cmdline_report_url);
-    let result = install_inner(opts);
+    let result = install_inner(opts, report_url.as_deref());
     match result {
         Ok(Outcome::DryRun) => Ok(()),
         Ok(Outcome::Installed { finish }) => {
-            report(report_url.as_deref(), None);
+            report(report_url.as_deref(), "install-result", None);
             match finish {
                 Some(a) => {
                     ui::info(format!("installed; {}", a.as_str()));
@@ -220,7 +220,11 @@ pub fn install(opts: &InstallOptions) -> Result<()> {
             }
         }
         Err(e) => {
-            report(report_url.as_deref(), Some(&format!("{e:#}")));
+            report(
+                report_url.as_deref(),
+                "install-result",
+                Some(&format!("{e:#}")),
+            );
             Err(e)
         }
     }
@@ -231,7 +235,7 @@ enum Outcome {
     Installed { finish: Option<PowerAction> },
 }
 
-fn install_inner(opts: &InstallOptions) -> Result<Outcome> {
+fn install_inner(opts: &InstallOptions, report_url: Option<&str>) -> Result<Outcome> {
     if !opts.dry_run {
         crate::sys::preflight::require_root("slipway install")?;
     }
@@ -298,7 +302,10 @@ fn install_inner(opts: &InstallOptions) -> Result<Outcome> {
         .map(|c| PathBuf::from(c.path()))
         .collect();
     let mut touched = Touched::default();
-    match act(&ks, &plan, &existing, &mut touched) {
+    if !opts.dry_run {
+        report(report_url, "install-start", None);
+    }
+    match act(&ks, &plan, &existing, &mut touched, report_url) {
         Ok(()) => Ok(Outcome::Installed {
             finish: plan.finish,
         }),
@@ -327,7 +334,13 @@ fn install_inner(opts: &InstallOptions) -> Result<Outcome> {
 }
 
 /// Everything that writes to the disk.
-fn act(ks: &Kickstart, plan: &InstallPlan, existing: &[PathBuf], t: &mut Touched) -> Result<()> {
+fn act(
+    ks: &Kickstart,
+    plan: &InstallPlan,
+    existing: &[PathBuf],
+    t: &mut Touched,
+    report_url: Option<&str>,
+) -> Result<()> {
     let dev = Path::new(&plan.disk);
     let part = |role| {
         plan.partitions
@@ -399,6 +412,7 @@ fn act(ks: &Kickstart, plan: &InstallPlan, existing: &[PathBuf], t: &mut Touched
         deployed.commit,
         deployed.version.as_deref().unwrap_or("-")
     ));
+    report(report_url, "deployed", None);
     deploy::add_fstab_lines(&deployed.root, &plan.fstab)?;
     crate::sysroot::hostconfig::apply(ks, &deployed)?;
     crate::sysroot::hostconfig::run_post(ks, &deployed)?;
@@ -471,11 +485,16 @@ fn mac() -> Option<String> {
 }
 
 /// The report's body.
-pub fn report_body(mac: Option<&str>, uuid: Option<&str>, error: Option<&str>) -> String {
+pub fn report_body(
+    mac: Option<&str>,
+    uuid: Option<&str>,
+    step: &str,
+    error: Option<&str>,
+) -> String {
     let mut v = serde_json::json!({
         "mac": mac,
         "uuid": uuid,
-        "step": "install-result",
+        "step": step,
         "result": if error.is_some() { "failed" } else { "ok" },
     });
     if let Some(e) = error {
@@ -484,13 +503,14 @@ pub fn report_body(mac: Option<&str>, uuid: Option<&str>, error: Option<&str>) -
     v.to_string()
 }
 
-/// POST the result; a report that cannot be sent is a warning, never the installer's failure.
-fn report(url: Option<&str>, error: Option<&str>) {
+/// POST a step (`install-start`, `deployed`, `install-result`) with its result; a report
+/// that cannot be sent is a warning, never the installer's failure.
+fn report(url: Option<&str>, step: &str, error: Option<&str>) {
     let Some(url) = url else { return };
     let uuid = std::fs::read_to_string("/sys/class/dmi/id/product_uuid")
         .ok()
         .map(|s| s.trim().to_ascii_lowercase());
-    let body = report_body(mac().as_deref(), uuid.as_deref(), error);
+    let body = report_body(mac().as_deref(), uuid.as_deref(), step, error);
     match agent()
         .post(url)
         .header("content-type", "application/json")
@@ -594,13 +614,23 @@ mod tests {
 
     #[test]
     fn report_bodies() {
-        let ok: serde_json::Value =
-            serde_json::from_str(&report_body(Some("52:54:00:12:34:56"), None, None)).unwrap();
+        let ok: serde_json::Value = serde_json::from_str(&report_body(
+            Some("52:54:00:12:34:56"),
+            None,
+            "install-result",
+            None,
+        ))
+        .unwrap();
         assert_eq!(ok["step"], "install-result");
         assert_eq!(ok["result"], "ok");
         assert!(ok.get("error").is_none());
-        let bad: serde_json::Value =
-            serde_json::from_str(&report_body(Some("m"), Some("u"), Some("boom"))).unwrap();
+        let bad: serde_json::Value = serde_json::from_str(&report_body(
+            Some("m"),
+            Some("u"),
+            "install-result",
+            Some("boom"),
+        ))
+        .unwrap();
         assert_eq!(bad["result"], "failed");
         assert_eq!(bad["error"], "boom");
         assert_eq!(bad["uuid"], "u");
@@ -662,7 +692,7 @@ mod tests {
         };
         let has_table = || Command::new("sfdisk").arg("-d").arg(&l.file).run().is_ok();
 
-        let e = format!("{:#}", install_inner(&opts).err().unwrap());
+        let e = format!("{:#}", install_inner(&opts, None).err().unwrap());
         assert!(
             e.contains("wiped (no partition table, no signatures)"),
             "{e}"
@@ -675,13 +705,13 @@ mod tests {
             preserve_on_error: true,
             ..opts.clone()
         };
-        let e = format!("{:#}", install_inner(&keep).err().unwrap());
+        let e = format!("{:#}", install_inner(&keep, None).err().unwrap());
         assert!(e.contains("left as it is (--preserve-on-error)"), "{e}");
         assert!(has_table());
 
         // %pre fails before planning: the disk keeps its table.
         std::fs::write(&ks, format!("{KS}%pre --erroronfail\nexit 4\n%end\n")).unwrap();
-        let e = format!("{:#}", install_inner(&opts).err().unwrap());
+        let e = format!("{:#}", install_inner(&opts, None).err().unwrap());
         assert!(e.contains("%pre script failed"), "{e}");
         assert!(has_table());
         // Without clearpart the disk holding data is refused, before anything is written.
@@ -690,7 +720,7 @@ mod tests {
             "ostreesetup --osname=debian --url=http://127.0.0.1:9/repo --ref=r --nogpg\nautopart\n",
         )
         .unwrap();
-        let e = format!("{:#}", install_inner(&opts).err().unwrap());
+        let e = format!("{:#}", install_inner(&opts, None).err().unwrap());
         assert!(e.contains("holds data"), "{e}");
         assert!(has_table());
     }

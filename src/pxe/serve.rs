@@ -29,7 +29,7 @@
 //! and live root with `?mac=` so the downloads count as the machine's progress, and the kernel
 //! arguments `slipway.ks=SERVER/kickstart?mac=MAC slipway.report=SERVER/report`), or, when
 //! the machine is recorded as installed and its profile does not say `reinstall`, a script
-//! that boots the local disk: `sanboot --no-describe --drive 0x80` on BIOS, `exit` on UEFI
+//! that boots the local disk: `sanboot --no-describe --drive 0x80` on BIOS, `exit 1` on UEFI (an error, so the firmware goes on to its next boot entry)
 //! (the firmware goes on with its next boot entry, the disk). `GET /kickstart?mac=` renders
 //! the profile's template, else the default kickstart `pxe build --kickstart` put into DIR.
 //! `POST /report` records the installer's steps; `GET /status` shows every machine.
@@ -288,7 +288,9 @@ impl Site {
             ),
             (Bootloader::Grub, true) => (
                 grub,
-                format!("{head}echo 'slipway: installed; booting from the local disk'\nexit\n"),
+                // A non-zero status: firmware goes on to its next boot entry (EFI_SUCCESS
+                // would send OVMF, and any firmware following the UEFI spec, to its boot menu).
+                format!("{head}echo 'slipway: installed; booting from the local disk'\nexit 1\n"),
             ),
             (Bootloader::Grub, false) => (
                 grub,
@@ -373,12 +375,13 @@ impl Site {
         format!(
             "#!ipxe\n\
              # slipway: {mac} is installed (profile {p}); boot from the local disk, written by\n\
-             # `slipway pxe serve`. UEFI: leave iPXE, the firmware tries its next boot entry.\n\
+             # `slipway pxe serve`. UEFI: leave iPXE with an error, so that the firmware tries\n\
+             # its next boot entry (after a success, UEFI firmware shows its boot menu).\n\
              echo slipway: {mac} is installed; booting from the local disk\n\
              iseq ${{platform}} efi && goto uefi ||\n\
              sanboot --no-describe --drive 0x80 ||\n\
              :uefi\n\
-             exit\n",
+             exit 1\n",
             p = profile.name
         )
     }
