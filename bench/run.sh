@@ -64,6 +64,7 @@
 #   SLIPWAY_BENCH_SKIP_HOST  1: skip step 7 (likewise)
 #   SLIPWAY_BENCH_SKIP_PXE   1: skip step 8 (likewise)
 #   SLIPWAY_BENCH_PROPTEST_CASES  property-test cases in step 8 (default 50000)
+#   SLIPWAY_BENCH_SKIP_PXE_VM 1: skip the PXE lab's VM installs in step 8
 #   SLIPWAY_BENCH_PXE_VM     JSON lines with the PXE install VM test's `pxe_*` measurements, as
 #                            tests/common/fixtures.rs's record_measurement writes them
 #                            (default $SLIPWAY_BENCH_DIR/pxe-vm.jsonl)
@@ -597,6 +598,14 @@ EOF
         PX[proptest_build]="failed (see $LOGS/proptest-build.log)"
     fi
     PX[loadavg_end]=$(cut -d' ' -f1-3 /proc/loadavg)
+
+    # 6. The PXE lab (tests/pxe_slow.rs, three VMs under TCG): each install's phases, and
+    #    boot-to-SSH of the prebuilt host image booted by the same test afterwards.
+    if [ "${SLIPWAY_BENCH_SKIP_PXE_VM:-0}" != 1 ]; then
+        rm -f "$PXE_VM_JSONL"
+        pxe_timed pxe_vm env SLIPWAY_BENCH_OUT="$PXE_VM_JSONL" SLIPWAY_HOST_EXE="$SLIPWAY" \
+            sh -c "cd '$SRC' && exec cargo test --test pxe_slow -- --ignored --nocapture" || true
+    fi
     PX[status]=measured
 }
 
@@ -680,13 +689,26 @@ EOF
     pt=$(test_passed proptest_tftp) pd=$(test_passed proptest_dhcp) pk=$(test_passed proptest_kickstart)
     k=FAIL; [ "$pt" = 3 ] && [ "$pd" = 3 ] && [ "$pk" = 3 ] && k=PASS
     echo "| property tests of the TFTP, DHCP and kickstart parsers, PROPTEST_CASES=$PXE_CASES | TFTP: ${pt} of 3 properties passed, DHCP: ${pd} of 3, kickstart: ${pk} of 3${PX[proptest_build]:+ (build ${PX[proptest_build]})}; $(printf '%.0f' "${T[proptest_tftp]:-0}") s, $(printf '%.0f' "${T[proptest_dhcp]:-0}") s and $(printf '%.0f' "${T[proptest_kickstart]:-0}") s | | | all pass | $k |"
-    # Placeholder: filled by the VM test's JSON lines when present.
-    local inst img
+    # The PXE lab's installs, from the VM test's JSON lines.
+    local inst img m part parts
     inst=$(pxe_vm_value pxe_install_to_ssh_s) img=$(pxe_vm_value pxe_image_boot_to_ssh_s)
     if [ -n "$inst" ]; then
-        echo "| PXE install to SSH against image boot to SSH (VM test, \`$PXE_VM_JSONL\`) | ${inst} s | ${img:+$img s}${img:-image boot not recorded} | ${img:+$(ratio "$inst" "$img")x} | | info |"
+        for m in uefi bios; do
+            parts=
+            for part in firmware_to_installer disk_and_pull deploy bootloader_and_post reboot_to_ssh; do
+                parts+="${parts:+, }${part//_/ } $(pxe_vm_value "pxe_${m}_${part}_s") s"
+            done
+            echo "| PXE install to SSH, \`$m\` machine (power-on to SSH; three VMs, one vCPU each, TCG) | $(pxe_vm_value "pxe_${m}_install_to_ssh_s") s: $parts | | | | info |"
+        done
+        local pull base
+        pull=$(pxe_vm_value pxe_bios_disk_and_pull_s) base=$(pxe_vm_value pxe_ostree_pull_s)
+        if [ -n "$base" ]; then
+            k=FAIL; [ "$(awk -v a="$pull" -v b="$base" 'BEGIN { print (a <= 1.2 * b) }')" = 1 ] && k=PASS
+            echo "| the \`bios\` installer's partitioning and pull against \`ostree pull\` of the same commit from the same server (on the installed machine, the other VMs idle; the installer shared two cores with two more) | ${pull} s | ${base} s | $(ratio "$pull" "$base")x | <= 1.2x | $k |"
+        fi
+        echo "| slowest PXE install to SSH against boot to SSH of the prebuilt host image (same test, after the lab) | ${inst} s | ${img:+$img s}${img:-not recorded} | ${img:+$(ratio "$inst" "$img")x} | | info |"
     else
-        echo "| PXE install to SSH against image boot to SSH (placeholder: \`pxe_*\` lines of \`$PXE_VM_JSONL\`) | not measured in this run | | | | info |"
+        echo "| PXE install to SSH (tests/pxe_slow.rs) | not measured in this run${SLIPWAY_BENCH_SKIP_PXE_VM:+ (SLIPWAY_BENCH_SKIP_PXE_VM)} | | | | info |"
     fi
     echo
     lo_d=${T[tftp_lo_dnsmasq]:-} lo_s=${T[tftp_lo_slipway]:-} re_d=${T[tftp_relay_dnsmasq]:-} re_s=${T[tftp_relay_slipway]:-}

@@ -1,11 +1,13 @@
 //! Slow suite for `slipway install`: the composed host's image booted under QEMU with a
 //! second, empty disk; inside it, `slipway install --device /dev/vdb` from a kickstart whose
 //! `ostreesetup --url` is the test machine's repository server (reached through QEMU's
-//! `guestfwd`). First an install that fails after partitioning and mkfs (a failpoint): non-zero exit,
-//! and the disk is left without signatures or partition table. Then a good one: the machine is
-//! powered off and a new VM boots from the second disk only, with the kickstart's key; the
-//! booted commit, /boot mounted by file system UUID and `root=UUID=` are checked under
-//! SeaBIOS (tests/pxe_slow.rs boots an installed disk under OVMF).
+//! `guestfwd`). First an install that fails after partitioning and mkfs (a failpoint):
+//! non-zero exit, and the disk is left without signatures or partition table. Then a good
+//! one: the machine is powered off and a new VM boots from that disk, with the installer's
+//! own disk (another slipway install, same file system labels) as its second disk and the
+//! kickstart's key; the booted commit, root and /boot from the first disk, found by file
+//! system UUID (`root=UUID=`, GRUB's search), are checked under SeaBIOS (tests/pxe_slow.rs
+//! boots an installed disk under OVMF).
 //!
 //! The commit is served unsigned (`ostreesetup --nogpg`): the test repository is not signed.
 
@@ -199,9 +201,12 @@ fn install_onto_a_second_disk_and_boot_it_and_a_failed_install_wipes_it() {
     let _ = vm.wait_for_exit(Duration::from_secs(300));
     drop(vm);
 
-    // A new machine with the installed disk only.
+    // A new machine with the installed disk first and, second, the installer's own disk:
+    // another slipway install with the same file system labels. The installed host must
+    // find its /boot and root by UUID, on the first disk.
     let cfg = VmConfig::new("installed")
         .disk(&target)
+        .add_disk(Disk::new(&disk))
         .firmware(Firmware::Bios)
         .accel(accel)
         .user_net_ssh()
@@ -238,7 +243,17 @@ fn install_onto_a_second_disk_and_boot_it_and_a_failed_install_wipes_it() {
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("no /boot by UUID in fstab:\n{fstab}"))
         .to_string();
+    let labels = check(&vm, "lsblk -rno NAME,LABEL /dev/vdb");
+    assert!(
+        labels
+            .lines()
+            .any(|l| l.ends_with(&format!(" {}", slipway::sysroot::bootloader::BOOT_LABEL))),
+        "the second disk has no boot file system with the same label: {labels}"
+    );
+    let root_dev = check(&vm, "findmnt -no SOURCE /sysroot").trim().to_string();
+    assert!(root_dev.starts_with("/dev/vda"), "root from {root_dev}");
     let source = check(&vm, "findmnt -no SOURCE /boot").trim().to_string();
+    assert!(source.starts_with("/dev/vda"), "/boot from {source}");
     let by_uuid = check(&vm, &format!("readlink -f /dev/disk/by-uuid/{boot_uuid}"))
         .trim()
         .to_string();

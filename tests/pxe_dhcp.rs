@@ -272,7 +272,7 @@ async fn proxy_over_udp_offer_then_boot_server_ack() {
     assert_eq!(ack.siaddr(), SERVER_IP);
     assert_eq!(
         option(&ack, OptionCode::BootfileName),
-        Some(&DhcpOption::BootfileName(b"ipxe.efi".to_vec()))
+        Some(&DhcpOption::BootfileName(b"snponly.efi".to_vec()))
     );
 
     let first: BootEvent = timeout(WAIT, events.recv()).await.unwrap().unwrap();
@@ -285,7 +285,7 @@ async fn proxy_over_udp_offer_then_boot_server_ack() {
     assert_eq!(first.facts.arch, Some(7));
     let second = timeout(WAIT, events.recv()).await.unwrap().unwrap();
     assert_eq!(second.kind, MessageType::Ack);
-    assert_eq!(second.program, "ipxe.efi");
+    assert_eq!(second.program, "snponly.efi");
     assert!(!task.is_finished(), "still serving");
     task.abort();
 }

@@ -129,10 +129,10 @@ async fn scapy_client_gets_proxy_offer_and_boot_server_ack() {
     assert_eq!(ack["options"]["message-type"], 5);
     assert_eq!(ack["xid"], 0x5c0ffef);
     assert_eq!(ack["siaddr"], "192.0.2.1");
-    assert_eq!(ack["file"], "ipxe.efi");
+    assert_eq!(ack["file"], "snponly.efi");
     assert_eq!(
-        ack["options"]["boot-file-name"], "697078652e656669",
-        "ipxe.efi"
+        ack["options"]["boot-file-name"], "736e706f6e6c792e656669",
+        "snponly.efi"
     );
     assert_eq!(ack["options"]["vendor_specific"], "470480000000ff");
 }

@@ -748,10 +748,10 @@ fn proxy_dhcp_names_the_boot_program_and_records_the_machine() {
     assert_eq!(ack.siaddr(), Ipv4Addr::LOCALHOST);
     assert_eq!(
         ack.opts().get(OptionCode::BootfileName),
-        Some(&DhcpOption::BootfileName(b"ipxe.efi".to_vec()))
+        Some(&DhcpOption::BootfileName(b"snponly.efi".to_vec()))
     );
     let m = wait_machine(&srv, NODE1, |m| m["step"] == "boot-program");
     assert_eq!(m["uuid"], "12345678-1234-5678-1234-56789abcdef0", "{m:#}");
     // The program is there to fetch, over TFTP and HTTP.
-    get_ok(&srv.url("/ipxe.efi"));
+    get_ok(&srv.url("/snponly.efi"));
 }

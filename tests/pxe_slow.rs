@@ -7,7 +7,9 @@
 //!
 //! Three machines with empty disks start at once, one vCPU each:
 //! 1. `uefi`: OVMF with the NIC's option ROM dropped (`romfile=`), so OVMF's own PXE client
-//!    asks (architecture 7), loads iPXE over slipway's TFTP, which chains to HTTP;
+//!    asks (architecture 7), loads iPXE over slipway's TFTP, which chains to HTTP; once
+//!    installed, its PXE boot is sent on (`exit 1`) and OVMF tries UEFI HTTP boot
+//!    (architecture 16), also answered by slipway, before it boots the disk;
 //! 2. `bios`: SeaBIOS with QEMU's iPXE ROM, which identifies as iPXE and is sent straight to
 //!    the HTTP script (no TFTP);
 //! 3. `broken`: like `bios`, with a profile whose kickstart's `%post --erroronfail` fails.
@@ -413,20 +415,31 @@ fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks_a_failed_install_
     }
     eprintln!("installs done after {:.0}s", t0.elapsed().as_secs_f64());
     // The phases, from power-on (resolution: the 5 s poll): firmware and iPXE to the
-    // installer asking for its kickstart; the pull and deploy; GRUB, host configuration and
-    // %post; the reboot through the network to the disk and SSH.
+    // installer asking for its kickstart; partitions, file systems and the pull; the deploy;
+    // GRUB, host configuration and %post; the reboot through the network to the disk and SSH.
     let accel_name = accel.as_str();
     for i in 0..2 {
         let name = MACHINES[i].0;
+        // A step that passed between two polls takes the time of the next one seen.
+        let order = [
+            "kickstart",
+            "install-start",
+            "pulled",
+            "deployed",
+            "install-result",
+        ];
         let at = |step: &str| {
-            *seen[i]
-                .get(step)
+            let from = order.iter().position(|s| *s == step).unwrap();
+            order[from..]
+                .iter()
+                .find_map(|s| seen[i].get(*s).copied())
                 .unwrap_or_else(|| panic!("{name}: step {step} never seen: {:?}", seen[i]))
         };
         let ssh = ssh_at[i].unwrap();
         let phases = [
             ("firmware_to_installer", at("kickstart")),
-            ("pull_and_deploy", at("deployed") - at("install-start")),
+            ("disk_and_pull", at("pulled") - at("install-start")),
+            ("deploy", at("deployed") - at("pulled")),
             ("bootloader_and_post", at("install-result") - at("deployed")),
             ("reboot_to_ssh", ssh - at("install-result")),
             ("install_to_ssh", ssh),
@@ -527,6 +540,74 @@ fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks_a_failed_install_
             .count()
     };
     assert!(tftp_lines(MACHINES[0].3) > 0, "uefi: no TFTP\n{log}");
+    // After its install the `uefi` machine's PXE boot ends in `exit 1` (boot the disk); OVMF
+    // goes on to UEFI HTTP boot, which slipway's proxy answers (architecture 16) with the
+    // URL of iPXE, fetched over HTTP; its script sends it on to the disk again.
+    assert!(
+        log.lines()
+            .any(|l| l.contains(MACHINES[0].2) && l.contains("arch 16") && l.contains("http://")),
+        "uefi: no UEFI HTTP boot answered\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("http: {}:", MACHINES[0].3))
+                && l.contains("GET /snponly.efi")
+                && l.contains(" 200 ")),
+        "uefi: iPXE not fetched by HTTP boot\n{log}"
+    );
     assert_eq!(tftp_lines(MACHINES[1].3), 0, "bios: TFTP used\n{log}");
     eprintln!("pxe lab done in {:.0}s", t0.elapsed().as_secs_f64());
+
+    // For the benchmark (`bench/run.sh pxe` sets SLIPWAY_BENCH_OUT): the prebuilt image of
+    // the same commit booted to SSH on this machine now, with the lab's machines gone.
+    if std::env::var_os("SLIPWAY_BENCH_OUT").is_some() {
+        // The installer's pull against `ostree pull` of the same commit from the same server
+        // into a fresh repository on the installed `bios` machine, now that the others idle.
+        let script = format!(
+            "set -e; r=/var/tmp/slipway-pull-baseline; rm -rf $r; \
+             ostree --repo=$r init --mode=bare-user; \
+             ostree --repo=$r remote add --no-gpg-verify s http://{SERVER_IP}:{HTTP_PORT}/repo; \
+             a=$(date +%s.%N); ostree --repo=$r pull s {} > /dev/null; b=$(date +%s.%N); \
+             rm -rf $r; awk -v a=$a -v b=$b 'BEGIN {{ print b - a }}'",
+            host.reference
+        );
+        let out = vms[1]
+            .0
+            .ssh_with_timeout(&script, Duration::from_secs(3600))
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        eprintln!("ostree pull of the commit on bios-node: {secs:.0}s");
+        record_measurement("pxe_ostree_pull_s", secs, "s", accel.as_str());
+        drop(vms);
+        let overlay = w.join("image.qcow2");
+        run_ok(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                .arg(host_image("raw"))
+                .arg(&overlay),
+        );
+        let image = Vm::start(
+            VmConfig::new("pxe-image-baseline")
+                .disk(&overlay)
+                .accel(accel)
+                .cpus(1)
+                .memory_mib(3072)
+                .user_net_ssh()
+                .ssh("root", &key),
+        )
+        .unwrap();
+        let booted = image.wait_for_ssh(Duration::from_secs(900)).unwrap();
+        eprintln!("prebuilt image: SSH after {:.0}s", booted.as_secs_f64());
+        record_measurement(
+            "pxe_image_boot_to_ssh_s",
+            booted.as_secs_f64(),
+            "s",
+            accel.as_str(),
+        );
+    }
 }

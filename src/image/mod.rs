@@ -344,6 +344,7 @@ fn stage(opts: &ImageOptions, plan: &Plan, work: &Path, progress: &Progress) -> 
             remote,
             gpg_verify: false,
             gpg_key: None,
+            on_pulled: None,
         },
         &plan.settings,
     )?;

@@ -404,6 +404,7 @@ fn act(
             }),
             gpg_verify: c.gpg_verify,
             gpg_key: c.trusted_key.as_deref(),
+            on_pulled: Some(&|| report(report_url, "pulled", None)),
         },
         &settings,
     )?;

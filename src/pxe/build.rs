@@ -1105,7 +1105,7 @@ fn prepare_live_root(root: &Path, tree: &Tree, plan: &Plan, work: &Path) -> Resu
 /// Zero bytes after the initramfs up to a multiple of 4. The kernel reads an uncompressed
 /// cpio archive (`rootfs.img`) only at a 4-byte aligned offset of the initrd memory, and
 /// skips zero bytes between archives. iPXE's BIOS loader, GRUB and PXELINUX align each
-/// initrd themselves; the kernel's EFI stub (`initrd=` under ipxe.efi) concatenates them
+/// initrd themselves; the kernel's EFI stub (`initrd=` under snponly.efi) concatenates them
 /// as they are, so without this an initramfs of odd length hides the live root.
 pub fn pad_initrd(data: &mut Vec<u8>) {
     data.resize(data.len().next_multiple_of(4), 0);

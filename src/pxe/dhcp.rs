@@ -26,7 +26,7 @@
 //! | --- | --- | --- |
 //! | 0 | BIOS | `undionly.kpxe` by TFTP |
 //! | 6 | UEFI ia32 | only when an ia32 EFI program is configured: Debian's `ipxe` package ships x86-64 EFI programs only, and a 64-bit program does not start on 32-bit firmware; otherwise no answer and a log line |
-//! | 7, 9 | UEFI x86-64 (9 is "EBC", sent by some x86-64 firmware) | `ipxe.efi` (or e.g. `snponly.efi`, configurable) by TFTP |
+//! | 7, 9 | UEFI x86-64 (9 is "EBC", sent by some x86-64 firmware) | `snponly.efi` (configurable) by TFTP |
 //! | 10, 11 | UEFI ARM 32/64 | only when an ARM program is configured (Debian's `ipxe` package has none); otherwise no answer and a log line |
 //! | 16, 19 (option 60 `HTTPClient`) | UEFI HTTP boot, x86-64 / ARM64 | option 60 `HTTPClient` and an `http://` URL of the EFI program (19 only when an ARM64 program is configured) |
 //!
@@ -137,8 +137,10 @@ impl fmt::Display for DhcpMode {
 pub struct BootPrograms {
     /// BIOS (arch 0): an iPXE UNDI loader.
     pub bios: String,
-    /// UEFI x86-64 (arch 7 and 9, HTTP boot 16): `ipxe.efi`, or `snponly.efi` to use the
-    /// firmware's network driver.
+    /// UEFI x86-64 (arch 7 and 9, HTTP boot 16): `snponly.efi`, iPXE on the firmware's own
+    /// network driver. `ipxe.efi` brings its own drivers and, in Debian 12's build, never
+    /// returns to the firmware when a script ends with `exit` (the local-disk answer of an
+    /// installed UEFI machine): OVMF hangs there.
     pub efi_x64: String,
     /// UEFI ia32 (arch 6, HTTP boot 15).
     pub efi_ia32: Option<String>,
@@ -153,7 +155,7 @@ impl Default for BootPrograms {
     fn default() -> Self {
         Self {
             bios: "undionly.kpxe".into(),
-            efi_x64: "ipxe.efi".into(),
+            efi_x64: "snponly.efi".into(),
             efi_ia32: None,
             efi_arm32: None,
             efi_arm64: None,
@@ -1832,11 +1834,11 @@ mod tests {
         assert_eq!(sub[&10][0], 0, "prompt timeout 0: first entry at once");
         assert_eq!(r.dest, SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
         assert!(r.bytes.len() >= 300);
-        assert_eq!(r.boot.as_deref(), Some("ipxe.efi"));
+        assert_eq!(r.boot.as_deref(), Some("snponly.efi"));
     }
 
     #[test]
-    fn ovmf_request_on_4011_gets_ack_with_ipxe_efi() {
+    fn ovmf_request_on_4011_gets_ack_with_snponly_efi() {
         let cfg = proxy_cfg();
         let client = Ipv4Addr::new(192, 0, 2, 57);
         let (r, m) = reply(run(
@@ -1851,8 +1853,8 @@ mod tests {
             SocketAddrV4::new(client, 4011),
             "back to the asking port"
         );
-        assert_eq!(file_field(&m), "ipxe.efi");
-        assert_eq!(bootfile(&m), "ipxe.efi");
+        assert_eq!(file_field(&m), "snponly.efi");
+        assert_eq!(bootfile(&m), "snponly.efi");
         assert_eq!(m.siaddr(), SERVER);
         assert_eq!(
             m.opts().get(OptionCode::TFTPServerName),
@@ -2005,8 +2007,8 @@ mod tests {
             ListenPort::Dhcp,
         ));
         assert_eq!(opt(&o, 60), Some(&b"HTTPClient"[..]));
-        assert_eq!(bootfile(&o), "http://192.0.2.1:8080/ipxe.efi");
-        assert_eq!(r.boot.as_deref(), Some("http://192.0.2.1:8080/ipxe.efi"));
+        assert_eq!(bootfile(&o), "http://192.0.2.1:8080/snponly.efi");
+        assert_eq!(r.boot.as_deref(), Some("http://192.0.2.1:8080/snponly.efi"));
         assert_eq!(o.yiaddr(), Ipv4Addr::UNSPECIFIED);
         assert_eq!(
             o.opts().get(OptionCode::VendorExtensions),
@@ -2274,13 +2276,13 @@ mod tests {
             Some(&DhcpOption::Router(vec![SERVER]))
         );
         assert_eq!(o.siaddr(), SERVER, "next-server");
-        assert_eq!(file_field(&o), "ipxe.efi");
-        assert_eq!(bootfile(&o), "ipxe.efi");
+        assert_eq!(file_field(&o), "snponly.efi");
+        assert_eq!(bootfile(&o), "snponly.efi");
         assert!(!leases.is_dirty(), "an offer is not a lease");
         assert!(leases.get("52:54:00:12:34:56").is_none());
 
         let (_, ack) = full_dora(&cfg, &mut leases, &ovmf(MessageType::Discover, 7));
-        assert_eq!(file_field(&ack), "ipxe.efi");
+        assert_eq!(file_field(&ack), "snponly.efi");
         assert!(leases.is_dirty(), "an ACK must be saved before it is sent");
         let l = leases.get("52:54:00:12:34:56").unwrap();
         assert_eq!(l.ip, Ipv4Addr::new(192, 0, 2, 100));
@@ -2474,14 +2476,14 @@ mod tests {
         let facts = ClientFacts::from_message(&ovmf(MessageType::Discover, 7)).unwrap();
         let e = BootEvent {
             facts,
-            program: "ipxe.efi".into(),
+            program: "snponly.efi".into(),
             kind: MessageType::Ack,
             address: None,
         };
         assert_eq!(
             e.to_string(),
             format!(
-                "52:54:00:12:34:56 uuid {UUID} arch 7 (UEFI x86-64): offered boot program ipxe.efi"
+                "52:54:00:12:34:56 uuid {UUID} arch 7 (UEFI x86-64): offered boot program snponly.efi"
             )
         );
     }

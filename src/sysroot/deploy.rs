@@ -46,7 +46,7 @@ pub fn remote_key_path(name: &str) -> String {
 }
 
 /// What to deploy.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DeployRequest<'a> {
     pub sysroot: &'a Path,
     pub osname: &'a str,
@@ -63,6 +63,8 @@ pub struct DeployRequest<'a> {
     /// verified, and no `remotes.d` file is written (the host finds the remote and its key in
     /// the repository).
     pub gpg_key: Option<&'a Path>,
+    /// Called once the commit is pulled, before it is deployed (the installer reports it).
+    pub on_pulled: Option<&'a dyn Fn()>,
 }
 
 /// Default kernel arguments of a slipway host. Every failed boot must end in a reboot, so
@@ -180,6 +182,9 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
         .unwrap_or_else(|| url.clone());
     repo.pull_with_options(&from, &opts.end(), None, gio::Cancellable::NONE)
         .with_context(|| format!("pulling {} from {url}", req.ostree_ref))?;
+    if let Some(f) = req.on_pulled {
+        f();
+    }
     let pulled = match &temp_remote {
         Some(t) => format!("{}:{}", t.name, req.ostree_ref),
         None => req.ostree_ref.to_string(),
