@@ -26,7 +26,7 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::fixtures::*;
@@ -39,43 +39,6 @@ const GUEST_LOCK: &str = "10.0.2.101:8081";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 /// The verdict's MESSAGE_ID (src/host/health/journal.rs).
 const VERDICT_ID: &str = "0b6e7f3d2a8c4f51a1d9e2c7b4f60a13";
-
-/// `python3 -m http.server` over a directory, on a free port of 127.0.0.1; killed on drop.
-struct RepoServer {
-    child: Child,
-    port: u16,
-}
-
-impl RepoServer {
-    fn start(dir: &Path) -> RepoServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new("python3");
-        cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .arg("--directory")
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let child = slipway::sys::cmd::spawn(&mut cmd).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        RepoServer { child, port }
-    }
-}
-
-impl Drop for RepoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A FleetLock server for the test: records every request; `pre-reboot` is granted only
 /// while the slot is free, `steady-state` always.

@@ -13,9 +13,7 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::fixtures::*;
@@ -25,43 +23,6 @@ use common::vm::{self, Disk, Firmware, Vm, VmConfig};
 const GUEST_SERVER: &str = "10.0.2.100:8080";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(2400);
-
-/// `python3 -m http.server` over a directory, on a free port of 127.0.0.1; killed on drop.
-struct RepoServer {
-    child: Child,
-    port: u16,
-}
-
-impl RepoServer {
-    fn start(dir: &Path) -> RepoServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new("python3");
-        cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .arg("--directory")
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let child = slipway::sys::cmd::spawn(&mut cmd).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        RepoServer { child, port }
-    }
-}
-
-impl Drop for RepoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn check(vm: &Vm, cmd: &str) -> String {
     vm.ssh_ok(cmd).unwrap_or_else(|e| {

@@ -406,3 +406,43 @@ fn image_args(format: &str, kickstart: &Path) -> Vec<String> {
         TEST_REMOTE_URL.into(),
     ]
 }
+
+/// `python3 -m http.server` over a directory, on a free port of 127.0.0.1; killed on drop.
+pub struct RepoServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl RepoServer {
+    pub fn start(dir: &Path) -> RepoServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = slipway::sys::cmd::spawn(&mut cmd).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        RepoServer { child, port }
+    }
+}
+
+impl Drop for RepoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
