@@ -175,19 +175,7 @@ fn run_host_script(what: &str, s: &Script, env: &[(&str, &Path)]) -> Result<()> 
             .open(log)
             .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
     }
-    if !out.status.success() {
-        let msg = format!(
-            "{}: {what} script failed ({}); last lines:\n{}",
-            s.at,
-            out.status,
-            crate::sys::cmd::Tail::from_text(&text, 20)
-        );
-        if s.erroronfail {
-            bail!(msg);
-        }
-        ui::warn(msg);
-    }
-    Ok(())
+    crate::sysroot::hostconfig::script_outcome(s, what, out.status, &text)
 }
 
 /// Where the acts got to: what to wipe on failure.

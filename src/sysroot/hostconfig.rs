@@ -490,18 +490,7 @@ pub fn run_post(ks: &Kickstart, d: &Deployed) -> Result<()> {
         if let Some(log) = &s.log {
             write_post_log(&target, s, log, &text)?;
         }
-        if !out.status.success() {
-            let msg = format!(
-                "{}: %post script failed ({}); last lines:\n{}",
-                s.at,
-                out.status,
-                crate::sys::cmd::Tail::from_text(&text, 20)
-            );
-            if s.erroronfail {
-                bail!(msg);
-            }
-            crate::sys::ui::warn(msg);
-        }
+        script_outcome(s, "%post", out.status, &text)?;
     }
     Ok(())
 }
@@ -541,6 +530,29 @@ pub fn check_sudoers(d: &Deployed) -> Result<()> {
     run_in(d, &["visudo", "-c"])
         .map(|_| ())
         .context("visudo -c")
+}
+
+/// How a kickstart script ended: a failure is an error with its last lines under
+/// `--erroronfail`, a warning otherwise. `what` names the section (`%post`, `%pre`...).
+pub fn script_outcome(
+    s: &crate::kickstart::Script,
+    what: &str,
+    status: std::process::ExitStatus,
+    text: &str,
+) -> Result<()> {
+    if status.success() {
+        return Ok(());
+    }
+    let msg = format!(
+        "{}: {what} script failed ({status}); last lines:\n{}",
+        s.at,
+        crate::sys::cmd::Tail::from_text(text, 20)
+    );
+    if s.erroronfail {
+        bail!(msg);
+    }
+    crate::sys::ui::warn(msg);
+    Ok(())
 }
 
 #[cfg(test)]
