@@ -21,7 +21,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -319,7 +318,13 @@ fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks_a_failed_install_
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // The machines, at once.
+    // The machines, at once; their power-on is the start of every phase.
+    let started = Instant::now();
+    let since = || started.elapsed().as_secs_f64();
+    let vms_started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let accel = vm::accel_for(Some(&host_kernel()));
     let mut vms = Vec::new();
     for (name, firmware, mac, addr, tap) in MACHINES {
@@ -345,10 +350,7 @@ fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks_a_failed_install_
     }
 
     // Wait on the server's status (two installed, one failed) and on SSH of the installed
-    // ones, noting when each machine first reached each step: the phases of an install.
-    let started = Instant::now();
-    let since = || started.elapsed().as_secs_f64();
-    let mut seen: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); MACHINES.len()];
+    // ones.
     let mut ssh_at: [Option<f64>; 2] = [None, None];
     let deadline = Instant::now() + scaled(INSTALL_TIMEOUT);
     let mut last = String::new();
@@ -363,11 +365,9 @@ fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks_a_failed_install_
         }
         let s = status(&lab);
         let mut summary = Vec::new();
-        for (i, (name, _, mac, _, _)) in MACHINES.iter().enumerate() {
+        for (name, _, mac, _, _) in MACHINES.iter() {
             match machine(&s, mac) {
                 Some(m) => {
-                    let step = m["step"].as_str().unwrap_or_default().to_string();
-                    seen[i].entry(step).or_insert_with(since);
                     summary.push(format!(
                         "{name}: {} {} {}",
                         m["step"], m["result"], m["status"]
@@ -414,26 +414,20 @@ fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks_a_failed_install_
         std::thread::sleep(Duration::from_secs(5));
     }
     eprintln!("installs done after {:.0}s", t0.elapsed().as_secs_f64());
-    // The phases, from power-on (resolution: the 5 s poll): firmware and iPXE to the
-    // installer asking for its kickstart; partitions, file systems and the pull; the deploy;
-    // GRUB, host configuration and %post; the reboot through the network to the disk and SSH.
+    // The phases, from power-on, by the times the server recorded for each machine's steps
+    // (`steps` in its status): firmware and iPXE to the installer asking for its kickstart;
+    // partitions, file systems and the pull; the deploy; GRUB, host configuration and %post;
+    // the reboot through the network to the disk and SSH.
     let accel_name = accel.as_str();
+    let s = status(&lab);
     for i in 0..2 {
         let name = MACHINES[i].0;
-        // A step that passed between two polls takes the time of the next one seen.
-        let order = [
-            "kickstart",
-            "install-start",
-            "pulled",
-            "deployed",
-            "install-result",
-        ];
+        let m = machine(&s, MACHINES[i].2).unwrap();
         let at = |step: &str| {
-            let from = order.iter().position(|s| *s == step).unwrap();
-            order[from..]
-                .iter()
-                .find_map(|s| seen[i].get(*s).copied())
-                .unwrap_or_else(|| panic!("{name}: step {step} never seen: {:?}", seen[i]))
+            let t = m["steps"][step]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name}: no time for step {step}: {m}"));
+            t as f64 - vms_started_unix
         };
         let ssh = ssh_at[i].unwrap();
         let phases = [
@@ -447,6 +441,7 @@ fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks_a_failed_install_
         let text: Vec<String> = phases.iter().map(|(k, v)| format!("{k} {v:.0}s")).collect();
         eprintln!("{name}: {}", text.join(", "));
         for (k, v) in phases {
+            assert!(v >= 0.0, "{name}: {k} {v}");
             record_measurement(&format!("pxe_{name}_{k}_s"), v, "s", accel_name);
         }
     }

@@ -50,6 +50,10 @@ pub struct MachineState {
     pub ip: Option<String>,
     /// When the record last changed, Unix seconds.
     pub updated: u64,
+    /// When each step was last recorded, Unix seconds: an install's progress over time
+    /// (`kickstart`, `install-start`, `pulled`, `deployed`, `install-result`...).
+    #[serde(default)]
+    pub steps: std::collections::BTreeMap<String, u64>,
 }
 
 impl MachineState {
@@ -143,6 +147,9 @@ impl Store {
         });
         f(m);
         m.updated = now();
+        if !m.step.is_empty() {
+            m.steps.insert(m.step.clone(), m.updated);
+        }
         let m = m.clone();
         let path = self.dir.join(file_name(mac));
         let mut json = serde_json::to_vec_pretty(&m)?;
@@ -181,5 +188,22 @@ mod tests {
         assert!(m.installed);
         assert_eq!(m.step, "kernel");
         assert_eq!(s.all().len(), 1);
+        // Each step keeps its time, through later steps and the reload.
+        assert!(m.steps["kernel"] > 0, "{:?}", m.steps);
+        s.step(
+            "52:54:00:12:34:56",
+            "install-start",
+            "ok",
+            "install started",
+        )
+        .unwrap();
+        let m = Store::load(d.path())
+            .unwrap()
+            .get("52:54:00:12:34:56")
+            .unwrap();
+        assert_eq!(
+            m.steps.keys().collect::<Vec<_>>(),
+            ["install-start", "kernel"]
+        );
     }
 }
