@@ -619,6 +619,8 @@ test_passed() {
 }
 # A field of the DHCP load generator's JSON line: dhcp_field RUN '.answer_ms.p99'.
 dhcp_field() { jq -r "$2 // \"?\"" <<< "${PX[$1]:-\{\}}" 2> /dev/null || echo '?'; }
+# Seconds without the fraction (VM phases are minutes long; the poll and the clock are 1 s).
+secs() { [ -n "$1" ] && printf '%.0f' "$1" || printf '?'; }
 # The value of a pxe_* measurement of the VM test's JSON lines.
 pxe_vm_value() {
     [ -f "$PXE_VM_JSONL" ] || return 0
@@ -696,17 +698,17 @@ EOF
         for m in uefi bios; do
             parts=
             for part in firmware_to_installer disk_and_pull deploy bootloader_and_post reboot_to_ssh; do
-                parts+="${parts:+, }${part//_/ } $(pxe_vm_value "pxe_${m}_${part}_s") s"
+                parts+="${parts:+, }${part//_/ } $(secs "$(pxe_vm_value "pxe_${m}_${part}_s")") s"
             done
-            echo "| PXE install to SSH, \`$m\` machine (power-on to SSH; three VMs, one vCPU each, TCG) | $(pxe_vm_value "pxe_${m}_install_to_ssh_s") s: $parts | | | | info |"
+            echo "| PXE install to SSH, \`$m\` machine (power-on to SSH; three VMs, one vCPU each, TCG) | $(secs "$(pxe_vm_value "pxe_${m}_install_to_ssh_s")") s: $parts | | | | info |"
         done
         local pull base
         pull=$(pxe_vm_value pxe_bios_disk_and_pull_s) base=$(pxe_vm_value pxe_ostree_pull_s)
         if [ -n "$base" ]; then
             k=FAIL; [ "$(awk -v a="$pull" -v b="$base" 'BEGIN { print (a <= 1.2 * b) }')" = 1 ] && k=PASS
-            echo "| the \`bios\` installer's partitioning and pull against \`ostree pull\` of the same commit from the same server (on the installed machine, the other VMs idle; the installer shared two cores with two more) | ${pull} s | ${base} s | $(ratio "$pull" "$base")x | <= 1.2x | $k |"
+            echo "| the \`bios\` installer's partitioning and pull against \`ostree pull\` of the same commit from the same server (on the installed machine, the other VMs idle; the installer shared two cores with two more) | $(secs "$pull") s | $(secs "$base") s | $(ratio "$pull" "$base")x | <= 1.2x | $k |"
         fi
-        echo "| slowest PXE install to SSH against boot to SSH of the prebuilt host image (same test, after the lab) | ${inst} s | ${img:+$img s}${img:-not recorded} | ${img:+$(ratio "$inst" "$img")x} | | info |"
+        echo "| slowest PXE install to SSH against boot to SSH of the prebuilt host image (same test, after the lab) | $(secs "$inst") s | $([ -n "$img" ] && echo "$(secs "$img") s" || echo "not recorded") | ${img:+$(ratio "$inst" "$img")x} | | info |"
     else
         echo "| PXE install to SSH (tests/pxe_slow.rs) | not measured in this run${SLIPWAY_BENCH_SKIP_PXE_VM:+ (SLIPWAY_BENCH_SKIP_PXE_VM)} | | | | info |"
     fi
