@@ -288,6 +288,90 @@ impl Tree {
     }
 }
 
+impl Tree {
+    /// Set the mode of `rel` (not a symbolic link; the last component is not followed).
+    pub fn set_mode(&self, rel: &str, mode: u32) -> Result<()> {
+        let (dir, name) = self.parent_of(rel)?;
+        let fd = rustix::fs::openat(
+            dir.as_fd(),
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("opening {}", self.describe(rel)))?;
+        // fchmod refuses O_PATH descriptors; chmod through /proc/self/fd does not follow
+        // anything but this very file.
+        rustix::fs::chmodat(
+            rustix::fs::CWD,
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+            Mode::from_raw_mode(mode & 0o7777),
+            AtFlags::empty(),
+        )
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("setting the mode of {}", self.describe(rel)))
+    }
+
+    /// Set the owner of `rel` (a link itself, not what it points to).
+    pub fn set_owner(&self, rel: &str, uid: u32, gid: u32) -> Result<()> {
+        let (dir, name) = self.parent_of(rel)?;
+        rustix::fs::chownat(
+            dir.as_fd(),
+            name,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("setting the owner of {}", self.describe(rel)))
+    }
+
+    /// Make `rel` a hard link to the existing `target` (both inside the tree; neither's last
+    /// component followed; a file or link at `rel` is replaced).
+    pub fn hard_link(&self, target: &str, rel: &str) -> Result<()> {
+        if let Some((parent, _)) = rel.rsplit_once('/') {
+            self.create_dir_all(parent)?;
+        }
+        let (tdir, tname) = self.parent_of(target)?;
+        let (dir, name) = self.parent_of(rel)?;
+        if let Ok(m) = dir.symlink_metadata(name) {
+            if m.is_dir() {
+                bail!("{} is a directory", self.describe(rel));
+            }
+            dir.remove_file(name)
+                .with_context(|| format!("removing {}", self.describe(rel)))?;
+        }
+        rustix::fs::linkat(tdir.as_fd(), tname, dir.as_fd(), name, AtFlags::empty())
+            .map_err(std::io::Error::from)
+            .with_context(|| {
+                format!(
+                    "linking {} to {}",
+                    self.describe(rel),
+                    self.describe(target)
+                )
+            })
+    }
+
+    /// The names in directory `rel` (links inside the tree followed), sorted.
+    pub fn list(&self, rel: &str) -> Result<Vec<String>> {
+        let fd = self
+            .open_dir(rel)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("opening {}", self.describe(rel)))?;
+        let dir = cap_std::fs::Dir::from_std_file(File::from(fd));
+        let mut names = Vec::new();
+        for e in dir
+            .entries()
+            .with_context(|| format!("reading {}", self.describe(rel)))?
+        {
+            let e = e.with_context(|| format!("reading {}", self.describe(rel)))?;
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
 fn is_not_found(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
