@@ -219,12 +219,26 @@ pub fn sources_for_suite(
     Ok(out)
 }
 
-/// Sources from the treefile's `repos`.
+/// Sources from the treefile's `repos`, then its package images' `repos` (one apt state
+/// serves the host and its images).
 pub fn treefile_sources(tf: &Treefile) -> Vec<Source> {
+    let images = tf
+        .container_images
+        .iter()
+        .flat_map(|img| match &img.source {
+            crate::services::spec::ImageSource::Packages { repos, .. } => repos
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("{} repos[{i}]", img.origin), r))
+                .collect::<Vec<_>>(),
+            crate::services::spec::ImageSource::Archive(_) => Vec::new(),
+        });
     tf.repos
         .iter()
         .enumerate()
-        .map(|(i, r)| Source {
+        .map(|(i, r)| (format!("treefile repos[{i}]"), r))
+        .chain(images)
+        .map(|(key, r)| Source {
             // apt's copy: method puts the .debs of a local repository into the chroot's
             // archive cache; with file: dpkg in the chroot would look for them at a host path.
             uris: vec![match r.uri.strip_prefix("file:") {
@@ -239,7 +253,7 @@ pub fn treefile_sources(tf: &Treefile) -> Vec<Source> {
                     .display()
                     .to_string(),
             ),
-            origin: format!("treefile repos[{i}] (signed-by {})", r.signed_by.display),
+            origin: format!("{key} (signed-by {})", r.signed_by.display),
         })
         .collect()
 }

@@ -15,6 +15,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::services::spec::{self, ContainerImage, ImageSource, Service};
+
 /// Default Debian suite.
 pub const DEFAULT_SUITE: &str = "bookworm";
 
@@ -77,6 +79,10 @@ pub struct Treefile {
     pub initramfs_args: Vec<String>,
     pub automatic_version_prefix: Option<String>,
     pub add_commit_metadata: BTreeMap<String, Value>,
+    /// Images bound to the commit (`container-images`).
+    pub container_images: Vec<ContainerImage>,
+    /// Containers the host runs from them.
+    pub services: Vec<Service>,
     /// Which treefile (and key) asked for each package, for error messages.
     #[serde(skip)]
     pub package_origins: BTreeMap<String, String>,
@@ -106,11 +112,14 @@ struct Fragment {
     initramfs_args: Option<Vec<String>>,
     automatic_version_prefix: Option<String>,
     add_commit_metadata: Option<BTreeMap<String, Value>>,
+    container_images: Option<Vec<spec::RawImage>>,
+    services: Option<Vec<spec::RawService>>,
 }
 
+/// An apt repository as written (`repos`, and an image's `repos`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawRepo {
+pub struct RawRepo {
     uri: String,
     suite: String,
     components: Vec<String>,
@@ -170,6 +179,8 @@ struct Acc {
     initramfs_args: Vec<String>,
     automatic_version_prefix: Option<String>,
     add_commit_metadata: BTreeMap<String, Value>,
+    container_images: Vec<ContainerImage>,
+    services: Vec<Service>,
     package_origins: BTreeMap<String, String>,
 }
 
@@ -274,27 +285,8 @@ impl Loader {
             }
         }
         for (i, r) in frag.repos.unwrap_or_default().into_iter().enumerate() {
-            let scheme_ok = ["http://", "https://", "file:/"]
-                .iter()
-                .any(|s| r.uri.starts_with(s));
-            if !scheme_ok {
-                bail!(
-                    "{fname}: repos[{i}].uri: `{}` must be an http, https or file URI",
-                    r.uri
-                );
-            }
-            if r.components.is_empty() && !r.suite.ends_with('/') {
-                bail!(
-                    "{fname}: repos[{i}].components: empty (only a flat repository, whose suite ends in `/`, has no components)"
-                );
-            }
-            let signed_by = self.file_ref(file, &format!("repos[{i}].signed-by"), &r.signed_by)?;
-            acc.repos.push(AptRepo {
-                uri: r.uri,
-                suite: r.suite,
-                components: r.components,
-                signed_by,
-            });
+            let repo = self.repo(file, &format!("repos[{i}]"), r)?;
+            acc.repos.push(repo);
         }
         for (i, (src, dest)) in frag.add_files.unwrap_or_default().into_iter().enumerate() {
             let key = format!("{fname}: add-files[{i}][1]");
@@ -352,7 +344,119 @@ impl Loader {
         for (k, v) in frag.add_commit_metadata.unwrap_or_default() {
             acc.add_commit_metadata.insert(k, v);
         }
+        for (i, raw) in frag
+            .container_images
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let img = self.image(file, i, raw)?;
+            acc.container_images.push(img);
+        }
+        for (i, raw) in frag.services.unwrap_or_default().into_iter().enumerate() {
+            acc.services
+                .push(spec::service(&format!("{fname}: services[{i}]"), raw)?);
+        }
         Ok(())
+    }
+
+    /// An apt repository entry (`key`: `repos[i]`, or an image's).
+    fn repo(&self, file: &Path, key: &str, r: RawRepo) -> Result<AptRepo> {
+        let fname = file.display();
+        let scheme_ok = ["http://", "https://", "file:/"]
+            .iter()
+            .any(|s| r.uri.starts_with(s));
+        if !scheme_ok {
+            bail!(
+                "{fname}: {key}.uri: `{}` must be an http, https or file URI",
+                r.uri
+            );
+        }
+        if r.components.is_empty() && !r.suite.ends_with('/') {
+            bail!(
+                "{fname}: {key}.components: empty (only a flat repository, whose suite ends in `/`, has no components)"
+            );
+        }
+        let signed_by = self.file_ref(file, &format!("{key}.signed-by"), &r.signed_by)?;
+        Ok(AptRepo {
+            uri: r.uri,
+            suite: r.suite,
+            components: r.components,
+            signed_by,
+        })
+    }
+
+    /// A `container-images` entry: paths resolve relative to `file`, as everywhere else.
+    fn image(&self, file: &Path, i: usize, raw: spec::RawImage) -> Result<ContainerImage> {
+        let fname = file.display().to_string();
+        let key = format!("{fname}: container-images[{i}]");
+        spec::check_image_names(&key, &raw)?;
+        let config = spec::image_config(&key, &raw)?;
+        let what = format!("{}:{}", raw.name, raw.tag);
+        let source = match (raw.packages, raw.archive) {
+            (Some(pkgs), None) => {
+                let mut packages = Vec::new();
+                for (j, p) in pkgs.iter().enumerate() {
+                    for name in p.split_whitespace() {
+                        check_package_name(name).map_err(|why| {
+                            anyhow!("{key}.packages[{j}] ({what}): `{name}` {why}")
+                        })?;
+                        packages.push(name.to_string());
+                    }
+                }
+                dedup_keep_order(&mut packages);
+                let mut repos = Vec::new();
+                for (j, r) in raw.repos.unwrap_or_default().into_iter().enumerate() {
+                    repos.push(self.repo(file, &format!("container-images[{i}].repos[{j}]"), r)?);
+                }
+                ImageSource::Packages { packages, repos }
+            }
+            (None, Some(a)) => {
+                let path = file.parent().unwrap_or(Path::new(".")).join(&a);
+                if !path.exists() {
+                    bail!("{key}.archive ({what}): {}: no such file", path.display());
+                }
+                ImageSource::Archive(self.file_ref(
+                    file,
+                    &format!("container-images[{i}].archive ({what})"),
+                    &a,
+                )?)
+            }
+            _ => unreachable!("checked by check_image_names"),
+        };
+        let mut add_files = Vec::new();
+        for (j, (src, dest)) in raw.add_files.unwrap_or_default().into_iter().enumerate() {
+            let k = format!("{key}.add-files[{j}][1] ({what})");
+            if !dest.starts_with('/') {
+                bail!("{k}: `{dest}` must be an absolute path in the image");
+            }
+            crate::sys::tree::check_path(&k, &dest)?;
+            let source = self.file_ref(
+                file,
+                &format!("container-images[{i}].add-files[{j}][0] ({what})"),
+                &src,
+            )?;
+            add_files.push(AddFile { source, dest });
+        }
+        let postprocess = raw
+            .postprocess
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(j, text)| Script {
+                origin: format!("{key}.postprocess[{j}] ({what})"),
+                text,
+            })
+            .collect();
+        Ok(ContainerImage {
+            name: raw.name,
+            tag: raw.tag,
+            source,
+            add_files,
+            postprocess,
+            config,
+            origin: format!("{key} ({what})"),
+        })
     }
 }
 
@@ -471,6 +575,8 @@ impl Treefile {
             }
         }
 
+        spec::check_all(&top, &acc.container_images, &acc.services)?;
+
         Ok(Treefile {
             ostree_ref,
             suite,
@@ -487,6 +593,8 @@ impl Treefile {
             initramfs_args: acc.initramfs_args,
             automatic_version_prefix: acc.automatic_version_prefix,
             add_commit_metadata: acc.add_commit_metadata,
+            container_images: acc.container_images,
+            services: acc.services,
             package_origins: acc.package_origins,
             sources: loader.sources,
         })
@@ -507,6 +615,16 @@ impl Treefile {
             .map(|r| &r.signed_by)
             .chain(self.add_files.iter().map(|f| &f.source))
             .chain(self.postprocess_script.iter())
+            .chain(self.container_images.iter().flat_map(|img| {
+                let own: Vec<&FileRef> = match &img.source {
+                    ImageSource::Packages { repos, .. } => {
+                        repos.iter().map(|r| &r.signed_by).collect()
+                    }
+                    ImageSource::Archive(f) => vec![f],
+                };
+                own.into_iter()
+                    .chain(img.add_files.iter().map(|f| &f.source))
+            }))
             .collect();
         v.sort_by(|a, b| a.display.cmp(&b.display));
         v.dedup_by(|a, b| a.display == b.display);
@@ -768,5 +886,109 @@ mod tests {
         );
         let c = Treefile::load(&top).unwrap().canonical_json();
         assert_ne!(a, c);
+    }
+
+    fn services_treefile(d: &Path, images: &str, services: &str) -> PathBuf {
+        write(d, "index.html", "v1");
+        write(
+            d,
+            "svc.json",
+            &format!(
+                r#"{{"ref": "a/b", "packages": ["systemd"], "container-images": {images}, "services": {services}}}"#
+            ),
+        )
+    }
+
+    const WEB: &str = r#"[{"name": "web", "tag": "v1", "packages": ["busybox-static"],
+        "add-files": [["index.html", "/srv/index.html"]],
+        "cmd": ["busybox", "httpd", "-f", "-p", "8080", "-h", "/srv"], "exposed-ports": [8080]}]"#;
+
+    #[test]
+    fn container_images_and_services_load_with_the_issue_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let t = services_treefile(
+            d.path(),
+            WEB,
+            r#"[{"name": "web", "image": "web:v1", "ports": ["8080:8080"],
+                "volumes": ["/var/lib/web:/data"], "environment": {"MODE": "prod"}, "restart": "always"}]"#,
+        );
+        let tf = Treefile::load(&t).unwrap();
+        assert_eq!(tf.container_images.len(), 1);
+        let img = &tf.container_images[0];
+        assert_eq!(img.reference(), "web:v1");
+        assert_eq!(img.add_files[0].dest, "/srv/index.html");
+        assert_eq!(img.config.exposed_ports, [8080]);
+        assert_eq!(tf.services[0].restart, "always");
+        assert_eq!(tf.services[0].volumes[0].host, "/var/lib/web");
+        // The image's files are inputs of the compose.
+        assert!(
+            tf.referenced_files()
+                .iter()
+                .any(|f| f.display == "index.html")
+        );
+        assert!(tf.canonical_json().contains("\"container-images\""));
+    }
+
+    #[test]
+    fn service_errors_name_the_service_and_the_image() {
+        let d = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                WEB,
+                r#"[{"name": "web", "image": "db:v1"}]"#,
+                "service web runs image db:v1, which the treefile does not bind (container-images has: web:v1)",
+            ),
+            (
+                WEB,
+                r#"[{"name": "a", "image": "web:v1", "ports": ["80:8080"]}, {"name": "b", "image": "web:v1", "ports": ["80:9090"]}]"#,
+                "services a and b both publish host port 80/tcp",
+            ),
+            (
+                WEB,
+                r#"[{"name": "a", "image": "web:v1", "volumes": ["/etc/a:/a"]}]"#,
+                "services[0] (service a).volumes[0]: `/etc/a` is not under /var",
+            ),
+            (
+                WEB,
+                r#"[{"name": "a", "image": "web:v1", "restart": "unless-stopped"}]"#,
+                "(service a).restart: `unless-stopped` is not one of",
+            ),
+            (
+                WEB,
+                r#"[{"name": "a", "image": "web:v1", "needs": ["b"]}, {"name": "b", "image": "web:v1", "needs": ["a"]}]"#,
+                "goes round in a circle: a -> b -> a",
+            ),
+            (
+                r#"[{"name": "tool", "tag": "1.0", "archive": "images/tool.oci.tar"}]"#,
+                "[]",
+                "container-images[0].archive (tool:1.0):",
+            ),
+            (
+                r#"[{"name": "tool", "tag": "1.0"}]"#,
+                "[]",
+                "container-images[0] (tool:1.0): neither `packages` nor `archive`",
+            ),
+            (
+                r#"[{"name": "Tool", "tag": "1.0", "packages": ["x1"]}]"#,
+                "[]",
+                "container-images[0].name: `Tool` is not an image name",
+            ),
+            (
+                r#"[{"name": "tool", "tag": "1.0", "packages": ["-o=x"]}]"#,
+                "[]",
+                "container-images[0].packages[0] (tool:1.0): `-o=x` is not a Debian package name",
+            ),
+            (
+                r#"[{"name": "web", "tag": "v1", "packages": ["a1"]}, {"name": "web", "tag": "v1", "packages": ["b1"]}]"#,
+                "[]",
+                "image web:v1 is bound twice",
+            ),
+        ];
+        for (images, services, want) in cases {
+            let t = services_treefile(d.path(), images, services);
+            let e = format!("{:#}", Treefile::load(&t).unwrap_err());
+            assert!(e.contains(want), "want `{want}` in: {e}");
+            assert!(e.contains("svc.json"), "the file is named: {e}");
+        }
     }
 }
