@@ -15,5 +15,6 @@ pub mod install;
 pub mod kickstart;
 pub mod pxe;
 pub mod repo;
+pub mod services;
 pub mod sys;
 pub mod sysroot;

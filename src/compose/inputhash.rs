@@ -57,12 +57,31 @@ fn treefile_part_with_source(
 /// The input hash of a treefile, its resolved packages and the slipway executable the host
 /// carries (`host_exe`: its SHA-256).
 pub fn input_hash(tf: &Treefile, packages: &[ResolvedPackage], host_exe: &str) -> Result<String> {
+    input_hash_with_images(tf, packages, &Default::default(), host_exe)
+}
+
+/// The input hash including the resolved package set of each package image (`name:tag` ->
+/// packages): a new version of a package in an image is a change of input.
+pub fn input_hash_with_images(
+    tf: &Treefile,
+    packages: &[ResolvedPackage],
+    images: &std::collections::BTreeMap<String, Vec<ResolvedPackage>>,
+    host_exe: &str,
+) -> Result<String> {
     let mut h = Sha256::new();
     treefile_part(&mut h, tf, host_exe)?;
     let mut pkgs: Vec<&ResolvedPackage> = packages.iter().collect();
     pkgs.sort();
     for p in pkgs {
         h.update(format!("\0pkg\0{} {} {} {}", p.name, p.version, p.arch, p.hash).as_bytes());
+    }
+    for (image, packages) in images {
+        h.update(format!("\0image\0{image}").as_bytes());
+        let mut pkgs: Vec<&ResolvedPackage> = packages.iter().collect();
+        pkgs.sort();
+        for p in pkgs {
+            h.update(format!("\0pkg\0{} {} {} {}", p.name, p.version, p.arch, p.hash).as_bytes());
+        }
     }
     Ok(hex::encode(h.finalize()))
 }

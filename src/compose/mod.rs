@@ -169,6 +169,8 @@ struct Resolution {
     index_hash: String,
     /// None when the indexes are unchanged since the previous commit (nothing was resolved).
     packages: Option<Vec<apt::ResolvedPackage>>,
+    /// The package sets of the treefile's package images (`name:tag`), resolved with them.
+    image_packages: BTreeMap<String, Vec<apt::ResolvedPackage>>,
     input_hash: Option<String>,
 }
 
@@ -359,13 +361,18 @@ fn resolve(opts: &ComposeOptions, plan: &ComposePlan, progress: &Progress) -> Re
     let prev = plan.previous.as_ref();
     let unchanged_index = !opts.force_nocache
         && prev.is_some_and(|p| p.indexhash.as_deref() == Some(index_hash.as_str()));
-    let (packages, input_hash) = if unchanged_index {
-        (None, prev.and_then(|p| p.inputhash.clone()))
+    let (packages, image_packages, input_hash) = if unchanged_index {
+        (
+            None,
+            BTreeMap::new(),
+            prev.and_then(|p| p.inputhash.clone()),
+        )
     } else {
         phase.message("resolving packages");
         let pkgs = ws.resolve(tf)?;
-        let h = inputhash::input_hash(tf, &pkgs, &plan.host_exe_hash)?;
-        (Some(pkgs), Some(h))
+        let images = crate::services::build::resolve(&ws, tf)?;
+        let h = inputhash::input_hash_with_images(tf, &pkgs, &images, &plan.host_exe_hash)?;
+        (Some(pkgs), images, Some(h))
     };
     phase.finish(
         match &packages {
@@ -382,6 +389,7 @@ fn resolve(opts: &ComposeOptions, plan: &ComposePlan, progress: &Progress) -> Re
         ws,
         index_hash,
         packages,
+        image_packages,
         input_hash,
     })
 }
@@ -495,6 +503,35 @@ fn build(
         "{} tmpfiles.d entries, {} files under /var dropped",
         report.tmpfiles_entries, report.var_files_dropped
     ));
+    if !tf.container_images.is_empty() || !tf.services.is_empty() {
+        let phase = progress.phase(
+            "images",
+            &format!(
+                "{} container image(s), {} service(s)",
+                tf.container_images.len(),
+                tf.services.len()
+            ),
+            None,
+        );
+        let manifest = crate::services::build::build_all(
+            &crate::services::build::ImagesPlan {
+                tf,
+                ws,
+                packages: &resolution.image_packages,
+                work: work.path(),
+                rootfs: &rootfs,
+                source_date_epoch: rootfs_plan.source_date_epoch,
+            },
+            &mut |l| phase.message(l),
+        )?;
+        let bytes: u64 = manifest.images.iter().map(|i| i.bytes).sum();
+        phase.finish(&format!(
+            "{} image(s) unpacked in the tree ({}), {} unit(s)",
+            manifest.images.len(),
+            HumanBytes(bytes),
+            manifest.services.len()
+        ));
+    }
     let status_path = rootfs.join(layout::DPKG_DATABASE).join("status");
     let status = std::fs::read_to_string(&status_path)
         .with_context(|| format!("reading the dpkg status {}", status_path.display()))?;

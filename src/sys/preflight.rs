@@ -40,6 +40,7 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("qemu-img", "qemu-utils"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("tar", "tar"),
+    ("docker", "docker.io"),
     ("zstd", "zstd"),
     ("ssh", "openssh-client"),
     ("ssh-keygen", "openssh-client"),
