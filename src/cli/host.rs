@@ -29,6 +29,10 @@ pub enum HostCommand {
     /// is rolled back (and the machine rebooted). Run by slipway-boot-check.service; exits
     /// 1 on a red verdict.
     BootCheck(BootCheckArgs),
+    /// Make the booted deployment's bound container images available to docker, then
+    /// conclude the verdict as boot-check does: the second stage of the health gate (run by
+    /// slipway-images.service, after docker); exits 1 when an image fails to load.
+    LoadImages(BootCheckArgs),
     /// Succeed only if this boot's verdict is green (the `ExecStartPre=` of gated units).
     Gate(GateArgs),
     /// After a green boot, give the FleetLock reboot slot back (run by
@@ -160,6 +164,10 @@ pub struct GateArgs {
     /// Where this boot's verdict is kept.
     #[arg(long, value_name = "DIR", default_value = "/run/slipway")]
     pub run_dir: PathBuf,
+    /// Content with green host checks while the bound images are still to load (docker
+    /// and containerd, which loading them needs).
+    #[arg(long)]
+    pub host_checks: bool,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +181,15 @@ pub struct UpdateAgentArgs {
     /// Where the agent's status (`update-agent.json`) is kept.
     #[arg(long, value_name = "DIR", default_value = "/run/slipway")]
     pub run_dir: PathBuf,
+}
+
+fn boot_check_options(a: BootCheckArgs) -> host::health::gate::BootCheckOptions {
+    host::health::gate::BootCheckOptions {
+        sysroot: a.sysroot.sysroot,
+        run_dir: a.run_dir,
+        assume_booted: a.assume_booted,
+        no_reboot: a.no_reboot,
+    }
 }
 
 /// Route a `host` verb; results go to stdout, progress to stderr.
@@ -190,15 +207,12 @@ pub fn run(c: HostCommand) -> Result<()> {
         }
         HostCommand::Upgrade(a) => upgrade(a),
         HostCommand::BootCheck(a) => {
-            let opts = host::health::gate::BootCheckOptions {
-                sysroot: a.sysroot.sysroot,
-                run_dir: a.run_dir,
-                assume_booted: a.assume_booted,
-                no_reboot: a.no_reboot,
-            };
-            host::health::gate::boot_check(&opts).map(|_| ())
+            host::health::gate::boot_check(&boot_check_options(a)).map(|_| ())
         }
-        HostCommand::Gate(a) => host::health::gate::gate(&a.run_dir),
+        HostCommand::LoadImages(a) => {
+            host::health::gate::load_images(&boot_check_options(a)).map(|_| ())
+        }
+        HostCommand::Gate(a) => host::health::gate::gate(&a.run_dir, a.host_checks),
         HostCommand::SteadyState(a) => host::health::gate::steady_state(&a.root, &a.run_dir),
         HostCommand::UpdateAgent(a) => host::updates::run(&host::updates::AgentOptions {
             sysroot: a.sysroot.sysroot,
@@ -240,6 +254,12 @@ pub fn run(c: HostCommand) -> Result<()> {
                 println!("removed {r}");
             }
             println!("{} deployments kept, {} removed", c.kept, c.removed.len());
+            for i in &c.images_removed {
+                println!("removed image {i}");
+            }
+            for i in &c.images_kept {
+                crate::sys::ui::warn(format!("image not removed: {i}"));
+            }
             Ok(())
         }
         HostCommand::Pin(a) => {

@@ -18,6 +18,10 @@ pub struct Cleaned {
     pub removed: Vec<String>,
     /// How many deployments are left.
     pub kept: usize,
+    /// Container images slipway imported that no deployment left binds.
+    pub images_removed: Vec<String>,
+    /// Such images docker would not remove (a container uses them), and why.
+    pub images_kept: Vec<String>,
 }
 
 /// Whether cleanup keeps deployment `index` of a list whose rollback is `rollback`.
@@ -70,8 +74,21 @@ pub fn cleanup(host: &Host) -> Result<Cleaned> {
     host.sysroot()
         .cleanup(gio::Cancellable::NONE)
         .context("removing unreferenced boot files, deployment leftovers and objects")?;
+    // Images: only on the running host, and only while docker runs (asking through its
+    // socket would start it).
+    let (mut images_removed, mut images_kept) = (Vec::new(), Vec::new());
+    if host.is_running_root() && crate::services::docker::docker_running() {
+        let mut bound = std::collections::BTreeSet::new();
+        for d in &kept {
+            let m = crate::services::Manifest::read(&host.deployment_root(d))?;
+            bound.extend(m.images.into_iter().map(|i| i.digest));
+        }
+        (images_removed, images_kept) = crate::services::docker::remove_unbound(&bound)?;
+    }
     Ok(Cleaned {
         removed,
         kept: kept.len(),
+        images_removed,
+        images_kept,
     })
 }

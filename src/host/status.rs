@@ -101,6 +101,115 @@ pub struct DeploymentStatus {
     pub kernel_args: Vec<String>,
     /// What the health gate recorded for it.
     pub health: HealthStatus,
+    /// The container images its commit binds.
+    #[serde(default)]
+    pub images: Vec<ImageStatus>,
+    /// The services its commit defines.
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
+}
+
+/// A bound image of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageStatus {
+    /// `name:tag`.
+    pub image: String,
+    pub digest: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// For the booted deployment while docker runs: whether docker holds `name:tag` with
+    /// this digest.
+    pub loaded: Option<bool>,
+}
+
+/// A service of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub image: String,
+    pub unit: String,
+    pub ports: Vec<String>,
+    /// For the booted deployment: `systemctl is-active` of the unit.
+    pub active: Option<String>,
+    /// For the booted deployment while docker runs: whether its container runs.
+    pub running: Option<bool>,
+}
+
+/// What the running host's docker says (asked only when docker.service is active: asking
+/// through its socket would start it, gate or not).
+struct DockerView {
+    images: std::collections::BTreeSet<(String, String)>,
+    running: std::collections::BTreeMap<String, String>,
+}
+
+fn docker_view() -> Option<DockerView> {
+    if !crate::services::docker::docker_running() {
+        return None;
+    }
+    let images = crate::services::docker::slipway_images()
+        .ok()?
+        .into_iter()
+        .flat_map(|(_, digest, tags)| tags.into_iter().map(move |t| (t, digest.clone())))
+        .collect();
+    let running = crate::services::docker::running_services().ok()?;
+    Some(DockerView { images, running })
+}
+
+fn unit_active(unit: &str) -> String {
+    use crate::sys::cmd::CommandRunExt;
+    std::process::Command::new("systemctl")
+        .args(["is-active", unit])
+        .run_get_output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The images and services a deployment binds; live facts for the booted one.
+fn bound_of(
+    host: &Host,
+    d: &ostree::Deployment,
+    booted: bool,
+    docker: &mut Option<Option<DockerView>>,
+) -> (Vec<ImageStatus>, Vec<ServiceStatus>) {
+    let m = match crate::services::Manifest::read(&host.deployment_root(d)) {
+        Ok(m) => m,
+        Err(e) => {
+            crate::sys::ui::warn(format!("{e:#}"));
+            return (Vec::new(), Vec::new());
+        }
+    };
+    if m.images.is_empty() && m.services.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let view = if booted && host.is_running_root() {
+        docker.get_or_insert_with(docker_view).as_ref()
+    } else {
+        None
+    };
+    let images = m
+        .images
+        .iter()
+        .map(|i| ImageStatus {
+            image: i.reference(),
+            digest: i.digest.clone(),
+            files: i.files,
+            bytes: i.bytes,
+            loaded: view.map(|v| v.images.contains(&(i.reference(), i.digest.clone()))),
+        })
+        .collect();
+    let services = m
+        .services
+        .iter()
+        .map(|s| ServiceStatus {
+            name: s.name.clone(),
+            image: s.image.clone(),
+            unit: s.unit(),
+            ports: s.ports.iter().map(|p| p.docker_arg()).collect(),
+            active: (booted && host.is_running_root()).then(|| unit_active(&s.unit())),
+            running: view.map(|v| v.running.contains_key(&s.name)),
+        })
+        .collect();
+    (images, services)
 }
 
 /// The health gate's record of a deployment.
@@ -118,6 +227,7 @@ pub fn status(host: &Host) -> Result<HostStatus> {
     let booted = host.booted();
     let rollback = host.rollback_index();
     let mut out = Vec::with_capacity(deps.len());
+    let mut docker = None;
     for (index, d) in deps.iter().enumerate() {
         let commit = d.csum().to_string();
         // A deployment whose commit object is gone still has a status.
@@ -139,6 +249,7 @@ pub fn status(host: &Host) -> Result<HostStatus> {
             None => None,
         };
         let h = super::health::Store::open(host, d.osname().as_str()).of(d)?;
+        let (images, services) = bound_of(host, d, is_booted, &mut docker);
         out.push(DeploymentStatus {
             index,
             stateroot: d.osname().to_string(),
@@ -161,6 +272,8 @@ pub fn status(host: &Host) -> Result<HostStatus> {
                 rejected: h.rejected,
                 last_verdict: h.last_verdict,
             },
+            images,
+            services,
         });
     }
     let boot_tries_left = crate::sysroot::bootloader::read_grubenv(&host.boot_dir())?
@@ -277,6 +390,47 @@ impl HostStatus {
                 ));
             }
         }
+        for d in &self.deployments {
+            for i in &d.images {
+                let state = match i.loaded {
+                    Some(true) => ", loaded",
+                    Some(false) => ", not loaded",
+                    None => "",
+                };
+                s.push_str(&format!(
+                    "deployment {}: image {} ({}, {} files{state})\n",
+                    d.index,
+                    i.image,
+                    i.digest.get(..19).unwrap_or(&i.digest),
+                    i.files
+                ));
+            }
+            for v in &d.services {
+                let mut state = Vec::new();
+                if let Some(a) = &v.active {
+                    state.push(a.clone());
+                }
+                match v.running {
+                    Some(true) => state.push("running".into()),
+                    Some(false) => state.push("not running".into()),
+                    None => {}
+                }
+                let ports = if v.ports.is_empty() {
+                    String::new()
+                } else {
+                    format!(", ports {}", v.ports.join(" "))
+                };
+                let state = if state.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", state.join(", "))
+                };
+                s.push_str(&format!(
+                    "deployment {}: service {} ({}{ports}){state}\n",
+                    d.index, v.name, v.image
+                ));
+            }
+        }
         if let Some(n) = self.boot_tries_left {
             s.push_str(&format!("default on trial: {n} boots left\n"));
         }
@@ -307,6 +461,8 @@ mod tests {
             remote_url: Some("file:///srv/repo".into()),
             kernel_args: vec!["rw".into()],
             health: HealthStatus::default(),
+            images: Vec::new(),
+            services: Vec::new(),
         }
     }
 

@@ -15,13 +15,17 @@ use crate::sys::tree::Tree;
 
 /// Where the executable goes in the tree.
 pub const EXECUTABLE: &str = "usr/bin/slipway";
-/// Units gated on a green verdict.
-pub const GATED_UNITS: [&str; 3] = ["docker.service", "containerd.service", "kubelet.service"];
+/// Units gated on the whole green verdict.
+pub const GATED_UNITS: [&str; 1] = ["kubelet.service"];
+/// Units gated on green host checks (the first stage): the second stage loads the bound
+/// images into docker.
+pub const HOST_CHECK_GATED_UNITS: [&str; 2] = ["docker.service", "containerd.service"];
 /// Name of the gating drop-in in each gated unit's `.d` directory.
 pub const GATE_DROPIN: &str = "50-slipway-health.conf";
 /// Units enabled in every host.
-pub const ENABLED: [&str; 3] = [
+pub const ENABLED: [&str; 4] = [
     "slipway-boot-check.service",
+    "slipway-images.service",
     "slipway-healthy.target",
     "slipway-fleetlock-steady-state.service",
 ];
@@ -34,6 +38,11 @@ pub fn files() -> Vec<(String, &'static str, u32)> {
         (
             format!("{UNIT_DIR}/slipway-boot-check.service"),
             include_str!("../assets/slipway-boot-check.service"),
+            0o644,
+        ),
+        (
+            format!("{UNIT_DIR}/slipway-images.service"),
+            include_str!("../assets/slipway-images.service"),
             0o644,
         ),
         (
@@ -104,6 +113,13 @@ pub fn files() -> Vec<(String, &'static str, u32)> {
             0o644,
         ));
     }
+    for u in HOST_CHECK_GATED_UNITS {
+        v.push((
+            format!("{UNIT_DIR}/{u}.d/{GATE_DROPIN}"),
+            include_str!("../assets/host-checks-gate.conf"),
+            0o644,
+        ));
+    }
     v
 }
 
@@ -152,11 +168,32 @@ mod tests {
                 "{u}"
             );
         }
+        for u in HOST_CHECK_GATED_UNITS {
+            let (_, text, _) = files
+                .iter()
+                .find(|(p, _, _)| p.ends_with(&format!("{u}.d/{GATE_DROPIN}")))
+                .unwrap();
+            assert!(text.contains("Requires=slipway-boot-check.service"), "{u}");
+            assert!(text.contains("After=slipway-boot-check.service"), "{u}");
+            assert!(!text.contains("slipway-healthy.target\n"), "{u}");
+            assert!(
+                text.contains("ExecStartPre=/usr/bin/slipway host gate --host-checks"),
+                "{u}"
+            );
+        }
         let (_, target, _) = files
             .iter()
             .find(|(p, _, _)| p.ends_with("slipway-healthy.target"))
             .unwrap();
-        assert!(target.contains("Requires=slipway-boot-check.service"));
+        assert!(target.contains("Requires=slipway-boot-check.service slipway-images.service"));
+        assert!(target.contains("After=slipway-boot-check.service slipway-images.service"));
+        let (_, images, _) = files
+            .iter()
+            .find(|(p, _, _)| p.ends_with("slipway-images.service"))
+            .unwrap();
+        assert!(images.contains("After=slipway-boot-check.service docker.service"));
+        assert!(images.contains("Before=slipway-healthy.target"));
+        assert!(images.contains("ExecStart=/usr/bin/slipway host load-images\n"));
         // Default checks are executable, with an interpreter line.
         for (p, text, mode) in &files {
             if p.contains("/checks/") {

@@ -117,10 +117,15 @@ pub fn current_verdict(run_dir: &Path) -> Result<Option<Verdict>> {
     Ok((v.boot_id == boot_id()).then_some(v))
 }
 
-/// `slipway host gate`: succeed only when this boot's verdict is green.
-pub fn gate(run_dir: &Path) -> Result<()> {
+/// `slipway host gate`: succeed only when this boot's verdict is green. `host_checks`
+/// (docker and containerd, which the second stage needs) is content with the first stage:
+/// green host checks, bound images still to load.
+pub fn gate(run_dir: &Path, host_checks: bool) -> Result<()> {
     match current_verdict(run_dir)? {
-        Some(v) if v.green => Ok(()),
+        Some(v) if v.green && (host_checks || !v.images_pending) => Ok(()),
+        Some(v) if v.green => bail!(
+            "this boot's host checks are green, but the deployment's bound images are not              loaded yet (slipway-images.service): container workloads start after it"
+        ),
         Some(v) => bail!(
             "this boot's health verdict is {}; container workloads do not start \
              (see `slipway host status`)",
@@ -215,7 +220,6 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
         );
         booted_index = 0;
     }
-    let deps = host.deployments();
 
     // 3. The checks.
     let mut results = Vec::new();
@@ -234,13 +238,144 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
         deployserial: booted.deployserial(),
         green: true,
         checks: results,
+        images_pending: false,
     };
     verdict.green = verdict.failed_required().is_none();
+    // The second stage: bound images, once docker runs (slipway-images.service).
+    let bound = crate::services::Manifest::read(&root)?.images.len();
+    if verdict.green && bound > 0 {
+        verdict.images_pending = true;
+        crate::sysroot::bootloader::write_atomic(
+            &opts.run_dir.join(VERDICT_FILE),
+            serde_json::to_string_pretty(&verdict)?.as_bytes(),
+        )?;
+        store.update(&booted, |h| h.last_verdict = Some(verdict.clone()))?;
+        crate::sys::ui::info(format!(
+            "host checks green; {bound} bound container image(s) next (slipway-images.service)"
+        ));
+        return finish(verdict);
+    }
+    conclude(
+        host,
+        opts,
+        &store,
+        &cfg,
+        booted_index,
+        &booted,
+        boot_left,
+        verdict,
+    )
+}
+
+/// `slipway host load-images` (slipway-images.service, after docker): the verdict's second
+/// stage. Each image the booted deployment binds is made available to docker; each is a
+/// required check of stage `images`, and the verdict is concluded as the boot-check would
+/// (green marks the deployment good; red rolls a new deployment back).
+pub fn load_images(opts: &BootCheckOptions) -> Result<Verdict> {
+    let Some(mut verdict) = current_verdict(&opts.run_dir)? else {
+        bail!("this boot has no verdict yet: slipway-boot-check.service runs first");
+    };
+    if !verdict.images_pending {
+        crate::sys::ui::info(format!(
+            "nothing to load: this boot's verdict is {}",
+            verdict.summary()
+        ));
+        return finish(verdict);
+    }
+    let host = Host::open(&opts.sysroot, Access::Write)?;
+    let deps = host.deployments();
+    let booted_index = match opts.assume_booted {
+        Some(i) if i < deps.len() => i,
+        Some(i) => bail!("--assume-booted {i}: there are {} deployments", deps.len()),
+        None => {
+            let b = host
+                .booted()
+                .context("this is not a booted OSTree host (no booted deployment)")?;
+            deps.iter()
+                .position(|d| d.equal(&b))
+                .context("the booted deployment is not in the deployment list")?
+        }
+    };
+    let booted = deps[booted_index].clone();
+    if booted.csum().as_str() != verdict.commit || booted.deployserial() != verdict.deployserial {
+        bail!(
+            "this boot's verdict is about {}.{}, not the booted deployment {}",
+            verdict.commit,
+            verdict.deployserial,
+            host.describe(&booted)
+        );
+    }
+    let root = host.deployment_root(&booted);
+    let manifest = crate::services::Manifest::read(&root)?;
+    let tmp = host.path().join(format!(
+        "ostree/deploy/{}/var/tmp",
+        booted.osname().as_str()
+    ));
+    for o in crate::services::docker::ensure_all(&root, &manifest, &tmp) {
+        let (result, output) = match &o.result {
+            Ok(how) => ("passed", format!("{how:?}").to_lowercase()),
+            Err(e) => ("failed", e.clone()),
+        };
+        crate::sys::ui::info(format!(
+            "image {}: {result}: {output} ({} ms)",
+            o.reference, o.milliseconds
+        ));
+        verdict.checks.push(super::CheckResult {
+            name: o.reference.clone(),
+            stage: "images".into(),
+            path: manifest
+                .image(&o.reference)
+                .map(|i| format!("/{}", i.rootfs))
+                .unwrap_or_default(),
+            result: result.into(),
+            exit_code: None,
+            output,
+            milliseconds: o.milliseconds,
+        });
+    }
+    verdict.images_pending = false;
+    verdict.green = verdict.failed_required().is_none();
+    verdict.at = super::now();
+    let store = Store::open(&host, booted.osname().as_str());
+    let cfg = HealthConfig::load(&root)?;
+    let boot_left = if booted_index == 0 {
+        bootloader::read_grubenv(&host.boot_dir())?
+            .get(bootloader::BOOT_LEFT_VAR)
+            .and_then(|v| v.parse::<u32>().ok())
+    } else {
+        None
+    };
+    conclude(
+        host,
+        opts,
+        &store,
+        &cfg,
+        booted_index,
+        &booted,
+        boot_left,
+        verdict,
+    )
+}
+
+/// Record the verdict (run directory, the deployment's record, the journal) and act on it.
+#[allow(clippy::too_many_arguments)]
+fn conclude(
+    host: Host,
+    opts: &BootCheckOptions,
+    store: &Store,
+    cfg: &HealthConfig,
+    booted_index: usize,
+    booted: &ostree::Deployment,
+    boot_left: Option<u32>,
+    verdict: Verdict,
+) -> Result<Verdict> {
+    let deps = host.deployments();
+    let boot = host.boot_dir();
     crate::sysroot::bootloader::write_atomic(
         &opts.run_dir.join(VERDICT_FILE),
         serde_json::to_string_pretty(&verdict)?.as_bytes(),
     )?;
-    let record = store.update(&booted, |h| h.last_verdict = Some(verdict.clone()))?;
+    let record = store.update(booted, |h| h.last_verdict = Some(verdict.clone()))?;
     let summary = verdict.summary();
     let failed = verdict
         .failed_required()
@@ -251,7 +386,7 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
         if verdict.green { 5 } else { 3 },
         &format!(
             "slipway: boot verdict {summary} for {}",
-            host.describe(&booted)
+            host.describe(booted)
         ),
         &[
             (
@@ -282,7 +417,7 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
     match decide(&facts) {
         Decision::Green { end_trial } => {
             if record.marked_good.is_none() {
-                store.update(&booted, |h| h.marked_good = Some(super::now()))?;
+                store.update(booted, |h| h.marked_good = Some(super::now()))?;
             }
             // Only the default's own green boot ends its trial: a green rollback boot (an
             // interrupted switch) leaves the default on trial.
@@ -291,7 +426,7 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
             }
         }
         Decision::RollBack { to } => {
-            store.update(&booted, |h| {
+            store.update(booted, |h| {
                 h.rejected = Some(Rejection {
                     at: super::now(),
                     reason: summary.clone(),
@@ -305,7 +440,7 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
                 3,
                 &format!(
                     "slipway: rejected {}: {summary}; rolled back to {target}",
-                    host.describe(&booted)
+                    host.describe(booted)
                 ),
                 &[
                     ("SLIPWAY_REJECTED", booted.csum().as_str()),
@@ -433,5 +568,63 @@ mod tests {
                 decide(&f)
             );
         }
+    }
+
+    fn write_verdict(
+        dir: &Path,
+        green: bool,
+        images_pending: bool,
+        checks: Vec<super::super::CheckResult>,
+    ) {
+        let v = Verdict {
+            boot_id: boot_id(),
+            at: "2026-12-01T00:00:00Z".into(),
+            commit: "c".into(),
+            deployserial: 0,
+            green,
+            checks,
+            images_pending,
+        };
+        std::fs::write(dir.join(VERDICT_FILE), serde_json::to_string(&v).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn docker_may_start_on_green_host_checks_the_workloads_wait_for_the_images() {
+        let d = tempfile::tempdir().unwrap();
+        // No verdict yet: nothing starts.
+        assert!(gate(d.path(), true).is_err());
+        write_verdict(d.path(), true, true, vec![]);
+        gate(d.path(), true).unwrap();
+        let e = gate(d.path(), false).unwrap_err().to_string();
+        assert!(e.contains("bound images are not loaded yet"), "{e}");
+        assert!(
+            current_verdict(d.path())
+                .unwrap()
+                .unwrap()
+                .summary()
+                .contains("bound images next")
+        );
+        // Concluded green: everything starts.
+        write_verdict(d.path(), true, false, vec![]);
+        gate(d.path(), false).unwrap();
+        // An image that failed to load: red, and nothing starts, docker neither.
+        let failed = super::super::CheckResult {
+            name: "web:v1".into(),
+            stage: "images".into(),
+            path: "/usr/lib/slipway/images/web/v1/rootfs".into(),
+            result: "failed".into(),
+            exit_code: None,
+            output: "image web:v1: docker import: no space left on device".into(),
+            milliseconds: 3,
+        };
+        write_verdict(d.path(), false, false, vec![failed]);
+        let v = current_verdict(d.path()).unwrap().unwrap();
+        assert_eq!(v.failed_required().unwrap().name, "web:v1");
+        assert_eq!(
+            v.summary(),
+            "red: bound image web:v1 failed to load: image web:v1: docker import: no space left on device"
+        );
+        assert!(gate(d.path(), true).is_err());
+        assert!(gate(d.path(), false).is_err());
     }
 }

@@ -61,8 +61,13 @@ pub struct Verdict {
     pub deployserial: i32,
     /// Green: every required check passed.
     pub green: bool,
-    /// Every check that ran, in order.
+    /// Every check that ran, in order (the bound images as checks of stage `images`).
     pub checks: Vec<CheckResult>,
+    /// The host checks passed and the deployment binds container images that the second
+    /// stage (`slipway host load-images`) has not made available yet: docker and containerd
+    /// may start, nothing else.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub images_pending: bool,
 }
 
 impl Verdict {
@@ -70,13 +75,19 @@ impl Verdict {
     pub fn failed_required(&self) -> Option<&CheckResult> {
         self.checks
             .iter()
-            .find(|c| c.stage == "required" && c.result != "passed")
+            .find(|c| (c.stage == "required" || c.stage == "images") && c.result != "passed")
     }
 
     /// "green" or "red: required check NAME failed (exit 1): OUTPUT".
     pub fn summary(&self) -> String {
         match self.failed_required() {
+            None if self.images_pending => "green (host checks; bound images next)".into(),
             None => "green".into(),
+            Some(c) if c.stage == "images" => format!(
+                "red: bound image {} failed to load: {}",
+                c.name,
+                c.output.trim().lines().last().unwrap_or("(no output)")
+            ),
             Some(c) => format!(
                 "red: required check {} {}: {}",
                 c.name,
