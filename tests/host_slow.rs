@@ -25,11 +25,12 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::fixtures::*;
+use common::guest::*;
 use common::vm::{self, Firmware, Vm, VmConfig};
 use serde_json::Value;
 
@@ -119,132 +120,8 @@ impl LockServer {
     }
 }
 
-/// Compose `treefile` into `repo`; the commit.
-fn compose(repo: &Path, treefile: &Path) -> String {
-    let t = Instant::now();
-    let out = stdout_of(
-        slipway()
-            .args(["compose", "tree", "--repo"])
-            .arg(repo)
-            .arg("--cachedir")
-            .arg(apt_cache())
-            .arg(treefile),
-    );
-    eprintln!(
-        "composed {} in {:.0}s",
-        treefile.display(),
-        t.elapsed().as_secs_f64()
-    );
-    out.trim().to_string()
-}
-
-/// `text` without ANSI escape sequences (systemd colours its console status lines).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn record(name: &str, value: f64, unit: &str) {
     record_measurement(name, value, unit, "tcg");
-}
-
-fn check(vm: &Vm, cmd: &str) -> String {
-    vm.ssh_ok(cmd).unwrap_or_else(|e| {
-        vm.mark_failed();
-        panic!("`{cmd}` failed: {e:#}\n{}", vm.diagnostics())
-    })
-}
-
-fn status(vm: &Vm) -> Value {
-    serde_json::from_str(&check(vm, "slipway host status --json")).unwrap()
-}
-
-/// (commit, serial) of the booted deployment.
-fn booted(vm: &Vm) -> (String, i64) {
-    let s = status(vm);
-    let d = s["deployments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["booted"] == true)
-        .cloned()
-        .unwrap_or_else(|| panic!("nothing booted: {s}"));
-    (
-        d["commit"].as_str().unwrap().to_string(),
-        d["serial"].as_i64().unwrap(),
-    )
-}
-
-/// Run `cmd` (which ends in a reboot), then wait through as many boots as it takes until
-/// `commit` is booted and its gate has judged it.
-fn until_booted(vm: &Vm, cmd: &str, commit: &str, timeout: Duration) -> Duration {
-    let start = Instant::now();
-    let mut old = vm.boot_id().unwrap();
-    // The command pulls before it reboots: give it time (the connection drops at the reboot).
-    let _ = vm.ssh_with_timeout(cmd, Duration::from_secs(900));
-    loop {
-        let left = timeout.checked_sub(start.elapsed()).unwrap_or_else(|| {
-            vm.mark_failed();
-            panic!("{commit} was not booted in time\n{}", vm.diagnostics())
-        });
-        if let Err(e) = vm.wait_for_boot_other_than(&old, Instant::now(), left) {
-            vm.mark_failed();
-            panic!("waiting for {commit}: {e:#}");
-        }
-        let Ok(id) = vm.boot_id() else { continue };
-        old = id.clone();
-        // This boot's verdict; the gate may reboot the machine instead.
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let judged = loop {
-            if let Ok(o) =
-                vm.ssh("cat /proc/sys/kernel/random/boot_id; test -e /run/slipway/verdict.json")
-            {
-                let now = String::from_utf8_lossy(&o.stdout).trim().to_string();
-                if !now.is_empty() && now != id {
-                    break false;
-                }
-                if o.status.success() {
-                    break true;
-                }
-            }
-            if Instant::now() > deadline {
-                break false;
-            }
-            std::thread::sleep(Duration::from_secs(2));
-        };
-        // The machine may be going down again (the gate rolling back): ask without panicking.
-        let now_booted = vm
-            .ssh("slipway host status --json")
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
-            .and_then(|s| {
-                s["deployments"]
-                    .as_array()?
-                    .iter()
-                    .find(|d| d["booted"] == true)
-                    .and_then(|d| d["commit"].as_str().map(String::from))
-            });
-        if judged && now_booted.as_deref() == Some(commit) {
-            let _ = vm.ssh("systemctl is-system-running --wait");
-            return start.elapsed();
-        }
-    }
 }
 
 /// Every file the boot menu GRUB reads names exists: kernels and initramfs on /boot, each entry's
@@ -380,32 +257,6 @@ fn verdict_to_docker(vm: &Vm) -> f64 {
     .parse()
     .unwrap();
     (docker - verdict) / 1e6
-}
-
-/// Bytes of the objects under `repo/objects` whose checksum is in `objects`.
-fn object_bytes(repo: &Path, objects: &std::collections::BTreeSet<String>) -> u64 {
-    objects
-        .iter()
-        .map(|o| {
-            let (a, b) = o.split_at(2);
-            std::fs::metadata(repo.join(format!("objects/{a}/{b}.filez")))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
-/// path -> content checksum of every regular file of a commit.
-fn file_checksums(repo: &Path, commit: &str) -> std::collections::BTreeMap<String, String> {
-    ostree(repo, &["ls", "-R", "-C", commit, "/"])
-        .lines()
-        .filter(|l| l.starts_with('-'))
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            // -00644 0 0 SIZE CHECKSUM PATH
-            Some((w.get(5)?.to_string(), w.get(4)?.to_string()))
-        })
-        .collect()
 }
 
 /// What an upgrade from v1 to v2 transfers: the static delta compose wrote, the objects a

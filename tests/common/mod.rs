@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod guest;
 pub mod libvirt;
 pub mod pxe;
 pub mod vm;

@@ -427,6 +427,8 @@ pub struct VmConfig {
     /// `nc 127.0.0.1 PORT` (QEMU `guestfwd=...-cmd:`): a `tcp:` chardev would be a single
     /// connection for the VM's whole life.
     pub guest_forwards: Vec<(String, u16)>,
+    /// `hostfwd`: (port on 127.0.0.1 of the test machine, guest TCP port).
+    pub host_forwards: Vec<(u16, u16)>,
     /// Tap networking: the guest's address inside the tap's namespace; ssh then runs as
     /// `ip netns exec NS ssh ... USER@ADDRESS` (port 22).
     pub ssh_address: Option<String>,
@@ -460,6 +462,7 @@ impl VmConfig {
             ssh_timeout: DEFAULT_SSH_TIMEOUT,
             artifacts_dir: None,
             guest_forwards: Vec::new(),
+            host_forwards: Vec::new(),
             ssh_address: None,
             nic_options: Vec::new(),
         }
@@ -484,6 +487,13 @@ impl VmConfig {
     }
 
     /// Adds a virtio-blk disk whose format is detected from its extension.
+    /// Forward 127.0.0.1:`host_port` on the test machine to the guest's TCP `guest_port`
+    /// (user networking only).
+    pub fn host_forward(mut self, host_port: u16, guest_port: u16) -> VmConfig {
+        self.host_forwards.push((host_port, guest_port));
+        self
+    }
+
     pub fn disk(self, path: impl Into<PathBuf>) -> VmConfig {
         self.add_disk(Disk::new(path))
     }
@@ -729,6 +739,9 @@ impl VmConfig {
                 if *ssh_forward {
                     let port = ssh_port.context("ssh forwarding needs a host port")?;
                     netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:22"));
+                }
+                for (host, guest) in &self.host_forwards {
+                    netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
                 }
                 for (guest, port) in &self.guest_forwards {
                     netdev.push_str(&format!(",guestfwd=tcp:{guest}-cmd:nc 127.0.0.1 {port}"));
