@@ -206,3 +206,63 @@ fn missing_signing_key_fails_before_any_work() {
     assert!(!repo.exists(), "the repository was created");
     assert!(!d.path().join("cache").exists(), "the cache was created");
 }
+
+#[test]
+fn every_shipped_treefile_loads_and_the_keystone_example_binds_its_service() {
+    let dir = source_dir().join("treefiles");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .chain(std::fs::read_dir(dir.join("examples")).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    for f in &files {
+        slipway::compose::treefile::Treefile::load(f)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
+    }
+    let k =
+        slipway::compose::treefile::Treefile::load(&dir.join("examples/openstack-keystone.json"))
+            .unwrap();
+    assert!(
+        k.packages.iter().any(|p| p == "docker.io"),
+        "the default host is included"
+    );
+    let img = &k.container_images[0];
+    assert_eq!(img.reference(), "keystone:22.0.2");
+    for var in [
+        "OS_USERNAME",
+        "OS_PASSWORD",
+        "OS_PROJECT_NAME",
+        "OS_AUTH_URL",
+    ] {
+        assert!(img.config.env.contains_key(var), "{var}");
+    }
+    let s = &k.services[0];
+    assert_eq!(
+        (s.name.as_str(), s.image.as_str()),
+        ("keystone", "keystone:22.0.2")
+    );
+    assert_eq!(s.ports[0].host, 5000);
+    assert!(s.volumes[0].host.starts_with("/var/"));
+}
+
+#[test]
+fn a_service_of_an_unbound_image_stops_the_compose_before_any_work() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    let top = write(
+        d.path(),
+        "host.json",
+        r#"{"ref": "x/y", "packages": ["systemd"],
+            "container-images": [{"name": "web", "tag": "v1", "packages": ["busybox-static"]}],
+            "services": [{"name": "api", "image": "api:v1"}]}"#,
+    );
+    let err = compose_err(&top, &repo);
+    assert!(err.contains("host.json"), "{err}");
+    assert!(
+        err.contains("service api runs image api:v1, which the treefile does not bind (container-images has: web:v1)"),
+        "{err}"
+    );
+    assert!(!repo.exists(), "nothing is written");
+}
