@@ -418,7 +418,8 @@ pub fn apply_layer(tree: &Tree, layer: &mut dyn Read, key: &str) -> Result<()> {
             continue;
         }
         let h = e.header().clone();
-        let (uid, gid) = (h.uid()? as u32, h.gid()? as u32);
+        // An empty owner field reads as root, as GNU tar reads it.
+        let (uid, gid) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
         let mode = h.mode()?;
         let ty = h.entry_type();
         if !ty.is_dir() && tree.is_dir(&rel)? {

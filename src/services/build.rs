@@ -20,6 +20,9 @@ use crate::compose::apt::{AptWorkspace, ResolvedPackage};
 use crate::compose::treefile::Treefile;
 use crate::sys::tree::Tree;
 
+/// The PATH of an image built from packages, unless the treefile's `env` says otherwise.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The treefile as an image's own pipeline sees it: its packages (with their origins, for
 /// apt's errors), add-files and postprocess; nothing of the host's.
 pub fn image_view(tf: &Treefile, img: &ContainerImage) -> Treefile {
@@ -28,10 +31,15 @@ pub fn image_view(tf: &Treefile, img: &ContainerImage) -> Treefile {
         ImageSource::Packages { packages, .. } => packages.clone(),
         ImageSource::Archive(_) => Vec::new(),
     };
+    // `FILE: container-images[i] (name:tag)` -> `FILE: container-images[i].packages (name:tag)`
+    let origin = match img.origin.rsplit_once(" (") {
+        Some((key, what)) => format!("{key}.packages ({what}"),
+        None => format!("{}.packages", img.origin),
+    };
     v.package_origins = v
         .packages
         .iter()
-        .map(|p| (p.clone(), format!("{}.packages", img.origin)))
+        .map(|p| (p.clone(), origin.clone()))
         .collect();
     v.add_files = img.add_files.clone();
     v.postprocess = img.postprocess.clone();
@@ -191,7 +199,15 @@ fn build_one(
                 on_line,
             )
             .with_context(|| format!("image {what} ({})", img.origin))?;
-            ("packages", super::ImageConfig::default())
+            // What Debian's own images set: docker adds no PATH to an imported image.
+            let env = [("PATH".to_string(), DEFAULT_PATH.to_string())].into();
+            (
+                "packages",
+                super::ImageConfig {
+                    env,
+                    ..Default::default()
+                },
+            )
         }
         ImageSource::Archive(f) => {
             std::fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
@@ -236,4 +252,114 @@ fn build_one(
         files: summary.files,
         bytes: summary.bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `docker save` archive of one layer holding `files`.
+    fn archive(dir: &Path, files: &[(&str, &str)]) -> std::path::PathBuf {
+        let mut l = tar::Builder::new(Vec::new());
+        for (p, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o755);
+            h.set_size(data.len() as u64);
+            l.append_data(&mut h, p, data.as_bytes()).unwrap();
+        }
+        let layer = l.into_inner().unwrap();
+        let diff = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&layer))
+        );
+        let config = serde_json::json!({"config": {"Cmd": ["/bin/tool"], "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff]}})
+        .to_string();
+        let manifest =
+            serde_json::json!([{"Config": "c.json", "Layers": ["l/layer.tar"]}]).to_string();
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("l/layer.tar", layer),
+            ("c.json", config.into_bytes()),
+            ("manifest.json", manifest.into_bytes()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        let p = dir.join("tool.tar");
+        std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+        p
+    }
+
+    #[test]
+    fn an_archive_image_and_its_service_land_in_the_tree_with_the_manifest() {
+        let d = tempfile::tempdir().unwrap();
+        archive(d.path(), &[("bin/tool", "#!/bin/sh\necho tool\n")]);
+        let tf = d.path().join("host.json");
+        std::fs::write(
+            &tf,
+            r#"{"ref": "a/b", "packages": ["systemd"],
+                "container-images": [{"name": "tool", "tag": "1.0", "archive": "tool.tar", "env": {"MODE": "x"}}],
+                "services": [{"name": "tool", "image": "tool:1.0", "ports": ["9000:9000"], "environment": {"A": "b"}}]}"#,
+        )
+        .unwrap();
+        let tf = Treefile::load(&tf).unwrap();
+        let rootfs = d.path().join("work/rootfs");
+        std::fs::create_dir_all(rootfs.join("usr/lib/systemd/system")).unwrap();
+        let ws = AptWorkspace::prepare(&d.path().join("cache"), &[], &[]).unwrap();
+        let plan = ImagesPlan {
+            tf: &tf,
+            ws: &ws,
+            packages: &BTreeMap::new(),
+            work: &d.path().join("work"),
+            rootfs: &rootfs,
+            source_date_epoch: None,
+        };
+        let m = build_all(&plan, &mut |_| {}).unwrap();
+        assert_eq!(m.images.len(), 1);
+        let img = &m.images[0];
+        assert_eq!(img.built_from, "archive");
+        assert_eq!(
+            img.config.cmd.as_deref(),
+            Some(&["/bin/tool".to_string()][..])
+        );
+        assert_eq!(img.config.env["MODE"], "x");
+        assert_eq!(img.config.env["PATH"], "/bin");
+        let root = rootfs.join(&img.rootfs);
+        assert!(root.join("bin/tool").is_file());
+        assert_eq!(
+            super::super::content_digest(&root, "t").unwrap().digest,
+            img.digest
+        );
+        let unit =
+            std::fs::read_to_string(rootfs.join("usr/lib/systemd/system/tool.service")).unwrap();
+        assert!(unit.contains("-p 9000:9000/tcp tool:1.0"), "{unit}");
+        assert_eq!(
+            std::fs::read_link(
+                rootfs.join("usr/lib/systemd/system/slipway-healthy.target.wants/tool.service")
+            )
+            .unwrap(),
+            Path::new("../tool.service")
+        );
+        let env =
+            std::fs::read_to_string(rootfs.join("usr/lib/slipway/services/tool.env")).unwrap();
+        assert!(env.ends_with("A=b\n"), "{env}");
+        let read = super::super::Manifest::read(&rootfs).unwrap();
+        assert_eq!(read.images, m.images);
+        assert_eq!(read.services[0].ports, m.services[0].ports);
+
+        // A service whose unit name the host has already: refused, naming it.
+        let rootfs2 = d.path().join("work2/rootfs");
+        std::fs::create_dir_all(rootfs2.join("usr/lib/systemd/system")).unwrap();
+        std::fs::write(rootfs2.join("usr/lib/systemd/system/tool.service"), "").unwrap();
+        let plan = ImagesPlan {
+            rootfs: &rootfs2,
+            work: &d.path().join("work2"),
+            ..plan
+        };
+        let e = format!("{:#}", build_all(&plan, &mut |_| {}).unwrap_err());
+        assert!(e.contains("services[0] (service tool): the host already has a unit /usr/lib/systemd/system/tool.service"), "{e}");
+    }
 }
