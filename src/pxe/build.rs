@@ -133,9 +133,12 @@ const GRUB_NET_MODULES: [&str; 16] = [
 ];
 
 /// Units of the commit that must not start in the installer's live root: the health gate
-/// (it would judge the live root as a deployment) and the workloads it gates.
-const LIVE_MASKED: [&str; 8] = [
+/// (it would judge the live root as a deployment), its second stage (bound images) and the
+/// workloads it gates (a commit's own services are wanted by slipway-healthy.target, which
+/// the masked gate never lets start).
+const LIVE_MASKED: [&str; 9] = [
     "slipway-boot-check.service",
+    "slipway-images.service",
     "slipway-fleetlock-steady-state.service",
     "slipway-update-agent.service",
     "slipway-update-agent.timer",
