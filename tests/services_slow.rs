@@ -80,6 +80,34 @@ struct Setup {
 fn setup() -> Setup {
     let host = composed_host();
     let dir = tempfile::tempdir_in(cache_root()).unwrap();
+    // A package no apt source has, in an image: the error names the image's entry, before
+    // anything is built (a dry run still resolves).
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        serde_json::json!({
+            "include": source_dir().join("treefiles/atomic-host.json"),
+            "container-images": [{"name": "web", "tag": "stable",
+                                  "packages": ["busybox-static", "slipway-no-such-package"]}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = slipway()
+        .args(["compose", "tree", "--dry-run", "--repo"])
+        .arg(dir.path().join("bad-repo"))
+        .arg("--cachedir")
+        .arg(apt_cache())
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("package `slipway-no-such-package` (asked for in")
+            && err.contains("container-images[0].packages (web:stable)) does not exist"),
+        "{err}"
+    );
     let served = dir.path().join("repo");
     let staging2 = dir.path().join("staging2");
     let staging3 = dir.path().join("staging3");

@@ -1,0 +1,122 @@
+//! The seed's demonstration: `treefiles/examples/openstack-keystone.json` (the default host with
+//! a Keystone image built from Debian 12's `keystone` package, run as the service `keystone`)
+//! composed, written to a disk image, booted under QEMU (TCG); the version document is fetched
+//! from port 5000 through a forward, and `docker exec keystone openstack token issue` prints a
+//! token.
+//!
+//! It runs only with `SLIPWAY_TEST_KEYSTONE=1` (`bench/run.sh services` sets it): under TCG the
+//! compose, the 600 MB image's import and Keystone's first start take about a quarter of an
+//! hour, which `make test` cannot fit beside the other VM tests inside CI's time limit.
+//! `tests/services_slow.rs` proves the same machinery on a small image inside `make test`.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::fixtures::*;
+use common::guest::*;
+use common::vm::{self, Firmware, Vm, VmConfig};
+
+const REF: &str = "slipway/bookworm/x86_64/openstack-keystone";
+
+#[test]
+#[ignore = "slow, and only with SLIPWAY_TEST_KEYSTONE=1: composes the Keystone example and boots it"]
+fn keystone_answers_and_issues_a_token() {
+    if std::env::var("SLIPWAY_TEST_KEYSTONE").as_deref() != Ok("1") {
+        eprintln!("skipped: set SLIPWAY_TEST_KEYSTONE=1 (about 15 minutes under TCG)");
+        return;
+    }
+    let t0 = Instant::now();
+    vm::require_qemu().unwrap();
+    let dir = tempfile::tempdir_in(cache_root()).unwrap();
+    let repo = dir.path().join("repo");
+    let commit = compose(
+        &repo,
+        &source_dir().join("treefiles/examples/openstack-keystone.json"),
+    );
+    let composed = t0.elapsed().as_secs_f64();
+    record_measurement("keystone_compose", composed, "s", "tcg");
+    let disk = dir.path().join("keystone.raw");
+    let ks = test_kickstart(dir.path());
+    run_ok(
+        slipway()
+            .args(["image", "--repo"])
+            .arg(&repo)
+            .args(["--ref", REF, "--format", "raw", "--kickstart"])
+            .arg(&ks)
+            .arg("-o")
+            .arg(&disk)
+            .arg("--cachedir")
+            .arg(apt_cache()),
+    );
+    eprintln!(
+        "composed {commit} in {composed:.0}s, image after {:.0}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let (key, _) = test_ssh_key();
+    let port = vm::free_tcp_port();
+    let cfg = VmConfig::new("keystone")
+        .disk(&disk)
+        .firmware(Firmware::Bios)
+        .accel(vm::accel_for(Some(&host_kernel())))
+        .memory_mib(3072)
+        .user_net_ssh()
+        .host_forward(port, 5000)
+        .ssh("root", &key);
+    let vm = Vm::start(cfg).unwrap();
+    if let Err(e) = vm.wait_for_ssh(Duration::from_secs(900)) {
+        vm.mark_failed();
+        panic!("no SSH: {e:#}\n{}", vm.diagnostics());
+    }
+    let booted_at = Instant::now();
+    // The version document, from outside the VM.
+    let deadline = Instant::now() + Duration::from_secs(1500);
+    let doc = loop {
+        let out = Command::new("curl")
+            .args(["-fsS", "--max-time", "10"])
+            .arg(format!("http://127.0.0.1:{port}/v3"))
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        if Instant::now() > deadline {
+            vm.mark_failed();
+            panic!(
+                "Keystone did not answer: {}\n{}",
+                vm.ssh("systemctl status slipway-images keystone --no-pager; journalctl -b -u keystone --no-pager | tail -n 40")
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default(),
+                vm.diagnostics()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let answered = booted_at.elapsed().as_secs_f64();
+    eprintln!("Keystone answered {answered:.0}s after SSH: {doc}");
+    record_measurement("keystone_ssh_to_version_document", answered, "s", "tcg");
+    let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(
+        v["version"]["id"].as_str().map(|s| s.starts_with("v3")),
+        Some(true),
+        "{doc}"
+    );
+    assert_eq!(v["version"]["status"], "stable", "{doc}");
+    let token = check(
+        &vm,
+        "docker exec keystone openstack token issue -f value -c id",
+    );
+    assert!(token.trim().len() > 20, "no token: {token}");
+    let s = status(&vm);
+    let d = &s["deployments"][0];
+    assert_eq!(d["commit"], commit.as_str(), "{s}");
+    assert_eq!(d["images"][0]["image"], "keystone:22.0.2", "{s}");
+    assert_eq!(d["images"][0]["loaded"], true, "{s}");
+    assert_eq!(d["services"][0]["running"], true, "{s}");
+    eprintln!(
+        "Keystone test: {:.0}s in all, token {}...",
+        t0.elapsed().as_secs_f64(),
+        &token.trim()[..12]
+    );
+}
