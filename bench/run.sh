@@ -48,6 +48,14 @@
 #      the delayed link, HTTP >= 0.8x nginx. A placeholder row takes `pxe_*` measurements of
 #      the PXE install VM test ($SLIPWAY_BENCH_PXE_VM) when present. `bench/run.sh pxe` runs
 #      only this step (minutes) and rewrites its section of BENCHMARKS.md in place.
+#   9. Service containers: the bytes an upgrade pulls when one package is added to one image
+#      bound to the commit, against that package's .deb (target <= 1.5x) and installed size;
+#      the compose of the Keystone image of treefiles/examples/openstack-keystone.json (its
+#      images phase) against mmdebstrap of the same package set alone from the same warm
+#      .deb cache (target <= 1.3x); and, from the slow services test (tests/services_slow.rs),
+#      the time from the green verdict to the service's unit active, and from upgrade and
+#      rollback to the service answering. `bench/run.sh services` runs only this step and
+#      rewrites its section of BENCHMARKS.md in place.
 #
 # Cheap commands (no-op recompose, images) run 3 times (median reported); the others once.
 # Targets are reported (PASS/FAIL), not enforced: the script exits non-zero only when a
@@ -65,6 +73,7 @@
 #   SLIPWAY_BENCH_SKIP_PXE   1: skip step 8 (likewise)
 #   SLIPWAY_BENCH_PROPTEST_CASES  property-test cases in step 8 (default 50000)
 #   SLIPWAY_BENCH_SKIP_PXE_VM 1: skip the PXE lab's VM installs in step 8
+#   SLIPWAY_BENCH_SKIP_SERVICES 1: skip step 9; SLIPWAY_BENCH_SKIP_SERVICES_VM=1: its VM test only
 #   SLIPWAY_BENCH_PXE_VM     JSON lines with the PXE install VM test's `pxe_*` measurements, as
 #                            tests/common/fixtures.rs's record_measurement writes them
 #                            (default $SLIPWAY_BENCH_DIR/pxe-vm.jsonl)
@@ -83,8 +92,9 @@ case "${1:-}" in
     compose-peer) MODE=compose-peer ;;
     host) MODE=host ;;
     pxe) MODE=pxe ;;
+    services) MODE=services ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: bench/run.sh [compose-peer|host|pxe]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [compose-peer|host|pxe|services]" >&2; exit 2 ;;
 esac
 
 script_start=$(date +%s.%N)
@@ -331,6 +341,129 @@ host_section() {
     echo
     echo "The changed files are the regular files of v2 whose content checksum is not v1's at the same path; their size is that of their \`.filez\` objects (zlib, as the archive repository stores and serves them). The object pull is what \`ostree pull-local\` of v2 adds to a repository holding v1. Raw lines: \`$HOST_JSONL\`."
     echo "<!-- host:end -->"
+}
+
+# ----------------------------------------------------------------------------------------------
+# 9. Service containers (functions: `bench/run.sh services` runs only this)
+# ----------------------------------------------------------------------------------------------
+
+SVC_WORK=$BENCH/services
+SVC_JSONL=$RESULTS/services.jsonl
+declare -A SV   # services results
+
+# A small host (no kernel: only the image matters) binding IMAGE_JSON as its one image.
+svc_treefile() { # FILE IMAGE_JSON
+    jq -n --argjson img "$2" '{"ref": "bench/services", "packages": ["hello"], "container-images": [$img]}' > "$1"
+}
+svc_sources() {
+    if [ -n "${SLIPWAY_BENCH_SOURCES:-}" ]; then echo "$SLIPWAY_BENCH_SOURCES"
+    elif [ -f /etc/apt/sources.list.d/debian.sources ]; then echo /etc/apt/sources.list.d/debian.sources
+    else echo /etc/apt/sources.list; fi
+}
+svc_objects() { find "$1/objects" -type f | sed 's#.*/objects/##; s#/##' | sort; }
+svc_bytes_of() { # REPO < object names
+    local repo=$1 o total=0
+    while read -r o; do total=$((total + $(stat -c %s "$repo/objects/${o:0:2}/${o:2}"))); done
+    echo "$total"
+}
+measure_services() {
+    mkdir -p "$RESULTS" "$LOGS"
+    rm -rf "$SVC_WORK"; mkdir -p "$SVC_WORK"
+    rm -f "$SVC_JSONL"
+    local repo=$SVC_WORK/repo base pkg=hello
+    # (a) One package added to one image: what a pull of v2 adds to a repository holding v1,
+    # against that package's .deb and installed size.
+    base='{"name": "svc", "tag": "stable", "packages": ["busybox-static"], "cmd": ["busybox", "httpd", "-f"]}'
+    svc_treefile "$SVC_WORK/v1.json" "$base"
+    svc_treefile "$SVC_WORK/v2.json" "$(jq -c --arg p "$pkg" '.packages += [$p]' <<< "$base")"
+    for v in v1 v2; do
+        COMMANDS+="$(quote "$SLIPWAY" compose tree --repo "$repo" --cachedir "$CACHE" "$SVC_WORK/$v.json")"$'\n'
+        run_timed "services_compose_$v" "$SLIPWAY" compose tree --repo "$repo" --cachedir "$CACHE" \
+            --write-composejson-to "$SVC_WORK/$v.compose.json" "$SVC_WORK/$v.json"
+    done
+    local c1 c2 client
+    c1=$(jq -r .commit "$SVC_WORK/v1.compose.json"); c2=$(jq -r .commit "$SVC_WORK/v2.compose.json")
+    client=$SVC_WORK/client
+    ostree --repo="$client" init --mode=archive
+    ostree --repo="$client" pull-local "$repo" "$c1" > /dev/null
+    svc_objects "$client" > "$SVC_WORK/before"
+    ostree --repo="$client" pull-local "$repo" "$c2" > /dev/null
+    svc_objects "$client" > "$SVC_WORK/after"
+    SV[pulled]=$(comm -13 "$SVC_WORK/before" "$SVC_WORK/after" | svc_bytes_of "$client")
+    SV[pulled_objects]=$(comm -13 "$SVC_WORK/before" "$SVC_WORK/after" | wc -l)
+    local deb
+    deb=$(find "$CACHE/apt/archives" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -n1)
+    SV[deb]=$(stat -c %s "$deb")
+    SV[installed]=$(( $(dpkg-deb -f "$deb" Installed-Size) * 1024 ))
+    SV[image]=$(ostree --repo="$repo" ls -R -C "$c2" /usr/lib/slipway/images | awk '$1 ~ /^-/ { s += $4 } END { print s + 0 }')
+    # (b) The Keystone image (treefiles/examples/openstack-keystone.json's) composed on the small
+    # host: the images phase against mmdebstrap of the same package set alone, both from the
+    # warm .deb cache (the compose of the image warmed it; mmdebstrap gets it hardlinked).
+    local kimg kpkgs
+    kimg=$(jq -c '."container-images"[0] | .["add-files"] |= map([("'"$SRC"'/treefiles/examples/" + .[0]), .[1]])' "$SRC/treefiles/examples/openstack-keystone.json")
+    svc_treefile "$SVC_WORK/keystone.json" "$kimg"
+    COMMANDS+="$(quote "$SLIPWAY" compose tree --repo "$SVC_WORK/krepo" --cachedir "$CACHE" "$SVC_WORK/keystone.json")"$'\n'
+    "$SLIPWAY" compose tree --repo "$SVC_WORK/krepo-warm" --cachedir "$CACHE" "$SVC_WORK/keystone.json" > /dev/null 2> "$LOGS/services-keystone-warm.err" ||
+        { tail -n 30 "$LOGS/services-keystone-warm.err" >&2; die "the Keystone compose failed"; }
+    run_timed services_keystone_compose "$SLIPWAY" compose tree --repo "$SVC_WORK/krepo" --cachedir "$CACHE" \
+        --write-composejson-to "$SVC_WORK/keystone.compose.json" "$SVC_WORK/keystone.json"
+    SV[keystone_images]=$(jq '.phases.images' "$SVC_WORK/keystone.compose.json")
+    kpkgs=$(jq -r '."container-images"[0].packages | join(",")' "$SVC_WORK/keystone.json")
+    local mm=(mmdebstrap --variant=minbase --mode=root --format=directory --skip=download/empty
+        "--aptopt=Acquire::Languages \"none\"" "--include=$kpkgs"
+        "--setup-hook=mkdir -p \"\$1/var/cache/apt/archives\" && ln $CACHE/apt/archives/*.deb \"\$1/var/cache/apt/archives/\" 2>/dev/null || true"
+        bookworm "$SVC_WORK/mmdebstrap-root" "$(svc_sources)")
+    COMMANDS+="$(quote "${mm[@]}")"$'\n'
+    rm -rf "$SVC_WORK/mmdebstrap-root"
+    run_timed services_mmdebstrap "${mm[@]}"
+    SV[mmdebstrap]=${T[services_mmdebstrap]}
+    SV[keystone_bytes]=$(jq '[.content_bytes_written] | .[0]' "$SVC_WORK/keystone.compose.json")
+    rm -rf "$SVC_WORK/mmdebstrap-root" "$SVC_WORK/krepo-warm"
+    # (c) Green verdict -> the service answering: the slow services test in a VM.
+    if [ "${SLIPWAY_BENCH_SKIP_SERVICES_VM:-0}" = 1 ]; then
+        V[services_vm]="skipped (SLIPWAY_BENCH_SKIP_SERVICES_VM=1)"
+        return 0
+    fi
+    local cmd=(env SLIPWAY_BENCH_OUT="$SVC_JSONL" SLIPWAY_HOST_EXE="$SLIPWAY" cargo test
+        --test services_slow -- --ignored --test-threads=1 --nocapture)
+    COMMANDS+="(cd $SRC && $(quote "${cmd[@]}"))"$'\n'
+    say "services: ${cmd[*]}"
+    if (cd "$SRC" && "${cmd[@]}") > "$LOGS/services.out" 2> "$LOGS/services.err"; then
+        V[services_vm]=ok
+    else
+        V[services_vm]=failed
+        tail -n 40 "$LOGS/services.err" >&2
+    fi
+}
+svc_value() { # NAME
+    [ -f "$SVC_JSONL" ] || return 0
+    grep -E "\"name\": ?\"$1\"" "$SVC_JSONL" | tail -n 1 | sed -n 's/.*"value": *\([0-9.eE+-]*\).*/\1/p'
+}
+services_section() {
+    local rp ri rk
+    rp=$(ratio "${SV[pulled]}" "${SV[deb]}")
+    ri=$(ratio "${SV[pulled]}" "${SV[installed]}")
+    rk=$(ratio "${SV[keystone_images]}" "${SV[mmdebstrap]}")
+    echo "<!-- services:begin -->"
+    echo "## 9. Service containers"
+    echo
+    echo "Measured by \`bench/run.sh services\` on $(date -u '+%Y-%m-%d %H:%M UTC') (slipway $(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)):"
+    echo
+    echo "| measurement | value | against | ratio | target | result |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+    echo "| pull of an upgrade that adds one package (\`hello\`) to one image (busybox-static, $(human "${SV[image]}") of files) | $(human "${SV[pulled]}") (${SV[pulled]} B, ${SV[pulled_objects]} objects) | the package's .deb: $(human "${SV[deb]}") | ${rp}x | <= 1.5x | $(verdict "$rp" "<=" 1.5) |"
+    echo "| the same | | its installed size: $(human "${SV[installed]}") | ${ri}x | | info |"
+    echo "| Keystone image: compose's images phase (mmdebstrap, add-files, postprocess, digest) | ${SV[keystone_images]} s | mmdebstrap of the same package set alone, same warm .deb cache: ${SV[mmdebstrap]} s | ${rk}x | <= 1.3x | $(verdict "$rk" "<=" 1.3) |"
+    local ready first rollback
+    ready=$(svc_value services_verdict_to_service_active)
+    first=$(svc_value services_upgrade_to_first_answer)
+    rollback=$(svc_value services_rollback_to_answer)
+    echo "| green verdict -> service active (VM, TCG) | ${ready:-?} s | | | | info |"
+    echo "| \`host upgrade --reboot\` -> the service answers (v1, image imported) | ${first:-?} s | | | | info |"
+    echo "| \`host rollback --reboot\` -> the older service answers (image re-tagged) | ${rollback:-?} s | | | | info |"
+    echo
+    echo "The pull is what \`ostree pull-local\` of v2 adds to an archive repository holding v1 (objects as served: zlib content, metadata). The VM rows come from \`tests/services_slow.rs\` (${V[services_vm]:-not run}); raw lines: \`$SVC_JSONL\`."
+    echo "<!-- services:end -->"
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -828,6 +961,22 @@ if [ "$MODE" = pxe ]; then
     exit 0
 fi
 
+if [ "$MODE" = services ]; then
+    measure_services
+    services_section > "$RESULTS/services.md"
+    if grep -q '^<!-- services:begin -->' "$REPORT"; then
+        awk -v f="$RESULTS/services.md" '
+            /^<!-- services:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
+            /^<!-- services:end -->/ { skip = 0; next }
+            !skip' "$REPORT" > "$REPORT.tmp"
+    else
+        { cat "$REPORT"; echo; cat "$RESULTS/services.md"; } > "$REPORT.tmp"
+    fi
+    mv "$REPORT.tmp" "$REPORT"
+    cat "$RESULTS/services.md"
+    exit 0
+fi
+
 if [ "$MODE" = host ]; then
     measure_host
     host_section > "$RESULTS/host.md"
@@ -1258,6 +1407,10 @@ else
     measure_pxe
 fi
 
+if [ "${SLIPWAY_BENCH_SKIP_SERVICES:-0}" != 1 ]; then
+    measure_services
+fi
+
 # ----------------------------------------------------------------------------------------------
 # BENCHMARKS.md
 # ----------------------------------------------------------------------------------------------
@@ -1426,6 +1579,10 @@ echo
 host_section
 echo
 pxe_section
+if [ "${SLIPWAY_BENCH_SKIP_SERVICES:-0}" != 1 ]; then
+    echo
+    services_section
+fi
 cat <<EOF
 
 ## Load during each measurement
