@@ -124,7 +124,8 @@ pub fn gate(run_dir: &Path, host_checks: bool) -> Result<()> {
     match current_verdict(run_dir)? {
         Some(v) if v.green && (host_checks || !v.images_pending) => Ok(()),
         Some(v) if v.green => bail!(
-            "this boot's host checks are green, but the deployment's bound images are not              loaded yet (slipway-images.service): container workloads start after it"
+            "this boot's host checks are green, but the deployment's bound images are not \
+             loaded yet (slipway-images.service): container workloads start after it"
         ),
         Some(v) => bail!(
             "this boot's health verdict is {}; container workloads do not start \
