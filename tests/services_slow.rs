@@ -335,24 +335,14 @@ fn measure_pull(repo: &Path, from: &str, to: &str) {
     let after = objects(&client);
     let fetched: Vec<&String> = after.difference(&before).collect();
     let content: Vec<&&String> = fetched.iter().filter(|o| o.ends_with(".filez")).collect();
-    let content_bytes: u64 = content
-        .iter()
-        .map(|o| {
-            let (a, b) = o.split_at(2);
-            std::fs::metadata(client.join(format!("objects/{a}/{b}")))
-                .unwrap()
-                .len()
-        })
-        .sum();
-    let all_bytes: u64 = fetched
-        .iter()
-        .map(|o| {
-            let (a, b) = o.split_at(2);
-            std::fs::metadata(client.join(format!("objects/{a}/{b}")))
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let size = |o: &str| {
+        let (a, b) = o.split_at(2);
+        std::fs::metadata(client.join(format!("objects/{a}/{b}")))
+            .unwrap()
+            .len()
+    };
+    let content_bytes: u64 = content.iter().map(|o| size(o)).sum();
+    let all_bytes: u64 = fetched.iter().map(|o| size(o)).sum();
     eprintln!(
         "v1 -> v2: changed files {changed_paths:?} ({changed_bytes} bytes compressed); pulled {} objects, {} of them file content ({content_bytes} bytes), {all_bytes} bytes in all; the image's files are {image_bytes} bytes",
         fetched.len(),

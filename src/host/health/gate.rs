@@ -140,6 +140,23 @@ pub fn gate(run_dir: &Path, host_checks: bool) -> Result<()> {
     }
 }
 
+/// The index of the deployment judged: the booted one, or `--assume-booted` (tests).
+fn judged_index(host: &Host, assume_booted: Option<usize>) -> Result<usize> {
+    let deps = host.deployments();
+    match assume_booted {
+        Some(i) if i < deps.len() => Ok(i),
+        Some(i) => bail!("--assume-booted {i}: there are {} deployments", deps.len()),
+        None => {
+            let b = host
+                .booted()
+                .context("this is not a booted OSTree host (no booted deployment)")?;
+            deps.iter()
+                .position(|d| d.equal(&b))
+                .context("the booted deployment is not in the deployment list")
+        }
+    }
+}
+
 /// `slipway host boot-check`.
 pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
     if let Some(v) = current_verdict(&opts.run_dir)? {
@@ -148,22 +165,7 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
     }
     let host = Host::open(&opts.sysroot, Access::Write)?;
     let deps = host.deployments();
-    let booted_index = match opts.assume_booted {
-        Some(i) => {
-            if i >= deps.len() {
-                bail!("--assume-booted {i}: there are {} deployments", deps.len());
-            }
-            i
-        }
-        None => {
-            let b = host
-                .booted()
-                .context("this is not a booted OSTree host (no booted deployment)")?;
-            deps.iter()
-                .position(|d| d.equal(&b))
-                .context("the booted deployment is not in the deployment list")?
-        }
-    };
+    let booted_index = judged_index(&host, opts.assume_booted)?;
     let booted = deps[booted_index].clone();
     let stateroot = booted.osname().to_string();
     let store = Store::open(&host, &stateroot);
@@ -285,18 +287,7 @@ pub fn load_images(opts: &BootCheckOptions) -> Result<Verdict> {
     }
     let host = Host::open(&opts.sysroot, Access::Write)?;
     let deps = host.deployments();
-    let booted_index = match opts.assume_booted {
-        Some(i) if i < deps.len() => i,
-        Some(i) => bail!("--assume-booted {i}: there are {} deployments", deps.len()),
-        None => {
-            let b = host
-                .booted()
-                .context("this is not a booted OSTree host (no booted deployment)")?;
-            deps.iter()
-                .position(|d| d.equal(&b))
-                .context("the booted deployment is not in the deployment list")?
-        }
-    };
+    let booted_index = judged_index(&host, opts.assume_booted)?;
     let booted = deps[booted_index].clone();
     if booted.csum().as_str() != verdict.commit || booted.deployserial() != verdict.deployserial {
         bail!(
