@@ -48,19 +48,41 @@ pub fn cleanup(host: &Host) -> Result<Cleaned> {
     host.refuse_if_staged()?;
     let deps = host.deployments();
     let rollback = host.rollback_index();
+    let booted = host.booted();
     let (mut kept, mut removed) = (Vec::new(), Vec::new());
     for (i, d) in deps.iter().enumerate() {
         let store = super::health::Store::open(host, d.osname().as_str());
         let rejected = store.of(d)?.rejected.is_some();
         if keeps(host, &deps, i, rollback, rejected) {
-            kept.push(d.clone());
+            // libostree finds the booted deployment in the new list by identity of the
+            // object: hand it the very object it holds as booted.
+            kept.push(match &booted {
+                Some(b) if b.equal(d) => b.clone(),
+                _ => d.clone(),
+            });
         } else {
             removed.push(host.describe(d));
         }
     }
     if !removed.is_empty() {
-        host.write_deployment_list(&kept)
-            .with_context(|| format!("removing {}", removed.join(", ")))?;
+        let ids = |v: &[ostree::Deployment]| -> String {
+            v.iter()
+                .map(|d| format!("{}.{}", &d.csum()[..12], d.deployserial()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        host.write_deployment_list(&kept).with_context(|| {
+            format!(
+                "removing {} (deployments {}; keeping {}; booted {})",
+                removed.join(", "),
+                ids(&deps),
+                ids(&kept),
+                booted
+                    .as_ref()
+                    .map(|b| ids(std::slice::from_ref(b)))
+                    .unwrap_or_else(|| "none".into())
+            )
+        })?;
     }
     if let Some(first) = kept.first() {
         let store = super::health::Store::open(host, first.osname().as_str());
