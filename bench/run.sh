@@ -369,7 +369,7 @@ svc_bytes_of() { # REPO < object names
 measure_services() {
     mkdir -p "$RESULTS" "$LOGS"
     rm -rf "$SVC_WORK"; mkdir -p "$SVC_WORK"
-    rm -f "$SVC_JSONL"
+    [ "${SLIPWAY_BENCH_SKIP_SERVICES_VM:-0}" = 1 ] || rm -f "$SVC_JSONL"
     local repo=$SVC_WORK/repo base pkg=hello
     # (a) One package added to one image: what a pull of v2 adds to a repository holding v1,
     # against that package's .deb and installed size.
@@ -434,6 +434,17 @@ measure_services() {
         V[services_vm]=failed
         tail -n 40 "$LOGS/services.err" >&2
     fi
+    # The Keystone example booted (tests/keystone_slow.rs, which runs only when asked).
+    cmd=(env SLIPWAY_TEST_KEYSTONE=1 SLIPWAY_BENCH_OUT="$SVC_JSONL" SLIPWAY_HOST_EXE="$SLIPWAY" cargo test
+        --test keystone_slow -- --ignored --test-threads=1 --nocapture)
+    COMMANDS+="(cd $SRC && $(quote "${cmd[@]}"))"$'\n'
+    say "services: ${cmd[*]}"
+    if (cd "$SRC" && "${cmd[@]}") > "$LOGS/keystone.out" 2> "$LOGS/keystone.err"; then
+        V[keystone_vm]=ok
+    else
+        V[keystone_vm]=failed
+        tail -n 40 "$LOGS/keystone.err" >&2
+    fi
 }
 svc_value() { # NAME
     [ -f "$SVC_JSONL" ] || return 0
@@ -461,8 +472,13 @@ services_section() {
     echo "| green verdict -> service active (VM, TCG) | ${ready:-?} s | | | | info |"
     echo "| \`host upgrade --reboot\` -> the service answers (v1, image imported) | ${first:-?} s | | | | info |"
     echo "| \`host rollback --reboot\` -> the older service answers (image re-tagged) | ${rollback:-?} s | | | | info |"
+    local kc kv
+    kc=$(svc_value keystone_compose)
+    kv=$(svc_value keystone_ssh_to_version_document)
+    echo "| Keystone example: compose (host and image, cold work directory) | ${kc:-?} s | | | | info |"
+    echo "| Keystone example: first boot, SSH -> \`/v3\` answers (image imported, db_sync, bootstrap) | ${kv:-?} s | | | | info |"
     echo
-    echo "The pull is what \`ostree pull-local\` of v2 adds to an archive repository holding v1 (objects as served: zlib content, metadata). The VM rows come from \`tests/services_slow.rs\` (${V[services_vm]:-not run}); raw lines: \`$SVC_JSONL\`."
+    echo "The pull is what \`ostree pull-local\` of v2 adds to an archive repository holding v1 (objects as served: zlib content, metadata). The VM rows come from \`tests/services_slow.rs\` (${V[services_vm]:-not run}) and \`tests/keystone_slow.rs\` (${V[keystone_vm]:-not run}); raw lines: \`$SVC_JSONL\`."
     echo "<!-- services:end -->"
 }
 
