@@ -54,12 +54,11 @@ pub fn cleanup(host: &Host) -> Result<Cleaned> {
         let store = super::health::Store::open(host, d.osname().as_str());
         let rejected = store.of(d)?.rejected.is_some();
         if keeps(host, &deps, i, rollback, rejected) {
-            // libostree finds the booted deployment in the new list by identity of the
-            // object: hand it the very object it holds as booted.
-            kept.push(match &booted {
-                Some(b) if b.equal(d) => b.clone(),
-                _ => d.clone(),
-            });
+            // libostree finds the booted deployment in the new list by the object's
+            // address: the list holds the loaded objects themselves. `Deployment::clone`
+            // is ostree_deployment_clone (a copy, which libostree takes for a removal of the
+            // booted deployment); `Clone::clone` takes a reference.
+            kept.push(Clone::clone(d));
         } else {
             removed.push(host.describe(d));
         }
@@ -113,4 +112,25 @@ pub fn cleanup(host: &Host) -> Result<Cleaned> {
         images_removed,
         images_kept,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use ostree::glib::translate::ToGlibPtr;
+
+    fn ptr(d: &ostree::Deployment) -> *mut ostree::ffi::OstreeDeployment {
+        d.to_glib_none().0
+    }
+
+    /// The pitfall `cleanup` avoids: the generated `Deployment::clone` copies the object, and
+    /// libostree takes a list without the booted object itself for a removal of it.
+    #[test]
+    fn a_kept_deployment_is_the_loaded_object_not_a_copy() {
+        let d = ostree::Deployment::new(0, "debian", &"a".repeat(64), 0, Some(&"b".repeat(64)), 0);
+        // ostree_deployment_clone copies these two: a loaded deployment has both.
+        d.set_bootconfig(Some(&ostree::BootconfigParser::new()));
+        d.set_origin(Some(&ostree::glib::KeyFile::new()));
+        assert_eq!(ptr(&Clone::clone(&d)), ptr(&d));
+        assert_ne!(ptr(&d.clone()), ptr(&d));
+    }
 }
