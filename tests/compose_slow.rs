@@ -62,6 +62,8 @@ fn default_host_has_what_an_ostree_container_host_needs() {
         "/usr/bin/slipway",
         "/usr/lib/systemd/system/slipway-boot-check.service",
         "/usr/lib/systemd/system/slipway-healthy.target",
+        "/usr/lib/systemd/system/slipway-images.service",
+        "/usr/etc/systemd/system/multi-user.target.wants/slipway-images.service",
         "/usr/lib/systemd/system/docker.service.d/50-slipway-health.conf",
         "/usr/lib/systemd/system/containerd.service.d/50-slipway-health.conf",
         "/usr/lib/systemd/system/kubelet.service.d/50-slipway-health.conf",
