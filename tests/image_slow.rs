@@ -116,17 +116,19 @@ fn host_checks(vm: &Vm, commit: &str) {
     assert_eq!(d["booted"], true, "{st}");
     assert_eq!(d["health"]["last_verdict"]["green"], true, "{st}");
     assert!(d["health"]["marked_good"].is_string(), "{st}");
-    let healthy = check(
+    // docker needs the host checks' verdict (the first stage; a deployment's bound images,
+    // the second, are loaded into docker): boot-check is active once its verdict is in.
+    let judged = check(
         vm,
-        "systemctl show -p ActiveEnterTimestampMonotonic --value slipway-healthy.target",
+        "systemctl show -p ActiveEnterTimestampMonotonic --value slipway-boot-check.service",
     );
     let docker = check(
         vm,
         "systemctl show -p ExecMainStartTimestampMonotonic --value docker.service",
     );
     assert!(
-        healthy.trim().parse::<u64>().unwrap() <= docker.trim().parse::<u64>().unwrap(),
-        "docker started at {docker} before the healthy target at {healthy}"
+        judged.trim().parse::<u64>().unwrap() <= docker.trim().parse::<u64>().unwrap(),
+        "docker started at {docker} before the host checks' verdict at {judged}"
     );
     // GRUB reads the menu that grubenv names: the one of libostree's current loader.
     let loader = check(vm, "readlink /boot/loader");
