@@ -448,7 +448,7 @@ measure_services() {
 }
 svc_value() { # NAME
     [ -f "$SVC_JSONL" ] || return 0
-    grep -E "\"name\": ?\"$1\"" "$SVC_JSONL" | tail -n 1 | sed -n 's/.*"value": *\([0-9.eE+-]*\).*/\1/p'
+    { grep -E "\"name\": ?\"$1\"" "$SVC_JSONL" || true; } | tail -n 1 | sed -n 's/.*"value": *\([0-9.eE+-]*\).*/\1/p'
 }
 services_section() {
     local rp ri rk
@@ -464,21 +464,23 @@ services_section() {
     echo "| --- | --- | --- | --- | --- | --- |"
     echo "| pull of an upgrade that adds one package (\`hello\`) to one image (busybox-static, $(human "${SV[image]}") of files) | $(human "${SV[pulled]}") (${SV[pulled]} B, ${SV[pulled_objects]} objects) | the package's .deb: $(human "${SV[deb]}") | ${rp}x | <= 1.5x | $(verdict "$rp" "<=" 1.5) |"
     echo "| the same | | its installed size: $(human "${SV[installed]}") | ${ri}x | | info |"
-    echo "| Keystone image: compose's images phase (mmdebstrap, add-files, postprocess, digest) | ${SV[keystone_images]} s | mmdebstrap of the same package set alone, same warm .deb cache: ${SV[mmdebstrap]} s | ${rk}x | <= 1.3x | $(verdict "$rk" "<=" 1.3) |"
+    echo "| Keystone image: compose's images phase (mmdebstrap, add-files, postprocess, digest) | $(printf '%.1f' "${SV[keystone_images]}") s | mmdebstrap of the same package set alone, same warm .deb cache: ${SV[mmdebstrap]} s | ${rk}x | <= 1.3x | $(verdict "$rk" "<=" 1.3) |"
     local ready first rollback
     ready=$(svc_value services_verdict_to_service_active)
     first=$(svc_value services_upgrade_to_first_answer)
     rollback=$(svc_value services_rollback_to_answer)
+    round() { [ -n "$1" ] && printf '%.1f' "$1" || true; }
+    ready=$(round "$ready"); first=$(round "$first"); rollback=$(round "$rollback")
     echo "| green verdict -> service active (VM, TCG) | ${ready:-?} s | | | | info |"
     echo "| \`host upgrade --reboot\` -> the service answers (v1, image imported) | ${first:-?} s | | | | info |"
     echo "| \`host rollback --reboot\` -> the older service answers (image re-tagged) | ${rollback:-?} s | | | | info |"
     local kc kv
-    kc=$(svc_value keystone_compose)
-    kv=$(svc_value keystone_ssh_to_version_document)
+    kc=$(round "$(svc_value keystone_compose)")
+    kv=$(round "$(svc_value keystone_ssh_to_version_document)")
     echo "| Keystone example: compose (host and image, cold work directory) | ${kc:-?} s | | | | info |"
     echo "| Keystone example: first boot, SSH -> \`/v3\` answers (image imported, db_sync, bootstrap) | ${kv:-?} s | | | | info |"
     echo
-    echo "The pull is what \`ostree pull-local\` of v2 adds to an archive repository holding v1 (objects as served: zlib content, metadata). The VM rows come from \`tests/services_slow.rs\` (${V[services_vm]:-not run}) and \`tests/keystone_slow.rs\` (${V[keystone_vm]:-not run}); raw lines: \`$SVC_JSONL\`."
+    echo "The pull is what \`ostree pull-local\` of v2 adds to an archive repository holding v1 (objects as served: zlib content, metadata). The VM rows come from \`tests/services_slow.rs\` (${V[services_vm]:-not run}) and \`tests/keystone_slow.rs\` (${V[keystone_vm]:-not run}) through \`SLIPWAY_BENCH_OUT\`; with \`SLIPWAY_BENCH_SKIP_SERVICES_VM=1\` the lines an earlier run left in \`$SVC_JSONL\` are shown, \`?\` where there are none. The pull against the .deb counts what dpkg changes besides the package's files: its status database and the package's \`info\` files are objects of their own."
     echo "<!-- services:end -->"
 }
 
