@@ -1206,3 +1206,147 @@ fn a_switch_cut_short_after_the_loader_swap_is_finished_by_the_next_boot() {
     );
     assert_eq!(f.grubenv(), "slipway_boot_left=3\n");
 }
+
+/// A remote that verifies signatures takes only commits signed by its own key, wherever the
+/// remote is defined: in the deployment's `/etc/ostree/remotes.d` with `gpgkeypath` (what
+/// `slipway image --remote-gpg-key` writes; the path resolves inside the deployment) and in
+/// the sysroot repository's config with the key imported (what the installer writes). An
+/// unsigned commit and one signed only by another key are refused with the commit, the remote
+/// and the reason, and nothing is deployed or pulled; a commit signed by the trusted key is
+/// deployed, also when the static delta to it was made before it was signed (as `ostree
+/// gpg-sign` after a compose leaves it: the delta carries no signature).
+#[test]
+fn signed_remotes_take_only_commits_signed_by_their_key() {
+    let f = Fixture::new(None);
+    let keys = f.dir.path().join("keys");
+    let (good_home, good) = (keys.join("good"), keys.join("good.gpg"));
+    let (wrong_home, wrong) = (keys.join("wrong"), keys.join("wrong.gpg"));
+    new_key(&good_home, "slipway-test-good", &good);
+    new_key(&wrong_home, "slipway-test-wrong", &wrong);
+    let sign = |commit: &str, home: &std::path::Path| {
+        ostree(
+            &f.repo,
+            &[
+                "gpg-sign",
+                &format!("--gpg-homedir={}", home.display()),
+                commit,
+                &gpg_fingerprint(home),
+            ],
+        );
+    };
+    let publish = |version: &str, date: &str, signer: Option<&std::path::Path>| -> String {
+        // Every candidate on top of v1, so no unsigned commit stays in the ref's history.
+        let c = f.commit(version, date, format!("kernel {version}").as_bytes());
+        if let Some(home) = signer {
+            sign(&c, home);
+        }
+        ostree(&f.repo, &["summary", "-u"]);
+        c
+    };
+    let refused = |what: &str, args: &[&str], commit: &str, why: &str| {
+        let before = f.deployment_dirs();
+        let o = f.host("upgrade", args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{what}: {e}{}", stdout(&o));
+        for needle in [commit, &format!("remote {OS}"), why] {
+            assert!(e.contains(needle), "{what}: no `{needle}` in: {e}");
+        }
+        assert_eq!(
+            f.deployment_dirs(),
+            before,
+            "{what}: something was deployed"
+        );
+        eprintln!("{what}: refused as it should be:\n{e}");
+        let o = Command::new("ostree")
+            .arg(format!("--repo={}", f.sysroot_repo().display()))
+            .args(["show", commit])
+            .output()
+            .unwrap();
+        assert!(
+            !o.status.success(),
+            "{what}: {commit} is in the sysroot repository"
+        );
+    };
+
+    let v1 = publish("1", "2024-01-01 00:00:00 +0000", Some(&good_home));
+    f.ostree_deploy(false);
+    // Over HTTP: libostree uses static deltas only for remote repositories.
+    let server = RepoServer::start(f.dir.path());
+    let url = format!("http://127.0.0.1:{}/repo", server.port);
+
+    // 1. The image's layout: the remote only in the deployment's /etc, its key beside it.
+    ostree(&f.sysroot_repo(), &["remote", "delete", OS]);
+    let root = f.deployment_root(0);
+    std::fs::create_dir_all(root.join("etc/slipway/keys")).unwrap();
+    std::fs::copy(&good, root.join("etc/slipway/keys/debian.gpg")).unwrap();
+    std::fs::create_dir_all(root.join("etc/ostree/remotes.d")).unwrap();
+    std::fs::write(
+        root.join("etc/ostree/remotes.d/debian.conf"),
+        format!(
+            "[remote \"{OS}\"]\nurl={url}\ngpg-verify=true\ngpgkeypath=/etc/slipway/keys/debian.gpg\n"
+        ),
+    )
+    .unwrap();
+    let v2 = publish("2", "2024-02-01 00:00:00 +0000", None);
+    refused("unsigned, remote in /etc", &[], &v2, "no signature");
+    refused("unsigned, --check", &["--check"], &v2, "no signature");
+    ostree(&f.repo, &["reset", REF, &v1]);
+    let v3 = publish("3", "2024-03-01 00:00:00 +0000", Some(&wrong_home));
+    refused(
+        "another key, remote in /etc",
+        &[],
+        &v3,
+        &format!("signed only by {}", gpg_fingerprint(&wrong_home)),
+    );
+    ostree(&f.repo, &["reset", REF, &v1]);
+    let v4 = f.commit("4", "2024-04-01 00:00:00 +0000", b"kernel 4");
+    ostree(
+        &f.repo,
+        &[
+            "static-delta",
+            "generate",
+            &format!("--from={v1}"),
+            &format!("--to={v4}"),
+        ],
+    );
+    sign(&v4, &good_home);
+    ostree(&f.repo, &["summary", "-u"]);
+    let out = f.host_ok("upgrade", &[]);
+    assert!(out.contains(&format!("default: {v4} (version 4)")), "{out}");
+
+    // 2. The installer's layout: the remote in the sysroot repository, its key imported.
+    ostree(
+        &f.sysroot_repo(),
+        &[
+            "remote",
+            "add",
+            &format!("--gpg-import={}", good.display()),
+            OS,
+            &url,
+        ],
+    );
+    let v5 = publish("5", "2024-05-01 00:00:00 +0000", None);
+    refused(
+        "unsigned, remote in the repository",
+        &[],
+        &v5,
+        "no signature",
+    );
+    ostree(&f.repo, &["reset", REF, &v4]);
+    let v6 = publish("6", "2024-06-01 00:00:00 +0000", Some(&wrong_home));
+    refused(
+        "another key, remote in the repository",
+        &[],
+        &v6,
+        &format!("signed only by {}", gpg_fingerprint(&wrong_home)),
+    );
+    // `deploy` by checksum pulls the commit alone: refused the same way.
+    let o = f.host("deploy", &[&v6]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("signed only by"), "{}", stderr(&o));
+    ostree(&f.repo, &["reset", REF, &v4]);
+    let v7 = publish("7", "2024-07-01 00:00:00 +0000", Some(&good_home));
+    let out = f.host_ok("upgrade", &[]);
+    assert!(out.contains(&format!("default: {v7} (version 7)")), "{out}");
+    assert_eq!(f.systemctl_calls(), "", "something rebooted");
+}

@@ -7,15 +7,15 @@
 //! next: then the pull goes to the URL and the remote's ref is set afterwards, as the image
 //! deployment does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use fn_error_context::context;
 use ostree::gio;
 use ostree::glib;
-use ostree::prelude::*;
 
 use super::Host;
+use crate::repo::pull::{self, TempRemote};
 
 /// An origin's refspec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,18 +180,6 @@ pub fn pull(host: &Host, refspec: &Refspec, dep: &ostree::Deployment, what: &Pul
         ),
         Pull::Commit(c) => (vec![c.clone()], ostree::RepoPullFlags::NONE, 0),
     };
-    let opts = glib::VariantDict::new(None);
-    opts.insert_value("refs", &refs.to_variant());
-    opts.insert_value("flags", &(flags.bits() as i32).to_variant());
-    opts.insert_value("depth", &depth.to_variant());
-    let from = match &remote.source {
-        RemoteSource::Repo => remote.name.clone(),
-        RemoteSource::DeploymentEtc(_) => {
-            opts.insert_value("gpg-verify", &remote.gpg_verify.to_variant());
-            opts.insert_value("gpg-verify-summary", &false.to_variant());
-            remote.url.clone()
-        }
-    };
     crate::sys::ui::info(format!(
         "pulling {}{} from {}",
         match what {
@@ -208,22 +196,99 @@ pub fn pull(host: &Host, refspec: &Refspec, dep: &ostree::Deployment, what: &Pul
         remote.url
     ));
     let repo = host.repo();
-    repo.pull_with_options(&from, &opts.end(), None, gio::Cancellable::NONE)
-        .with_context(|| format!("pulling from {}", remote.url))?;
-    if let (RemoteSource::DeploymentEtc(_), Pull::Tip { .. } | Pull::History) =
-        (&remote.source, what)
-    {
-        // A pull from a URL moves the local ref; the remote's ref is what the origin names.
-        let tip = crate::repo::resolve_required(repo, &refspec.reference)?;
-        repo.set_ref_immediate(
-            Some(&remote.name),
-            &refspec.reference,
-            Some(&tip),
-            gio::Cancellable::NONE,
-        )
-        .with_context(|| format!("setting {refspec} to {tip}"))?;
+    let req = pull::Request { refs, flags, depth };
+    match &remote.source {
+        RemoteSource::Repo => pull::pull(
+            repo,
+            &pull::Source {
+                via: &remote.name,
+                name: &remote.name,
+                url: &remote.url,
+                gpg_verify: remote.gpg_verify,
+            },
+            &req,
+        ),
+        RemoteSource::DeploymentEtc(file) => {
+            // The remote and its keys as the deployment has them, through a remote of the
+            // sysroot repository's own for this pull: libostree verifies only through one.
+            let keys = tempfile::Builder::new()
+                .prefix("slipway-keys-")
+                .tempdir()
+                .context("creating a directory for the remote's keys")?;
+            let key_files = copy_keys(host, dep, file, &remote, keys.path())?;
+            let key_refs: Vec<&Path> = key_files.iter().map(PathBuf::as_path).collect();
+            let temp = TempRemote::add(
+                repo,
+                "slipway-pull",
+                &remote.url,
+                remote.gpg_verify,
+                &key_refs,
+            )?;
+            pull::pull(
+                repo,
+                &pull::Source {
+                    via: temp.name,
+                    name: &remote.name,
+                    url: &remote.url,
+                    gpg_verify: remote.gpg_verify,
+                },
+                &req,
+            )?;
+            if let Pull::Tip { .. } | Pull::History = what {
+                // The remote's ref is what the origin names.
+                temp.hand_over(&refspec.reference, Some(&remote.name))?;
+            }
+            Ok(())
+        }
     }
-    Ok(())
+}
+
+/// The key files `gpgkeypath` names in `file` (a `remotes.d` file of `dep`), read inside the
+/// deployment (an absolute path there is the deployment's, never this machine's) and copied
+/// into `dir`. None when the remote does not verify signatures.
+fn copy_keys(
+    host: &Host,
+    dep: &ostree::Deployment,
+    file: &Path,
+    remote: &Remote,
+    dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    if !remote.gpg_verify {
+        return Ok(vec![]);
+    }
+    let kf = glib::KeyFile::new();
+    kf.load_from_file(file, glib::KeyFileFlags::NONE)
+        .with_context(|| format!("reading {}", file.display()))?;
+    let group = format!("remote \"{}\"", remote.name);
+    let paths = kf
+        .string(&group, "gpgkeypath")
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let tree = crate::sys::tree::Tree::open(&host.deployment_root(dep))?;
+    let mut out = vec![];
+    for (i, p) in paths
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .enumerate()
+    {
+        let key = format!("{}: gpgkeypath of remote {}", file.display(), remote.name);
+        let rel = crate::sys::tree::check_path(&key, p)?;
+        let mut from = tree.open_file(&rel).with_context(|| key.clone())?;
+        let dest = dir.join(format!("key-{i}.gpg"));
+        let mut to =
+            std::fs::File::create(&dest).with_context(|| format!("creating {}", dest.display()))?;
+        std::io::copy(&mut from, &mut to).with_context(|| format!("copying {key}"))?;
+        out.push(dest);
+    }
+    if out.is_empty() {
+        bail!(
+            "{}: remote {} verifies signatures (gpg-verify=true) but names no key (gpgkeypath)",
+            file.display(),
+            remote.name
+        );
+    }
+    Ok(out)
 }
 
 /// The commit the refspec points at in the sysroot repository.

@@ -14,6 +14,7 @@ use ostree::gio;
 use ostree::glib;
 use ostree::prelude::*;
 
+use crate::repo::pull::{self, TempRemote};
 use crate::sysroot::bootloader;
 
 /// Where a deployment's files are.
@@ -165,43 +166,55 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
         (None, Some(_)) => bail!("a trusted key needs a remote to belong to"),
         _ => None,
     };
-    let opts = glib::VariantDict::new(None);
-    opts.insert_value("refs", &vec![req.ostree_ref.to_string()].to_variant());
     let gpg_verify = req.gpg_verify || keyed_remote.is_some();
-    opts.insert_value("gpg-verify", &gpg_verify.to_variant());
-    opts.insert_value("gpg-verify-summary", &false.to_variant());
     // libostree pulls from a `file://` URL directly, but an `http://` one only through a
-    // remote: a temporary one in the sysroot repository's config, removed after the pull.
+    // remote (and verifies signatures only through one): a temporary one in the sysroot
+    // repository's config, removed after the pull.
     let temp_remote = match &keyed_remote {
-        None if !url.starts_with("file://") => Some(TempRemote::add(&repo, &url, gpg_verify)?),
+        None if !url.starts_with("file://") || gpg_verify => Some(TempRemote::add(
+            &repo,
+            "slipway-deploy-source",
+            &url,
+            gpg_verify,
+            &[],
+        )?),
         _ => None,
     };
     let from = keyed_remote
         .clone()
         .or_else(|| temp_remote.as_ref().map(|t| t.name.to_string()))
         .unwrap_or_else(|| url.clone());
-    repo.pull_with_options(&from, &opts.end(), None, gio::Cancellable::NONE)
-        .with_context(|| format!("pulling {} from {url}", req.ostree_ref))?;
+    pull::pull(
+        &repo,
+        &pull::Source {
+            via: &from,
+            name: req
+                .remote
+                .as_ref()
+                .map_or(from.as_str(), |r| r.name.as_str()),
+            url: &url,
+            gpg_verify,
+        },
+        &pull::Request {
+            refs: vec![req.ostree_ref.to_string()],
+            flags: ostree::RepoPullFlags::NONE,
+            depth: 0,
+        },
+    )
+    .with_context(|| format!("pulling {} from {url}", req.ostree_ref))?;
     if let Some(f) = req.on_pulled {
         f();
     }
-    let pulled = match &temp_remote {
-        Some(t) => format!("{}:{}", t.name, req.ostree_ref),
-        None => req.ostree_ref.to_string(),
+    let commit = match &temp_remote {
+        // The local ref when there is no remote to follow; the remote's is set below.
+        Some(t) => t.hand_over(req.ostree_ref, None)?,
+        None => repo
+            .resolve_rev(req.ostree_ref, false)
+            .with_context(|| format!("resolving {}", req.ostree_ref))?
+            .ok_or_else(|| anyhow!("ref {} missing after pull", req.ostree_ref))?
+            .to_string(),
     };
-    let commit = repo
-        .resolve_rev(&pulled, false)
-        .with_context(|| format!("resolving {pulled}"))?
-        .ok_or_else(|| anyhow!("ref {pulled} missing after pull"))?
-        .to_string();
-    if let Some(t) = temp_remote {
-        if req.remote.is_none() {
-            repo.set_ref_immediate(None, req.ostree_ref, Some(&commit), gio::Cancellable::NONE)
-                .with_context(|| format!("setting {}", req.ostree_ref))?;
-        }
-        repo.set_ref_immediate(Some(t.name), req.ostree_ref, None, gio::Cancellable::NONE)
-            .with_context(|| format!("removing {pulled}"))?;
-    }
+    drop(temp_remote);
 
     let refspec = match &req.remote {
         Some(r) => {
@@ -262,39 +275,6 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
 
 /// Add `r` to the repository at `repo_path` (its own config, not `remotes.d`) with
 /// `gpg-verify=true` and `key` imported as its only trusted key.
-/// A remote that exists for one pull: deleted again on drop (with its refs).
-struct TempRemote<'a> {
-    repo: &'a ostree::Repo,
-    name: &'static str,
-}
-
-impl<'a> TempRemote<'a> {
-    fn add(repo: &'a ostree::Repo, url: &str, gpg_verify: bool) -> Result<TempRemote<'a>> {
-        let name = "slipway-deploy-source";
-        let opts = glib::VariantDict::new(None);
-        opts.insert_value("gpg-verify", &gpg_verify.to_variant());
-        opts.insert_value("gpg-verify-summary", &false.to_variant());
-        repo.remote_change(
-            None::<&gio::File>,
-            ostree::RepoRemoteChange::AddIfNotExists,
-            name,
-            Some(url),
-            Some(&opts.end()),
-            gio::Cancellable::NONE,
-        )
-        .with_context(|| format!("adding a temporary remote for {url}"))?;
-        Ok(TempRemote { repo, name })
-    }
-}
-
-impl Drop for TempRemote<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.repo.remote_delete(self.name, gio::Cancellable::NONE) {
-            crate::sys::ui::warn(format!("removing the temporary remote {}: {e}", self.name));
-        }
-    }
-}
-
 fn add_verified_remote(repo_path: &Path, r: &Remote, key: &Path) -> Result<()> {
     let repo = ostree::Repo::new(&gio::File::for_path(repo_path));
     repo.open(gio::Cancellable::NONE)

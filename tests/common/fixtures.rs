@@ -170,7 +170,9 @@ fn gpg(home: &Path) -> Command {
     c
 }
 
-fn new_key(home: &Path, name: &str, export_to: &Path) {
+/// A throwaway signing key in a new GnuPG home `home`, its public part exported (binary) to
+/// `export_to`.
+pub fn new_key(home: &Path, name: &str, export_to: &Path) {
     std::fs::create_dir_all(home).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700)).unwrap();

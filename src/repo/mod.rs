@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+pub mod pull;
+
 use anyhow::{Context, Result, anyhow, bail};
 use ostree::gio;
 use ostree::glib;

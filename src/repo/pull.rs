@@ -1,0 +1,252 @@
+//! Pulls from a remote, with signatures checked where the remote has a key: the one way
+//! `host upgrade`, `host deploy`, the update agent and the installer fetch commits.
+//!
+//! libostree checks a commit's GPG signatures against the keys of the remote the pull goes
+//! through (`gpgkeypath`, or the keyring `remote gpg-import` wrote). Two things make that
+//! fail on good commits, and both are handled here:
+//! - A pull by URL has no remote, so no keys: every pull goes through a remote configured in
+//!   the repository, a [`TempRemote`] when the remote lives elsewhere (a deployment's /etc).
+//! - A static delta carries the detached metadata (the signatures) its commit had when the
+//!   delta was made; signing a commit after its compose (`ostree gpg-sign`) leaves a delta
+//!   without signatures, which libostree refuses. The commit objects are therefore pulled
+//!   first on their own (no deltas; each with its `.commitmeta`), then the content.
+//!
+//! A refused pull says which commit, which remote, and what was wrong: no signature at all,
+//! or signatures only by keys the remote does not trust (named by fingerprint).
+
+use anyhow::{Context, Result};
+use ostree::gio;
+use ostree::glib;
+use ostree::glib::translate::IntoGlib;
+use ostree::prelude::*;
+
+/// Where a pull comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The remote configured in the repository that the pull goes through (its keys verify).
+    pub via: &'a str,
+    /// The remote's name as the operator knows it, and its URL: for messages.
+    pub name: &'a str,
+    pub url: &'a str,
+    /// Whether `via` verifies GPG signatures.
+    pub gpg_verify: bool,
+}
+
+/// What to pull: refs or commit checksums, flags and history depth (as libostree takes them).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub refs: Vec<String>,
+    pub flags: ostree::RepoPullFlags,
+    pub depth: i32,
+}
+
+/// Pull `req` from `src` into `repo`.
+pub fn pull(repo: &ostree::Repo, src: &Source, req: &Request) -> Result<()> {
+    let commit_only = req.flags.contains(ostree::RepoPullFlags::COMMIT_ONLY);
+    if src.gpg_verify && !commit_only {
+        // The commit objects with their own signatures, never from a delta's copy.
+        run(
+            repo,
+            src,
+            &Request {
+                flags: req.flags | ostree::RepoPullFlags::COMMIT_ONLY,
+                depth: 0,
+                ..req.clone()
+            },
+        )?;
+    }
+    run(repo, src, req)
+}
+
+fn run(repo: &ostree::Repo, src: &Source, req: &Request) -> Result<()> {
+    let opts = glib::VariantDict::new(None);
+    opts.insert_value("refs", &req.refs.to_variant());
+    opts.insert_value("flags", &(req.flags.bits() as i32).to_variant());
+    opts.insert_value("depth", &req.depth.to_variant());
+    match repo.pull_with_options(src.via, &opts.end(), None, gio::Cancellable::NONE) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let err = anyhow::Error::new(e).context(format!("pulling from {}", src.url));
+            if !src.gpg_verify {
+                return Err(err);
+            }
+            match refusal(repo, src, &req.refs) {
+                Ok(Some(why)) => Err(err.context(why)),
+                Ok(None) => Err(err),
+                Err(e) => {
+                    crate::sys::ui::warn(format!("could not tell why the pull failed: {e:#}"));
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+/// If the pull of `refs` failed on signatures, why, in words: each commit is fetched on its
+/// own (commit object and detached metadata only, into a throw-away repository; the target
+/// repository is not touched) and its signatures checked against `src.via`'s keys.
+fn refusal(repo: &ostree::Repo, src: &Source, refs: &[String]) -> Result<Option<String>> {
+    let tmp = tempfile::Builder::new()
+        .prefix("slipway-signatures-")
+        .tempdir()
+        .context("creating a directory to look at the refused commit")?;
+    let probe = ostree::Repo::new_for_path(tmp.path());
+    probe
+        .create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
+        .context("creating a repository to look at the refused commit")?;
+    let opts = glib::VariantDict::new(None);
+    opts.insert_value("gpg-verify", &false.to_variant());
+    opts.insert_value("gpg-verify-summary", &false.to_variant());
+    probe
+        .remote_add(
+            "probe",
+            Some(src.url),
+            Some(&opts.end()),
+            gio::Cancellable::NONE,
+        )
+        .context("adding the remote to look at the refused commit")?;
+    let opts = glib::VariantDict::new(None);
+    opts.insert_value("refs", &refs.to_variant());
+    opts.insert_value(
+        "flags",
+        &(ostree::RepoPullFlags::COMMIT_ONLY.bits() as i32).to_variant(),
+    );
+    probe
+        .pull_with_options("probe", &opts.end(), None, gio::Cancellable::NONE)
+        .with_context(|| format!("fetching the commit objects of {} alone", refs.join(", ")))?;
+    for r in refs {
+        let commit = if ostree::validate_checksum_string(r).is_ok() {
+            r.clone()
+        } else {
+            super::resolve_required(&probe, &format!("probe:{r}"))?
+        };
+        let (object, _) = probe
+            .load_commit(&commit)
+            .with_context(|| format!("reading commit {commit}"))?;
+        let sigs: Vec<u8> = probe
+            .read_commit_detached_metadata(&commit, gio::Cancellable::NONE)
+            .with_context(|| format!("reading the detached metadata of {commit}"))?
+            .and_then(|m| glib::VariantDict::new(Some(&m)).lookup_value("ostree.gpgsigs", None))
+            .map(|v| {
+                v.iter()
+                    .flat_map(|s| {
+                        s.fixed_array::<u8>()
+                            .map(<[u8]>::to_vec)
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let whose = format!("commit {commit} from remote {} ({})", src.name, src.url);
+        if sigs.is_empty() {
+            return Ok(Some(format!(
+                "{whose} has no signature, and the remote takes only commits signed by a key it trusts"
+            )));
+        }
+        let result = repo
+            .gpg_verify_data(
+                Some(src.via),
+                &object.data_as_bytes(),
+                &glib::Bytes::from_owned(sigs),
+                None::<&gio::File>,
+                None::<&gio::File>,
+                gio::Cancellable::NONE,
+            )
+            .with_context(|| format!("checking the signatures of {commit}"))?;
+        if result.count_valid() == 0 {
+            let fingerprint = ostree::GpgSignatureAttr::Fingerprint.into_glib() as usize;
+            let keys: Vec<String> = (0..result.count_all())
+                .filter_map(|i| {
+                    result
+                        .all(i)
+                        .try_child_value(fingerprint)
+                        .and_then(|v| v.str().map(String::from))
+                })
+                .collect();
+            return Ok(Some(format!(
+                "{whose} is signed only by {}, not by a key the remote trusts",
+                if keys.is_empty() {
+                    "unknown keys".to_string()
+                } else {
+                    keys.join(", ")
+                }
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// A remote that exists for one pull, in the repository's own config: deleted again on drop
+/// (with its refs).
+pub struct TempRemote<'a> {
+    repo: &'a ostree::Repo,
+    pub name: &'static str,
+}
+
+impl<'a> TempRemote<'a> {
+    /// Add remote `name` for `url`; `gpg_keys`, when given, are the key files that verify it
+    /// (`gpgkeypath`), and signatures are then checked.
+    pub fn add(
+        repo: &'a ostree::Repo,
+        name: &'static str,
+        url: &str,
+        gpg_verify: bool,
+        gpg_keys: &[&std::path::Path],
+    ) -> Result<TempRemote<'a>> {
+        let opts = glib::VariantDict::new(None);
+        opts.insert_value("gpg-verify", &gpg_verify.to_variant());
+        opts.insert_value("gpg-verify-summary", &false.to_variant());
+        if !gpg_keys.is_empty() {
+            let paths: Vec<String> = gpg_keys.iter().map(|p| p.display().to_string()).collect();
+            opts.insert_value("gpgkeypath", &paths.join(";").to_variant());
+        }
+        // A remote of this name left behind by a process that was killed.
+        let _ = repo.remote_delete(name, gio::Cancellable::NONE);
+        repo.remote_change(
+            None::<&gio::File>,
+            ostree::RepoRemoteChange::AddIfNotExists,
+            name,
+            Some(url),
+            Some(&opts.end()),
+            gio::Cancellable::NONE,
+        )
+        .with_context(|| format!("adding a temporary remote for {url}"))?;
+        Ok(TempRemote { repo, name })
+    }
+
+    /// Move what the pull set (`NAME:REF`) to `remote:REF` (or the local `REF` when `remote` is
+    /// `None`), and drop it here. The commit.
+    pub fn hand_over(&self, reference: &str, remote: Option<&str>) -> Result<String> {
+        let pulled = format!("{}:{reference}", self.name);
+        let commit = super::resolve_required(self.repo, &pulled)?;
+        self.repo
+            .set_ref_immediate(remote, reference, Some(&commit), gio::Cancellable::NONE)
+            .with_context(|| format!("setting {reference} to {commit}"))?;
+        self.repo
+            .set_ref_immediate(Some(self.name), reference, None, gio::Cancellable::NONE)
+            .with_context(|| format!("removing {pulled}"))?;
+        Ok(commit)
+    }
+}
+
+impl Drop for TempRemote<'_> {
+    fn drop(&mut self) {
+        if let Ok(refs) = self
+            .repo
+            .list_refs(Some(&format!("{}:", self.name)), gio::Cancellable::NONE)
+        {
+            for r in refs.keys() {
+                let reference = r.split_once(':').map_or(r.as_str(), |(_, r)| r);
+                let _ = self.repo.set_ref_immediate(
+                    Some(self.name),
+                    reference,
+                    None,
+                    gio::Cancellable::NONE,
+                );
+            }
+        }
+        if let Err(e) = self.repo.remote_delete(self.name, gio::Cancellable::NONE) {
+            crate::sys::ui::warn(format!("removing the temporary remote {}: {e}", self.name));
+        }
+    }
+}
