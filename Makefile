@@ -1,8 +1,11 @@
 # slipway: the two commands of the README, and their set-up.
 #   make run    build slipway and compose treefiles/atomic-host.json into $(REPO)
-#   make test   every test: formatting, lints, the fast suite, then the slow suite (real
-#               composes, images booted under QEMU, Vagrant)
-# Both install what they need on a fresh Debian 12 machine (run as root).
+#   make test        what CI runs: formatting, lints, the fast suite, the release build, then
+#                    every capability booted once (suite `ci` of tests/suites.txt); at most
+#                    50 minutes cold
+#   make test-full   all of that plus every long scenario (suite `full`); at most 120 cold
+# Each installs what it needs on a fresh Debian 12 machine (run as root) and ends with a table
+# of each step's wall time (scripts/suite.sh).
 
 REPO      ?= $(CURDIR)/build/repo
 CACHEDIR  ?= /var/cache/slipway
@@ -10,14 +13,19 @@ TREEFILE  ?= treefiles/atomic-host.json
 SLIPWAY   := target/release/slipway
 export SLIPWAY_TEST_CACHE ?= /var/tmp/slipway-test-cache
 
-.PHONY: run test deps test-deps bench-deps rust build fast-test slow-test lint bench clean
+.PHONY: run test test-full deps test-deps bench-deps rust build fast-test lint bench clean
 
 run: deps rust build
 	mkdir -p $(dir $(REPO))
 	$(SLIPWAY) compose tree --repo $(REPO) --cachedir $(CACHEDIR) \
 		--write-composejson-to $(CURDIR)/build/compose.json $(TREEFILE)
 
-test: test-deps rust lint fast-test build slow-test
+# scripts/suite.sh installs the test packages itself (its first step, timed with the rest).
+test: rust
+	scripts/suite.sh ci
+
+test-full: rust
+	scripts/suite.sh full
 
 # Packages and the check that every tool is in place after installing: scripts/install-deps.sh
 # (one apt transaction, so a test package cannot remove a build tool; see the script).
@@ -44,12 +52,6 @@ lint:
 
 fast-test:
 	PATH=$$HOME/.cargo/bin:$$PATH cargo test
-
-# One test at a time: VMs and composes each want both cores. Hosts composed by the tests
-# carry the release build of slipway, as hosts composed by `make run` do.
-slow-test:
-	PATH=$$HOME/.cargo/bin:$$PATH SLIPWAY_HOST_EXE=$(CURDIR)/$(SLIPWAY) \
-		cargo test -- --ignored --test-threads=1
 
 bench: bench-deps rust build
 	bench/run.sh

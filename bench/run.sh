@@ -52,7 +52,7 @@
 #      bound to the commit, against that package's .deb (target <= 1.5x) and installed size;
 #      the compose of the Keystone image of treefiles/examples/openstack-keystone.json (its
 #      images phase) against mmdebstrap of the same package set alone from the same warm
-#      .deb cache (target <= 1.3x); and, from the slow services test (tests/services_slow.rs),
+#      .deb cache (target <= 1.3x); and, from the lifecycle chain (tests/lifecycle_slow.rs),
 #      the time from the green verdict to the service's unit active, and from upgrade and
 #      rollback to the service answering. `bench/run.sh services` runs only this step and
 #      rewrites its section of BENCHMARKS.md in place.
@@ -425,7 +425,7 @@ measure_services() {
         return 0
     fi
     local cmd=(env SLIPWAY_BENCH_OUT="$SVC_JSONL" SLIPWAY_HOST_EXE="$SLIPWAY" cargo test
-        --test services_slow -- --ignored --test-threads=1 --nocapture)
+        --test lifecycle_slow -- --ignored --test-threads=1 --nocapture)
     COMMANDS+="(cd $SRC && $(quote "${cmd[@]}"))"$'\n'
     say "services: ${cmd[*]}"
     if (cd "$SRC" && "${cmd[@]}") > "$LOGS/services.out" 2> "$LOGS/services.err"; then
@@ -434,8 +434,8 @@ measure_services() {
         V[services_vm]=failed
         tail -n 40 "$LOGS/services.err" >&2
     fi
-    # The Keystone example booted (tests/keystone_slow.rs, which runs only when asked).
-    cmd=(env SLIPWAY_TEST_KEYSTONE=1 SLIPWAY_BENCH_OUT="$SVC_JSONL" SLIPWAY_HOST_EXE="$SLIPWAY" cargo test
+    # The Keystone example booted (tests/keystone_slow.rs).
+    cmd=(env SLIPWAY_BENCH_OUT="$SVC_JSONL" SLIPWAY_HOST_EXE="$SLIPWAY" cargo test
         --test keystone_slow -- --ignored --test-threads=1 --nocapture)
     COMMANDS+="(cd $SRC && $(quote "${cmd[@]}"))"$'\n'
     say "services: ${cmd[*]}"
@@ -480,7 +480,7 @@ services_section() {
     echo "| Keystone example: compose (host and image, cold work directory) | ${kc:-?} s | | | | info |"
     echo "| Keystone example: first boot, SSH -> \`/v3\` answers (image imported, db_sync, bootstrap) | ${kv:-?} s | | | | info |"
     echo
-    echo "The pull is what \`ostree pull-local\` of v2 adds to an archive repository holding v1 (objects as served: zlib content, metadata). The VM rows come from \`tests/services_slow.rs\` (${V[services_vm]:-not run}) and \`tests/keystone_slow.rs\` (${V[keystone_vm]:-not run}) through \`SLIPWAY_BENCH_OUT\`; with \`SLIPWAY_BENCH_SKIP_SERVICES_VM=1\` the lines an earlier run left in \`$SVC_JSONL\` are shown, \`?\` where there are none. The pull against the .deb counts what dpkg changes besides the package's files: its status database and the package's \`info\` files are objects of their own."
+    echo "The pull is what \`ostree pull-local\` of v2 adds to an archive repository holding v1 (objects as served: zlib content, metadata). The VM rows come from \`tests/lifecycle_slow.rs\` (${V[services_vm]:-not run}) and \`tests/keystone_slow.rs\` (${V[keystone_vm]:-not run}) through \`SLIPWAY_BENCH_OUT\`; with \`SLIPWAY_BENCH_SKIP_SERVICES_VM=1\` the lines an earlier run left in \`$SVC_JSONL\` are shown, \`?\` where there are none. The pull against the .deb counts what dpkg changes besides the package's files: its status database and the package's \`info\` files are objects of their own."
     echo "<!-- services:end -->"
 }
 

@@ -265,11 +265,11 @@ fn measure_update_size(lc: &Lifecycle) {
     let repo = &lc.served;
     let old = file_checksums(repo, &lc.v1);
     let new = file_checksums(repo, &lc.v2);
-    let changed: std::collections::BTreeSet<String> = new
-        .iter()
-        .filter(|(p, c)| old.get(*p) != Some(c))
-        .map(|(_, c)| c.clone())
-        .collect();
+    // Content v2 has and v1 has nowhere: what any pull must fetch.
+    let had: std::collections::BTreeSet<&String> = old.values().collect();
+    let changed: std::collections::BTreeSet<String> =
+        new.values().filter(|c| !had.contains(c)).cloned().collect();
+    assert!(!changed.is_empty(), "v2 adds no file content to v1");
     let changed_bytes = object_bytes(repo, &changed);
     let delta_dir = repo.join(slipway::repo::static_delta_dir(Some(&lc.v1), &lc.v2).unwrap());
     let delta_bytes: u64 = std::fs::read_dir(&delta_dir)
@@ -285,6 +285,12 @@ fn measure_update_size(lc: &Lifecycle) {
     let before = slipway::repo::dir_size(&client.join("objects"));
     ostree(&client, &["pull-local", repo.to_str().unwrap(), &lc.v2]);
     let pulled = slipway::repo::dir_size(&client.join("objects")) - before;
+    // The pull fetches the new content and the metadata above it, nothing else of the host.
+    assert!(delta_bytes > 0, "the static delta is empty");
+    assert!(
+        pulled >= changed_bytes && pulled < changed_bytes + 4 * 1024 * 1024,
+        "the pull of v2 over v1 fetched {pulled} bytes for {changed_bytes} bytes of new content"
+    );
     eprintln!(
         "v1 -> v2: {} files changed, {changed_bytes} bytes compressed; static delta {delta_bytes} bytes ({:.2}x); object pull {pulled} bytes ({:.2}x)",
         changed.len(),

@@ -58,6 +58,19 @@ fn check(vm: &Vm, cmd: &str) -> String {
     })
 }
 
+fn check_as_root(vm: &Vm, cmd: &str) -> String {
+    let o = vm.ssh_as("root", cmd).unwrap();
+    if !o.status.success() {
+        vm.mark_failed();
+        panic!(
+            "`{cmd}` as root failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 fn host_checks(vm: &Vm, commit: &str) {
     // The booted deployment is the composed commit; / is an OSTree deployment, /usr read-only.
     let status = check(vm, "ostree admin status");
@@ -77,13 +90,16 @@ fn host_checks(vm: &Vm, commit: &str) {
             .split(',')
             .any(|o| o == "ro")
     );
-    assert!(
-        vm.ssh("touch /usr/slipway-write-test")
-            .unwrap()
-            .status
-            .code()
-            != Some(0)
+    // Read-only even for root: the write fails on the file system, not on permissions (root
+    // can write to /etc), and the failure is touch's, not SSH's (255).
+    check_as_root(
+        vm,
+        "touch /etc/slipway-write-test && rm /etc/slipway-write-test",
     );
+    let o = vm.ssh_as("root", "touch /usr/slipway-write-test").unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "touch on /usr as root: {err}");
+    assert!(err.contains("Read-only file system"), "{err}");
     // Boot has finished (SSH can come up before docker under emulation), nothing failed.
     let state = vm.ssh("systemctl is-system-running --wait").unwrap();
     let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
@@ -177,7 +193,9 @@ fn boot_test_image(name: &str, firmware: Firmware) -> Vm {
 #[ignore = "slow: boots the image under SeaBIOS"]
 fn hybrid_image_boots_under_seabios() {
     let vm = boot_test_image("image-bios", Firmware::Bios);
-    assert!(vm.ssh("test -d /sys/firmware/efi").unwrap().status.code() != Some(0));
+    // `test` exits 1 for a missing directory; 255 would be SSH failing.
+    let o = vm.ssh("test -d /sys/firmware/efi").unwrap();
+    assert_eq!(o.status.code(), Some(1), "booted under UEFI, or SSH failed");
 }
 
 #[test]

@@ -1250,9 +1250,21 @@ impl Vm {
             .with_context(|| format!("VM {}: ssh `{command}`", self.name))
     }
 
+    /// Runs `command` as `user` with the VM's key (root, say, where the VM logs in as a
+    /// user). SSH's own failures exit 255: tell them apart from the command's.
+    pub fn ssh_as(&self, user: &str, command: &str) -> Result<Output> {
+        let mut cmd = self.ssh_command_as(user, command)?;
+        run_with_timeout(&mut cmd, scaled(self.ssh_timeout))
+            .with_context(|| format!("VM {}: ssh {user}@ `{command}`", self.name))
+    }
+
     /// The `ssh` invocation used for `command` (for debugging or for tests
     /// that need to pipe data).
     pub fn ssh_command(&self, command: &str) -> Result<Command> {
+        self.ssh_command_as(&self.ssh_user, command)
+    }
+
+    fn ssh_command_as(&self, user: &str, command: &str) -> Result<Command> {
         let (port, address) = match &self.ssh_netns {
             Some((_, address)) => (22, address.clone()),
             None => (
@@ -1292,7 +1304,7 @@ impl Vm {
         cmd.arg("-i")
             .arg(key)
             .args(["-p", &port.to_string()])
-            .arg(format!("{}@{address}", self.ssh_user))
+            .arg(format!("{user}@{address}"))
             .arg(command);
         Ok(cmd)
     }

@@ -1,12 +1,19 @@
-//! Slow suite for service containers bound to the host commit: the host issue's prepared disk
-//! (the composed default host, v0) booted under QEMU (TCG), upgraded from an HTTP server on the
-//! test machine reached through `guestfwd` (the guest reaches nothing else: no registry),
-//! through these scenarios chained in one VM:
+//! The lifecycle chain: one VM, one persistent disk, a host made from signed commits taken
+//! through upgrades with a bound service, a red deployment and a rollback. The firmware is a
+//! parameter (SeaBIOS in `make test`). The disk is the composed default host (v0), signed by
+//! a key the test makes and written by `slipway image --remote-gpg-key` with the test's
+//! server as its remote; the guest reaches the server on the test machine through `guestfwd`
+//! and nothing else (no registry). The scenarios, chained:
 //!
+//! 0. Signatures: v1 published unsigned, then signed only by another key: `host upgrade`
+//!    refuses each, naming the commit, the remote and what is missing, and the deployments
+//!    stay as they were. Then v1 signed by the trusted key, with a static delta from v0 made
+//!    before the signature (as `ostree gpg-sign` after a compose leaves it): taken.
 //! 1. v1 = the default host plus a tiny image built by slipway from `busybox-static` (an HTTP
 //!    server answering with a version string) and the service `web` running it: after `host
 //!    upgrade --reboot` the service answers v1 on its published port, `host status` lists the
-//!    image (loaded) and the service (active, running), and the verdict lists the image.
+//!    image (loaded) and the service (active, running), and the verdict lists the image; the
+//!    service's declared volume, environment and restart policy are in effect in the guest.
 //! 2. v2 changes only the service's page: the pull from v1 to v2 fetches the changed file's
 //!    object and metadata, nothing of the rest of the image (measured); after `upgrade
 //!    --reboot` the service answers v2.
@@ -64,17 +71,23 @@ fn web_treefile(dir: &Path, name: &str, page: &str) -> PathBuf {
     tf
 }
 
-/// The repositories: `served` (v0, then v1), `staging2` (v2 on top of v1) and `staging3`
-/// (v3 on top of v2), published into `served` when the test says so.
+/// The repositories: `served` (v0, signed), `staging1` (v1 on top of v0), `staging2` (v2 on top
+/// of v1) and `staging3` (v3 on top of v2), published into `served` when the test says so; the
+/// trusted key and another one.
 struct Setup {
     _dir: tempfile::TempDir,
     served: PathBuf,
+    staging1: PathBuf,
     staging2: PathBuf,
     staging3: PathBuf,
     v0: String,
     v1: String,
     v2: String,
     v3: String,
+    /// GnuPG homes of the trusted key and of another one; the trusted key's public part.
+    good: PathBuf,
+    wrong: PathBuf,
+    good_public: PathBuf,
 }
 
 fn setup() -> Setup {
@@ -109,17 +122,32 @@ fn setup() -> Setup {
         "{err}"
     );
     let served = dir.path().join("repo");
+    let staging1 = dir.path().join("staging1");
     let staging2 = dir.path().join("staging2");
     let staging3 = dir.path().join("staging3");
-    for r in [&served, &staging2, &staging3] {
+    for r in [&served, &staging1, &staging2, &staging3] {
         ostree(r, &["init", "--mode=archive"]);
     }
     ostree(
         &served,
         &["pull-local", host.repo.to_str().unwrap(), &host.reference],
     );
+    let good = dir.path().join("gnupg-good");
+    let wrong = dir.path().join("gnupg-wrong");
+    let good_public = dir.path().join("good.gpg");
+    new_key(&good, "slipway-test-good", &good_public);
+    new_key(&wrong, "slipway-test-wrong", &dir.path().join("wrong.gpg"));
+    sign(&served, &host.commit, &good);
+    ostree(&served, &["summary", "-u"]);
+    ostree(
+        &staging1,
+        &["pull-local", served.to_str().unwrap(), &host.reference],
+    );
     let t = Instant::now();
-    let v1 = compose(&served, &web_treefile(dir.path(), "v1", "slipway web v1\n"));
+    let v1 = compose(
+        &staging1,
+        &web_treefile(dir.path(), "v1", "slipway web v1\n"),
+    );
     record(
         "services_compose_host_with_image",
         t.elapsed().as_secs_f64(),
@@ -127,7 +155,7 @@ fn setup() -> Setup {
     );
     ostree(
         &staging2,
-        &["pull-local", served.to_str().unwrap(), HOST_REF],
+        &["pull-local", staging1.to_str().unwrap(), HOST_REF],
     );
     let v2 = compose(
         &staging2,
@@ -171,20 +199,76 @@ fn setup() -> Setup {
     .to_string();
     Setup {
         served,
+        staging1,
         staging2,
         staging3,
         v0: host.commit.clone(),
         v1,
         v2,
         v3,
+        good,
+        wrong,
+        good_public,
         _dir: dir,
     }
 }
 
-/// Make `staging`'s head of the host ref the served one.
-fn publish(served: &Path, staging: &Path) {
+/// Sign `commit` in `repo` with the key of GnuPG home `home`.
+fn sign(repo: &Path, commit: &str, home: &Path) {
+    ostree(
+        repo,
+        &[
+            "gpg-sign",
+            &format!("--gpg-homedir={}", home.display()),
+            commit,
+            &gpg_fingerprint(home),
+        ],
+    );
+}
+
+/// Make `staging`'s head of the host ref the served one, signed by `signer` if given.
+fn publish(served: &Path, staging: &Path, signer: Option<&Path>) -> String {
     ostree(served, &["pull-local", staging.to_str().unwrap(), HOST_REF]);
+    let head = ostree(served, &["rev-parse", HOST_REF]).trim().to_string();
+    if let Some(home) = signer {
+        sign(served, &head, home);
+    }
     ostree(served, &["summary", "-u"]);
+    head
+}
+
+/// (commit, serial) of every deployment, in order, and the booted one's index.
+fn deployments(vm: &Vm) -> (Vec<(String, i64)>, usize) {
+    let s = status(vm);
+    let list = s["deployments"].as_array().unwrap();
+    (
+        list.iter()
+            .map(|d| {
+                (
+                    d["commit"].as_str().unwrap().to_string(),
+                    d["serial"].as_i64().unwrap(),
+                )
+            })
+            .collect(),
+        list.iter().position(|d| d["booted"] == true).unwrap(),
+    )
+}
+
+/// `host upgrade --reboot` must be refused for `commit` because of `why`, with the commit and
+/// the remote named, and leave the deployments as they were.
+fn upgrade_refused(vm: &Vm, what: &str, commit: &str, why: &str) {
+    let before = deployments(vm);
+    let o = vm
+        .ssh("slipway host upgrade --reboot")
+        .unwrap_or_else(|e| panic!("{what}: ssh: {e:#}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    // 255 would be SSH's own failure, not slipway's refusal.
+    assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+    for needle in [commit, "remote debian", why] {
+        assert!(err.contains(needle), "{what}: no `{needle}` in: {err}");
+    }
+    assert_eq!(deployments(vm), before, "{what}: the deployments changed");
+    eprintln!("0. {what}: refused as it should be");
 }
 
 /// What the service answers on the forwarded port, waiting for it to come up.
@@ -290,6 +374,60 @@ fn service_runs(vm: &Vm, commit: &str) {
     );
 }
 
+/// The service's declared volume, environment and restart policy are in effect: a file the
+/// container writes under `/data` is in the host's `/var/lib/web`, the container's processes
+/// see `MODE=test`, and a killed container is started again by systemd (`Restart=always`) and
+/// answers again.
+fn declared_settings_hold(vm: &Vm, web: u16) {
+    check(
+        vm,
+        "rm -f /var/lib/web/probe && docker exec web busybox sh -c 'echo from-the-container > /data/probe'",
+    );
+    assert_eq!(
+        check(vm, "cat /var/lib/web/probe").trim(),
+        "from-the-container",
+        "the volume /var/lib/web:/data"
+    );
+    let env = check(vm, "docker exec web busybox env");
+    assert!(
+        env.lines().any(|l| l == "MODE=test"),
+        "MODE=test not in the container's environment:\n{env}"
+    );
+    assert_eq!(
+        check(vm, "systemctl show -p Restart --value web.service").trim(),
+        "always"
+    );
+    let before = check(vm, "systemctl show -p InvocationID --value web.service");
+    check(vm, "docker kill web");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = vm
+            .ssh("systemctl is-active web.service && systemctl show -p InvocationID --value web.service")
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        if let Some(now) = now
+            && !now.contains(before.trim())
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            vm.mark_failed();
+            panic!(
+                "web.service was not started again after its container was killed\n{}",
+                vm.diagnostics()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(
+        answer(vm, web, Duration::from_secs(120)),
+        "slipway web v1\n",
+        "the restarted service"
+    );
+    eprintln!("1. volume, environment and restart policy hold");
+}
+
 /// What a pull of `to` into a repository holding `from` fetches, against the content of the
 /// files that changed between them.
 fn measure_pull(repo: &Path, from: &str, to: &str) {
@@ -385,27 +523,44 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-#[ignore = "slow: composes a host with a service image and boots it through upgrades, a red deployment and a rollback"]
-fn services_follow_the_host_through_upgrade_red_boot_and_rollback() {
+#[ignore = "slow: composes three updates, boots a signed host under SeaBIOS through refused and signed upgrades, a bound service, a red deployment and a rollback"]
+fn lifecycle_under_seabios_signed_upgrade_service_red_boot_rollback() {
+    chain(Firmware::Bios, "lifecycle-bios");
+}
+
+fn chain(firmware: Firmware, name: &str) {
     let t0 = Instant::now();
     vm::require_qemu().unwrap();
     let st = setup();
     eprintln!("v1, v2, v3 ready after {:.0}s", t0.elapsed().as_secs_f64());
     let server = RepoServer::start(st.served.parent().unwrap());
 
-    let base = host_image("raw");
-    let disk = st.served.parent().unwrap().join("disk.qcow2");
+    // The disk: v0 from the served repository, its remote the test's server with the key.
+    let disk = st.served.parent().unwrap().join("disk.raw");
+    let ks = test_kickstart(st.served.parent().unwrap());
     run_ok(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(&base)
-            .arg(&disk),
+        slipway()
+            .args(["image", "--repo"])
+            .arg(&st.served)
+            .args(["--ref", HOST_REF, "--format", "raw", "--kickstart"])
+            .arg(&ks)
+            .args(["--remote-url", &format!("http://{GUEST_SERVER}/repo")])
+            .arg("--remote-gpg-key")
+            .arg(&st.good_public)
+            .arg("-o")
+            .arg(&disk)
+            .arg("--cachedir")
+            .arg(apt_cache()),
+    );
+    eprintln!(
+        "signed image written after {:.0}s",
+        t0.elapsed().as_secs_f64()
     );
     let (key, _) = test_ssh_key();
     let web = vm::free_tcp_port();
-    let cfg = VmConfig::new("services")
+    let cfg = VmConfig::new(name)
         .disk(&disk)
-        .firmware(Firmware::Bios)
+        .firmware(firmware)
         .accel(vm::accel_for(Some(&host_kernel())))
         .user_net_ssh()
         .host_forward(web, WEB_PORT)
@@ -425,13 +580,40 @@ fn services_follow_the_host_through_upgrade_red_boot_and_rollback() {
         check(&vm, "systemctl is-active slipway-healthy.target docker").trim(),
         "active\nactive"
     );
-    check(
-        &vm,
-        &format!(
-            "sed -i 's#^url=.*#url=http://{GUEST_SERVER}/repo#' /etc/ostree/remotes.d/debian.conf"
-        ),
-    );
     eprintln!("v0 booted after {:.0}s", t0.elapsed().as_secs_f64());
+
+    // 0. Only commits signed by the trusted key are taken.
+    let v1 = publish(&st.served, &st.staging1, None);
+    assert_eq!(v1, st.v1);
+    upgrade_refused(&vm, "v1 unsigned", &st.v1, "has no signature");
+    sign(&st.served, &st.v1, &st.wrong);
+    upgrade_refused(
+        &vm,
+        "v1 signed only by another key",
+        &st.v1,
+        &format!("is signed only by {}", gpg_fingerprint(&st.wrong)),
+    );
+    ostree(
+        &st.served,
+        &[
+            "gpg-sign",
+            &format!("--gpg-homedir={}", st.wrong.display()),
+            "--delete",
+            &st.v1,
+            &gpg_fingerprint(&st.wrong),
+        ],
+    );
+    ostree(
+        &st.served,
+        &[
+            "static-delta",
+            "generate",
+            &format!("--from={}", st.v0),
+            &format!("--to={}", st.v1),
+        ],
+    );
+    sign(&st.served, &st.v1, &st.good);
+    ostree(&st.served, &["summary", "-u"]);
 
     // 1. v1: the service answers v1.
     let t = Instant::now();
@@ -462,8 +644,10 @@ fn services_follow_the_host_through_upgrade_red_boot_and_rollback() {
         "docker, images, web became active at {t:?}"
     );
 
+    declared_settings_hold(&vm, web);
+
     // 2. v2: only the page changed; the pull carries that file, not the image.
-    publish(&st.served, &st.staging2);
+    publish(&st.served, &st.staging2, Some(&st.good));
     measure_pull(&st.served, &st.v1, &st.v2);
     let t = Instant::now();
     until_booted(&vm, "slipway host upgrade --reboot", &st.v2, BOOT_TIMEOUT);
@@ -479,7 +663,7 @@ fn services_follow_the_host_through_upgrade_red_boot_and_rollback() {
     check(&vm, "slipway host pin 1");
 
     // 3. v3 fails a required check: no docker, no service on it; back to v2 by itself.
-    publish(&st.served, &st.staging3);
+    publish(&st.served, &st.staging3, Some(&st.good));
     let mark = vm.serial_mark();
     let t = Instant::now();
     until_booted(
@@ -583,7 +767,7 @@ fn services_follow_the_host_through_upgrade_red_boot_and_rollback() {
         ("passed".to_string(), "tagged".to_string())
     );
     eprintln!(
-        "services VM test: {:.0}s in all (VM part {:.0}s)",
+        "lifecycle chain: {:.0}s in all (VM part {:.0}s)",
         t0.elapsed().as_secs_f64(),
         vm.elapsed().as_secs_f64()
     );
