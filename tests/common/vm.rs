@@ -1446,6 +1446,21 @@ impl Vm {
                 tail_lines(&stderr, 20)
             ));
         }
+        // The guest's own account, when it still answers: this boot's warnings and errors,
+        // and the failed units.
+        if self.ssh_key.is_some()
+            && self.is_running()
+            && let Ok(mut cmd) = self.ssh_command(
+                "systemctl --failed --no-legend --plain; journalctl -b --no-pager -p warning -o short-monotonic | tail -n 60",
+            )
+            && let Ok(out) = run_with_timeout(&mut cmd, Duration::from_secs(20))
+            && out.status.success()
+        {
+            text.push_str(&format!(
+                "\n--- failed units, then the guest journal's last warnings of this boot ---\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
         text
     }
 
