@@ -1223,17 +1223,7 @@ fn signed_remotes_take_only_commits_signed_by_their_key() {
     let (wrong_home, wrong) = (keys.join("wrong"), keys.join("wrong.gpg"));
     new_key(&good_home, "slipway-test-good", &good);
     new_key(&wrong_home, "slipway-test-wrong", &wrong);
-    let sign = |commit: &str, home: &std::path::Path| {
-        ostree(
-            &f.repo,
-            &[
-                "gpg-sign",
-                &format!("--gpg-homedir={}", home.display()),
-                commit,
-                &gpg_fingerprint(home),
-            ],
-        );
-    };
+    let sign = |commit: &str, home: &std::path::Path| gpg_sign(&f.repo, commit, home);
     let publish = |version: &str, date: &str, signer: Option<&std::path::Path>| -> String {
         // Every candidate on top of v1, so no unsigned commit stays in the ref's history.
         let c = f.commit(version, date, format!("kernel {version}").as_bytes());

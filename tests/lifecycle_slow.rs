@@ -137,7 +137,7 @@ fn setup() -> Setup {
     let good_public = dir.path().join("good.gpg");
     new_key(&good, "slipway-test-good", &good_public);
     new_key(&wrong, "slipway-test-wrong", &dir.path().join("wrong.gpg"));
-    sign(&served, &host.commit, &good);
+    gpg_sign(&served, &host.commit, &good);
     ostree(&served, &["summary", "-u"]);
     ostree(
         &staging1,
@@ -213,25 +213,12 @@ fn setup() -> Setup {
     }
 }
 
-/// Sign `commit` in `repo` with the key of GnuPG home `home`.
-fn sign(repo: &Path, commit: &str, home: &Path) {
-    ostree(
-        repo,
-        &[
-            "gpg-sign",
-            &format!("--gpg-homedir={}", home.display()),
-            commit,
-            &gpg_fingerprint(home),
-        ],
-    );
-}
-
 /// Make `staging`'s head of the host ref the served one, signed by `signer` if given.
 fn publish(served: &Path, staging: &Path, signer: Option<&Path>) -> String {
     ostree(served, &["pull-local", staging.to_str().unwrap(), HOST_REF]);
     let head = ostree(served, &["rev-parse", HOST_REF]).trim().to_string();
     if let Some(home) = signer {
-        sign(served, &head, home);
+        gpg_sign(served, &head, home);
     }
     ostree(served, &["summary", "-u"]);
     head
@@ -586,7 +573,7 @@ fn chain(firmware: Firmware, name: &str) {
     let v1 = publish(&st.served, &st.staging1, None);
     assert_eq!(v1, st.v1);
     upgrade_refused(&vm, "v1 unsigned", &st.v1, "has no signature");
-    sign(&st.served, &st.v1, &st.wrong);
+    gpg_sign(&st.served, &st.v1, &st.wrong);
     upgrade_refused(
         &vm,
         "v1 signed only by another key",
@@ -612,7 +599,7 @@ fn chain(firmware: Firmware, name: &str) {
             &format!("--to={}", st.v1),
         ],
     );
-    sign(&st.served, &st.v1, &st.good);
+    gpg_sign(&st.served, &st.v1, &st.good);
     ostree(&st.served, &["summary", "-u"]);
 
     // 1. v1: the service answers v1.

@@ -170,6 +170,19 @@ fn gpg(home: &Path) -> Command {
     c
 }
 
+/// Sign `commit` in the OSTree repository `repo` with the (only) key of GnuPG home `home`.
+pub fn gpg_sign(repo: &Path, commit: &str, home: &Path) {
+    ostree(
+        repo,
+        &[
+            "gpg-sign",
+            &format!("--gpg-homedir={}", home.display()),
+            commit,
+            &gpg_fingerprint(home),
+        ],
+    );
+}
+
 /// A throwaway signing key in a new GnuPG home `home`, its public part exported (binary) to
 /// `export_to`.
 pub fn new_key(home: &Path, name: &str, export_to: &Path) {
