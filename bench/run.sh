@@ -1643,6 +1643,11 @@ if [ ${#CHECK_FAILURES[@]} -gt 0 ]; then
     echo
     printf -- '- %s\n' "${CHECK_FAILURES[@]}"
 fi
+# The test suites' recorded runs (scripts/suite.sh, not this script) are carried over.
+if [ -f "$REPORT" ] && grep -q '^<!-- suites:begin -->' "$REPORT"; then
+    echo
+    sed -n '/^<!-- suites:begin -->/,/^<!-- suites:end -->/p' "$REPORT"
+fi
 } > "$REPORT.tmp"
 mv "$REPORT.tmp" "$REPORT"
 say "wrote $REPORT (${script_secs} s in all)"

@@ -87,14 +87,20 @@ done < <(grep -v '^[[:space:]]*\(#\|$\)' tests/suites.txt)
 
 total=$(( $(date +%s) - start_all ))
 fmt_time() { printf '%d:%02d' $(( $1 / 60 )) $(( $1 % 60 )); }
+# The table, in Markdown (also kept as $logs/table.md, for BENCHMARKS.md).
+{
+    echo "suite \`$suite\` ($0 $suite) on $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB," \
+        "$(date -u '+%Y-%m-%d %H:%M UTC'), slipway $(git rev-parse --short HEAD 2>/dev/null)"
+    echo
+    printf '| %-100s | %8s | %s |\n' step "m:ss" result
+    printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..102})" "----------" "--------"
+    for i in "${!names[@]}"; do
+        printf '| %-100s | %8s | %s |\n' "${names[$i]}" "$(fmt_time "${secs[$i]}")" "${results[$i]}"
+    done
+    printf '| %-100s | %8s | %s |\n' "total" "$(fmt_time "$total")" "$passed passed, $failed failed"
+} > "$logs/table.md"
 echo
-echo "suite $suite on $(hostname) ($(nproc) cores), $(date -u '+%Y-%m-%d %H:%M UTC'), slipway $(git rev-parse --short HEAD 2>/dev/null)"
-printf '| %-100s | %8s | %s |\n' step "m:ss" result
-printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..102})" "----------" "--------"
-for i in "${!names[@]}"; do
-    printf '| %-100s | %8s | %s |\n' "${names[$i]}" "$(fmt_time "${secs[$i]}")" "${results[$i]}"
-done
-printf '| %-100s | %8s | %s |\n' "total" "$(fmt_time "$total")" "$passed passed, $failed failed"
+cat "$logs/table.md"
 echo "logs: $logs"
 echo "suite: $passed passed, $failed failed"
 [ "$failed" = 0 ]
