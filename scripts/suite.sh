@@ -21,9 +21,6 @@ export PATH=$HOME/.cargo/bin:$PATH
 logs=${SUITE_LOGS:-$PWD/target/suite-logs}
 rm -rf "$logs"
 mkdir -p "$logs"
-# Hosts composed by the tests carry the release build of slipway, as hosts composed by
-# `make run` do.
-export SLIPWAY_HOST_EXE=$PWD/target/release/slipway
 
 names=() secs=() results=()
 failed=0 passed=0
@@ -74,6 +71,9 @@ step clippy 20 cargo clippy --all-targets -- -D warnings
 step fast 30 cargo test
 step build-release 20 cargo build --release
 
+# Hosts composed by the slow tests carry the release build of slipway, as hosts composed by
+# `make run` do (the fast suite makes its own choice).
+export SLIPWAY_HOST_EXE=$PWD/target/release/slipway
 while read -r s bin test limit; do
     case "$s" in ci) ;; full) [ "$suite" = full ] || continue ;; *) continue ;; esac
     if [ "$bin" = lib ]; then
