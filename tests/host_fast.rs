@@ -759,7 +759,21 @@ fn a_writer_waits_for_the_sysroot_lock() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Wait until the writer says it waits (not a fixed time), then check it still does.
+    let mut stderr = std::io::BufReader::new(writer.stderr.take().unwrap());
+    let mut err = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !err.contains("waiting for another process") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pin never said it waits: {err}"
+        );
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
+            panic!("pin ended without waiting for the lock: {err}");
+        }
+        err.push_str(&line);
+    }
     assert!(
         writer.try_wait().unwrap().is_none(),
         "pin wrote while the sysroot was locked"
@@ -767,16 +781,9 @@ fn a_writer_waits_for_the_sysroot_lock() {
     // Readers do not wait.
     assert_eq!(f.summary()[0].1, ["default", "pending"]);
     other.unlock();
+    stderr.read_to_string(&mut err).unwrap();
     let status = writer.wait().unwrap();
-    let mut err = String::new();
-    writer
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
     assert!(status.success(), "{err}");
-    assert!(err.contains("waiting for another process"), "{err}");
     assert_eq!(f.summary()[0].1, ["default", "pending", "pinned"]);
 }
 

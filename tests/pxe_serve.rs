@@ -441,16 +441,40 @@ fn boot_scripts_kickstarts_files_reports_and_a_restart() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(3000));
+    // Read until the second screen has come (not a fixed time): its start is at least the
+    // interval after the first's.
+    let mut out = watch.stdout.take().unwrap();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    let t0 = std::time::Instant::now();
+    let mut first_at = None;
+    let second_at = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no second screen: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "--watch ended: {}", String::from_utf8_lossy(&bytes));
+        bytes.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&bytes);
+        if text.contains("\x1b[H\x1b[2J") && first_at.is_none() {
+            first_at = Some(t0.elapsed());
+        }
+        if text.matches("\x1b[H\x1b[2JMAC ").count() >= 2 {
+            break t0.elapsed();
+        }
+    };
     watch.kill().unwrap();
     watch.wait().unwrap();
-    let mut shown = String::new();
-    watch
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut shown)
-        .unwrap();
+    let interval = second_at - first_at.unwrap();
+    assert!(
+        interval >= Duration::from_millis(1500),
+        "the second screen came {interval:?} after the first"
+    );
+    // Whatever it wrote before it was killed.
+    out.read_to_end(&mut bytes).unwrap();
+    let shown = String::from_utf8_lossy(&bytes).into_owned();
     assert_eq!(
         shown.matches("\nMAC ").count() + usize::from(shown.starts_with("MAC ")),
         0,

@@ -214,17 +214,22 @@ impl<'a> TempRemote<'a> {
         Ok(TempRemote { repo, name })
     }
 
-    /// Move what the pull set (`NAME:REF`) to `remote:REF` (or the local `REF` when `remote` is
-    /// `None`), and drop it here. The commit.
-    pub fn hand_over(&self, reference: &str, remote: Option<&str>) -> Result<String> {
+    /// The commit the pull set `NAME:REF` to; the ref is removed.
+    pub fn take(&self, reference: &str) -> Result<String> {
         let pulled = format!("{}:{reference}", self.name);
         let commit = super::resolve_required(self.repo, &pulled)?;
         self.repo
-            .set_ref_immediate(remote, reference, Some(&commit), gio::Cancellable::NONE)
-            .with_context(|| format!("setting {reference} to {commit}"))?;
-        self.repo
             .set_ref_immediate(Some(self.name), reference, None, gio::Cancellable::NONE)
             .with_context(|| format!("removing {pulled}"))?;
+        Ok(commit)
+    }
+
+    /// [`TempRemote::take`], then `REF` of `remote` (a local ref for `None`) set to the commit.
+    pub fn hand_over(&self, reference: &str, remote: Option<&str>) -> Result<String> {
+        let commit = self.take(reference)?;
+        self.repo
+            .set_ref_immediate(remote, reference, Some(&commit), gio::Cancellable::NONE)
+            .with_context(|| format!("setting {reference} to {commit}"))?;
         Ok(commit)
     }
 }

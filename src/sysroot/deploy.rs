@@ -206,7 +206,9 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
         f();
     }
     let commit = match &temp_remote {
-        // The local ref when there is no remote to follow; the remote's is set below.
+        // The remote's ref is set below; a local ref only when there is no remote to follow
+        // (one more would keep every old commit from being pruned).
+        Some(t) if req.remote.is_some() => t.take(req.ostree_ref)?,
         Some(t) => t.hand_over(req.ostree_ref, None)?,
         None => repo
             .resolve_rev(req.ostree_ref, false)
