@@ -228,7 +228,20 @@ pub fn grub_cfg(entries: &[BootEntry], settings: &GrubSettings) -> String {
         settings.timeout
     ));
     if settings.serial {
-        s.push_str("serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n");
+        // Under UEFI the firmware carries its console (ConOut/ConIn) to the serial port
+        // itself; GRUB's own UART driver on the same port as well made GRUB hang now and then
+        // under OVMF (polling the line status register, nothing more printed). So GRUB drives
+        // the port only under BIOS.
+        s.push_str(concat!(
+            "if [ \"${grub_platform}\" = \"efi\" ]; then\n",
+            "    terminal_input console\n",
+            "    terminal_output console\n",
+            "else\n",
+            "    serial --unit=0 --speed=115200\n",
+            "    terminal_input serial console\n",
+            "    terminal_output serial console\n",
+            "fi\n",
+        ));
     }
     if entries.len() > 1 {
         s.push_str(&boot_counting_script());
