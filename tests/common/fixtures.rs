@@ -423,9 +423,12 @@ fn image_args(format: &str, kickstart: &Path) -> Vec<String> {
 }
 
 /// `python3 -m http.server` over a directory, on a free port of 127.0.0.1; killed on drop.
+/// Its request log is kept in a file, and its tail printed when a test fails (drops it while
+/// panicking), so a failed fetch can be told from a failed boot.
 pub struct RepoServer {
     child: std::process::Child,
     pub port: u16,
+    log: tempfile::NamedTempFile,
 }
 
 impl RepoServer {
@@ -435,13 +438,14 @@ impl RepoServer {
             .local_addr()
             .unwrap()
             .port();
+        let log = tempfile::NamedTempFile::new_in(cache_root()).unwrap();
         let mut cmd = Command::new("python3");
-        cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
+        cmd.args(["-u", "-m", "http.server", "--bind", "127.0.0.1"])
             .arg(port.to_string())
             .arg("--directory")
             .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap());
         let child = slipway::sys::cmd::spawn(&mut cmd).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -451,7 +455,14 @@ impl RepoServer {
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        RepoServer { child, port }
+        RepoServer { child, port, log }
+    }
+
+    /// The last `n` lines of the server's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }
 
@@ -459,5 +470,12 @@ impl Drop for RepoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- the repository server's last requests (port {}) ---\n{}",
+                self.port,
+                self.log_tail(40)
+            );
+        }
     }
 }
