@@ -332,7 +332,8 @@ fn interrupted_image_build_leaves_no_image_loop_device_or_mount() {
     // Killed while file systems are written, and with the finished qcow2 still in its
     // temporary file (a failpoint holds the build just before the rename).
     for (marker, failpoints) in [
-        ("disk: partitions", ""),
+        // The phase's message as the root file system's mkfs starts (it takes seconds).
+        ("disk: root file system", ""),
         (
             "failpoint image-before-rename: pausing",
             "image-before-rename=pause",
@@ -347,9 +348,6 @@ fn interrupted_image_build_leaves_no_image_loop_device_or_mount() {
         for line in BufReader::new(child.stderr.take().unwrap()).lines() {
             let line = line.unwrap();
             if line.contains(marker) {
-                if failpoints.is_empty() {
-                    std::thread::sleep(Duration::from_millis(500));
-                }
                 child.kill().unwrap();
                 break;
             }
