@@ -3,8 +3,9 @@
 #
 #   scripts/suite.sh ci     what `make test` (and CI) runs: set-up (scripts/install-deps.sh),
 #                           formatting, lints, the fast suite, the release build, then the
-#                           slow tests of suite `ci`
-#   scripts/suite.sh full   the same, then the slow tests of suite `full` too (`make test-full`)
+#                           slow tests of suites `ci` and `short`
+#   scripts/suite.sh full   the same, then the slow tests of suite `full` too (`make test-full`);
+#                           a `short` test is left out there, its long form runs instead
 #
 # The slow tests and their suites are listed in tests/suites.txt, each with a time limit in
 # minutes: a test still running at its limit is killed (with every process it started) and
@@ -74,8 +75,14 @@ step build-release 20 cargo build --release
 # Hosts composed by the slow tests carry the release build of slipway, as hosts composed by
 # `make run` do (the fast suite makes its own choice).
 export SLIPWAY_HOST_EXE=$PWD/target/release/slipway
-while read -r s bin test limit; do
-    case "$s" in ci) ;; full) [ "$suite" = full ] || continue ;; *) continue ;; esac
+while read -r s bin test limit _long; do
+    case "$s" in
+        ci) ;;
+        # A short form: its long form (a `full` line) covers it in the full suite.
+        short) [ "$suite" = ci ] || continue ;;
+        full) [ "$suite" = full ] || continue ;;
+        *) continue ;;
+    esac
     if [ "$bin" = lib ]; then
         target=(--lib)
     else

@@ -71,15 +71,29 @@ fn every_ignored_test_is_in_exactly_one_suite() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let list = std::fs::read_to_string(root.join("tests/suites.txt")).unwrap();
     let mut listed: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut longs = Vec::new();
     for (n, line) in list.lines().enumerate() {
         let l = line.trim();
         if l.is_empty() || l.starts_with('#') {
             continue;
         }
         let w: Vec<&str> = l.split_whitespace().collect();
-        assert_eq!(w.len(), 4, "tests/suites.txt:{}: `{l}`", n + 1);
         assert!(
-            ["ci", "full", "helper"].contains(&w[0]),
+            w.len() == 4 || (w.len() == 5 && w[0] == "short"),
+            "tests/suites.txt:{}: `{l}` (a long form only on a `short` line)",
+            n + 1
+        );
+        if w[0] == "short" {
+            assert_eq!(
+                w.len(),
+                5,
+                "tests/suites.txt:{}: a short test names its long form",
+                n + 1
+            );
+            longs.push((n + 1, w[1].to_string(), w[4].to_string()));
+        }
+        assert!(
+            ["ci", "short", "full", "helper"].contains(&w[0]),
             "tests/suites.txt:{}: unknown suite `{}`",
             n + 1,
             w[0]
@@ -99,6 +113,13 @@ fn every_ignored_test_is_in_exactly_one_suite() {
             n + 1,
             w[1],
             w[2]
+        );
+    }
+    for (line, bin, long) in longs {
+        assert_eq!(
+            listed.get(&(bin.clone(), long.clone())).map(String::as_str),
+            Some("full"),
+            "tests/suites.txt:{line}: the long form {bin}::{long} is not a `full` test"
         );
     }
     let found = ignored_tests(&root);
