@@ -104,7 +104,7 @@ pub fn tree(a: ComposeTreeArgs) -> Result<()> {
     if let Some(c) = &cj.commit
         && !opts.dry_run
     {
-        println!("{c}");
+        crate::outln!("{c}")?;
     }
     Ok(())
 }
@@ -147,7 +147,7 @@ pub fn commit(a: ComposeCommitArgs) -> Result<()> {
         "{} objects, {} written",
         stats.content_objects_total, stats.content_objects_written
     ));
-    println!("{}", stats.commit);
+    crate::outln!("{}", stats.commit)?;
     Ok(())
 }
 

@@ -29,8 +29,10 @@ pub fn run(c: GenerateCommand) -> Result<()> {
         GenerateCommand::Man { dir } => man_pages(&dir),
         GenerateCommand::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "slipway", &mut std::io::stdout());
-            Ok(())
+            // Into memory first: clap_complete panics on a failed write.
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "slipway", &mut buf);
+            crate::sys::ui::out(String::from_utf8_lossy(&buf))
         }
     }
 }

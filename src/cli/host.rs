@@ -199,9 +199,9 @@ pub fn run(c: HostCommand) -> Result<()> {
             let h = Host::open(&a.sysroot.sysroot, Access::Read)?;
             let s = host::status::status(&h)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&s)?)?;
             } else {
-                print!("{}", s.table());
+                crate::sys::ui::out(s.table())?;
             }
             Ok(())
         }
@@ -226,13 +226,15 @@ pub fn run(c: HostCommand) -> Result<()> {
             let h = Host::open(&a.sysroot.sysroot, Access::Write)?;
             match host::deploy::deploy(&h, a.os.as_deref(), &a.target, &a.karg)? {
                 host::deploy::DeployOutcome::AlreadyDefault(c) => {
-                    println!("{c} is already the default deployment");
+                    crate::outln!("{c} is already the default deployment")?;
                     Err(ExitCode(EXIT_UNCHANGED).into())
                 }
                 host::deploy::DeployOutcome::Deployed(d) => {
-                    print_deployed(&d);
+                    // The deployment is made: a failed print does not keep the reboot back.
+                    let printed = print_deployed(&d);
                     drop(h);
-                    reboot_if(a.reboot)
+                    reboot_if(a.reboot)?;
+                    printed
                 }
             }
         }
@@ -242,20 +244,22 @@ pub fn run(c: HostCommand) -> Result<()> {
             }
             let h = Host::open(&a.sysroot.sysroot, Access::Write)?;
             let r = host::rollback::rollback(&h)?;
-            println!("default: {}", r.default);
-            println!("rollback: {}", r.rollback);
+            // The switch is made: a failed print does not keep the reboot back.
+            let printed = crate::outln!("default: {}", r.default)
+                .and_then(|_| crate::outln!("rollback: {}", r.rollback));
             drop(h);
-            reboot_if(a.reboot)
+            reboot_if(a.reboot)?;
+            printed
         }
         HostCommand::Cleanup(a) => {
             let h = Host::open(&a.sysroot.sysroot, Access::Write)?;
             let c = host::cleanup::cleanup(&h)?;
             for r in &c.removed {
-                println!("removed {r}");
+                crate::outln!("removed {r}")?;
             }
-            println!("{} deployments kept, {} removed", c.kept, c.removed.len());
+            crate::outln!("{} deployments kept, {} removed", c.kept, c.removed.len())?;
             for i in &c.images_removed {
-                println!("removed image {i}");
+                crate::outln!("removed image {i}")?;
             }
             for i in &c.images_kept {
                 crate::sys::ui::warn(format!("image not removed: {i}"));
@@ -267,9 +271,9 @@ pub fn run(c: HostCommand) -> Result<()> {
             let p = host::pin::pin(&h, a.index, !a.unpin)?;
             let what = if p.pinned { "pinned" } else { "not pinned" };
             if p.changed {
-                println!("{}: {what}", p.deployment);
+                crate::outln!("{}: {what}", p.deployment)?;
             } else {
-                println!("{}: already {what}", p.deployment);
+                crate::outln!("{}: already {what}", p.deployment)?;
             }
             Ok(())
         }
@@ -289,47 +293,48 @@ fn upgrade(a: UpgradeArgs) -> Result<()> {
     use host::upgrade::UpgradeOutcome as O;
     match host::upgrade::upgrade(&h, a.os.as_deref(), opts)? {
         O::UpToDate(c) => {
-            println!("already up to date: {c}");
+            crate::outln!("already up to date: {c}")?;
             Err(ExitCode(EXIT_UNCHANGED).into())
         }
         O::Available {
             current,
             new,
             downgrade,
-        } => {
-            match downgrade {
-                None => println!("update available: {new} (deployed: {current})"),
-                Some(why) => println!(
-                    "older commit available: {new} (deployed: {current}): {why}; upgrade refuses it without --allow-downgrade"
-                ),
-            }
-            Ok(())
-        }
+        } => match downgrade {
+            None => crate::outln!("update available: {new} (deployed: {current})"),
+            Some(why) => crate::outln!(
+                "older commit available: {new} (deployed: {current}): {why}; upgrade refuses it without --allow-downgrade"
+            ),
+        },
         O::Rejected { new, rejection } => {
-            println!(
+            crate::outln!(
                 "no update: {new} was rejected by the health gate at {}: {}; \
                  `slipway host deploy {}` tries it again",
-                rejection.at, rejection.reason, new.checksum
-            );
+                rejection.at,
+                rejection.reason,
+                new.checksum
+            )?;
             Err(ExitCode(EXIT_UNCHANGED).into())
         }
         O::Downloaded { current, new } => {
-            println!("downloaded: {new} (deployed: {current})");
+            crate::outln!("downloaded: {new} (deployed: {current})")?;
             Ok(())
         }
         O::Deployed(d) => {
-            print_deployed(&d);
+            let printed = print_deployed(&d);
             drop(h);
-            reboot_if(a.reboot)
+            reboot_if(a.reboot)?;
+            printed
         }
     }
 }
 
-fn print_deployed(d: &host::deploy::Deployed) {
-    println!("default: {}", d.default);
+fn print_deployed(d: &host::deploy::Deployed) -> Result<()> {
+    crate::outln!("default: {}", d.default)?;
     if let Some(r) = &d.rollback {
-        println!("rollback: {r}");
+        crate::outln!("rollback: {r}")?;
     }
+    Ok(())
 }
 
 /// Reboot after the sysroot lock is released (checked to be allowed before any work).

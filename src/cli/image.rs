@@ -107,7 +107,7 @@ pub fn run(a: ImageArgs) -> Result<()> {
     };
     let summary = crate::image::build_image(&opts)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&summary)?)?;
     }
     Ok(())
 }

@@ -167,13 +167,13 @@ fn status(a: PxeStatusArgs) -> Result<()> {
         let v: serde_json::Value =
             serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))?;
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
         } else {
             if a.watch {
                 // Clear the terminal and go home, like watch(1).
-                print!("\x1b[H\x1b[2J");
+                crate::sys::ui::out("\x1b[H\x1b[2J")?;
             }
-            print!("{}", crate::pxe::serve::status_table(&v));
+            crate::sys::ui::out(crate::pxe::serve::status_table(&v))?;
         }
         if !a.watch {
             return Ok(());
@@ -194,7 +194,7 @@ fn build(a: PxeBuildArgs) -> Result<()> {
     };
     let summary = crate::pxe::build::build(&opts)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&summary)?)?;
     }
     Ok(())
 }

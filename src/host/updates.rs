@@ -876,7 +876,8 @@ pub fn run(opts: &AgentOptions) -> Result<()> {
                         ("rebooting", Some(u), format!("rebooting into {u}"), 5)
                     }
                 };
-                println!("{msg}");
+                // A closed or full stdout does not stop the agent.
+                let _ = crate::outln!("{msg}");
                 if priority < 6 && !matches!(outcome, Outcome::Rebooted(_)) {
                     journal(
                         priority,

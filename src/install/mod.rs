@@ -266,7 +266,7 @@ fn install_inner(opts: &InstallOptions, report_url: Option<&str>) -> Result<Outc
     )?;
     let plan = plan::build(&ks, &opts.kickstart, &choice, key)?;
     if opts.dry_run {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&plan)?)?;
         return Ok(Outcome::DryRun);
     }
     ui::info(format!(

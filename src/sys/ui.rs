@@ -1,4 +1,4 @@
-//! Progress and logs, always on stderr.
+//! Progress and logs, always on stderr; data on stdout through [`out`] (and [`outln!`]).
 //!
 //! On a terminal each phase gets an indicatif spinner or bar; otherwise (pipes, CI, journald)
 //! plain `slipway: phase: message` lines, rate-limited so a long phase does not flood a log.
@@ -21,6 +21,54 @@ pub fn set_quiet(q: bool) {
 
 pub fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
+}
+
+/// Standard output was closed by its reader (a pipe into `head`, `:`...): not a failure of
+/// the command, which ends quietly (`main` exits with 141, as a program killed by SIGPIPE
+/// would).
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// The exit status of a program whose standard output was closed (128 + SIGPIPE).
+pub const STDOUT_CLOSED_EXIT: i32 = 141;
+
+/// Write `text` to standard output and flush it: the one way commands print data. A closed
+/// pipe is [`StdoutClosed`]; any other write error (a full disk, `/dev/full`) is an error that
+/// says so.
+pub fn out(text: impl std::fmt::Display) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    write!(o, "{text}")
+        .and_then(|_| o.flush())
+        .map_err(stdout_error)
+}
+
+/// The error for a failed write to standard output.
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(StdoutClosed)
+    } else {
+        anyhow::Error::new(e).context("writing to standard output")
+    }
+}
+
+/// `println!` through [`out`]: evaluates to `anyhow::Result<()>`.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::sys::ui::out("\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::sys::ui::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
 }
 
 /// An informational line on stderr.

@@ -474,7 +474,9 @@ pub fn steady_state(root: &Path, run_dir: &Path) -> Result<()> {
 /// Print the verdict; red ends slipway with status 1 (the service fails, so
 /// slipway-healthy.target is never reached).
 fn finish(v: Verdict) -> Result<Verdict> {
-    println!("{}", v.summary());
+    // The verdict is recorded (run directory, the deployment's record, the journal) before
+    // it is printed: a closed or full stdout must not change what the gate decides.
+    let _ = crate::outln!("{}", v.summary());
     if v.green {
         Ok(v)
     } else {
