@@ -1,9 +1,10 @@
 # slipway: the two commands of the README, and their set-up.
 #   make run    build slipway and compose treefiles/atomic-host.json into $(REPO)
 #   make test        what CI runs: formatting, lints, the fast suite, the release build, then
-#                    every capability booted once (suite `ci` of tests/suites.txt); at most
+#                    every capability booted once (suites `ci` and `short` of tests/suites.txt); at most
 #                    50 minutes cold
-#   make test-full   all of that plus every long scenario (suite `full`); at most 120 cold
+#   make test-full   all of that plus every long scenario (suite `full`, where the long forms
+#                    replace the `short` tests); at most 120 cold
 # Each installs what it needs on a fresh Debian 12 machine (run as root) and ends with a table
 # of each step's wall time (scripts/suite.sh).
 
