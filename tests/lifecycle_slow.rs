@@ -556,8 +556,10 @@ fn power_cut(mut vm: Vm, cfg: &VmConfig, cmd: &str, fp: &str) -> Vm {
     vm
 }
 
-/// docker started after the verdict on this boot: the journal's verdict entry comes before
-/// docker's first entry.
+/// docker started after the host checks' verdict on this boot: slipway-boot-check.service
+/// (the first stage) was done before docker's first journal entry. (A deployment that binds
+/// images has its verdict concluded later, by slipway-images.service, after docker loaded
+/// them; its services wait for that one.)
 fn docker_after_verdict(vm: &Vm) {
     let first = |filter: &str| -> u64 {
         let line = check(
@@ -572,12 +574,18 @@ fn docker_after_verdict(vm: &Vm) {
             .parse()
             .unwrap()
     };
-    let verdict = first(&format!("MESSAGE_ID={VERDICT_ID}"));
+    let checked: u64 = check(
+        vm,
+        "systemctl show -p ActiveEnterTimestampMonotonic --value slipway-boot-check.service",
+    )
+    .trim()
+    .parse()
+    .unwrap();
     let docker = first("_SYSTEMD_UNIT=docker.service");
     let started = first("UNIT=docker.service");
     assert!(
-        verdict < docker && verdict < started,
-        "verdict at {verdict}, docker at {docker}/{started} (monotonic µs)"
+        checked > 0 && checked < docker && checked < started,
+        "host checks done at {checked}, docker at {docker}/{started} (monotonic µs)"
     );
     assert_eq!(
         check(
