@@ -1069,7 +1069,7 @@ fn the_update_agent_checks_and_stages() {
 /// `host::fleetlock` cover giving up.)
 #[test]
 fn a_green_boot_reports_steady_state() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufReader, Write};
     let f = Fixture::new(None);
     f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
     f.ostree_deploy(false);
@@ -1085,25 +1085,7 @@ fn a_green_boot_reports_steady_state() {
     std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
         let mut r = BufReader::new(conn);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            if line.trim().is_empty() {
-                break;
-            }
-            head.push_str(&line);
-        }
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap())
-            })
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        std::io::Read::read_exact(&mut r, &mut body).unwrap();
+        let (head, body) = read_http_request(&mut r).unwrap();
         tx.send((head, String::from_utf8(body).unwrap())).unwrap();
         let mut conn = r.into_inner();
         write!(

@@ -395,7 +395,7 @@ struct LockState {
 
 impl LockServer {
     fn start() -> LockServer {
-        use std::io::{BufRead, BufReader, Read, Write};
+        use std::io::{BufReader, Write};
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = std::sync::Arc::new(std::sync::Mutex::new(LockState::default()));
@@ -403,24 +403,9 @@ impl LockServer {
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let mut r = BufReader::new(conn);
-                let mut head = String::new();
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                    head.push_str(&line);
-                }
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .and_then(|v| v.trim().parse().ok())
-                    })
-                    .unwrap_or(0);
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
+                let Ok((head, body)) = read_http_request(&mut r) else {
+                    continue;
+                };
                 let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
                 let granted = {
                     let mut s = st.lock().unwrap();

@@ -422,6 +422,30 @@ fn image_args(format: &str, kickstart: &Path) -> Vec<String> {
     ]
 }
 
+/// One HTTP/1.1 request from `r`: its head (request line and headers, up to the empty line)
+/// and its body (Content-Length bytes). For the small servers tests play (FleetLock).
+pub fn read_http_request(r: &mut impl std::io::BufRead) -> std::io::Result<(String, Vec<u8>)> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok((head, body))
+}
+
 /// `python3 -m http.server` over a directory, on a free port of 127.0.0.1; killed on drop.
 /// Its request log is kept in a file, and its tail printed when a test fails (drops it while
 /// panicking), so a failed fetch can be told from a failed boot.
