@@ -983,21 +983,8 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
     check(&vm, "slipway host pin 1");
 
     // 3. v3 fails a required check: no docker, no service on it; back to v2 by itself.
-    publish(&st.served, &st.staging3, Some(&st.good));
-    let mark = vm.serial_mark();
-    let t = Instant::now();
-    until_booted(
-        &vm,
-        "slipway host upgrade --reboot",
-        &st.v2,
-        BOOT_TIMEOUT * 2,
-    );
-    eprintln!(
-        "3. v3 judged red and rolled back in {:.0}s",
-        t.elapsed().as_secs_f64()
-    );
-    let serial = strip_ansi(&vm.serial_text_since(mark));
-    let v3_console = red_boot_console(&serial);
+    assert_eq!(publish(&st.served, &st.staging3, Some(&st.good)), st.v3);
+    let (v3_console, reason) = upgrade_judged_red(&vm, "3. v3", &st.v3, &st.v2);
     for unit in ["docker.service", "slipway-images.service", "web.service"] {
         assert!(
             !v3_console.contains(&format!("Starting {unit}"))
@@ -1010,19 +997,7 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
         "slipway web v2\n"
     );
     let s = status(&vm);
-    let v3 = s["deployments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["commit"] == st.v3.as_str())
-        .unwrap_or_else(|| panic!("v3 is not listed: {s}"));
-    assert!(
-        v3["health"]["rejected"]["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("50-slipway-test-fail"),
-        "{s}"
-    );
+    assert!(reason.contains("50-slipway-test-fail"), "{s}");
     service_runs(&vm, &st.v2);
     assert_eq!(
         image_check(&s),
@@ -1220,21 +1195,8 @@ fn long_scenarios(
 
     // 8. v5: docker cannot start, so its bound image cannot be loaded: judged red by the
     // second stage, the service never started on it, back to v4 by itself.
-    publish(&st.served, &f.staging5, Some(&st.good));
-    let mark = vm.serial_mark();
-    let t = Instant::now();
-    until_booted(
-        &vm,
-        "slipway host upgrade --reboot",
-        &f.v4,
-        BOOT_TIMEOUT * 2,
-    );
-    eprintln!(
-        "8. v5 (image cannot load) judged red and rolled back in {:.0}s",
-        t.elapsed().as_secs_f64()
-    );
-    let serial = strip_ansi(&vm.serial_text_since(mark));
-    let v5_console = red_boot_console(&serial);
+    assert_eq!(publish(&st.served, &f.staging5, Some(&st.good)), f.v5);
+    let (v5_console, reason) = upgrade_judged_red(&vm, "8. v5 (image cannot load)", &f.v5, &f.v4);
     assert!(
         v5_console.contains("Failed to start docker.service"),
         "docker's failed start is not on the red boot's console:\n{v5_console}"
@@ -1244,15 +1206,6 @@ fn long_scenarios(
         "web.service was started on the red v5 boot:\n{v5_console}"
     );
     let s = status(&vm);
-    let v5 = s["deployments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["commit"] == f.v5.as_str())
-        .unwrap_or_else(|| panic!("v5 is not listed: {s}"));
-    let reason = v5["health"]["rejected"]["reason"]
-        .as_str()
-        .unwrap_or_default();
     assert!(
         reason.contains("web:stable") && reason.contains("failed to load"),
         "{s}"
@@ -1330,6 +1283,38 @@ fn long_scenarios(
     assert!(images.contains("web:stable"), "{images}");
     service_runs(&vm, &f.v4);
     vm
+}
+
+/// `host upgrade --reboot` to the published `red`, which must be judged red and rolled back to
+/// `back_to` by itself: the red boot's console and the reason `host status` gives for the
+/// rejection.
+fn upgrade_judged_red(vm: &Vm, what: &str, red: &str, back_to: &str) -> (String, String) {
+    let mark = vm.serial_mark();
+    let t = Instant::now();
+    until_booted(
+        vm,
+        "slipway host upgrade --reboot",
+        back_to,
+        BOOT_TIMEOUT * 2,
+    );
+    eprintln!(
+        "{what} judged red and rolled back in {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+    let serial = strip_ansi(&vm.serial_text_since(mark));
+    let console = red_boot_console(&serial).to_string();
+    let s = status(vm);
+    let entry = s["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["commit"] == red)
+        .unwrap_or_else(|| panic!("{what} ({red}) is not listed: {s}"));
+    let reason = entry["health"]["rejected"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (console, reason)
 }
 
 /// The console of the red boot in `serial`: from the kernel's start before the red verdict to

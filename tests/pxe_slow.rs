@@ -629,28 +629,26 @@ fn failed_install_is_wiped(lab: &Netns, server: &Daemon, m: Machine, vm: &mut (V
         "{}",
         server.log()
     );
-    {
-        let (vm, disk) = vm;
-        vm.kill();
-        let out = Command::new("wipefs")
-            .arg("--no-act")
-            .arg(&*disk)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success() && out.stdout.is_empty(),
-            "signatures left on the failed machine's disk: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let sfdisk = Command::new("sfdisk")
-            .arg("--dump")
-            .arg(&*disk)
-            .output()
-            .unwrap();
-        assert!(
-            !sfdisk.status.success(),
-            "a partition table is left: {}",
-            String::from_utf8_lossy(&sfdisk.stdout)
-        );
-    }
+    let (vm, disk) = vm;
+    vm.kill();
+    let out = Command::new("wipefs")
+        .arg("--no-act")
+        .arg(&*disk)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "signatures left on the failed machine's disk: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let sfdisk = Command::new("sfdisk")
+        .arg("--dump")
+        .arg(&*disk)
+        .output()
+        .unwrap();
+    assert!(
+        !sfdisk.status.success(),
+        "a partition table is left: {}",
+        String::from_utf8_lossy(&sfdisk.stdout)
+    );
 }
