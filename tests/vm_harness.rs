@@ -470,7 +470,7 @@ fn qemu_command_line_from_config() {
     assert!(args.contains(&"-nodefaults".to_string()));
     assert!(has([
         "-chardev",
-        "file,id=serial0,path=/tmp/vm,,dir/serial.log"
+        "file,id=serial0,path=/tmp/vm,,dir/serial.log,append=on"
     ]));
     assert!(has(["-serial", "chardev:serial0"]));
     assert!(has([

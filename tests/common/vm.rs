@@ -26,7 +26,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -71,6 +71,9 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SERIAL_FILE: &str = "serial.log";
+/// How long the console may stay silent after a guest reset before the
+/// firmware counts as hung (OVMF prints its boot manager's lines within seconds).
+const RESET_SILENCE: Duration = Duration::from_secs(120);
 const QEMU_LOG_FILE: &str = "qemu-stderr.log";
 const QMP_SOCKET: &str = "qmp.sock";
 const VARS_FILE: &str = "OVMF_VARS.fd";
@@ -657,7 +660,7 @@ impl VmConfig {
         let serial = path_str(&dir.join(SERIAL_FILE))?;
         push(&[
             "-chardev",
-            &format!("file,id=serial0,path={}", escape_opt(&serial)),
+            &format!("file,id=serial0,path={},append=on", escape_opt(&serial)),
         ]);
         push(&["-serial", "chardev:serial0"]);
         let qmp = path_str(&dir.join(QMP_SOCKET))?;
@@ -822,7 +825,7 @@ impl VmConfig {
 pub struct Vm {
     name: String,
     child: Mutex<Child>,
-    pid: u32,
+    pid: AtomicU32,
     /// Temporary directory with the serial log, QEMU's stderr, the QMP socket
     /// and the OVMF variables; removed on drop.
     dir: tempfile::TempDir,
@@ -847,7 +850,7 @@ impl fmt::Debug for Vm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Vm")
             .field("name", &self.name)
-            .field("pid", &self.pid)
+            .field("pid", &self.pid())
             .field("accel", &self.accel)
             .field("firmware", &self.firmware)
             .field("ssh_port", &self.ssh_port)
@@ -927,7 +930,7 @@ impl Vm {
                 Ok(()) => {
                     return Ok(Vm {
                         name: cfg.name.clone(),
-                        pid: child.id(),
+                        pid: AtomicU32::new(child.id()),
                         child: Mutex::new(child),
                         dir,
                         serial,
@@ -982,7 +985,7 @@ impl Vm {
 
     /// Process id of QEMU (also with `ip netns exec`, which execs QEMU).
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.pid.load(Ordering::SeqCst)
     }
 
     pub fn accel(&self) -> Accel {
@@ -1173,7 +1176,9 @@ impl Vm {
         let timeout = scaled(timeout);
         let deadline = Instant::now() + timeout;
         let mut last_error = String::from("(no attempt finished)");
+        let mut watch = ResetWatch::default();
         loop {
+            self.restart_if_firmware_silent(&mut watch)?;
             if let Some(status) = self.exit_status() {
                 bail!(
                     "VM {}: QEMU exited ({status}) while waiting for ssh; last ssh error: \
@@ -1343,7 +1348,9 @@ impl Vm {
         const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
         let timeout = scaled(timeout);
         let deadline = issued + timeout;
+        let mut watch = ResetWatch::default();
         loop {
+            self.restart_if_firmware_silent(&mut watch)?;
             if let Some(status) = self.exit_status() {
                 bail!(
                     "VM {}: QEMU exited ({status}) during reboot\n{}",
@@ -1464,6 +1471,84 @@ impl Vm {
         text
     }
 
+    /// Works around a hang of QEMU 7.2 with OVMF under TCG: now and then, after the guest
+    /// resets (`reboot: machine restart`), the firmware prints nothing at all, for good, with
+    /// a CPU spinning. When the console has been silent for [`RESET_SILENCE`] since a reset
+    /// and the firmware has not reached its boot manager (`BdsDxe`), QEMU is stopped and
+    /// started again with the same command line (a cold boot: same disks, same OVMF
+    /// variables, same ports). Nothing slipway ships runs between the reset and `BdsDxe`,
+    /// so this cannot hide a slipway fault; it is logged loudly, with the registers.
+    fn restart_if_firmware_silent(&self, watch: &mut ResetWatch) -> Result<()> {
+        if self.firmware != Firmware::Uefi {
+            return Ok(());
+        }
+        let len = self.serial_mark();
+        let now = Instant::now();
+        if watch.since.is_none() || len != watch.len {
+            (watch.len, watch.since) = (len, Some(now));
+            return Ok(());
+        }
+        if watch
+            .since
+            .is_some_and(|t| now.duration_since(t) < RESET_SILENCE)
+        {
+            return Ok(());
+        }
+        let tail = self.serial_text_since(len.saturating_sub(64 * 1024));
+        let Some(reset) = tail.rfind("reboot: machine restart") else {
+            return Ok(());
+        };
+        if tail[reset..].contains("BdsDxe") || self.exit_status().is_some() {
+            return Ok(());
+        }
+        ensure!(
+            watch.restarts < 2,
+            "VM {}: the firmware stayed silent after a reset twice; not trying again\n{}",
+            self.name,
+            self.diagnostics()
+        );
+        watch.restarts += 1;
+        let registers = self
+            .qmp(
+                "human-monitor-command",
+                Some(json!({"command-line": "info registers"})),
+            )
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|e| format!("(no registers: {e:#})"));
+        let rip = registers
+            .lines()
+            .find(|l| l.contains("RIP="))
+            .unwrap_or(&registers)
+            .trim();
+        log(format_args!(
+            "[{}] the firmware printed nothing for {}s after the guest's reset ({rip}); \
+             restarting QEMU (cold boot, same disks and variables)",
+            self.name,
+            RESET_SILENCE.as_secs()
+        ));
+        let mut child = self.lock_child();
+        terminate(&mut child);
+        let _ = fs::remove_file(&self.qmp_socket);
+        let log_file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.qemu_log)
+            .with_context(|| format!("opening {}", self.qemu_log.display()))?;
+        let mut cmd = Command::new(&self.command_line[0]);
+        cmd.args(&self.command_line[1..])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        let mut fresh = slipway::sys::cmd::spawn(&mut cmd)
+            .with_context(|| format!("VM {}: restarting QEMU", self.name))?;
+        wait_until_ready(&mut fresh, &self.qmp_socket, scaled(STARTUP_TIMEOUT))
+            .with_context(|| format!("VM {}: QEMU did not start again", self.name))?;
+        self.pid.store(fresh.id(), Ordering::SeqCst);
+        *child = fresh;
+        (watch.len, watch.since) = (self.serial_mark(), Some(Instant::now()));
+        Ok(())
+    }
+
     fn lock_child(&self) -> MutexGuard<'_, Child> {
         self.child.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -1487,6 +1572,14 @@ impl Drop for Vm {
             }
         }
     }
+}
+
+/// What [`Vm::restart_if_firmware_silent`] remembers between two looks.
+#[derive(Default)]
+struct ResetWatch {
+    len: usize,
+    since: Option<Instant>,
+    restarts: u32,
 }
 
 // ---------------------------------------------------------------------------
