@@ -183,6 +183,16 @@ pub struct UpdateAgentArgs {
     pub run_dir: PathBuf,
 }
 
+/// A red verdict ends slipway with status 1: its unit fails, so slipway-healthy.target (and
+/// what waits for it) is never reached.
+fn green_or_exit_1(v: host::health::Verdict) -> Result<()> {
+    if v.green {
+        Ok(())
+    } else {
+        Err(ExitCode(1).into())
+    }
+}
+
 fn boot_check_options(a: BootCheckArgs) -> host::health::gate::BootCheckOptions {
     host::health::gate::BootCheckOptions {
         sysroot: a.sysroot.sysroot,
@@ -207,10 +217,10 @@ pub fn run(c: HostCommand) -> Result<()> {
         }
         HostCommand::Upgrade(a) => upgrade(a),
         HostCommand::BootCheck(a) => {
-            host::health::gate::boot_check(&boot_check_options(a)).map(|_| ())
+            green_or_exit_1(host::health::gate::boot_check(&boot_check_options(a))?)
         }
         HostCommand::LoadImages(a) => {
-            host::health::gate::load_images(&boot_check_options(a)).map(|_| ())
+            green_or_exit_1(host::health::gate::load_images(&boot_check_options(a))?)
         }
         HostCommand::Gate(a) => host::health::gate::gate(&a.run_dir, a.host_checks),
         HostCommand::SteadyState(a) => host::health::gate::steady_state(&a.root, &a.run_dir),

@@ -24,7 +24,6 @@ use anyhow::{Context, Result, bail};
 
 use super::store::Rejection;
 use super::{HealthConfig, Store, Verdict, checks, journal};
-use crate::cli::ExitCode;
 use crate::host::rollback::moved_to_front;
 use crate::host::{Access, Host};
 use crate::sysroot::bootloader;
@@ -248,7 +247,7 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
     let bound = crate::services::Manifest::read(&root)?.images.len();
     if verdict.green && bound > 0 {
         verdict.images_pending = true;
-        crate::sysroot::bootloader::write_atomic(
+        crate::sys::file::write_atomic(
             &opts.run_dir.join(VERDICT_FILE),
             serde_json::to_string_pretty(&verdict)?.as_bytes(),
         )?;
@@ -363,7 +362,7 @@ fn conclude(
 ) -> Result<Verdict> {
     let deps = host.deployments();
     let boot = host.boot_dir();
-    crate::sysroot::bootloader::write_atomic(
+    crate::sys::file::write_atomic(
         &opts.run_dir.join(VERDICT_FILE),
         serde_json::to_string_pretty(&verdict)?.as_bytes(),
     )?;
@@ -465,23 +464,19 @@ pub fn steady_state(root: &Path, run_dir: &Path) -> Result<()> {
         Some(v) if v.green => {}
         _ => bail!("this boot has no green verdict: the reboot slot is kept"),
     }
-    if let Err(e) = crate::host::fleetlock::report_steady_state(root) {
+    if let Err(e) = crate::host::updates::report_steady_state(root) {
         crate::sys::ui::warn(format!("{e:#}"));
     }
     Ok(())
 }
 
-/// Print the verdict; red ends slipway with status 1 (the service fails, so
-/// slipway-healthy.target is never reached).
+/// Print the verdict and return it; the command line turns red into status 1 (the service
+/// fails, so slipway-healthy.target is never reached).
 fn finish(v: Verdict) -> Result<Verdict> {
     // The verdict is recorded (run directory, the deployment's record, the journal) before
     // it is printed: a closed or full stdout must not change what the gate decides.
     let _ = crate::outln!("{}", v.summary());
-    if v.green {
-        Ok(v)
-    } else {
-        Err(ExitCode(1).into())
-    }
+    Ok(v)
 }
 
 /// Make deployment `index` the default (the others keep their order).
