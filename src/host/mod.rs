@@ -107,16 +107,6 @@ impl std::fmt::Display for CommitInfo {
     }
 }
 
-/// A timestamp as people read it (ISO 8601, UTC).
-pub fn utc(ts: u64) -> String {
-    i64::try_from(ts)
-        .ok()
-        .and_then(|t| ostree::glib::DateTime::from_unix_utc(t).ok())
-        .and_then(|d| d.format("%Y-%m-%dT%H:%M:%SZ").ok())
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| format!("@{ts}"))
-}
-
 impl Host {
     /// Open and load the sysroot at `path`. With [`Access::Write`], wait for and take the
     /// sysroot lock first (on a booted host, in a private mount namespace where libostree
@@ -461,10 +451,5 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("is not an OSTree sysroot"), "{msg}");
         assert!(msg.contains(&d.path().display().to_string()), "{msg}");
-    }
-
-    #[test]
-    fn timestamps_read_as_utc() {
-        assert_eq!(utc(1_704_067_200), "2024-01-01T00:00:00Z");
     }
 }

@@ -14,7 +14,8 @@ use fn_error_context::context;
 
 use super::deploy::{Deployed, deploy_commit};
 use super::fetch::{self, Pull};
-use super::{CommitInfo, Host, utc};
+use super::{CommitInfo, Host};
+use crate::sys::time::utc;
 
 /// What `upgrade` is asked to do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

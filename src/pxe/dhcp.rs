@@ -1197,7 +1197,7 @@ impl Leases {
                 leases: self.bound.values().cloned().collect(),
             };
             let json = serde_json::to_string_pretty(&file)?;
-            crate::sysroot::bootloader::write_atomic(path, json.as_bytes())
+            crate::sys::file::write_atomic(path, json.as_bytes())
                 .with_context(|| format!("saving leases to {}", path.display()))?;
         }
         self.dirty = false;

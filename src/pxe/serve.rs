@@ -168,7 +168,7 @@ pub fn write_overlay(
         if !text.contains(build::SERVER_PLACEHOLDER) {
             continue;
         }
-        crate::sysroot::bootloader::write_atomic(
+        crate::sys::file::write_atomic(
             &overlay.join(&name),
             build::fill_server(&text, server).as_bytes(),
         )?;
@@ -305,7 +305,7 @@ impl Site {
                 ),
             ),
         };
-        crate::sysroot::bootloader::write_atomic(&path, text.as_bytes())
+        crate::sys::file::write_atomic(&path, text.as_bytes())
     }
 
     /// The machine of a request and its profile. What the request does not say (the
@@ -534,7 +534,10 @@ impl Dynamic for Site {
                 let mut v = serde_json::to_value(m).unwrap_or_default();
                 if let Some(o) = v.as_object_mut() {
                     o.insert("status".into(), m.summary().into());
-                    o.insert("updated-utc".into(), crate::host::utc(m.updated).into());
+                    o.insert(
+                        "updated-utc".into(),
+                        crate::sys::time::utc(m.updated).into(),
+                    );
                 }
                 v
             })

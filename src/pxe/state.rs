@@ -154,7 +154,7 @@ impl Store {
         let path = self.dir.join(file_name(mac));
         let mut json = serde_json::to_vec_pretty(&m)?;
         json.push(b'\n');
-        crate::sysroot::bootloader::write_atomic(&path, &json)
+        crate::sys::file::write_atomic(&path, &json)
             .with_context(|| format!("writing the machine state {}", path.display()))?;
         ui::info(format!("pxe: {mac} {what}"));
         Ok(m)

@@ -5,9 +5,11 @@
 
 pub mod cmd;
 pub mod failpoint;
+pub mod file;
 pub mod lock;
 pub mod preflight;
 pub mod sandbox;
+pub mod time;
 pub mod tree;
 pub mod ui;
 pub mod workdir;

@@ -39,9 +39,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::sys::cmd::CommandRunExt;
+use crate::sys::file::write_atomic;
 
 /// Label of the file system holding /boot.
 pub const BOOT_LABEL: &str = "boot";
@@ -372,25 +373,6 @@ pub fn set_grubenv_var(boot: &Path, name: &str, value: Option<&str>) -> Result<(
     };
     write_grubenv(boot, &vars)
         .with_context(|| format!("updating the GRUB environment block on {}", boot.display()))
-}
-
-/// Write `path` atomically: temporary file, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
-    let dir = path.parent().context("path without a parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(content)?;
-    // Readable by all, like any configuration file (tempfile creates them 0600).
-    tmp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .map_err(|e| anyhow!("renaming to {}: {}", path.display(), e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
-    Ok(())
 }
 
 /// Read the settings stored on the boot file system (defaults when absent).

@@ -87,7 +87,7 @@ impl Store {
     /// Store a record.
     pub fn put(&self, h: &DeploymentHealth) -> Result<()> {
         let p = self.path(&h.commit, h.deployserial);
-        crate::sysroot::bootloader::write_atomic(&p, serde_json::to_string_pretty(h)?.as_bytes())
+        crate::sys::file::write_atomic(&p, serde_json::to_string_pretty(h)?.as_bytes())
             .with_context(|| format!("recording the health of deployment {}", h.commit))
     }
 
