@@ -42,7 +42,7 @@ pub const STEADY_STATE: &str = "v1/steady-state";
 pub const APP_ID: &str = "slipway-fleetlock-4e0f9b1c2d7a4a6e";
 /// The reboot group when none is configured.
 pub const DEFAULT_GROUP: &str = "default";
-/// How long [`report_steady_state`] keeps trying before it gives up.
+/// How long `updates::report_steady_state` keeps trying before it gives up.
 pub const STEADY_STATE_BUDGET: Duration = Duration::from_secs(5 * 60);
 /// Bounds of one request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -314,38 +314,6 @@ pub fn retry_until_granted(
     }
 }
 
-/// After a green boot: give the reboot slot back, if the deployment rooted at `root` has a
-/// FleetLock URL in its update settings (`/usr/lib/slipway/updates.json`,
-/// `/etc/slipway/updates.json`). Retries with the settings' backoff for at most
-/// [`STEADY_STATE_BUDGET`], then gives up with an error naming the URL: callers log it and
-/// go on (a lock server that cannot be reached must not make a boot red). Without a URL,
-/// does nothing.
-pub fn report_steady_state(root: &Path) -> Result<()> {
-    report_steady_state_within(root, STEADY_STATE_BUDGET)
-}
-
-/// [`report_steady_state`] with another time budget.
-pub fn report_steady_state_within(root: &Path, budget: Duration) -> Result<()> {
-    let s = super::updates::UpdateSettings::load(root)?;
-    let Some(url) = &s.fleetlock_url else {
-        return Ok(());
-    };
-    let client = Client::new(url, &machine_client_id(root)?, &s.fleetlock_group)?;
-    let what = format!(
-        "FleetLock steady-state at {} (id {}, group {})",
-        client.url(STEADY_STATE),
-        client.id(),
-        client.group()
-    );
-    let mut backoff = Backoff::new(
-        Duration::from_secs(s.backoff_secs),
-        Duration::from_secs(s.max_backoff_secs),
-    );
-    retry_until_granted(&what, || client.steady_state(), &mut backoff, budget)?;
-    crate::sys::ui::info(format!("{what}: reboot slot released"));
-    Ok(())
-}
-
 #[cfg(test)]
 pub(crate) mod testserver {
     //! A tiny HTTP server for the tests: answers each request with the next (status, body)
@@ -606,58 +574,5 @@ mod tests {
         // At 0 s and 1 s; a third would start at 2 s or a little later: past the budget.
         assert!(msg.contains("after 2 attempts"), "{msg}");
         assert!(t.elapsed() < s(5));
-    }
-
-    fn root_with(settings: Option<&str>) -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(d.path().join("etc/slipway")).unwrap();
-        std::fs::write(
-            d.path().join("etc/machine-id"),
-            "0123456789abcdef0123456789abcdef\n",
-        )
-        .unwrap();
-        if let Some(s) = settings {
-            std::fs::write(d.path().join("etc/slipway/updates.json"), s).unwrap();
-        }
-        d
-    }
-
-    #[test]
-    fn steady_state_is_reported_with_the_settings_and_retried() {
-        // No URL: nothing to do.
-        report_steady_state(root_with(None).path()).unwrap();
-
-        let srv = start(vec![(500, "down"), (200, "")]);
-        let root = root_with(Some(&format!(
-            r#"{{"fleetlock-url": "{}", "fleetlock-group": "edge", "backoff-secs": 1}}"#,
-            srv.base
-        )));
-        report_steady_state(root.path()).unwrap();
-        let reqs = srv.requests.lock().unwrap().clone();
-        assert_eq!(reqs.len(), 2);
-        assert_eq!(reqs[1].path, "/base/v1/steady-state");
-        let body: serde_json::Value = serde_json::from_str(&reqs[1].body).unwrap();
-        assert_eq!(body["client_params"]["group"], "edge");
-        assert_eq!(
-            body["client_params"]["id"],
-            client_id("0123456789abcdef0123456789abcdef")
-        );
-
-        // Unreachable: gives up within the budget, the error names the URL.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let root = root_with(Some(&format!(
-            r#"{{"fleetlock-url": "http://127.0.0.1:{port}", "backoff-secs": 1}}"#
-        )));
-        let err = report_steady_state_within(root.path(), Duration::from_secs(2)).unwrap_err();
-        let msg = format!("{err:#}");
-        assert!(
-            msg.contains(&format!("http://127.0.0.1:{port}/v1/steady-state")),
-            "{msg}"
-        );
-        assert!(msg.contains("giving up"), "{msg}");
     }
 }

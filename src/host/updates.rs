@@ -41,10 +41,11 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::fleetlock::{self, Answer, Backoff};
 use super::upgrade::{UpgradeOptions, UpgradeOutcome, downgrade_reason, upgrade};
-use super::{Access, CommitInfo, Host, utc};
+use super::{Access, CommitInfo, Host};
+use crate::sys::time::utc;
 
 /// Where the two settings files live, relative to a deployment's root.
-pub const SHIPPED: &str = "usr/lib/slipway/updates.json";
+pub const SHIPPED: &str = crate::payload::UPDATE_SETTINGS;
 pub const OPERATOR: &str = "etc/slipway/updates.json";
 /// The journal's MESSAGE_ID of the agent's findings (update available, downloaded,
 /// rebooting into it, waiting for a slot, failures).
@@ -785,7 +786,7 @@ pub fn run(opts: &AgentOptions) -> Result<()> {
         };
         let p = opts.run_dir.join(STATUS_FILE);
         let text = serde_json::to_string_pretty(&s).unwrap_or_default();
-        if let Err(e) = crate::sysroot::bootloader::write_atomic(&p, text.as_bytes()) {
+        if let Err(e) = crate::sys::file::write_atomic(&p, text.as_bytes()) {
             crate::sys::ui::warn(format!("recording the update agent's status: {e:#}"));
         }
     };
@@ -896,11 +897,60 @@ pub fn run(opts: &AgentOptions) -> Result<()> {
     }
 }
 
+/// After a green boot: give the reboot slot back, if the deployment rooted at `root` has a
+/// FleetLock URL in its update settings (`/usr/lib/slipway/updates.json`,
+/// `/etc/slipway/updates.json`). Retries with the settings' backoff for at most
+/// [`fleetlock::STEADY_STATE_BUDGET`], then gives up with an error naming the URL: callers log it and
+/// go on (a lock server that cannot be reached must not make a boot red). Without a URL,
+/// does nothing.
+pub fn report_steady_state(root: &Path) -> Result<()> {
+    report_steady_state_within(root, fleetlock::STEADY_STATE_BUDGET)
+}
+
+/// [`report_steady_state`] with another time budget.
+pub fn report_steady_state_within(root: &Path, budget: Duration) -> Result<()> {
+    let s = UpdateSettings::load(root)?;
+    let Some(url) = &s.fleetlock_url else {
+        return Ok(());
+    };
+    let client = fleetlock::Client::new(
+        url,
+        &fleetlock::machine_client_id(root)?,
+        &s.fleetlock_group,
+    )?;
+    let what = format!(
+        "FleetLock steady-state at {} (id {}, group {})",
+        client.url(fleetlock::STEADY_STATE),
+        client.id(),
+        client.group()
+    );
+    let mut backoff = Backoff::new(
+        Duration::from_secs(s.backoff_secs),
+        Duration::from_secs(s.max_backoff_secs),
+    );
+    fleetlock::retry_until_granted(&what, || client.steady_state(), &mut backoff, budget)?;
+    crate::sys::ui::info(format!("{what}: reboot slot released"));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+
+    #[test]
+    fn the_shipped_settings_are_the_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, text, _) = crate::payload::files()
+            .into_iter()
+            .find(|(p, _, _)| p == SHIPPED)
+            .unwrap();
+        std::fs::create_dir_all(d.path().join(&p).parent().unwrap()).unwrap();
+        std::fs::write(d.path().join(&p), text).unwrap();
+        let s = UpdateSettings::load(d.path()).unwrap();
+        assert_eq!(s, UpdateSettings::default());
+    }
     use crate::host::fleetlock::Denial;
 
     /// 2024-01-01 00:00 UTC, a Monday.
@@ -1365,5 +1415,58 @@ mod tests {
         env.pending = Some(u("2"));
         assert_eq!(pass(&mut m, &mut env).1, Outcome::Rebooted(u("2")));
         assert_eq!(calls(&env).iter().filter(|c| **c == "deploy").count(), 1);
+    }
+
+    fn root_with(settings: Option<&str>) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc/slipway")).unwrap();
+        std::fs::write(
+            d.path().join("etc/machine-id"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .unwrap();
+        if let Some(s) = settings {
+            std::fs::write(d.path().join("etc/slipway/updates.json"), s).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn steady_state_is_reported_with_the_settings_and_retried() {
+        // No URL: nothing to do.
+        report_steady_state(root_with(None).path()).unwrap();
+
+        let srv = crate::host::fleetlock::testserver::start(vec![(500, "down"), (200, "")]);
+        let root = root_with(Some(&format!(
+            r#"{{"fleetlock-url": "{}", "fleetlock-group": "edge", "backoff-secs": 1}}"#,
+            srv.base
+        )));
+        report_steady_state(root.path()).unwrap();
+        let reqs = srv.requests.lock().unwrap().clone();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[1].path, "/base/v1/steady-state");
+        let body: serde_json::Value = serde_json::from_str(&reqs[1].body).unwrap();
+        assert_eq!(body["client_params"]["group"], "edge");
+        assert_eq!(
+            body["client_params"]["id"],
+            fleetlock::client_id("0123456789abcdef0123456789abcdef")
+        );
+
+        // Unreachable: gives up within the budget, the error names the URL.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let root = root_with(Some(&format!(
+            r#"{{"fleetlock-url": "http://127.0.0.1:{port}", "backoff-secs": 1}}"#
+        )));
+        let err = report_steady_state_within(root.path(), Duration::from_secs(2)).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&format!("http://127.0.0.1:{port}/v1/steady-state")),
+            "{msg}"
+        );
+        assert!(msg.contains("giving up"), "{msg}");
     }
 }
