@@ -1,11 +1,14 @@
 //! slipway: immutable Debian container hosts with OSTree.
 //!
-//! One folder per capability (`compose`, `image`, `host`, `pxe` (its TFTP server so far);
-//! `install` and `services` follow), the pieces they share in named places (`sysroot`: what
-//! writes into an OSTree sysroot; `kickstart`: the kickstart language; `sys`: processes,
-//! sandbox, locks, progress, preflight, confined tree paths), and `cli`, which only parses and
-//! routes. `main.rs` is a few lines. See `docs/architecture.md` for how data flows between the
-//! modules.
+//! One folder per capability: `compose` (treefile to commit), `image` (commit to disk image),
+//! `pxe` (network boot, install lab), `install` (the installer), `host` (lifecycle and health
+//! gate of an installed host). They meet only through what a commit carries and the shared
+//! layers: `treefile` and `kickstart` (the two input languages), `payload` (what every host
+//! carries), `services` (what a commit binds and the docker side of it), `sysroot` (what
+//! writes into an OSTree sysroot), `repo` (helpers over OSTree repositories) and `sys`
+//! (processes, sandbox, locks, progress, files, confined tree paths). `cli` only parses and
+//! routes; `main.rs` is a few lines. `docs/architecture.md` says how data flows and which
+//! module may import which (`tests/shape_fast.rs` checks it).
 
 pub mod cli;
 pub mod compose;
@@ -13,8 +16,10 @@ pub mod host;
 pub mod image;
 pub mod install;
 pub mod kickstart;
+pub mod payload;
 pub mod pxe;
 pub mod repo;
 pub mod services;
 pub mod sys;
 pub mod sysroot;
+pub mod treefile;

@@ -7,13 +7,14 @@
 //! publish (static delta from the previous commit, summary).
 
 pub mod apt;
+pub mod archive;
 pub mod commit;
+pub mod images;
 pub mod inputhash;
 pub mod layout;
 pub mod metadata;
 pub mod postprocess;
 pub mod rootfs;
-pub mod treefile;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use ostree::gio;
 use ostree::glib;
 use ostree::glib::prelude::*;
 
-use crate::compose::treefile::Treefile;
+use crate::treefile::Treefile;
 use indicatif::HumanBytes;
 
 use fn_error_context::context;
@@ -370,7 +371,7 @@ fn resolve(opts: &ComposeOptions, plan: &ComposePlan, progress: &Progress) -> Re
     } else {
         phase.message("resolving packages");
         let pkgs = ws.resolve(tf)?;
-        let images = crate::services::build::resolve(&ws, tf)?;
+        let images = self::images::resolve(&ws, tf)?;
         let h = inputhash::input_hash_with_images(tf, &pkgs, &images, &plan.host_exe_hash)?;
         (Some(pkgs), images, Some(h))
     };
@@ -406,7 +407,7 @@ fn install_slipway(rootfs: &Path, exe: &Path, work: &Path) -> Result<()> {
         .arg(exe)
         .run()
         .with_context(|| format!("stripping {}", exe.display()))?;
-    crate::host::health::assets::install(rootfs, &stripped)?;
+    crate::payload::install(rootfs, &stripped)?;
     let v = crate::sys::sandbox::Sandbox::new(rootfs)
         .command(&["/usr/bin/slipway", "--version"])
         .run_get_string()
@@ -462,7 +463,7 @@ fn build(
         "add-files, remove-files, postprocess, units",
         None,
     );
-    if crate::host::health::assets::is_host(&rootfs)? {
+    if crate::payload::is_host(&rootfs)? {
         install_slipway(&rootfs, &plan.host_exe, work.path())?;
     } else {
         ui::warn(
@@ -513,8 +514,8 @@ fn build(
             ),
             None,
         );
-        let manifest = crate::services::build::build_all(
-            &crate::services::build::ImagesPlan {
+        let manifest = images::build_all(
+            &images::ImagesPlan {
                 tf,
                 ws,
                 packages: &resolution.image_packages,
@@ -569,7 +570,7 @@ fn commit(
     };
     let dict = glib::VariantDict::new(None);
     for (k, v) in &tf.add_commit_metadata {
-        let var = metadata::json_to_variant(v)
+        let var = crate::repo::variant::json_to_variant(v)
             .ok_or_else(|| anyhow!("add-commit-metadata.{k}: unsupported value"))?;
         dict.insert_value(k, &var);
     }

@@ -1,11 +1,15 @@
-//! What compose puts into every host so that the host verbs and the health gate exist there:
+//! The payload: what every host carries so that the host verbs and the health gate exist
+//! there, put in by compose (into every host tree) and by `pxe build` (the executable, into
+//! the installer's live root):
 //! slipway itself (the executable that composed the host, stripped), the boot-check service
 //! and `slipway-healthy.target`, the drop-ins that gate docker, containerd and kubelet (in
 //! `/usr/lib/systemd/system/<unit>.d`, so they hold for a unit a repository adds later),
 //! the drop-in that makes `ostree-finalize-staged.service` use slipway's boot menu
 //! generator, the default checks and `health.json`, and the update agent's service, timer
 //! (installed, not enabled) and `updates.json`. The files are compiled into slipway
-//! (`src/host/assets/`), so a host always carries the ones of the slipway it carries.
+//! (`src/payload/files/`), so a host always carries the ones of the slipway it carries.
+//! The host reads them back at the paths named here ([`HEALTH_SETTINGS`],
+//! [`UPDATE_SETTINGS`]); nothing here knows how the host uses them.
 
 use std::path::Path;
 
@@ -13,6 +17,10 @@ use anyhow::{Context, Result};
 
 use crate::sys::tree::Tree;
 
+/// The health gate's shipped settings (the operator's go in `/etc/slipway/`).
+pub const HEALTH_SETTINGS: &str = "usr/lib/slipway/health.json";
+/// The update agent's shipped settings.
+pub const UPDATE_SETTINGS: &str = "usr/lib/slipway/updates.json";
 /// Where the executable goes in the tree.
 pub const EXECUTABLE: &str = "usr/bin/slipway";
 /// Units gated on the whole green verdict.
@@ -37,86 +45,86 @@ pub fn files() -> Vec<(String, &'static str, u32)> {
     let mut v = vec![
         (
             format!("{UNIT_DIR}/slipway-boot-check.service"),
-            include_str!("../assets/slipway-boot-check.service"),
+            include_str!("files/slipway-boot-check.service"),
             0o644,
         ),
         (
             format!("{UNIT_DIR}/slipway-images.service"),
-            include_str!("../assets/slipway-images.service"),
+            include_str!("files/slipway-images.service"),
             0o644,
         ),
         (
             format!("{UNIT_DIR}/slipway-healthy.target"),
-            include_str!("../assets/slipway-healthy.target"),
+            include_str!("files/slipway-healthy.target"),
             0o644,
         ),
         (
             format!("{UNIT_DIR}/ostree-finalize-staged.service.d/50-slipway.conf"),
-            include_str!("../assets/finalize-staged.conf"),
+            include_str!("files/finalize-staged.conf"),
             0o644,
         ),
         (
             "usr/lib/systemd/system.conf.d/50-slipway-watchdog.conf".into(),
-            include_str!("../assets/watchdog.conf"),
+            include_str!("files/watchdog.conf"),
             0o644,
         ),
         (
-            super::config::SHIPPED.to_string(),
-            include_str!("../assets/health.json"),
+            HEALTH_SETTINGS.to_string(),
+            include_str!("files/health.json"),
             0o644,
         ),
         (
             format!("{UNIT_DIR}/slipway-update-agent.service"),
-            include_str!("../assets/slipway-update-agent.service"),
+            include_str!("files/slipway-update-agent.service"),
             0o644,
         ),
         (
             format!("{UNIT_DIR}/slipway-fleetlock-steady-state.service"),
-            include_str!("../assets/slipway-fleetlock-steady-state.service"),
+            include_str!("files/slipway-fleetlock-steady-state.service"),
             0o644,
         ),
         (
             format!("{UNIT_DIR}/slipway-update-agent.timer"),
-            include_str!("../assets/slipway-update-agent.timer"),
+            include_str!("files/slipway-update-agent.timer"),
             0o644,
         ),
         (
-            crate::host::updates::SHIPPED.to_string(),
-            include_str!("../assets/updates.json"),
+            UPDATE_SETTINGS.to_string(),
+            include_str!("files/updates.json"),
             0o644,
         ),
         (
             "usr/lib/slipway/checks/required.d/10-ostree-root".into(),
-            include_str!("../assets/checks/required.d/10-ostree-root"),
+            include_str!("files/checks/required.d/10-ostree-root"),
             0o755,
         ),
         (
             "usr/lib/slipway/checks/required.d/20-var".into(),
-            include_str!("../assets/checks/required.d/20-var"),
+            include_str!("files/checks/required.d/20-var"),
             0o755,
         ),
         (
             "usr/lib/slipway/checks/required.d/30-container-state".into(),
-            include_str!("../assets/checks/required.d/30-container-state"),
+            include_str!("files/checks/required.d/30-container-state"),
             0o755,
         ),
         (
             "usr/lib/slipway/checks/wanted.d/40-network".into(),
-            include_str!("../assets/checks/wanted.d/40-network"),
+            include_str!("files/checks/wanted.d/40-network"),
             0o755,
         ),
     ];
     for u in GATED_UNITS {
         v.push((
             format!("{UNIT_DIR}/{u}.d/{GATE_DROPIN}"),
-            include_str!("../assets/workload-gate.conf"),
+            include_str!("files/workload-gate.conf"),
             0o644,
         ));
     }
     for u in HOST_CHECK_GATED_UNITS {
         v.push((
             format!("{UNIT_DIR}/{u}.d/{GATE_DROPIN}"),
-            include_str!("../assets/host-checks-gate.conf"),
+            include_str!("files/host-checks-gate.conf"),
             0o644,
         ));
     }
@@ -143,7 +151,8 @@ pub fn install(root: &Path, exe: &Path) -> Result<()> {
     let mut argv = vec!["systemctl", "enable"];
     argv.extend(ENABLED);
     use crate::sys::cmd::CommandRunExt;
-    crate::compose::postprocess::in_root(root, &argv)
+    crate::sys::sandbox::Sandbox::new(root)
+        .command(&argv)
         .run()
         .context("enabling slipway's health gate units in the tree")?;
     Ok(())
@@ -201,15 +210,6 @@ mod tests {
                 assert!(text.starts_with("#!/bin/sh\n"), "{p}");
             }
         }
-        // The shipped settings parse.
-        let d = tempfile::tempdir().unwrap();
-        let (p, text, _) = files
-            .iter()
-            .find(|(p, _, _)| p == super::super::config::SHIPPED)
-            .unwrap();
-        std::fs::create_dir_all(d.path().join(p).parent().unwrap()).unwrap();
-        std::fs::write(d.path().join(p), text).unwrap();
-        super::super::HealthConfig::load(d.path()).unwrap();
     }
 
     #[test]
@@ -242,13 +242,6 @@ mod tests {
                 .iter()
                 .any(|u| u.starts_with("slipway-update-agent"))
         );
-        // The shipped settings parse, with policy check.
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join(crate::host::updates::SHIPPED);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text("/updates.json")).unwrap();
-        let s = crate::host::updates::UpdateSettings::load(d.path()).unwrap();
-        assert_eq!(s, crate::host::updates::UpdateSettings::default());
     }
 
     #[test]

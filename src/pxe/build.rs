@@ -646,7 +646,7 @@ fn plan(opts: &PxeBuildOptions, repo: &ostree::Repo, manifest: Option<Manifest>)
         }
         let commit = crate::repo::resolve_required(repo, r)?;
         let kernel =
-            crate::host::boot::kernel_files(repo, &commit).with_context(|| format!("ref {r}"))?;
+            crate::repo::kernel::kernel_files(repo, &commit).with_context(|| format!("ref {r}"))?;
         check_tree(repo, r, &commit)?;
         let changed = !manifest
             .as_ref()
@@ -843,7 +843,7 @@ fn write_if_changed(path: &Path, data: &[u8]) -> Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    bootloader::write_atomic(path, data)
+    crate::sys::file::write_atomic(path, data)
 }
 
 /// The boot programs: out of Debian's packages, and the GRUB netboot image.
@@ -1078,7 +1078,7 @@ fn prepare_live_root(root: &Path, tree: &Tree, plan: &Plan, work: &Path) -> Resu
         .with_context(|| format!("stripping {}", plan.installer_exe.display()))?;
     let mut exe = std::fs::File::open(&stripped)
         .with_context(|| format!("opening {}", stripped.display()))?;
-    tree.write_file(crate::host::health::assets::EXECUTABLE, &mut exe, 0o755)?;
+    tree.write_file(crate::payload::EXECUTABLE, &mut exe, 0o755)?;
     tree.write_file(
         "usr/lib/systemd/system/slipway-installer.service",
         &mut INSTALLER_SERVICE.as_bytes(),

@@ -29,7 +29,7 @@ impl Default for HealthConfig {
 }
 
 /// Where the two files live, relative to a deployment's root.
-pub const SHIPPED: &str = "usr/lib/slipway/health.json";
+pub const SHIPPED: &str = crate::payload::HEALTH_SETTINGS;
 pub const OPERATOR: &str = "etc/slipway/health.json";
 
 impl HealthConfig {
@@ -82,6 +82,18 @@ impl HealthConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_settings_parse() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, text, _) = crate::payload::files()
+            .into_iter()
+            .find(|(p, _, _)| p == SHIPPED)
+            .unwrap();
+        std::fs::create_dir_all(d.path().join(&p).parent().unwrap()).unwrap();
+        std::fs::write(d.path().join(&p), text).unwrap();
+        HealthConfig::load(d.path()).unwrap();
+    }
 
     #[test]
     fn the_operator_overrides_the_deployment_key_by_key() {

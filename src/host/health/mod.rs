@@ -12,8 +12,9 @@
 //!   (the `ExecStartPre=` of every gated workload);
 //! - [`journal`]: verdicts and rollbacks as structured journal entries with fixed
 //!   MESSAGE_IDs;
-//! - [`assets`]: the units, drop-ins, default checks and settings compose puts into every
-//!   host, next to slipway itself.
+//!
+//! The units, drop-ins, default checks and settings every host carries are the payload
+//! ([`crate::payload`]); the gate reads them back from the deployment.
 //!
 //! The boot of a new default is a *trial*: before the host lifecycle switches the default
 //! (upgrade, deploy, rollback to a deployment never marked good) it sets GRUB's
@@ -21,7 +22,6 @@
 //! rollback entry when none are left (see [`crate::sysroot::bootloader`]). The verdict then
 //! decides, as [`gate::decide`] spells out.
 
-pub mod assets;
 pub mod checks;
 pub mod config;
 pub mod gate;
@@ -123,5 +123,5 @@ pub fn now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    super::utc(secs)
+    crate::sys::time::utc(secs)
 }
