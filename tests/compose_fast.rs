@@ -219,12 +219,10 @@ fn every_shipped_treefile_loads_and_the_keystone_example_binds_its_service() {
         .collect();
     files.sort();
     for f in &files {
-        slipway::compose::treefile::Treefile::load(f)
-            .unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
+        slipway::treefile::Treefile::load(f).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
     }
     let k =
-        slipway::compose::treefile::Treefile::load(&dir.join("examples/openstack-keystone.json"))
-            .unwrap();
+        slipway::treefile::Treefile::load(&dir.join("examples/openstack-keystone.json")).unwrap();
     assert!(
         k.packages.iter().any(|p| p == "docker.io"),
         "the default host is included"

@@ -14,8 +14,8 @@ use std::process::Command;
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
 
-use crate::compose::treefile::Treefile;
 use crate::sys::cmd::CommandRunExt;
+use crate::treefile::Treefile;
 
 /// One deb822 source entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,12 +226,12 @@ pub fn treefile_sources(tf: &Treefile) -> Vec<Source> {
         .container_images
         .iter()
         .flat_map(|img| match &img.source {
-            crate::services::spec::ImageSource::Packages { repos, .. } => repos
+            crate::treefile::services::ImageSource::Packages { repos, .. } => repos
                 .iter()
                 .enumerate()
                 .map(|(i, r)| (format!("{} repos[{i}]", img.origin), r))
                 .collect::<Vec<_>>(),
-            crate::services::spec::ImageSource::Archive(_) => Vec::new(),
+            crate::treefile::services::ImageSource::Archive(_) => Vec::new(),
         });
     tf.repos
         .iter()

@@ -17,8 +17,8 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
-use super::spec::ImageConfig;
 use crate::sys::tree::Tree;
+use crate::treefile::services::ImageConfig;
 
 /// Where a member of the archive is.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! compose's part: each bound image becomes an unpacked root in the host tree, each service a
+//! The `images` phase of compose: each bound image becomes an unpacked root in the host tree, each service a
 //! unit, and `/usr/lib/slipway/services.json` says what the commit binds.
 //!
 //! An image from `packages` goes through the host's own pipeline: the package set is resolved
@@ -14,11 +14,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use super::spec::{ContainerImage, ImageSource};
-use super::{BoundImage, ENV_DIR, MANIFEST, Manifest};
 use crate::compose::apt::{AptWorkspace, ResolvedPackage};
-use crate::compose::treefile::Treefile;
+use crate::services::{BoundImage, ENV_DIR, MANIFEST, Manifest};
 use crate::sys::tree::Tree;
+use crate::treefile::Treefile;
+use crate::treefile::services::{ContainerImage, ImageSource};
 
 /// The PATH of an image built from packages, unless the treefile's `env` says otherwise.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -106,7 +106,7 @@ pub fn build_all(plan: &ImagesPlan, on_line: &mut dyn FnMut(&str)) -> Result<Man
     for s in &tf.services {
         host.write_file(
             &format!("usr/lib/systemd/system/{}", s.unit()),
-            &mut super::unit_text(s).as_bytes(),
+            &mut crate::services::unit_text(s).as_bytes(),
             0o644,
         )?;
         host.symlink(
@@ -118,7 +118,7 @@ pub fn build_all(plan: &ImagesPlan, on_line: &mut dyn FnMut(&str)) -> Result<Man
         )?;
         host.write_file(
             &format!("{ENV_DIR}/{}.env", s.name),
-            &mut super::env_file_text(s).as_bytes(),
+            &mut crate::services::env_file_text(s).as_bytes(),
             0o600,
         )?;
     }
@@ -203,7 +203,7 @@ fn build_one(
             let env = [("PATH".to_string(), DEFAULT_PATH.to_string())].into();
             (
                 "packages",
-                super::ImageConfig {
+                crate::treefile::services::ImageConfig {
                     env,
                     ..Default::default()
                 },
@@ -226,7 +226,7 @@ fn build_one(
     crate::compose::postprocess::run_scripts(&root, &view, on_line)
         .with_context(|| format!("image {what}"))?;
     clean(&root)?;
-    let summary = super::content_digest(&root, &what)?;
+    let summary = crate::services::content_digest(&root, &what)?;
     let rel = format!("{}/rootfs", img.dir());
     let host = Tree::open(plan.rootfs)?;
     host.create_dir_all(&img.dir())?;
@@ -330,7 +330,7 @@ mod tests {
         let root = rootfs.join(&img.rootfs);
         assert!(root.join("bin/tool").is_file());
         assert_eq!(
-            super::super::content_digest(&root, "t").unwrap().digest,
+            crate::services::content_digest(&root, "t").unwrap().digest,
             img.digest
         );
         let unit =
@@ -346,7 +346,7 @@ mod tests {
         let env =
             std::fs::read_to_string(rootfs.join("usr/lib/slipway/services/tool.env")).unwrap();
         assert!(env.ends_with("A=b\n"), "{env}");
-        let read = super::super::Manifest::read(&rootfs).unwrap();
+        let read = crate::services::Manifest::read(&rootfs).unwrap();
         assert_eq!(read.images, m.images);
         assert_eq!(read.services[0].ports, m.services[0].ports);
 

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::compose::apt::ResolvedPackage;
-use crate::compose::treefile::Treefile;
+use crate::treefile::Treefile;
 
 /// The layout of the hash itself.
 const FORMAT: &str = "slipway-inputhash-2";

@@ -1,8 +1,5 @@
-//! Commit metadata: versions, the keys slipway records, and treefile values as GVariants.
-
-use ostree::glib;
-use ostree::glib::prelude::*;
-use serde_json::Value;
+//! Commit metadata: versions and the keys slipway records (treefile values become
+//! GVariants through [`crate::repo::variant`]).
 
 /// Metadata keys slipway writes on every commit.
 pub const KEY_VERSION: &str = "version";
@@ -15,25 +12,6 @@ pub const KEY_SUITE: &str = "slipway.suite";
 pub const KEY_SOURCE: &str = "slipway.source";
 /// SHA-256 of the slipway executable the host carries (as given, before stripping).
 pub const KEY_HOST_EXECUTABLE: &str = "slipway.host-executable";
-
-/// A treefile `add-commit-metadata` value as a GVariant: strings `s`, booleans `b`,
-/// integers `x`, other numbers `d`, arrays of strings `as`. Anything else is refused.
-pub fn json_to_variant(v: &Value) -> Option<glib::Variant> {
-    Some(match v {
-        Value::String(s) => s.to_variant(),
-        Value::Bool(b) => b.to_variant(),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => i.to_variant(),
-            None => n.as_f64()?.to_variant(),
-        },
-        Value::Array(a) => {
-            let strs: Option<Vec<String>> =
-                a.iter().map(|x| x.as_str().map(String::from)).collect();
-            strs?.to_variant()
-        }
-        _ => return None,
-    })
-}
 
 /// Civil date (year, month, day) of a Unix timestamp, UTC.
 pub fn civil_date(ts: u64) -> (i64, u32, u32) {
@@ -108,33 +86,5 @@ mod tests {
         );
         assert_eq!(expand_prefix("host-<date:%Y%m>", 0), "host-197001");
         assert_eq!(civil_date(951_782_400), (2000, 2, 29));
-    }
-
-    #[test]
-    fn json_values_map_to_variants() {
-        assert_eq!(
-            json_to_variant(&Value::from("x")).unwrap().type_().as_str(),
-            "s"
-        );
-        assert_eq!(
-            json_to_variant(&Value::from(3)).unwrap().type_().as_str(),
-            "x"
-        );
-        assert_eq!(
-            json_to_variant(&Value::from(true))
-                .unwrap()
-                .type_()
-                .as_str(),
-            "b"
-        );
-        assert_eq!(
-            json_to_variant(&serde_json::json!(["a", "b"]))
-                .unwrap()
-                .type_()
-                .as_str(),
-            "as"
-        );
-        assert!(json_to_variant(&serde_json::json!({"a": 1})).is_none());
-        assert!(json_to_variant(&serde_json::json!([1])).is_none());
     }
 }

@@ -12,10 +12,10 @@ use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::compose::treefile::Treefile;
 use crate::sys::cmd::CommandRunExt;
 use crate::sys::sandbox::Sandbox;
 use crate::sys::tree::{self, Tree};
+use crate::treefile::Treefile;
 
 /// A command that runs `argv` inside `root` with no network.
 pub fn in_root(root: &Path, argv: &[&str]) -> Command {

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
+pub mod kernel;
 pub mod pull;
+pub mod variant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ostree::gio;
@@ -113,11 +115,28 @@ pub fn read_commit_file(repo: &ostree::Repo, commit: &str, path: &str) -> Result
         .read_commit(commit, gio::Cancellable::NONE)
         .with_context(|| format!("reading commit {commit}"))?;
     let f = root.resolve_relative_path(path.trim_start_matches('/'));
-    match f.load_contents(gio::Cancellable::NONE) {
-        Ok((bytes, _)) => Ok(Some(bytes.to_vec())),
-        Err(e) if e.matches(gio::IOErrorEnum::NotFound) => Ok(None),
-        Err(e) => Err(anyhow!("reading {path} from commit {commit}: {e}")),
+    // Through the content object: `g_file_load_contents` on a file of an archive repository
+    // asks a stream that is not a file stream for its size, and GLib prints a CRITICAL.
+    let rf = f
+        .downcast_ref::<ostree::RepoFile>()
+        .with_context(|| format!("{path} is not a file of commit {commit}"))?;
+    match rf.ensure_resolved() {
+        Ok(()) => {}
+        Err(e) if e.matches(gio::IOErrorEnum::NotFound) => return Ok(None),
+        Err(e) => return Err(anyhow!("reading {path} from commit {commit}: {e}")),
     }
+    let (stream, _, _) = repo
+        .load_file(&rf.checksum(), gio::Cancellable::NONE)
+        .map_err(|e| anyhow!("reading {path} from commit {commit}: {e}"))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut stream
+            .with_context(|| format!("{path} in commit {commit} is not a regular file"))?
+            .into_read(),
+        &mut bytes,
+    )
+    .with_context(|| format!("reading {path} from commit {commit}"))?;
+    Ok(Some(bytes))
 }
 
 /// What `path` is in a commit (not following a symbolic link at `path`); `None` if it does

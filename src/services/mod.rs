@@ -8,18 +8,14 @@
 //! `slipway-healthy.target`) that run `docker run --rm` with docker's restart policy off.
 //! `/usr/lib/slipway/services.json` (the [`Manifest`]) says what the commit binds.
 //!
-//! - [`spec`]: the treefile keys and their checks;
-//! - [`build`]: compose's part (package images through the apt/mmdebstrap pipeline, archives
-//!   unpacked by [`archive`], the content digest, units, the manifest);
-//! - [`archive`]: `docker save` and OCI layout archives, layers applied with whiteouts inside
-//!   the image root;
-//! - [`docker`]: the host's part: the verdict's second stage (`slipway host load-images`),
-//!   what runs (`host status`), what no deployment needs any more (`host cleanup`).
+//! This module is what a commit binds, as compose writes it and the host reads it: the
+//! [`Manifest`], the content digest of an image root, the unit and environment file text.
+//! The treefile keys are [`crate::treefile::services`]; building the image roots is
+//! compose's (`compose::images`, `compose::archive`);
+//! [`docker`] is the host's part: the verdict's second stage (`slipway host load-images`),
+//! what runs (`host status`), what no deployment needs any more (`host cleanup`).
 
-pub mod archive;
-pub mod build;
 pub mod docker;
-pub mod spec;
 
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -29,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use spec::{ImageConfig, Service};
+pub use crate::treefile::services::{ImageConfig, Service};
 
 /// Where the manifest lives in a commit.
 pub const MANIFEST: &str = "usr/lib/slipway/services.json";
@@ -322,7 +318,7 @@ mod tests {
     use super::*;
 
     fn svc() -> Service {
-        spec::service(
+        crate::treefile::services::service(
             "t",
             serde_json::from_value(serde_json::json!({
                 "name": "web", "image": "web:v1", "ports": ["8080:8080"],

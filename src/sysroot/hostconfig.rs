@@ -791,6 +791,29 @@ mod tests {
     }
 
     #[test]
+    fn reading_a_file_of_an_archive_commit_logs_no_glib_critical() {
+        use ostree::glib;
+        use std::sync::Mutex;
+        static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let id = glib::log_set_handler(
+            Some("GLib-GIO"),
+            glib::LogLevels::LEVEL_CRITICAL | glib::LogLevels::LEVEL_WARNING,
+            false,
+            false,
+            |_, _, msg| SEEN.lock().unwrap().push(msg.to_string()),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, commit) = tiny_commit(dir.path());
+        let group = crate::repo::read_commit_file(&repo, &commit, "usr/etc/group").unwrap();
+        let missing = crate::repo::read_commit_file(&repo, &commit, "usr/etc/nothing").unwrap();
+        glib::log_remove_handler(Some("GLib-GIO"), id);
+        assert_eq!(group.unwrap(), b"root:x:0:\nsudo:x:27:\nadm:x:4:\n");
+        assert_eq!(missing, None);
+        let seen = SEEN.lock().unwrap();
+        assert!(seen.is_empty(), "GLib said: {seen:?}");
+    }
+
+    #[test]
     fn kickstart_is_checked_against_the_commit() {
         let dir = tempfile::tempdir().unwrap();
         let (repo, commit) = tiny_commit(dir.path());

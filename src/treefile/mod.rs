@@ -15,7 +15,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::services::spec::{self, ContainerImage, ImageSource, Service};
+pub mod services;
+
+use services::{ContainerImage, ImageSource, Service};
 
 /// Default Debian suite.
 pub const DEFAULT_SUITE: &str = "bookworm";
@@ -112,8 +114,8 @@ struct Fragment {
     initramfs_args: Option<Vec<String>>,
     automatic_version_prefix: Option<String>,
     add_commit_metadata: Option<BTreeMap<String, Value>>,
-    container_images: Option<Vec<spec::RawImage>>,
-    services: Option<Vec<spec::RawService>>,
+    container_images: Option<Vec<services::RawImage>>,
+    services: Option<Vec<services::RawService>>,
 }
 
 /// An apt repository as written (`repos`, and an image's `repos`).
@@ -355,7 +357,7 @@ impl Loader {
         }
         for (i, raw) in frag.services.unwrap_or_default().into_iter().enumerate() {
             acc.services
-                .push(spec::service(&format!("{fname}: services[{i}]"), raw)?);
+                .push(services::service(&format!("{fname}: services[{i}]"), raw)?);
         }
         Ok(())
     }
@@ -387,11 +389,11 @@ impl Loader {
     }
 
     /// A `container-images` entry: paths resolve relative to `file`, as everywhere else.
-    fn image(&self, file: &Path, i: usize, raw: spec::RawImage) -> Result<ContainerImage> {
+    fn image(&self, file: &Path, i: usize, raw: services::RawImage) -> Result<ContainerImage> {
         let fname = file.display().to_string();
         let key = format!("{fname}: container-images[{i}]");
-        spec::check_image_names(&key, &raw)?;
-        let config = spec::image_config(&key, &raw)?;
+        services::check_image_names(&key, &raw)?;
+        let config = services::image_config(&key, &raw)?;
         let what = format!("{}:{}", raw.name, raw.tag);
         let source = match (raw.packages, raw.archive) {
             (Some(pkgs), None) => {
@@ -568,14 +570,14 @@ impl Treefile {
             if k.is_empty() {
                 bail!("{top}: add-commit-metadata: empty key");
             }
-            if crate::compose::metadata::json_to_variant(v).is_none() {
+            if crate::repo::variant::json_to_variant(v).is_none() {
                 bail!(
                     "{top}: add-commit-metadata.{k}: only strings, booleans, numbers and arrays of strings are supported"
                 );
             }
         }
 
-        spec::check_all(&top, &acc.container_images, &acc.services)?;
+        services::check_all(&top, &acc.container_images, &acc.services)?;
 
         Ok(Treefile {
             ostree_ref,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::compose::treefile::{AddFile, AptRepo, FileRef, Script};
+use super::{AddFile, AptRepo, FileRef, Script};
 
 /// One image as written in a treefile.
 #[derive(Debug, Deserialize)]
@@ -18,7 +18,7 @@ pub struct RawImage {
     pub tag: String,
     pub packages: Option<Vec<String>>,
     pub archive: Option<String>,
-    pub repos: Option<Vec<crate::compose::treefile::RawRepo>>,
+    pub repos: Option<Vec<super::RawRepo>>,
     pub add_files: Option<Vec<(String, String)>>,
     pub postprocess: Option<Vec<String>>,
     pub user: Option<String>,
