@@ -52,3 +52,60 @@ fn a_full_stdout_is_an_error_with_a_message() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+fn help_of(args: &[&str]) -> String {
+    let mut a = args.to_vec();
+    a.push("--help");
+    let o = slipway(&a, Stdio::piped());
+    assert!(o.status.success(), "{a:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// One name per concept across verbs (`--stateroot`, `--trusted-key`, `--sysroot`); the old
+/// spellings still parse but are not shown.
+#[test]
+fn one_flag_name_per_concept_and_the_old_ones_hidden() {
+    for (verb, name, old) in [
+        (&["image"][..], "--stateroot", "--osname"),
+        (&["host", "upgrade"][..], "--stateroot", "--os "),
+        (&["host", "deploy"][..], "--stateroot", "--os "),
+        (&["image"][..], "--trusted-key", "--remote-gpg-key"),
+        (&["pxe", "build"][..], "--trusted-key", "--gpg-key"),
+        (&["install"][..], "--trusted-key", "--gpg-key"),
+        (&["host", "steady-state"][..], "--sysroot", "--root "),
+    ] {
+        let help = help_of(verb);
+        assert!(help.contains(name), "{verb:?} has no {name}:\n{help}");
+        assert!(!help.contains(old), "{verb:?} still shows {old}:\n{help}");
+    }
+    // An old spelling still parses: it fails on what comes next (the missing repository),
+    // not on the flag.
+    let o = slipway(
+        &[
+            "image",
+            "--osname",
+            "x",
+            "--ref",
+            "r",
+            "-o",
+            "/nonexistent/x.raw",
+        ],
+        Stdio::piped(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("unexpected argument"), "{err}");
+}
+
+/// `--dhcp` completes its three modes, not file names.
+#[test]
+fn enumerated_flags_complete_their_values() {
+    let o = slipway(&["generate", "completions", "bash"], Stdio::piped());
+    let script = String::from_utf8_lossy(&o.stdout);
+    let line = script
+        .lines()
+        .skip_while(|l| !l.contains("--dhcp)"))
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(line.contains("proxy full off"), "{line}");
+}

@@ -1198,7 +1198,7 @@ fn a_switch_cut_short_after_the_loader_swap_is_finished_by_the_next_boot() {
 
 /// A remote that verifies signatures takes only commits signed by its own key, wherever the
 /// remote is defined: in the deployment's `/etc/ostree/remotes.d` with `gpgkeypath` (what
-/// `slipway image --remote-gpg-key` writes; the path resolves inside the deployment) and in
+/// `slipway image --trusted-key` writes; the path resolves inside the deployment) and in
 /// the sysroot repository's config with the key imported (what the installer writes). An
 /// unsigned commit and one signed only by another key are refused with the commit, the remote
 /// and the reason, and nothing is deployed or pulled; a commit signed by the trusted key is

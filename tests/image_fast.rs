@@ -276,7 +276,7 @@ fn signed_commits_get_a_remote_that_verifies_them() {
         assert!(!out.exists());
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
-    let e = err(&["--remote-gpg-key", public.to_str().unwrap()]);
+    let e = err(&["--trusted-key", public.to_str().unwrap()]);
     assert!(e.contains("is not signed"), "{e}");
 
     run_ok(
@@ -287,14 +287,14 @@ fn signed_commits_get_a_remote_that_verifies_them() {
     );
     let e = err(&[]);
     assert!(
-        e.contains("is signed") && e.contains("--remote-gpg-key"),
+        e.contains("is signed") && e.contains("--trusted-key"),
         "{e}"
     );
-    let e = err(&["--remote-gpg-key", wrong.to_str().unwrap()]);
+    let e = err(&["--trusted-key", wrong.to_str().unwrap()]);
     assert!(e.contains("no signature") || e.contains("verifying"), "{e}");
 
     let mut args: Vec<&str> = remote.to_vec();
-    args.extend(["--remote-gpg-key", public.to_str().unwrap(), "--size", "2G"]);
+    args.extend(["--trusted-key", public.to_str().unwrap(), "--size", "2G"]);
     let o = image(&repo, &out, &args, &cache);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The root file system: the deployment's remote and key.

@@ -1,7 +1,7 @@
 //! The lifecycle chain: one VM, one persistent disk, a host made from signed commits taken
 //! through upgrades with a bound service, red deployments and rollbacks, under OVMF. The
 //! firmware is a parameter. The disk is the composed default host (v0), signed by a key the
-//! test makes and written by `slipway image --remote-gpg-key` with the test's server as its
+//! test makes and written by `slipway image --trusted-key` with the test's server as its
 //! remote; the guest reaches the server (and the test's FleetLock server) on the test machine
 //! through `guestfwd` and nothing else (no registry). The short form (`make test`) chains
 //! steps 0 to 5; the long form (`make test-full`) goes on with steps 6 to 10 on the same disk.
@@ -864,7 +864,7 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
             .args(["--ref", HOST_REF, "--format", "raw", "--kickstart"])
             .arg(&ks)
             .args(["--remote-url", &format!("http://{GUEST_SERVER}/repo")])
-            .arg("--remote-gpg-key")
+            .arg("--trusted-key")
             .arg(&st.good_public)
             .arg("-o")
             .arg(&disk)

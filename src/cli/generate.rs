@@ -48,7 +48,11 @@ fn man_pages(dir: &std::path::Path) -> Result<()> {
             .render(&mut buf)
             .with_context(|| format!("rendering {}", path.display()))?;
         std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))?;
-        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        // clap's own `help` subcommands are not commands of slipway: no page for them.
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
             walk(sub, &format!("{name}-{}", sub.get_name()), dir)?;
         }
         Ok(())
@@ -72,5 +76,15 @@ mod tests {
         }
         let tree = std::fs::read_to_string(d.path().join("slipway-compose-tree.1")).unwrap();
         assert!(tree.contains("force\\-nocache"), "{tree}");
+        // One page per real command: none for clap's `help` subcommands.
+        let pages: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !pages.iter().any(|p| p.contains("-help")),
+            "help pages: {pages:?}"
+        );
+        assert!(pages.len() < 40, "{} pages: {pages:?}", pages.len());
     }
 }

@@ -68,7 +68,7 @@ pub struct UpgradeArgs {
     #[command(flatten)]
     pub sysroot: SysrootArg,
     /// The stateroot to upgrade (default: the booted deployment's, else the default's).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long = "stateroot", alias = "os", value_name = "NAME")]
     pub os: Option<String>,
     /// Only say whether a newer commit is available (pulls its metadata only); exits with 77
     /// when there is none.
@@ -91,7 +91,7 @@ pub struct DeployArgs {
     #[command(flatten)]
     pub sysroot: SysrootArg,
     /// The stateroot to deploy into (default: the booted deployment's, else the default's).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long = "stateroot", alias = "os", value_name = "NAME")]
     pub os: Option<String>,
     /// Reboot into the new deployment (`systemctl reboot`; only with --sysroot /).
     #[arg(long)]
@@ -151,8 +151,14 @@ pub struct BootCheckArgs {
 
 #[derive(Debug, Args)]
 pub struct SteadyStateArgs {
-    /// The root of the running deployment, whose updates.json names the server.
-    #[arg(long, value_name = "DIR", default_value = "/")]
+    /// The sysroot of the running host (`/`): its deployment's updates.json names the
+    /// server.
+    #[arg(
+        long = "sysroot",
+        alias = "root",
+        value_name = "PATH",
+        default_value = "/"
+    )]
     pub root: PathBuf,
     /// Where this boot's verdict is kept.
     #[arg(long, value_name = "DIR", default_value = "/run/slipway")]

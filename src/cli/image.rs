@@ -56,13 +56,23 @@ pub struct ImageArgs {
     pub remote_url: Option<String>,
     /// The public GPG key (binary or armored) that verifies the commit: the remote checks
     /// signatures, with this key in the image. Required when the commit is signed.
-    #[arg(long, value_name = "FILE", requires = "remote_url")]
+    #[arg(
+        long = "trusted-key",
+        alias = "remote-gpg-key",
+        value_name = "FILE",
+        requires = "remote_url"
+    )]
     pub remote_gpg_key: Option<PathBuf>,
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
-    /// The OS (stateroot and remote) name.
-    #[arg(long, value_name = "NAME", default_value = "debian")]
+    /// The stateroot (and remote) name.
+    #[arg(
+        long = "stateroot",
+        alias = "osname",
+        value_name = "NAME",
+        default_value = "debian"
+    )]
     pub osname: String,
     /// Compress qcow2 clusters (default: on for Vagrant boxes, off for qcow2).
     #[arg(long, value_name = "BOOL")]

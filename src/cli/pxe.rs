@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
 
 use super::DEFAULT_CACHEDIR;
@@ -37,7 +38,13 @@ pub struct PxeServeArgs {
     pub interface: Option<String>,
     /// proxy: boot information beside the site's DHCP server; full: addresses too (--range);
     /// off: no DHCP.
-    #[arg(long, value_name = "MODE", default_value = "proxy")]
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "proxy",
+        value_parser = clap::builder::PossibleValuesParser::new(["proxy", "full", "off"])
+            .try_map(|s: String| s.parse::<crate::pxe::dhcp::DhcpMode>())
+    )]
     pub dhcp: crate::pxe::dhcp::DhcpMode,
     /// Full DHCP's address range, A,B.
     #[arg(long, value_name = "A,B")]
@@ -100,7 +107,7 @@ pub struct PxeBuildArgs {
     pub kickstart: Option<PathBuf>,
     /// The public key that verifies commits, put into the installer image (never fetched
     /// over the network).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = "trusted-key", alias = "gpg-key", value_name = "FILE")]
     pub gpg_key: Option<PathBuf>,
     /// The slipway executable the installer carries (stripped on the way in); default: this
     /// one.

@@ -93,11 +93,11 @@ fn check_signature(repo: &ostree::Repo, commit: &str, opts: &ImageOptions) -> Re
     match (&opts.remote_url, &opts.remote_gpg_key, signed) {
         (Some(_), None, true) => bail!(
             "commit {commit} is signed: give the public key that verifies it with \
-             --remote-gpg-key FILE, so the host's remote checks the signatures of its upgrades"
+             --trusted-key FILE, so the host's remote checks the signatures of its upgrades"
         ),
-        (None, Some(_), _) => bail!("--remote-gpg-key needs --remote-url"),
+        (None, Some(_), _) => bail!("--trusted-key needs --remote-url"),
         (Some(_), Some(key), false) => bail!(
-            "--remote-gpg-key {}: commit {commit} is not signed, so the host could not \
+            "--trusted-key {}: commit {commit} is not signed, so the host could not \
              upgrade with signature checks on",
             key.display()
         ),
@@ -111,13 +111,13 @@ fn check_signature(repo: &ostree::Repo, commit: &str, opts: &ImageOptions) -> Re
                 )
                 .with_context(|| {
                     format!(
-                        "verifying commit {commit} with --remote-gpg-key {}",
+                        "verifying commit {commit} with --trusted-key {}",
                         key.display()
                     )
                 })?;
             if result.count_valid() == 0 {
                 bail!(
-                    "--remote-gpg-key {}: no signature of commit {commit} is valid with that key",
+                    "--trusted-key {}: no signature of commit {commit} is valid with that key",
                     key.display()
                 );
             }
