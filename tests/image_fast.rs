@@ -159,6 +159,7 @@ fn image_layout_partitions_and_boot_files() {
     // The staged deployment (immutable, as libostree leaves it) was cleaned up.
     assert_eq!(files_in(&d.path().join("cache/work")), [".lock"]);
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["schema"], 1);
     assert_eq!(summary["firmware"], "hybrid");
     assert_eq!(summary["version"], "1.0");
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 2 << 30);

@@ -191,6 +191,7 @@ fn layout_manifest_artifacts_and_boot_programs() {
         "--json",
     ]);
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["schema"], 1);
     assert_eq!(summary["refs"][0]["ref"], REF_A);
     assert_eq!(summary["refs"][0]["changed"], true);
 

@@ -57,6 +57,7 @@ pub struct ComposeOptions {
 /// The machine-readable result (`--write-composejson-to`).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ComposeJson {
+    pub schema: crate::sys::ui::Schema,
     #[serde(rename = "ref")]
     pub ostree_ref: String,
     pub commit: Option<String>,
@@ -187,6 +188,7 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
     let progress = Progress::new();
     let plan = plan(opts)?;
     let mut cj = ComposeJson {
+        schema: crate::sys::ui::Schema,
         ostree_ref: plan.tf.ostree_ref.clone(),
         dry_run: opts.dry_run,
         parent: plan.previous.as_ref().map(|p| p.commit.clone()),
@@ -707,6 +709,12 @@ fn short(h: Option<&str>) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_compose_report_starts_with_its_schema() {
+        let text = serde_json::to_string(&ComposeJson::default()).unwrap();
+        assert!(text.starts_with(r#"{"schema":1,"ref":"#), "{text}");
+    }
 
     #[test]
     fn dpkg_status_lists_only_installed_packages() {

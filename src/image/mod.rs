@@ -58,6 +58,7 @@ pub struct ImageOptions {
 /// The summary printed at the end (and with `--json`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ImageSummary {
+    pub schema: crate::sys::ui::Schema,
     pub output: PathBuf,
     pub format: Format,
     pub firmware: Firmware,
@@ -288,6 +289,7 @@ pub fn build_image(opts: &ImageOptions) -> Result<ImageSummary> {
         *phases.entry(n).or_default() += d.as_secs_f64();
     }
     let summary = ImageSummary {
+        schema: crate::sys::ui::Schema,
         output: opts.output.clone(),
         format: opts.format,
         firmware: opts.firmware,

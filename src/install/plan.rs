@@ -42,6 +42,7 @@ pub struct Filesystems {
 /// What `slipway install` will do (printed by `--dry-run`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct InstallPlan {
+    pub schema: crate::sys::ui::Schema,
     pub kickstart: String,
     pub disk: String,
     pub disk_bytes: u64,
@@ -282,6 +283,7 @@ pub fn build(
     };
     let kernel_args = kernel_args(ks, &fs.root_uuid);
     Ok(InstallPlan {
+        schema: crate::sys::ui::Schema,
         kickstart: source.to_string(),
         disk: choice.facts.device.path(),
         disk_bytes: choice.facts.device.size,

@@ -230,6 +230,7 @@ pub struct Artifact {
 /// What happened to each ref.
 #[derive(Debug, Clone, Serialize)]
 pub struct PxeBuildSummary {
+    pub schema: crate::sys::ui::Schema,
     pub output: PathBuf,
     pub refs: Vec<RefOutcome>,
 }
@@ -790,6 +791,7 @@ pub fn build(opts: &PxeBuildOptions) -> Result<PxeBuildSummary> {
         write_if_changed(&opts.output.join(rel), text.as_bytes())?;
     }
     Ok(PxeBuildSummary {
+        schema: crate::sys::ui::Schema,
         output: opts.output.clone(),
         refs: outcomes,
     })

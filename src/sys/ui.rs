@@ -240,3 +240,14 @@ impl Drop for Phase<'_> {
         }
     }
 }
+
+/// The `"schema": 1` field every JSON document slipway prints or writes starts with, so a
+/// consumer can tell which shape it reads. Put it first in the struct (`pub schema: Schema`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Schema;
+
+impl serde::Serialize for Schema {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(1)
+    }
+}
