@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::Result;
 use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
 
@@ -150,29 +150,9 @@ fn serve(a: PxeServeArgs) -> Result<()> {
 }
 
 fn status(a: PxeStatusArgs) -> Result<()> {
-    let url = format!("{}/status", a.server.trim_end_matches('/'));
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .proxy(None)
-        .build()
-        .new_agent();
+    let client = crate::pxe::status::Client::new(&a.server);
     loop {
-        let mut resp = agent
-            .get(&url)
-            .call()
-            .map_err(|e| anyhow!("GET {url}: {e}"))?;
-        let code = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("GET {url}: reading the answer"))?;
-        if code != 200 {
-            anyhow::bail!("GET {url}: {code} {}", body.trim());
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))?;
+        let v = client.fetch()?;
         if a.json {
             crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
         } else {

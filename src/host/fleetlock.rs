@@ -44,8 +44,7 @@ pub const APP_ID: &str = "slipway-fleetlock-4e0f9b1c2d7a4a6e";
 pub const DEFAULT_GROUP: &str = "default";
 /// How long `updates::report_steady_state` keeps trying before it gives up.
 pub const STEADY_STATE_BUDGET: Duration = Duration::from_secs(5 * 60);
-/// Bounds of one request.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound of one request (connecting: `sys::http::CONNECT_TIMEOUT`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of an answer's body is kept for messages.
 const MAX_BODY: u64 = 64 * 1024;
@@ -176,15 +175,7 @@ impl Client {
         if id.is_empty() {
             bail!("the FleetLock client id is empty");
         }
-        let agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_global(Some(REQUEST_TIMEOUT))
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .proxy(None)
-            .user_agent(concat!("slipway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+        let agent = crate::sys::http::agent(REQUEST_TIMEOUT, 0);
         Ok(Client {
             base: base_url.trim_end_matches('/').to_string(),
             id: id.to_string(),
@@ -235,13 +226,7 @@ impl Client {
         if status == 200 {
             return Ok(Answer::Granted);
         }
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .lossy_utf8(true)
-            .read_to_string()
-            .unwrap_or_default();
+        let text = crate::sys::http::body_text(&mut resp, MAX_BODY).unwrap_or_default();
         Ok(Answer::Denied(Denial::from_body(status, &text)))
     }
 }

@@ -91,15 +91,7 @@ fn refuse_includes(text: &str, src: &str) -> Result<()> {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_connect(Some(std::time::Duration::from_secs(10)))
-        .timeout_global(Some(std::time::Duration::from_secs(60)))
-        .http_status_as_error(false)
-        .max_redirects(3)
-        .proxy(None)
-        .user_agent(concat!("slipway-installer/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent()
+    crate::sys::http::agent(std::time::Duration::from_secs(60), 3)
 }
 
 /// How long a kickstart URL is retried while the server cannot be reached (the network of a
@@ -127,7 +119,13 @@ fn fetch(url: &str) -> Result<String> {
         }
     };
     if resp.status() != 200 {
-        bail!("fetching the kickstart {url}: HTTP {}", resp.status());
+        let body = crate::sys::http::body_text(&mut resp, crate::sys::http::MAX_ERROR_BODY)
+            .unwrap_or_default();
+        bail!(
+            "fetching the kickstart {url}: HTTP {} {}",
+            resp.status().as_u16(),
+            body.trim()
+        );
     }
     let mut text = String::new();
     resp.body_mut()

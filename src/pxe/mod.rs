@@ -16,4 +16,5 @@ pub mod http;
 pub mod profiles;
 pub mod serve;
 pub mod state;
+pub mod status;
 pub mod tftp;

@@ -6,6 +6,7 @@
 pub mod cmd;
 pub mod failpoint;
 pub mod file;
+pub mod http;
 pub mod lock;
 pub mod preflight;
 pub mod sandbox;
