@@ -942,12 +942,7 @@ mod tests {
     #[test]
     fn the_shipped_settings_are_the_defaults() {
         let d = tempfile::tempdir().unwrap();
-        let (p, text, _) = crate::payload::files()
-            .into_iter()
-            .find(|(p, _, _)| p == SHIPPED)
-            .unwrap();
-        std::fs::create_dir_all(d.path().join(&p).parent().unwrap()).unwrap();
-        std::fs::write(d.path().join(&p), text).unwrap();
+        crate::payload::write_one(d.path(), SHIPPED);
         let s = UpdateSettings::load(d.path()).unwrap();
         assert_eq!(s, UpdateSettings::default());
     }

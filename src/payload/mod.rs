@@ -158,6 +158,15 @@ pub fn install(root: &Path, exe: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Write the payload's file `path` under `root` (for the tests of the modules that read it
+/// back).
+#[cfg(test)]
+pub(crate) fn write_one(root: &Path, path: &str) {
+    let (p, text, _) = files().into_iter().find(|(p, _, _)| p == path).unwrap();
+    std::fs::create_dir_all(root.join(&p).parent().unwrap()).unwrap();
+    std::fs::write(root.join(&p), text).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
