@@ -8,16 +8,10 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::sys::cmd::CommandRunExt;
-use crate::sysroot::bootloader::{BOOT_LABEL, ESP_LABEL, ROOT_LABEL};
+use crate::sysroot::bootloader::ESP_LABEL;
 
-pub const MIB: u64 = 1024 * 1024;
-pub const SECTOR: u64 = 512;
-
-const BIOS_BOOT_TYPE: &str = "21686148-6449-6E6F-744E-656564454649";
-const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-const LINUX_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
-/// XBOOTLDR: the type systemd and the BLS use for an extended boot partition.
-const XBOOTLDR_TYPE: &str = "BC13C2FF-59E6-4262-A352-B275FD6F7172";
+use crate::sysroot::disk::{self as layout, BIOS_BOOT_MIB, ESP_MIB, GPT_TAIL_MIB, Role};
+pub use crate::sysroot::disk::{BOOT_MIB, MIB, Partition, SECTOR};
 
 /// Which firmware the disk must boot under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -37,24 +31,6 @@ impl Firmware {
     }
 }
 
-/// One partition, in sectors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Partition {
-    pub name: &'static str,
-    pub type_guid: &'static str,
-    pub start: u64,
-    pub sectors: u64,
-}
-
-impl Partition {
-    pub fn offset(&self) -> u64 {
-        self.start * SECTOR
-    }
-    pub fn bytes(&self) -> u64 {
-        self.sectors * SECTOR
-    }
-}
-
 /// The partitions of an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -65,45 +41,28 @@ pub struct Layout {
     pub root: Partition,
 }
 
-/// Sizes chosen for the fixed partitions.
-pub const BIOS_BOOT_MIB: u64 = 1;
-pub const ESP_MIB: u64 = 127;
-pub const BOOT_MIB: u64 = 384;
-/// Room GPT needs at the end of the disk (backup header and table).
-const GPT_TAIL_MIB: u64 = 1;
-
 impl Layout {
     /// Lay out `disk_bytes` for `firmware`; the root partition takes the rest. `boot_mib`
     /// grows the boot partition beyond its default when needed.
     pub fn new(disk_bytes: u64, firmware: Firmware, boot_mib: u64) -> Result<Self> {
-        let mut next = MIB / SECTOR; // 1 MiB alignment
-        let mut take = |mib: u64, name, type_guid| {
-            let p = Partition {
-                name,
-                type_guid,
-                start: next,
-                sectors: mib * MIB / SECTOR,
-            };
-            next += p.sectors;
-            p
+        let sizes = layout::Sizes {
+            bios_boot_mib: if firmware.bios() { BIOS_BOOT_MIB } else { 0 },
+            esp_mib: if firmware.uefi() { ESP_MIB } else { 0 },
+            boot_mib: boot_mib.max(BOOT_MIB),
+            root_mib: None,
+            root_max_mib: None,
+            root_min_mib: 1,
         };
-        let bios_boot = firmware
-            .bios()
-            .then(|| take(BIOS_BOOT_MIB, "BIOS-BOOT", BIOS_BOOT_TYPE));
-        let esp = firmware.uefi().then(|| take(ESP_MIB, ESP_LABEL, ESP_TYPE));
-        let boot = take(boot_mib.max(BOOT_MIB), BOOT_LABEL, XBOOTLDR_TYPE);
-        let end = disk_bytes / SECTOR - GPT_TAIL_MIB * MIB / SECTOR;
-        if end <= next {
-            bail!(
-                "a {} MiB disk has no room for the root partition",
-                disk_bytes / MIB
-            );
-        }
-        let root = Partition {
-            name: ROOT_LABEL,
-            type_guid: LINUX_TYPE,
-            start: next,
-            sectors: (end - next) / (MIB / SECTOR) * (MIB / SECTOR),
+        let mut parts = layout::layout(disk_bytes, &sizes, || Ok(None))?;
+        let mut take = |role| {
+            parts
+                .iter()
+                .position(|p: &Partition| p.role == role)
+                .map(|i| parts.remove(i))
+        };
+        let (bios_boot, esp) = (take(Role::BiosBoot), take(Role::Esp));
+        let (Some(boot), Some(root)) = (take(Role::Boot), take(Role::Root)) else {
+            bail!("the layout has no boot or root partition");
         };
         Ok(Self {
             disk_bytes,
@@ -136,14 +95,7 @@ impl Layout {
 
     /// The `sfdisk` script.
     pub fn sfdisk_script(&self) -> String {
-        let mut s = String::from("label: gpt\n");
-        for p in self.partitions() {
-            s.push_str(&format!(
-                "start={}, size={}, type={}, name=\"{}\"\n",
-                p.start, p.sectors, p.type_guid, p.name
-            ));
-        }
-        s
+        layout::sfdisk_script(&self.partitions().into_iter().cloned().collect::<Vec<_>>())
     }
 }
 
@@ -256,6 +208,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sysroot::bootloader::BOOT_LABEL;
 
     #[test]
     fn hybrid_layout_has_all_partitions_aligned() {

@@ -17,13 +17,10 @@ use serde::Deserialize;
 
 use crate::sys::cmd::CommandRunExt;
 
-pub const MIB: u64 = 1024 * 1024;
-pub const SECTOR: u64 = 512;
-
-pub const BIOS_BOOT_TYPE: &str = "21686148-6449-6E6F-744E-656564454649";
-pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-pub const LINUX_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
-pub const XBOOTLDR_TYPE: &str = "BC13C2FF-59E6-4262-A352-B275FD6F7172";
+pub use crate::sysroot::disk::{
+    BIOS_BOOT_TYPE, ESP_TYPE, LINUX_TYPE, MIB, Partition, Role, SECTOR, XBOOTLDR_TYPE,
+    sfdisk_script,
+};
 
 /// lsblk's booleans: `true`/`false` (util-linux 2.37 and later) or `"0"`/`"1"` (older).
 fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
@@ -355,47 +352,6 @@ pub fn signatures(dev: &Path) -> Result<Vec<Signature>> {
     parse_wipefs(&out)
 }
 
-/// One partition, in sectors, with its GPT partition UUID.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Partition {
-    pub role: Role,
-    pub name: &'static str,
-    pub type_guid: &'static str,
-    pub start: u64,
-    pub sectors: u64,
-    pub partuuid: String,
-}
-
-impl Partition {
-    pub fn offset(&self) -> u64 {
-        self.start * SECTOR
-    }
-    pub fn bytes(&self) -> u64 {
-        self.sectors * SECTOR
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    BiosBoot,
-    Esp,
-    Boot,
-    Root,
-}
-
-/// The `sfdisk` script for `parts`.
-pub fn sfdisk_script(parts: &[Partition]) -> String {
-    let mut s = String::from("label: gpt\n");
-    for p in parts {
-        s.push_str(&format!(
-            "start={}, size={}, type={}, uuid={}, name=\"{}\"\n",
-            p.start, p.sectors, p.type_guid, p.partuuid, p.name
-        ));
-    }
-    s
-}
-
 /// Write the GPT partition table onto `dev` (a block device: the kernel re-reads it).
 pub fn partition(dev: &Path, parts: &[Partition]) -> Result<()> {
     Command::new("sfdisk")
@@ -426,9 +382,11 @@ pub fn partition_nodes(dev: &Path, parts: &[Partition]) -> Result<Vec<PathBuf>> 
                 children
                     .iter()
                     .find(|c| {
-                        c.partuuid
-                            .as_deref()
-                            .is_some_and(|u| u.eq_ignore_ascii_case(&p.partuuid))
+                        c.partuuid.as_deref().is_some_and(|u| {
+                            p.partuuid
+                                .as_deref()
+                                .is_some_and(|want| u.eq_ignore_ascii_case(want))
+                        })
                     })
                     .map(|c| PathBuf::from(c.path()))
             })

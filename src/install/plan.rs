@@ -4,19 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::{Result, anyhow};
 
-use super::disk::{self, Choice, MIB, Partition, Role, SECTOR};
+use super::disk::{Choice, Partition};
 use crate::kickstart::{Kickstart, PowerAction};
-use crate::sysroot::bootloader::{BOOT_LABEL, ESP_LABEL, ROOT_LABEL};
 use crate::sysroot::deploy;
 
-/// Sizes of the fixed partitions (the layout of `slipway image`).
-pub const BIOS_BOOT_MIB: u64 = 1;
-pub const ESP_MIB: u64 = 127;
-pub const BOOT_MIB: u64 = 384;
+/// The fixed partitions have the sizes of `slipway image`'s layout.
+pub use crate::sysroot::disk::{BIOS_BOOT_MIB, BOOT_MIB, ESP_MIB};
 /// The smallest root partition the installer lays out.
 pub const ROOT_MIN_MIB: u64 = 2048;
-/// Room GPT needs at the end of the disk (backup header and table).
-const GPT_TAIL_MIB: u64 = 1;
 
 /// The commit to deploy (`ostreesetup`).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -170,53 +165,15 @@ pub fn sizes(ks: &Kickstart) -> Result<Sizes> {
 
 /// The partitions on a disk of `disk_bytes`, 1 MiB aligned, with new partition UUIDs.
 pub fn layout(disk_bytes: u64, s: &Sizes) -> Result<Vec<Partition>> {
-    let mut next = MIB / SECTOR;
-    let mut parts = Vec::new();
-    for (role, name, type_guid, mib) in [
-        (
-            Role::BiosBoot,
-            "BIOS-BOOT",
-            disk::BIOS_BOOT_TYPE,
-            s.bios_boot_mib,
-        ),
-        (Role::Esp, ESP_LABEL, disk::ESP_TYPE, s.esp_mib),
-        (Role::Boot, BOOT_LABEL, disk::XBOOTLDR_TYPE, s.boot_mib),
-    ] {
-        let p = Partition {
-            role,
-            name,
-            type_guid,
-            start: next,
-            sectors: mib * MIB / SECTOR,
-            partuuid: new_uuid()?,
-        };
-        next += p.sectors;
-        parts.push(p);
-    }
-    let end = (disk_bytes / SECTOR).saturating_sub(GPT_TAIL_MIB * MIB / SECTOR);
-    let room = end.saturating_sub(next) / (MIB / SECTOR) * (MIB / SECTOR);
-    let want = match (s.root_mib, s.root_max_mib) {
-        (Some(m), _) => m * MIB / SECTOR,
-        (None, Some(max)) => room.min(max * MIB / SECTOR),
-        (None, None) => room,
+    let sizes = crate::sysroot::disk::Sizes {
+        bios_boot_mib: s.bios_boot_mib,
+        esp_mib: s.esp_mib,
+        boot_mib: s.boot_mib,
+        root_mib: s.root_mib,
+        root_max_mib: s.root_max_mib,
+        root_min_mib: ROOT_MIN_MIB,
     };
-    if want > room || room < ROOT_MIN_MIB * MIB / SECTOR {
-        anyhow::bail!(
-            "the disk ({} MiB) is too small: the root partition needs {} MiB and {} MiB are left",
-            disk_bytes / MIB,
-            (want * SECTOR / MIB).max(ROOT_MIN_MIB),
-            room * SECTOR / MIB
-        );
-    }
-    parts.push(Partition {
-        role: Role::Root,
-        name: ROOT_LABEL,
-        type_guid: disk::LINUX_TYPE,
-        start: next,
-        sectors: want,
-        partuuid: new_uuid()?,
-    });
-    Ok(parts)
+    crate::sysroot::disk::layout(disk_bytes, &sizes, || new_uuid().map(Some))
 }
 
 /// Kernel arguments: slipway's defaults with `root=UUID=`, then `bootloader --append`.
@@ -319,6 +276,7 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::kickstart::parse_str;
+    use crate::sysroot::disk::{MIB, Role};
 
     const OSTREE: &str =
         "ostreesetup --osname=debian --url=http://10.0.2.2:8080/repo --ref=r --nogpg\n";
@@ -373,8 +331,8 @@ mod tests {
         assert!(last.offset() + last.bytes() <= (8 << 30) - MIB);
         assert_eq!(last.role, Role::Root);
         assert_ne!(parts[0].partuuid, parts[1].partuuid);
-        let script = disk::sfdisk_script(&parts);
-        assert!(script.contains(&format!("uuid={}", parts[3].partuuid)));
+        let script = crate::sysroot::disk::sfdisk_script(&parts);
+        assert!(script.contains(&format!("uuid={}", parts[3].partuuid.as_deref().unwrap())));
         // autopart gives the same.
         let auto = parse_str(&format!("{OSTREE}autopart\n"), "t.ks").unwrap();
         assert_eq!(sizes(&auto).unwrap(), s);

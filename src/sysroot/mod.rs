@@ -5,5 +5,6 @@
 
 pub mod bootloader;
 pub mod deploy;
+pub mod disk;
 pub mod hostconfig;
 pub mod userdb;
