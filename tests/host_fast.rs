@@ -795,7 +795,7 @@ fn every_host_flag_is_documented() {
             "upgrade",
             vec![
                 "--sysroot",
-                "--os",
+                "--stateroot",
                 "--check",
                 "--download-only",
                 "--allow-downgrade",
@@ -804,7 +804,7 @@ fn every_host_flag_is_documented() {
         ),
         (
             "deploy",
-            vec!["--sysroot", "--os", "--reboot", "VERSION|COMMIT"],
+            vec!["--sysroot", "--stateroot", "--reboot", "VERSION|COMMIT"],
         ),
         ("rollback", vec!["--sysroot", "--reboot"]),
         ("cleanup", vec!["--sysroot"]),
@@ -1106,7 +1106,7 @@ fn a_green_boot_reports_steady_state() {
     // No verdict yet: the slot is kept.
     let steady = || {
         slipway()
-            .args(["host", "steady-state", "--root"])
+            .args(["host", "steady-state", "--sysroot"])
             .arg(&root)
             .arg("--run-dir")
             .arg(&run)

@@ -186,7 +186,7 @@ fn layout_manifest_artifacts_and_boot_programs() {
         REF_A,
         "--kickstart",
         ks.to_str().unwrap(),
-        "--gpg-key",
+        "--trusted-key",
         key.to_str().unwrap(),
         "--json",
     ]);
@@ -441,7 +441,7 @@ fn a_missing_ref_a_secret_key_and_a_commit_without_kernel_are_refused() {
 
     make_gpg_key(f.dir.path());
     let secret = f.dir.path().join("secret.gpg");
-    let out = f.build(&["--ref", REF_A, "--gpg-key", secret.to_str().unwrap()]);
+    let out = f.build(&["--ref", REF_A, "--trusted-key", secret.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("secret key"), "{}", stderr(&out));
     assert!(!f.out.exists());

@@ -364,15 +364,27 @@ impl Host {
 }
 
 /// Settings layered the way the health gate and the update agent read theirs: each of `files`
-/// (relative to a deployment's root: the shipped one first, then the operator's) is a JSON
-/// object given to `apply` without its `//` comment keys, in order, so the operator's keys
-/// override the shipped ones; a missing file is skipped. Errors name the file and say `what`.
-pub fn load_layered(
+/// (relative to a deployment's root: the shipped one first, then the operator's) that exists
+/// is a JSON object, read by serde into `L` (every key optional, unknown keys refused) without
+/// its `//` comment keys, at any depth. The caller applies the layers in order, so the
+/// operator's keys override the shipped ones. Errors name the file, say `what`, and name the
+/// key (`reboot-windows[0].start`).
+pub fn load_layered<L: serde::de::DeserializeOwned>(
     root: &Path,
     files: [&str; 2],
     what: &str,
-    mut apply: impl FnMut(&serde_json::Map<String, serde_json::Value>) -> Result<()>,
-) -> Result<()> {
+) -> Result<Vec<(PathBuf, L)>> {
+    fn strip_comments(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, _| !k.starts_with("//"));
+                m.values_mut().for_each(strip_comments);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip_comments),
+            _ => {}
+        }
+    }
+    let mut layers = Vec::new();
     for rel in files {
         let p = root.join(rel);
         let text = match std::fs::read_to_string(&p) {
@@ -380,21 +392,26 @@ pub fn load_layered(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
         };
-        (|| -> Result<()> {
-            let v: serde_json::Value = serde_json::from_str(&text)?;
-            let Some(obj) = v.as_object() else {
+        let layer = (|| -> Result<L> {
+            let mut v: serde_json::Value = serde_json::from_str(&text)?;
+            if !v.is_object() {
                 bail!("expected a JSON object");
-            };
-            let keys: serde_json::Map<String, serde_json::Value> = obj
-                .iter()
-                .filter(|(k, _)| !k.starts_with("//"))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            apply(&keys)
+            }
+            strip_comments(&mut v);
+            serde_path_to_error::deserialize(v).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path == "." {
+                    anyhow::anyhow!("{inner}")
+                } else {
+                    anyhow::anyhow!("`{path}`: {inner}")
+                }
+            })
         })()
         .with_context(|| format!("{}: invalid {what}", p.display()))?;
+        layers.push((p, layer));
     }
-    Ok(())
+    Ok(layers)
 }
 
 fn list_or_none(v: &[String]) -> String {

@@ -37,7 +37,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
 use super::fleetlock::{self, Answer, Backoff};
 use super::upgrade::{UpgradeOptions, UpgradeOutcome, downgrade_reason, upgrade};
@@ -73,7 +73,8 @@ const FULL_DAY_NAMES: [&str; 7] = [
 ];
 
 /// What the agent does with an update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// Say that one is available (journal, status file); change nothing.
     Check,
@@ -137,71 +138,86 @@ impl Default for UpdateSettings {
     }
 }
 
-const KNOWN_KEYS: &str =
-    "policy, reboot-windows, fleetlock-url, fleetlock-group, backoff-secs, max-backoff-secs";
+/// One file's keys (all optional; unknown keys refused).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Layer {
+    policy: Option<Policy>,
+    reboot_windows: Option<Vec<WindowLayer>>,
+    /// `null` (no server) or a URL: both differ from absent.
+    #[serde(default, deserialize_with = "present")]
+    fleetlock_url: Option<serde_json::Value>,
+    fleetlock_group: Option<String>,
+    backoff_secs: Option<u64>,
+    max_backoff_secs: Option<u64>,
+}
+
+/// A key that is there, even as `null` (serde reads `null` as an absent `Option`).
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<serde_json::Value>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+/// One element of `reboot-windows` as written.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WindowLayer {
+    days: Vec<String>,
+    start: String,
+    length_minutes: u64,
+}
 
 impl UpdateSettings {
     /// The settings of the deployment rooted at `root`.
     pub fn load(root: &Path) -> Result<UpdateSettings> {
+        const WHAT: &str = "update settings";
         let mut s = UpdateSettings::default();
-        crate::host::load_layered(root, [SHIPPED, OPERATOR], "update settings", |obj| {
-            s.apply(obj)
-        })?;
+        for (file, l) in crate::host::load_layered::<Layer>(root, [SHIPPED, OPERATOR], WHAT)? {
+            s.apply(l)
+                .with_context(|| format!("{}: invalid {WHAT}", file.display()))?;
+        }
         Ok(s)
     }
 
-    fn apply(&mut self, obj: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
-        for (k, v) in obj {
-            match k.as_str() {
-                "policy" => {
-                    self.policy = match v.as_str() {
-                        Some("check") => Policy::Check,
-                        Some("stage") => Policy::Stage,
-                        Some("apply") => Policy::Apply,
-                        _ => bail!("`{k}` must be \"check\", \"stage\" or \"apply\", not {v}"),
-                    }
+    fn apply(&mut self, l: Layer) -> Result<()> {
+        if let Some(p) = l.policy {
+            self.policy = p;
+        }
+        if let Some(list) = l.reboot_windows {
+            self.reboot_windows = list
+                .iter()
+                .enumerate()
+                .map(|(i, w)| check_window(&format!("reboot-windows[{i}]"), w))
+                .collect::<Result<_>>()?;
+        }
+        if let Some(v) = l.fleetlock_url {
+            self.fleetlock_url = match v {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(u) => {
+                    fleetlock::check_base_url(&u).context("`fleetlock-url`")?;
+                    Some(u)
                 }
-                "reboot-windows" => {
-                    let list = v
-                        .as_array()
-                        .with_context(|| format!("`{k}` must be a list of windows"))?;
-                    self.reboot_windows = list
-                        .iter()
-                        .enumerate()
-                        .map(|(i, w)| parse_window(&format!("{k}[{i}]"), w))
-                        .collect::<Result<_>>()?;
+                _ => bail!("`fleetlock-url` must be an http:// URL or null, not {v}"),
+            }
+        }
+        if let Some(g) = l.fleetlock_group {
+            fleetlock::check_group(&g).context("`fleetlock-group`")?;
+            self.fleetlock_group = g;
+        }
+        for (key, value, slot) in [
+            ("backoff-secs", l.backoff_secs, &mut self.backoff_secs),
+            (
+                "max-backoff-secs",
+                l.max_backoff_secs,
+                &mut self.max_backoff_secs,
+            ),
+        ] {
+            if let Some(n) = value {
+                if !(1..=SECS_PER_DAY).contains(&n) {
+                    bail!("`{key}` must be a whole number of seconds from 1 to 86400, not {n}");
                 }
-                "fleetlock-url" => {
-                    self.fleetlock_url = match v {
-                        serde_json::Value::Null => None,
-                        serde_json::Value::String(u) => {
-                            fleetlock::check_base_url(u).with_context(|| format!("`{k}`"))?;
-                            Some(u.clone())
-                        }
-                        _ => bail!("`{k}` must be an http:// URL or null"),
-                    }
-                }
-                "fleetlock-group" => {
-                    let g = v
-                        .as_str()
-                        .with_context(|| format!("`{k}` must be a string"))?;
-                    fleetlock::check_group(g).with_context(|| format!("`{k}`"))?;
-                    self.fleetlock_group = g.to_string();
-                }
-                "backoff-secs" | "max-backoff-secs" => {
-                    let n = v
-                        .as_u64()
-                        .filter(|n| (1..=SECS_PER_DAY).contains(n))
-                        .with_context(|| {
-                            format!("`{k}` must be a whole number of seconds from 1 to 86400")
-                        })?;
-                    if k == "backoff-secs" {
-                        self.backoff_secs = n;
-                    } else {
-                        self.max_backoff_secs = n;
-                    }
-                }
-                other => bail!("unknown key `{other}` (known: {KNOWN_KEYS})"),
+                *slot = n;
             }
         }
         if self.max_backoff_secs < self.backoff_secs {
@@ -222,61 +238,36 @@ impl UpdateSettings {
     }
 }
 
-/// One element of `reboot-windows`; `at` names it in errors (`reboot-windows[1]`).
-fn parse_window(at: &str, v: &serde_json::Value) -> Result<RebootWindow> {
-    let obj = v
-        .as_object()
-        .with_context(|| format!("`{at}` must be an object with days, start, length-minutes"))?;
-    let (mut days, mut start, mut length) = (None, None, None);
-    for (k, v) in obj {
-        if k.starts_with("//") {
-            continue;
-        }
-        match k.as_str() {
-            "days" => {
-                let list = v
-                    .as_array()
-                    .filter(|l| !l.is_empty())
-                    .with_context(|| format!("`{at}.days` must be a list of days (\"Mon\"...)"))?;
-                let mut d = Vec::new();
-                for (i, day) in list.iter().enumerate() {
-                    d.push(day.as_str().and_then(parse_day).with_context(|| {
-                        format!(
-                            "`{at}.days[{i}]` must be one of {} (or the full name), \
-                                     not {day}",
-                            DAY_NAMES.join(", ")
-                        )
-                    })?);
-                }
-                d.sort();
-                d.dedup();
-                days = Some(d);
-            }
-            "start" => {
-                start = Some(v.as_str().and_then(parse_hhmm).with_context(|| {
-                    format!("`{at}.start` must be \"HH:MM\" (00:00 to 23:59, UTC), not {v}")
-                })?)
-            }
-            "length-minutes" => {
-                length = Some(
-                    v.as_u64()
-                        .filter(|n| (1..=u64::from(7 * MINUTES_PER_DAY)).contains(n))
-                        .map(|n| n as u32)
-                        .with_context(|| {
-                            format!("`{at}.length-minutes` must be from 1 to 10080 (a week)")
-                        })?,
-                )
-            }
-            other => {
-                bail!("unknown key `{at}.{other}` (known: days, start, length-minutes)")
-            }
-        }
+/// One element of `reboot-windows`, checked; `at` names it in errors (`reboot-windows[1]`).
+fn check_window(at: &str, w: &WindowLayer) -> Result<RebootWindow> {
+    if w.days.is_empty() {
+        bail!("`{at}.days` must be a list of days (\"Mon\"...), not empty");
     }
-    let missing = |k: &str| anyhow!("`{at}` has no `{k}`");
+    let mut days = Vec::new();
+    for (i, day) in w.days.iter().enumerate() {
+        days.push(parse_day(day).with_context(|| {
+            format!(
+                "`{at}.days[{i}]` must be one of {} (or the full name), not {day:?}",
+                DAY_NAMES.join(", ")
+            )
+        })?);
+    }
+    days.sort();
+    days.dedup();
+    let start = parse_hhmm(&w.start).with_context(|| {
+        format!(
+            "`{at}.start` must be \"HH:MM\" (00:00 to 23:59, UTC), not {:?}",
+            w.start
+        )
+    })?;
+    let length = u32::try_from(w.length_minutes)
+        .ok()
+        .filter(|n| (1..=7 * MINUTES_PER_DAY).contains(n))
+        .with_context(|| format!("`{at}.length-minutes` must be from 1 to 10080 (a week)"))?;
     Ok(RebootWindow {
-        days: days.ok_or_else(|| missing("days"))?,
-        start: start.ok_or_else(|| missing("start"))?,
-        length: length.ok_or_else(|| missing("length-minutes"))?,
+        days,
+        start,
+        length,
     })
 }
 
@@ -938,6 +929,7 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+    use anyhow::anyhow;
 
     #[test]
     fn the_shipped_settings_are_the_defaults() {
@@ -1047,10 +1039,13 @@ mod tests {
     #[test]
     fn bad_settings_name_the_file_and_key() {
         for (text, want) in [
-            (r#"{"policy": "reboot"}"#, "`policy` must be"),
+            (
+                r#"{"policy": "reboot"}"#,
+                "`policy`: unknown variant `reboot`, expected one of `check`, `stage`, `apply`",
+            ),
             (
                 r#"{"reboot-windows": {}}"#,
-                "`reboot-windows` must be a list",
+                "`reboot-windows`: invalid type: map, expected a sequence",
             ),
             (
                 r#"{"reboot-windows": [{"days": ["Mon"], "start": "02:00", "length-minutes": 5}, {"days": ["Mo"], "start": "02:00", "length-minutes": 5}]}"#,
@@ -1074,11 +1069,11 @@ mod tests {
             ),
             (
                 r#"{"reboot-windows": [{"days": ["Mon"], "start": "02:00"}]}"#,
-                "`reboot-windows[0]` has no `length-minutes`",
+                "`reboot-windows[0]`: missing field `length-minutes`",
             ),
             (
                 r#"{"reboot-windows": [{"days": ["Mon"], "start": "02:00", "length": 5}]}"#,
-                "unknown key `reboot-windows[0].length`",
+                "`reboot-windows[0].length`: unknown field `length`",
             ),
             (
                 r#"{"fleetlock-url": "https://lock"}"#,
@@ -1087,12 +1082,15 @@ mod tests {
             (r#"{"fleetlock-url": 5}"#, "`fleetlock-url` must be"),
             (r#"{"fleetlock-group": "a b"}"#, "`fleetlock-group`"),
             (r#"{"backoff-secs": 0}"#, "`backoff-secs` must be"),
-            (r#"{"max-backoff-secs": 1.5}"#, "`max-backoff-secs` must be"),
+            (
+                r#"{"max-backoff-secs": 1.5}"#,
+                "`max-backoff-secs`: invalid type: floating point",
+            ),
             (
                 r#"{"backoff-secs": 60, "max-backoff-secs": 30}"#,
                 "`max-backoff-secs` (30) is less than `backoff-secs` (60)",
             ),
-            (r#"{"strategy": "x"}"#, "unknown key `strategy`"),
+            (r#"{"strategy": "x"}"#, "unknown field `strategy`"),
             ("[1]", "expected a JSON object"),
         ] {
             let msg = format!("{:#}", load(None, text).unwrap_err());

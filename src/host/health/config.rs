@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, anyhow};
 
 /// The gate's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,50 +32,45 @@ impl Default for HealthConfig {
 pub const SHIPPED: &str = crate::payload::HEALTH_SETTINGS;
 pub const OPERATOR: &str = "etc/slipway/health.json";
 
+/// One file's keys (all optional; unknown keys refused).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Layer {
+    check_timeout_secs: Option<u64>,
+    boot_tries: Option<u64>,
+    reboot_on_red: Option<bool>,
+}
+
 impl HealthConfig {
     /// The settings of the deployment rooted at `root`.
     pub fn load(root: &Path) -> Result<HealthConfig> {
+        const WHAT: &str = "health settings";
+        let max_tries = crate::sysroot::bootloader::MAX_BOOT_TRIES;
         let mut c = HealthConfig::default();
-        crate::host::load_layered(root, [SHIPPED, OPERATOR], "health settings", |obj| {
-            c.apply(obj)
-        })?;
-        Ok(c)
-    }
-
-    fn apply(&mut self, obj: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
-        for (k, v) in obj {
-            match k.as_str() {
-                "check-timeout-secs" => {
-                    self.check_timeout_secs = v
-                        .as_u64()
-                        .filter(|n| *n > 0)
-                        .with_context(|| format!("`{k}` must be a positive integer"))?
+        for (file, l) in crate::host::load_layered::<Layer>(root, [SHIPPED, OPERATOR], WHAT)? {
+            let bad = |key: &str, want: String| {
+                anyhow!("{}: invalid {WHAT}: `{key}` must be {want}", file.display())
+            };
+            if let Some(n) = l.check_timeout_secs {
+                if n == 0 {
+                    return Err(bad("check-timeout-secs", "a positive integer".into()));
                 }
-                "boot-tries" => {
-                    self.boot_tries = v
-                        .as_u64()
-                        .filter(|n| {
-                            (1..=u64::from(crate::sysroot::bootloader::MAX_BOOT_TRIES)).contains(n)
-                        })
-                        .map(|n| n as u32)
-                        .with_context(|| {
-                            format!(
-                                "`{k}` must be an integer from 1 to {}",
-                                crate::sysroot::bootloader::MAX_BOOT_TRIES
-                            )
-                        })?
+                c.check_timeout_secs = n;
+            }
+            if let Some(n) = l.boot_tries {
+                if !(1..=u64::from(max_tries)).contains(&n) {
+                    return Err(bad(
+                        "boot-tries",
+                        format!("an integer from 1 to {max_tries}"),
+                    ));
                 }
-                "reboot-on-red" => {
-                    self.reboot_on_red = v
-                        .as_bool()
-                        .with_context(|| format!("`{k}` must be true or false"))?
-                }
-                other => bail!(
-                    "unknown key `{other}` (known: check-timeout-secs, boot-tries, reboot-on-red)"
-                ),
+                c.boot_tries = n as u32;
+            }
+            if let Some(b) = l.reboot_on_red {
+                c.reboot_on_red = b;
             }
         }
-        Ok(())
+        Ok(c)
     }
 }
 
@@ -123,7 +118,11 @@ mod tests {
             ),
             (r#"{"boot-tries": 10}"#, "`boot-tries`"),
             (r#"{"check-timeout-secs": "x"}"#, "`check-timeout-secs`"),
-            (r#"{"reboot": true}"#, "unknown key `reboot`"),
+            (
+                r#"{"check-timeout-secs": 0}"#,
+                "`check-timeout-secs` must be a positive",
+            ),
+            (r#"{"reboot": true}"#, "unknown field `reboot`"),
             ("[1]", "expected a JSON object"),
         ] {
             std::fs::write(d.path().join(OPERATOR), text).unwrap();
