@@ -594,7 +594,21 @@ fn file_step(
 /// leases: TFTP requests carry no MAC.
 type IpMap = Arc<Mutex<BTreeMap<IpAddr, String>>>;
 
-async fn run(opts: &ServeOptions) -> Result<()> {
+/// What `pxe serve` has checked and opened before it binds a socket: the boot directory's
+/// manifest, the server address, the profiles, the locked state directory and its store, the
+/// overlay with `{{server}}` filled in, and the per-MAC loader configurations.
+struct Opened {
+    server_ip: Ipv4Addr,
+    server: String,
+    _lock: crate::sys::lock::LockGuard,
+    store: Arc<Store>,
+    overlay: PathBuf,
+    filled: Vec<String>,
+    boot_programs: BTreeMap<String, build::BootProgram>,
+    site: Arc<Site>,
+}
+
+fn open(opts: &ServeOptions) -> Result<Opened> {
     if !opts.dir.is_dir() {
         bail!(
             "the boot directory {} does not exist (write it with `slipway pxe build -o {}`)",
@@ -620,7 +634,7 @@ async fn run(opts: &ServeOptions) -> Result<()> {
     };
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("creating the state directory {}", opts.state_dir.display()))?;
-    let _lock = crate::sys::lock::exclusive(
+    let lock = crate::sys::lock::exclusive(
         &opts.state_dir.join("serve.lock"),
         &format!("the state directory {}", opts.state_dir.display()),
         crate::sys::lock::Wait::NoWait,
@@ -649,30 +663,32 @@ async fn run(opts: &ServeOptions) -> Result<()> {
     for mac in &known {
         site.write_loader_config(mac)?;
     }
-    let ip_map: IpMap = Arc::default();
+    Ok(Opened {
+        server_ip,
+        server,
+        _lock: lock,
+        store,
+        overlay,
+        filled,
+        boot_programs,
+        site,
+    })
+}
 
-    // Bind everything before serving anything.
-    let (http_tx, mut http_rx) = tokio::sync::mpsc::unbounded_channel::<HttpEvent>();
-    let mut http_cfg = http::ServeConfig::new(
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), opts.http_port),
-        &opts.dir,
-        site.clone(),
-    );
-    http_cfg.repo_dir = Some(opts.repo.clone());
-    http_cfg.overlay_dir = Some(overlay.clone());
-    http_cfg.events = Some(http_tx);
-    let http_server = http::Server::bind(http_cfg)?;
-
-    let tftp_store = store.clone();
+/// The TFTP server over the boot directory and the overlay; each complete transfer of a
+/// kernel, initramfs or boot program is a step of the machine that asked (by address).
+async fn bind_tftp(opts: &ServeOptions, o: &Opened, ip_map: &IpMap) -> Result<tftp::TftpServer> {
+    let tftp_store = o.store.clone();
     let tftp_map = ip_map.clone();
-    let tftp_programs = boot_programs.clone();
-    let tftp_server = tftp::TftpServer::bind(
+    let tftp_programs = o.boot_programs.clone();
+    let overlay = &o.overlay;
+    let server = tftp::TftpServer::bind(
         SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), opts.tftp_port),
         &opts.dir,
         TftpConfig::default(),
     )
     .await?
-    .with_overlay(&overlay)?
+    .with_overlay(overlay)?
     .on_event(move |e: &TransferEvent| {
         tftp::log_event(e);
         if e.result != TransferResult::Complete {
@@ -694,85 +710,119 @@ async fn run(opts: &ServeOptions) -> Result<()> {
             });
         }
     });
+    Ok(server)
+}
 
-    let dhcp_server = if opts.dhcp == DhcpMode::Off {
-        None
-    } else {
-        let mut rc = dhcp::ResponderConfig::new(server_ip, opts.http_port);
-        rc.mode = opts.dhcp;
-        rc.client_port = opts.dhcp_client_port;
-        rc.broadcast_ip = opts.dhcp_broadcast_ip;
-        if let Some(r) = &opts.range {
-            rc.pool = Some(dhcp::AddressPool::from_range(r)?);
-        }
-        let mut cfg = dhcp::ServeConfig::new(rc);
-        cfg.interface = opts.interface.clone();
-        cfg.dhcp_port = opts.dhcp_port;
-        cfg.pxe_port = opts.pxe_port;
-        cfg.lease_file = Some(opts.state_dir.join(dhcp::LEASE_FILE));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<dhcp::BootEvent>();
-        cfg.events = Some(tx);
-        let server = dhcp::Server::bind(cfg)?;
-        let store = store.clone();
-        let map = ip_map.clone();
-        std::thread::spawn(move || {
-            while let Some(e) = rx.blocking_recv() {
-                if let Some(a) = e.address {
-                    map.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(IpAddr::V4(a), e.facts.mac.clone());
-                }
-                let (step, what) = if e.kind == dhcproto::v4::MessageType::Offer {
-                    ("dhcp", format!("DHCP offer: boot program {}", e.program))
-                } else {
-                    (
-                        "boot-program",
-                        format!("boot program {} acknowledged", e.program),
-                    )
-                };
-                let r = store.update(&e.facts.mac, &what, |m| {
-                    m.step = step.into();
-                    m.result = "offered".into();
-                    if e.facts.uuid.is_some() {
-                        m.uuid = e.facts.uuid.clone();
-                    }
-                    if let Some(a) = e.address {
-                        m.ip = Some(a.to_string());
-                    }
-                });
-                if let Err(e) = r {
-                    ui::warn(format!("pxe: {e:#}"));
-                }
-            }
-        });
-        Some(server)
-    };
-
-    {
-        let store = store.clone();
-        let map = ip_map.clone();
-        std::thread::spawn(move || {
-            while let Some(e) = http_rx.blocking_recv() {
-                let Some(mac) = e.facts.mac.clone() else {
-                    continue;
-                };
+/// The DHCP server (`None` with `--dhcp off`); each offer and acknowledgement is a step of
+/// the machine, and full mode's addresses name machines for TFTP.
+fn bind_dhcp(opts: &ServeOptions, o: &Opened, ip_map: &IpMap) -> Result<Option<dhcp::Server>> {
+    if opts.dhcp == DhcpMode::Off {
+        return Ok(None);
+    }
+    let (server_ip, store) = (o.server_ip, &o.store);
+    let mut rc = dhcp::ResponderConfig::new(server_ip, opts.http_port);
+    rc.mode = opts.dhcp;
+    rc.client_port = opts.dhcp_client_port;
+    rc.broadcast_ip = opts.dhcp_broadcast_ip;
+    if let Some(r) = &opts.range {
+        rc.pool = Some(dhcp::AddressPool::from_range(r)?);
+    }
+    let mut cfg = dhcp::ServeConfig::new(rc);
+    cfg.interface = opts.interface.clone();
+    cfg.dhcp_port = opts.dhcp_port;
+    cfg.pxe_port = opts.pxe_port;
+    cfg.lease_file = Some(opts.state_dir.join(dhcp::LEASE_FILE));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<dhcp::BootEvent>();
+    cfg.events = Some(tx);
+    let server = dhcp::Server::bind(cfg)?;
+    let store = store.clone();
+    let map = ip_map.clone();
+    std::thread::spawn(move || {
+        while let Some(e) = rx.blocking_recv() {
+            if let Some(a) = e.address {
                 map.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(e.facts.peer.ip(), mac.clone());
-                if e.route != Some(Route::BootFile) || e.method != "GET" {
-                    continue;
-                }
-                let Some(file) = e.delivered_file() else {
-                    continue;
-                };
-                if let Some((step, what)) = file_step(file, &boot_programs)
-                    && let Err(e) = store.step(&mac, step, "fetched", what)
-                {
-                    ui::warn(format!("pxe: {e:#}"));
-                }
+                    .insert(IpAddr::V4(a), e.facts.mac.clone());
             }
-        });
-    }
+            let (step, what) = if e.kind == dhcproto::v4::MessageType::Offer {
+                ("dhcp", format!("DHCP offer: boot program {}", e.program))
+            } else {
+                (
+                    "boot-program",
+                    format!("boot program {} acknowledged", e.program),
+                )
+            };
+            let r = store.update(&e.facts.mac, &what, |m| {
+                m.step = step.into();
+                m.result = "offered".into();
+                if e.facts.uuid.is_some() {
+                    m.uuid = e.facts.uuid.clone();
+                }
+                if let Some(a) = e.address {
+                    m.ip = Some(a.to_string());
+                }
+            });
+            if let Err(e) = r {
+                ui::warn(format!("pxe: {e:#}"));
+            }
+        }
+    });
+    Ok(Some(server))
+}
+
+/// Each boot file delivered by HTTP is a step of the machine that asked (by `mac=`), and its
+/// address is remembered for TFTP.
+fn follow_http_events(
+    mut http_rx: tokio::sync::mpsc::UnboundedReceiver<HttpEvent>,
+    o: &Opened,
+    ip_map: &IpMap,
+) {
+    let boot_programs = o.boot_programs.clone();
+    let store = o.store.clone();
+    let map = ip_map.clone();
+    std::thread::spawn(move || {
+        while let Some(e) = http_rx.blocking_recv() {
+            let Some(mac) = e.facts.mac.clone() else {
+                continue;
+            };
+            map.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(e.facts.peer.ip(), mac.clone());
+            if e.route != Some(Route::BootFile) || e.method != "GET" {
+                continue;
+            }
+            let Some(file) = e.delivered_file() else {
+                continue;
+            };
+            if let Some((step, what)) = file_step(file, &boot_programs)
+                && let Err(e) = store.step(&mac, step, "fetched", what)
+            {
+                ui::warn(format!("pxe: {e:#}"));
+            }
+        }
+    });
+}
+
+async fn run(opts: &ServeOptions) -> Result<()> {
+    let o = open(opts)?;
+    let ip_map: IpMap = Arc::default();
+    let server = o.server.clone();
+
+    // Bind everything before serving anything.
+    let (http_tx, http_rx) = tokio::sync::mpsc::unbounded_channel::<HttpEvent>();
+    let mut http_cfg = http::ServeConfig::new(
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), opts.http_port),
+        &opts.dir,
+        o.site.clone(),
+    );
+    http_cfg.repo_dir = Some(opts.repo.clone());
+    http_cfg.overlay_dir = Some(o.overlay.clone());
+    http_cfg.events = Some(http_tx);
+    let http_server = http::Server::bind(http_cfg)?;
+
+    let tftp_server = bind_tftp(opts, &o, &ip_map).await?;
+    let dhcp_server = bind_dhcp(opts, &o, &ip_map)?;
+    follow_http_events(http_rx, &o, &ip_map);
 
     ui::info(format!(
         "pxe: serving {} at {server} (repository {} at {server}/repo/), TFTP on port {}, DHCP {}; \
@@ -782,10 +832,10 @@ async fn run(opts: &ServeOptions) -> Result<()> {
         tftp_server.local_addr().port(),
         opts.dhcp,
         build::SERVER_PLACEHOLDER,
-        if filled.is_empty() {
+        if o.filled.is_empty() {
             "nothing".to_string()
         } else {
-            filled.join(" ")
+            o.filled.join(" ")
         },
         opts.state_dir.display()
     ));
