@@ -286,7 +286,17 @@ pub fn convert(
         None => remove_contents(&root.join("boot"))?,
     }
 
-    // dpkg database under /usr.
+    move_dpkg_database(root)?;
+    let usrlocal_dirs = usr_local_to_var(root)?;
+    var_to_tmpfiles(root, &db, &usrlocal_dirs, &mut report)?;
+    etc_to_usr_etc(root, &db)?;
+    enable_tmp_mount(root)?;
+    toplevel(root)?;
+    Ok(report)
+}
+
+/// The dpkg database moves under /usr (`/var/lib/dpkg` becomes a link to it at boot).
+fn move_dpkg_database(root: &Path) -> Result<()> {
     let dpkg = root.join("var/lib/dpkg");
     let dpkg_dest = root.join(DPKG_DATABASE);
     if dpkg.is_dir() {
@@ -294,8 +304,12 @@ pub fn convert(
         std::fs::rename(&dpkg, &dpkg_dest)
             .with_context(|| format!("moving {} to {}", dpkg.display(), dpkg_dest.display()))?;
     }
+    Ok(())
+}
 
-    // /usr/local lives in /var/usrlocal on an OSTree host.
+/// `/usr/local` lives in `/var/usrlocal` on an OSTree host: the link, and the names of the
+/// directories the packages put there (recreated under `/var/usrlocal` at boot).
+fn usr_local_to_var(root: &Path) -> Result<Vec<String>> {
     let usrlocal = root.join("usr/local");
     let mut usrlocal_dirs = Vec::new();
     if usrlocal.is_dir() && !usrlocal.is_symlink() {
@@ -308,10 +322,19 @@ pub fn convert(
         usrlocal_dirs = names;
     }
     make_link(root, "usr/local", "../var/usrlocal")?;
+    Ok(usrlocal_dirs)
+}
 
-    // /var becomes tmpfiles.d lines.
+/// `/var` becomes tmpfiles.d lines (what the packages shipped there, the directories every
+/// host needs, `/var/usrlocal`'s), then is emptied.
+fn var_to_tmpfiles(
+    root: &Path,
+    db: &UserDb,
+    usrlocal_dirs: &[String],
+    report: &mut LayoutReport,
+) -> Result<()> {
     let declared = declared_tmpfiles_paths(root);
-    let mut entries = var_entries(root, &db, &BTreeSet::new(), &mut report)?;
+    let mut entries = var_entries(root, db, &BTreeSet::new(), report)?;
     let mut by_path: BTreeMap<String, TmpfilesEntry> = BTreeMap::new();
     for (path, mode, user, group) in REQUIRED_VAR_DIRS {
         by_path.insert(
@@ -324,7 +347,7 @@ pub fn convert(
             },
         );
     }
-    for d in &usrlocal_dirs {
+    for d in usrlocal_dirs {
         let path = format!("/var/usrlocal/{d}");
         by_path.insert(
             path.clone(),
@@ -375,8 +398,13 @@ pub fn convert(
     std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
     remove_contents(&root.join("var"))?;
     ensure_dir(&root.join("var"), 0o755)?;
+    Ok(())
+}
 
-    // /etc becomes /usr/etc.
+/// `/etc` becomes `/usr/etc`: an empty machine id, without the build host's names and the
+/// account files' backups, with the sysusers.d file for the accounts.
+fn etc_to_usr_etc(root: &Path, db: &UserDb) -> Result<()> {
+    let etc = root.join("etc");
     let machine_id = etc.join("machine-id");
     if machine_id.exists() || machine_id.is_symlink() {
         std::fs::remove_file(&machine_id)?;
@@ -410,8 +438,11 @@ pub fn convert(
     std::fs::write(&sysusers, db.sysusers_conf())
         .with_context(|| format!("writing {}", sysusers.display()))?;
     std::fs::rename(&etc, root.join("usr/etc")).context("moving etc to usr/etc")?;
+    Ok(())
+}
 
-    // A tmpfs /tmp (Debian ships the unit but does not enable it).
+/// A tmpfs `/tmp` (Debian ships the unit but does not enable it).
+fn enable_tmp_mount(root: &Path) -> Result<()> {
     let tmp_mount = root.join("usr/lib/systemd/system/tmp.mount");
     let shipped = root.join("usr/share/systemd/tmp.mount");
     if !tmp_mount.exists() && shipped.exists() {
@@ -425,7 +456,11 @@ pub fn convert(
             symlink("../tmp.mount", &link)?;
         }
     }
+    Ok(())
+}
 
+/// The API file systems' mount points empty, `/boot` and `/sysroot`, and the top-level links.
+fn toplevel(root: &Path) -> Result<()> {
     for d in ["dev", "proc", "sys", "run", "tmp"] {
         remove_contents(&root.join(d))?;
     }
@@ -443,7 +478,7 @@ pub fn convert(
     for (name, target) in TOPLEVEL_LINKS {
         make_link(root, name, target)?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Parse our generated tmpfiles file back (for tests and checks).
