@@ -727,7 +727,9 @@ fn human(secs: u64) -> String {
 }
 
 /// `slipway host update-agent`.
-pub fn run(opts: &AgentOptions) -> Result<()> {
+/// The settings of the booted (else default) deployment, checked, and the host the agent
+/// acts on (with its FleetLock client).
+fn open(opts: &AgentOptions) -> Result<(UpdateSettings, HostEnv)> {
     let root = settings_root(&opts.sysroot)?;
     let settings = UpdateSettings::load(&root)?;
     if settings.policy == Policy::Apply {
@@ -760,27 +762,126 @@ pub fn run(opts: &AgentOptions) -> Result<()> {
             None => "no FleetLock server".into(),
         }
     ));
-    let fleetlock_url = client.as_ref().map(|c| c.url(fleetlock::PRE_REBOOT));
-    let mut env = HostEnv {
+    let env = HostEnv {
         sysroot: opts.sysroot.clone(),
         client,
     };
-    let mut machine = Machine::new(&settings);
-    let status = |state: &str, update: Option<&Update>, message: &str, until: Option<u64>| {
+    Ok((settings, env))
+}
+
+/// What a pass's outcome is called in the status file, its update, the message, and the
+/// journal priority.
+fn describe(outcome: &Outcome) -> (&'static str, Option<&Update>, String, u8) {
+    match outcome {
+        Outcome::UpToDate => ("up-to-date", None, "up to date".to_string(), 6),
+        Outcome::Available(u) => (
+            "available",
+            Some(u),
+            format!("update available: {u} (policy check: not downloaded)"),
+            5,
+        ),
+        Outcome::NotApplied { update, why } => (
+            "not-applied",
+            Some(update),
+            format!("not applying {update}: {why}"),
+            4,
+        ),
+        Outcome::Staged(u) => (
+            "staged",
+            Some(u),
+            format!(
+                "update downloaded: {u} (policy stage: deploy it with \
+                 `slipway host upgrade`)"
+            ),
+            5,
+        ),
+        Outcome::Rebooted(u) => ("rebooting", Some(u), format!("rebooting into {u}"), 5),
+    }
+}
+
+/// Where the agent says what it does: the status file in the run directory, the journal,
+/// stderr.
+struct Reporter<'a> {
+    run_dir: &'a Path,
+    policy: Policy,
+    fleetlock_url: Option<String>,
+    once: bool,
+}
+
+impl Reporter<'_> {
+    fn status(&self, state: &str, update: Option<&Update>, message: &str, until: Option<u64>) {
         let s = AgentStatus {
             at: super::health::now(),
-            policy: settings.policy.as_str().into(),
+            policy: self.policy.as_str().into(),
             state: state.into(),
             update: update.cloned(),
             message: message.into(),
             until: until.map(utc),
         };
-        let p = opts.run_dir.join(STATUS_FILE);
+        let p = self.run_dir.join(STATUS_FILE);
         let text = serde_json::to_string_pretty(&s).unwrap_or_default();
         if let Err(e) = crate::sys::file::write_atomic(&p, text.as_bytes()) {
             crate::sys::ui::warn(format!("recording the update agent's status: {e:#}"));
         }
+    }
+
+    /// Say why the agent waits, then wait `secs` (a reboot window: at most
+    /// [`MAX_WINDOW_SLEEP`] at a time). A failed action ends a `--once` pass with an error.
+    fn wait(&self, why: WaitFor, secs: u64, update: Option<&Update>) -> Result<()> {
+        let until = unix_now() + secs;
+        match why {
+            WaitFor::RebootWindow => {
+                let msg = format!(
+                    "update {} is deployed; waiting for the reboot window that opens \
+                     at {} ({})",
+                    update.map(|u| u.to_string()).unwrap_or_default(),
+                    utc(until),
+                    human(secs)
+                );
+                crate::sys::ui::info(&msg);
+                self.status("waiting-for-reboot-window", update, &msg, Some(until));
+                std::thread::sleep(Duration::from_secs(secs.min(MAX_WINDOW_SLEEP)));
+            }
+            WaitFor::FleetLock(why) => {
+                let msg = format!(
+                    "{}: {why}; asking again in {}",
+                    self.fleetlock_url.as_deref().unwrap_or("FleetLock"),
+                    human(secs)
+                );
+                journal(4, &msg, "waiting-for-fleetlock", update);
+                self.status("waiting-for-fleetlock", update, &msg, Some(until));
+                std::thread::sleep(Duration::from_secs(secs));
+            }
+            WaitFor::Retry(error) => {
+                if self.once {
+                    journal(
+                        3,
+                        &format!("slipway update agent: {error}"),
+                        "failed",
+                        update,
+                    );
+                    self.status("failed", update, &error, None);
+                    bail!("update agent: {error}");
+                }
+                let msg = format!("{error}; trying again in {}", human(secs));
+                journal(3, &format!("slipway update agent: {msg}"), "retrying", None);
+                self.status("retrying", update, &msg, Some(until));
+                std::thread::sleep(Duration::from_secs(secs));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn run(opts: &AgentOptions) -> Result<()> {
+    let (settings, mut env) = open(opts)?;
+    let report = Reporter {
+        run_dir: &opts.run_dir,
+        policy: settings.policy,
+        fleetlock_url: env.client.as_ref().map(|c| c.url(fleetlock::PRE_REBOOT)),
+        once: opts.once,
     };
+    let mut machine = Machine::new(&settings);
     loop {
         let update = match &machine.state {
             State::Available(u)
@@ -792,82 +893,9 @@ pub fn run(opts: &AgentOptions) -> Result<()> {
         };
         match machine.step(&mut env) {
             Next::Now => {}
-            Next::Wait { secs, why } => {
-                let until = unix_now() + secs;
-                match why {
-                    WaitFor::RebootWindow => {
-                        let msg = format!(
-                            "update {} is deployed; waiting for the reboot window that opens \
-                             at {} ({})",
-                            update.as_ref().map(|u| u.to_string()).unwrap_or_default(),
-                            utc(until),
-                            human(secs)
-                        );
-                        crate::sys::ui::info(&msg);
-                        status(
-                            "waiting-for-reboot-window",
-                            update.as_ref(),
-                            &msg,
-                            Some(until),
-                        );
-                        std::thread::sleep(Duration::from_secs(secs.min(MAX_WINDOW_SLEEP)));
-                    }
-                    WaitFor::FleetLock(why) => {
-                        let msg = format!(
-                            "{}: {why}; asking again in {}",
-                            fleetlock_url.as_deref().unwrap_or("FleetLock"),
-                            human(secs)
-                        );
-                        journal(4, &msg, "waiting-for-fleetlock", update.as_ref());
-                        status("waiting-for-fleetlock", update.as_ref(), &msg, Some(until));
-                        std::thread::sleep(Duration::from_secs(secs));
-                    }
-                    WaitFor::Retry(error) => {
-                        if opts.once {
-                            journal(
-                                3,
-                                &format!("slipway update agent: {error}"),
-                                "failed",
-                                update.as_ref(),
-                            );
-                            status("failed", update.as_ref(), &error, None);
-                            bail!("update agent: {error}");
-                        }
-                        let msg = format!("{error}; trying again in {}", human(secs));
-                        journal(3, &format!("slipway update agent: {msg}"), "retrying", None);
-                        status("retrying", update.as_ref(), &msg, Some(until));
-                        std::thread::sleep(Duration::from_secs(secs));
-                    }
-                }
-            }
+            Next::Wait { secs, why } => report.wait(why, secs, update.as_ref())?,
             Next::End(outcome) => {
-                let (state, update, msg, priority) = match &outcome {
-                    Outcome::UpToDate => ("up-to-date", None, "up to date".to_string(), 6),
-                    Outcome::Available(u) => (
-                        "available",
-                        Some(u),
-                        format!("update available: {u} (policy check: not downloaded)"),
-                        5,
-                    ),
-                    Outcome::NotApplied { update, why } => (
-                        "not-applied",
-                        Some(update),
-                        format!("not applying {update}: {why}"),
-                        4,
-                    ),
-                    Outcome::Staged(u) => (
-                        "staged",
-                        Some(u),
-                        format!(
-                            "update downloaded: {u} (policy stage: deploy it with \
-                             `slipway host upgrade`)"
-                        ),
-                        5,
-                    ),
-                    Outcome::Rebooted(u) => {
-                        ("rebooting", Some(u), format!("rebooting into {u}"), 5)
-                    }
-                };
+                let (state, update, msg, priority) = describe(&outcome);
                 // A closed or full stdout does not stop the agent.
                 let _ = crate::outln!("{msg}");
                 if priority < 6 && !matches!(outcome, Outcome::Rebooted(_)) {
@@ -878,7 +906,7 @@ pub fn run(opts: &AgentOptions) -> Result<()> {
                         update,
                     );
                 }
-                status(state, update, &msg, None);
+                report.status(state, update, &msg, None);
                 if opts.once || matches!(outcome, Outcome::Rebooted(_)) {
                     return Ok(());
                 }
