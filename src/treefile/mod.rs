@@ -156,6 +156,33 @@ fn strip_comments(v: &mut Value) {
     }
 }
 
+/// One treefile as written: JSON, an object, `//` comment keys removed, every key known.
+fn read_fragment(file: &Path) -> Result<Fragment> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading treefile {}", file.display()))?;
+    let mut value: Value = serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}: line {} column {}: invalid JSON: {e}",
+            file.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    if !value.is_object() {
+        bail!("{}: a treefile must be a JSON object", file.display());
+    }
+    strip_comments(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            anyhow!("{}: {inner}", file.display())
+        } else {
+            anyhow!("{}: {path}: {inner}", file.display())
+        }
+    })
+}
+
 /// State threaded through the include walk.
 struct Loader {
     top_dir: PathBuf,
@@ -214,34 +241,12 @@ impl Loader {
             chain.push(canonical.display().to_string());
             bail!("include cycle: {}", chain.join(" -> "));
         }
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("reading treefile {}", file.display()))?;
-        let mut value: Value = serde_json::from_str(&text).map_err(|e| {
-            anyhow!(
-                "{}: line {} column {}: invalid JSON: {e}",
-                file.display(),
-                e.line(),
-                e.column()
-            )
-        })?;
-        if !value.is_object() {
-            bail!("{}: a treefile must be a JSON object", file.display());
-        }
-        strip_comments(&mut value);
-        let frag: Fragment = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if path == "." {
-                anyhow!("{}: {inner}", file.display())
-            } else {
-                anyhow!("{}: {path}: {inner}", file.display())
-            }
-        })?;
+        let mut frag = read_fragment(file)?;
 
         self.stack.push(canonical.clone());
         self.sources.push(file.to_path_buf());
         let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
-        if let Some(inc) = frag.include {
+        if let Some(inc) = frag.include.take() {
             for (i, name) in inc.into_vec().into_iter().enumerate() {
                 let child = dir.join(&name);
                 if !child.exists() {
@@ -256,39 +261,19 @@ impl Loader {
         }
         self.stack.pop();
 
+        self.merge(file, frag, acc)
+    }
+
+    /// One file's keys into the accumulated treefile (after its includes: scalars override,
+    /// arrays concatenate), each checked where it is written.
+    fn merge(&self, file: &Path, mut frag: Fragment, acc: &mut Acc) -> Result<()> {
+        self.merge_packages(file, &mut frag, acc)?;
         let fname = file.display().to_string();
         if let Some(r) = frag.ostree_ref {
             acc.ostree_ref = Some(r);
         }
         if let Some(s) = frag.suite {
             acc.suite = Some(s);
-        }
-        for (i, p) in frag.packages.unwrap_or_default().into_iter().enumerate() {
-            // rpm-ostree allows several whitespace-separated names in one entry.
-            for name in p.split_whitespace() {
-                check_package_name(name)
-                    .map_err(|why| anyhow!("{fname}: packages[{i}]: `{name}` {why}"))?;
-                acc.package_origins
-                    .entry(name.to_string())
-                    .or_insert_with(|| format!("{fname}: packages[{i}]"));
-                acc.packages.push(name.to_string());
-            }
-        }
-        for (i, p) in frag
-            .exclude_packages
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            for name in p.split_whitespace() {
-                check_package_name(name)
-                    .map_err(|why| anyhow!("{fname}: exclude-packages[{i}]: `{name}` {why}"))?;
-                acc.exclude_packages.push(name.to_string());
-            }
-        }
-        for (i, r) in frag.repos.unwrap_or_default().into_iter().enumerate() {
-            let repo = self.repo(file, &format!("repos[{i}]"), r)?;
-            acc.repos.push(repo);
         }
         for (i, (src, dest)) in frag.add_files.unwrap_or_default().into_iter().enumerate() {
             let key = format!("{fname}: add-files[{i}][1]");
@@ -358,6 +343,52 @@ impl Loader {
         for (i, raw) in frag.services.unwrap_or_default().into_iter().enumerate() {
             acc.services
                 .push(services::service(&format!("{fname}: services[{i}]"), raw)?);
+        }
+        Ok(())
+    }
+
+    /// `packages`, `exclude-packages` and `repos` of one file.
+    fn merge_packages(&self, file: &Path, frag: &mut Fragment, acc: &mut Acc) -> Result<()> {
+        let fname = file.display().to_string();
+        for (i, p) in frag
+            .packages
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            // rpm-ostree allows several whitespace-separated names in one entry.
+            for name in p.split_whitespace() {
+                check_package_name(name)
+                    .map_err(|why| anyhow!("{fname}: packages[{i}]: `{name}` {why}"))?;
+                acc.package_origins
+                    .entry(name.to_string())
+                    .or_insert_with(|| format!("{fname}: packages[{i}]"));
+                acc.packages.push(name.to_string());
+            }
+        }
+        for (i, p) in frag
+            .exclude_packages
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            for name in p.split_whitespace() {
+                check_package_name(name)
+                    .map_err(|why| anyhow!("{fname}: exclude-packages[{i}]: `{name}` {why}"))?;
+                acc.exclude_packages.push(name.to_string());
+            }
+        }
+        for (i, r) in frag
+            .repos
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let repo = self.repo(file, &format!("repos[{i}]"), r)?;
+            acc.repos.push(repo);
         }
         Ok(())
     }
