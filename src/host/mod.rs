@@ -368,11 +368,13 @@ impl Host {
 /// is a JSON object, read by serde into `L` (every key optional, unknown keys refused) without
 /// its `//` comment keys, at any depth. The caller applies the layers in order, so the
 /// operator's keys override the shipped ones. Errors name the file, say `what`, and name the
-/// key (`reboot-windows[0].start`).
+/// key (`reboot-windows[0].start`). A top-level key may be `null` only if it is in
+/// `nullable` (serde would read it as absent, and a typo'd value would pass unseen).
 pub fn load_layered<L: serde::de::DeserializeOwned>(
     root: &Path,
     files: [&str; 2],
     what: &str,
+    nullable: &[&str],
 ) -> Result<Vec<(PathBuf, L)>> {
     fn strip_comments(v: &mut serde_json::Value) {
         match v {
@@ -398,6 +400,14 @@ pub fn load_layered<L: serde::de::DeserializeOwned>(
                 bail!("expected a JSON object");
             }
             strip_comments(&mut v);
+            if let Some((k, _)) = v
+                .as_object()
+                .into_iter()
+                .flatten()
+                .find(|(k, v)| v.is_null() && !nullable.contains(&k.as_str()))
+            {
+                bail!("`{k}` is null: give it a value, or leave it out for the default");
+            }
             serde_path_to_error::deserialize(v).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();

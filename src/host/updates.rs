@@ -173,7 +173,9 @@ impl UpdateSettings {
     pub fn load(root: &Path) -> Result<UpdateSettings> {
         const WHAT: &str = "update settings";
         let mut s = UpdateSettings::default();
-        for (file, l) in crate::host::load_layered::<Layer>(root, [SHIPPED, OPERATOR], WHAT)? {
+        for (file, l) in
+            crate::host::load_layered::<Layer>(root, [SHIPPED, OPERATOR], WHAT, &["fleetlock-url"])?
+        {
             s.apply(l)
                 .with_context(|| format!("{}: invalid {WHAT}", file.display()))?;
         }
@@ -1119,6 +1121,7 @@ mod tests {
                 "`max-backoff-secs` (30) is less than `backoff-secs` (60)",
             ),
             (r#"{"strategy": "x"}"#, "unknown field `strategy`"),
+            (r#"{"policy": null}"#, "`policy` is null"),
             ("[1]", "expected a JSON object"),
         ] {
             let msg = format!("{:#}", load(None, text).unwrap_err());

@@ -47,7 +47,7 @@ impl HealthConfig {
         const WHAT: &str = "health settings";
         let max_tries = crate::sysroot::bootloader::MAX_BOOT_TRIES;
         let mut c = HealthConfig::default();
-        for (file, l) in crate::host::load_layered::<Layer>(root, [SHIPPED, OPERATOR], WHAT)? {
+        for (file, l) in crate::host::load_layered::<Layer>(root, [SHIPPED, OPERATOR], WHAT, &[])? {
             let bad = |key: &str, want: String| {
                 anyhow!("{}: invalid {WHAT}: `{key}` must be {want}", file.display())
             };
@@ -123,6 +123,7 @@ mod tests {
                 "`check-timeout-secs` must be a positive",
             ),
             (r#"{"reboot": true}"#, "unknown field `reboot`"),
+            (r#"{"boot-tries": null}"#, "`boot-tries` is null"),
             ("[1]", "expected a JSON object"),
         ] {
             std::fs::write(d.path().join(OPERATOR), text).unwrap();
