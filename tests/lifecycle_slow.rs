@@ -1196,9 +1196,16 @@ fn long_scenarios(
     // 8. v5: docker cannot start, so its bound image cannot be loaded: judged red by the
     // second stage, the service never started on it, back to v4 by itself.
     assert_eq!(publish(&st.served, &f.staging5, Some(&st.good)), f.v5);
+    // The host's journal is volatile by default (no /var/log/journal): make it persistent in
+    // the stateroot's /var, so the red boot's journal is there after the rollback.
+    check(
+        &vm,
+        "mkdir -p /var/log/journal && systemd-tmpfiles --create --prefix /var/log/journal \
+         && journalctl --flush",
+    );
     let (v5_console, reason) = upgrade_judged_red(&vm, "8. v5 (image cannot load)", &f.v5, &f.v4);
     // Docker's own failure is in the red boot's journal (the previous boot, kept in the
-    // stateroot's /var). Not on the console: systemd stops printing unit status there once
+    // stateroot's /var/log/journal). Not on the console: systemd stops printing unit status there once
     // the serial getty is up, before docker is first asked for.
     let journal = check(
         &vm,
