@@ -66,19 +66,11 @@ pub fn new_uuid() -> Result<String> {
     Ok(u.trim().to_string())
 }
 
+pub use crate::sysroot::disk::Sizes;
+
 /// The sizes asked for by `part` lines or `autopart`, checked against what the installer can
 /// lay out: BIOS boot, ESP, /boot and / (ext4), always all four (the disk boots under BIOS and
 /// UEFI). Errors name the kickstart line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sizes {
-    pub bios_boot_mib: u64,
-    pub esp_mib: u64,
-    pub boot_mib: u64,
-    /// `None`: the rest of the disk.
-    pub root_mib: Option<u64>,
-    pub root_max_mib: Option<u64>,
-}
-
 pub fn sizes(ks: &Kickstart) -> Result<Sizes> {
     let mut s = Sizes {
         bios_boot_mib: BIOS_BOOT_MIB,
@@ -86,6 +78,7 @@ pub fn sizes(ks: &Kickstart) -> Result<Sizes> {
         boot_mib: BOOT_MIB,
         root_mib: None,
         root_max_mib: None,
+        root_min_mib: ROOT_MIN_MIB,
     };
     let mut problems = Vec::new();
     if let Some(a) = &ks.autopart {
@@ -165,15 +158,7 @@ pub fn sizes(ks: &Kickstart) -> Result<Sizes> {
 
 /// The partitions on a disk of `disk_bytes`, 1 MiB aligned, with new partition UUIDs.
 pub fn layout(disk_bytes: u64, s: &Sizes) -> Result<Vec<Partition>> {
-    let sizes = crate::sysroot::disk::Sizes {
-        bios_boot_mib: s.bios_boot_mib,
-        esp_mib: s.esp_mib,
-        boot_mib: s.boot_mib,
-        root_mib: s.root_mib,
-        root_max_mib: s.root_max_mib,
-        root_min_mib: ROOT_MIN_MIB,
-    };
-    crate::sysroot::disk::layout(disk_bytes, &sizes, || new_uuid().map(Some))
+    crate::sysroot::disk::layout(disk_bytes, s, || new_uuid().map(Some))
 }
 
 /// Kernel arguments: slipway's defaults with `root=UUID=`, then `bootloader --append`.
