@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fixtures::*;
+use common::guest::{check_as_root, host_checks};
 use common::vm::{self, Firmware, Vm, VmConfig};
 
 /// Boot budget under TCG through GRUB (measured about 1.5 min here).
@@ -58,126 +59,6 @@ fn check(vm: &Vm, cmd: &str) -> String {
     })
 }
 
-fn check_as_root(vm: &Vm, cmd: &str) -> String {
-    let o = vm.ssh_as("root", cmd).unwrap();
-    if !o.status.success() {
-        vm.mark_failed();
-        panic!(
-            "`{cmd}` as root failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn host_checks(vm: &Vm, commit: &str) {
-    // The booted deployment is the composed commit; / is an OSTree deployment, /usr read-only.
-    let status = check(vm, "ostree admin status");
-    assert!(status.contains(&format!("* debian {commit}.0")), "{status}");
-    // The upgrade remote given with --remote-url, and the origin following it.
-    assert_eq!(
-        check(vm, "ostree remote show-url debian").trim(),
-        TEST_REMOTE_URL
-    );
-    assert!(
-        status.contains(&format!("origin refspec: debian:{HOST_REF}")),
-        "{status}"
-    );
-    check(vm, "test -e /run/ostree-booted");
-    assert!(
-        check(vm, "findmnt -no OPTIONS /usr")
-            .split(',')
-            .any(|o| o == "ro")
-    );
-    // Read-only even for root: the write fails on the file system, not on permissions (root
-    // can write to /etc), and the failure is touch's, not SSH's (255).
-    check_as_root(
-        vm,
-        "touch /etc/slipway-write-test && rm /etc/slipway-write-test",
-    );
-    let o = vm.ssh_as("root", "touch /usr/slipway-write-test").unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "touch on /usr as root: {err}");
-    assert!(err.contains("Read-only file system"), "{err}");
-    // Boot has finished (SSH can come up before docker under emulation), nothing failed.
-    let state = vm.ssh("systemctl is-system-running --wait").unwrap();
-    let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
-    assert_eq!(
-        state,
-        "running",
-        "{}",
-        check(vm, "systemctl --failed --no-legend --plain")
-    );
-    // Containers.
-    assert_eq!(
-        check(vm, "systemctl is-active docker containerd").trim(),
-        "active\nactive"
-    );
-    let info = check(vm, "docker info --format '{{.ServerVersion}} {{.Driver}}'");
-    assert!(info.contains("overlay2"), "{info}");
-    check(vm, "kubectl version --client");
-    // The health gate judged this boot green before the workloads started.
-    assert_eq!(
-        check(
-            vm,
-            "systemctl is-active slipway-boot-check.service slipway-healthy.target"
-        )
-        .trim(),
-        "active\nactive"
-    );
-    let st: serde_json::Value =
-        serde_json::from_str(&check(vm, "slipway host status --json")).unwrap();
-    let d = &st["deployments"][0];
-    assert_eq!(d["booted"], true, "{st}");
-    assert_eq!(d["health"]["last_verdict"]["green"], true, "{st}");
-    assert!(d["health"]["marked_good"].is_string(), "{st}");
-    // docker needs the host checks' verdict (the first stage; a deployment's bound images,
-    // the second, are loaded into docker): boot-check is active once its verdict is in.
-    let judged = check(
-        vm,
-        "systemctl show -p ActiveEnterTimestampMonotonic --value slipway-boot-check.service",
-    );
-    let docker = check(
-        vm,
-        "systemctl show -p ExecMainStartTimestampMonotonic --value docker.service",
-    );
-    assert!(
-        judged.trim().parse::<u64>().unwrap() <= docker.trim().parse::<u64>().unwrap(),
-        "docker started at {docker} before the host checks' verdict at {judged}"
-    );
-    // GRUB reads the menu that grubenv names: the one of libostree's current loader.
-    let loader = check(vm, "readlink /boot/loader");
-    let env = check(vm, "cat /boot/grub/grubenv");
-    assert!(
-        env.contains(&format!("slipway_loader={}", loader.trim())),
-        "{env}"
-    );
-    check(vm, "test -d /var/lib/docker && test -d /var/lib/containerd");
-    assert_eq!(
-        check(vm, "systemctl --failed --no-legend --plain").trim(),
-        ""
-    );
-    // The kickstart: user, key, kernel argument, hostname, timezone, %post.
-    let id = check(vm, "id");
-    assert!(
-        id.contains("(core)") && id.contains("(docker)") && id.contains("(sudo)"),
-        "{id}"
-    );
-    assert!(check(vm, "cat /proc/cmdline").contains("slipway.test=1"));
-    assert_eq!(check(vm, "hostname").trim(), "slipway-test");
-    assert_eq!(
-        check(vm, "readlink /etc/localtime").trim(),
-        "/usr/share/zoneinfo/Europe/Berlin"
-    );
-    assert_eq!(
-        check(vm, "cat /etc/slipway-post-marker").trim(),
-        "from-post"
-    );
-    assert!(check(vm, "cat ~/.ssh/authorized_keys").contains("slipway-tests"));
-    assert!(check(vm, "findmnt -no SOURCE /boot").starts_with("/dev/"));
-}
-
 /// Boot the test image of the composed host under `firmware`, as the kickstart's user, and run
 /// the checks every host must pass.
 fn boot_test_image(name: &str, firmware: Firmware) -> Vm {
@@ -185,7 +66,7 @@ fn boot_test_image(name: &str, firmware: Firmware) -> Vm {
     let img = host_image("raw");
     let (key, _) = test_ssh_key();
     let (vm, _) = boot(name, &img, firmware, "core", &key);
-    host_checks(&vm, &host.commit);
+    host_checks(&vm, &host.commit, TEST_REMOTE_URL);
     vm
 }
 

@@ -5,18 +5,21 @@
 //! - `slwsite-PID`: the site's own DHCP server (dnsmasq, DHCP only, knows nothing of PXE) at
 //!   10.77.0.2 on the veth's other end, handing out fixed addresses by MAC.
 //!
-//! Three machines with empty disks start at once, one vCPU each:
+//! The machines, with empty disks, start at once, one vCPU each:
 //! 1. `uefi`: OVMF with the NIC's option ROM dropped (`romfile=`), so OVMF's own PXE client
 //!    asks (architecture 7), loads iPXE over slipway's TFTP, which chains to HTTP; once
 //!    installed, its PXE boot is sent on (`exit 1`) and OVMF tries UEFI HTTP boot
 //!    (architecture 16), also answered by slipway, before it boots the disk;
 //! 2. `bios`: SeaBIOS with QEMU's iPXE ROM, which identifies as iPXE and is sent straight to
 //!    the HTTP script (no TFTP);
-//! 3. `broken`: like `bios`, with a profile whose kickstart's `%post --erroronfail` fails.
+//! 3. `broken` (the long form only, `make test-full`): like `bios`, with a profile whose
+//!    kickstart's `%post --erroronfail` fails. In the long form `bios` also has a second disk
+//!    holding another slipway host (the same file system labels).
 //!
 //! The first two install, reboot through the network (the server now sends them to their
 //! disk) and answer SSH with the kickstart's key at dnsmasq's address; the booted deployment
-//! is the served commit. The third reports its failure: the server's status and log show it,
+//! is the served commit, its root and /boot found by UUID. The third reports its failure: the
+//! server's status and log show it,
 //! and its disk holds no partition table and no signature. Nothing leaves the namespaces.
 
 mod common;
@@ -219,18 +222,22 @@ fn check(vm: &Vm, cmd: &str) -> String {
 }
 
 #[test]
-#[ignore = "slow: network-boots three VMs in namespaces; two install and reboot, one fails"]
+#[ignore = "slow: network-boots two VMs in namespaces; both install and reboot to their disks"]
 fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks() {
     lab(&["uefi", "bios"]);
 }
 
+/// The long form (`make test-full`): the two machines of the short form and `broken`, at
+/// once; `bios` has a second disk, a copy of the composed host's image (the same file system
+/// labels as its install), and must boot its own install by UUID.
 #[test]
-#[ignore = "slow: a PXE lab whose one machine's install fails"]
-fn pxe_lab_failed_install_is_reported_and_its_disk_wiped() {
-    lab(&["broken"]);
+#[ignore = "slow: network-boots three VMs in namespaces; two install and reboot, one fails and is wiped"]
+fn pxe_lab_two_installs_one_failed_install_wiped_and_a_second_disk_with_the_same_labels() {
+    lab(&["uefi", "bios", "broken"]);
 }
 
-/// The lab with the machines of `MACHINES` named in `names`.
+/// The lab with the machines of `MACHINES` named in `names`. With `broken` among them (the
+/// long form), `bios` gets a second disk holding another slipway host.
 fn lab(names: &[&str]) {
     let t0 = Instant::now();
     let machines: Vec<_> = MACHINES
@@ -376,6 +383,19 @@ fn lab(names: &[&str]) {
         if firmware == Firmware::Uefi {
             cfg = cfg.nic_option("romfile=");
         }
+        if name == "bios" && broken.is_some() {
+            // A host already on the machine's second disk (copy on write over the fixture's
+            // image): the installer takes the first blank disk, and the installed host must
+            // find its /boot and root by UUID, not by these labels.
+            let other = w.join("bios-second.qcow2");
+            run_ok(
+                Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                    .arg(host_image("raw"))
+                    .arg(&other),
+            );
+            cfg = cfg.add_disk(Disk::new(&other));
+        }
         vms.push((Vm::start(cfg).unwrap(), disk));
     }
 
@@ -519,6 +539,9 @@ fn lab(names: &[&str]) {
         let m = status(&lab);
         let m = machine(&m, mac).unwrap().clone();
         assert_eq!(m["result"], "local-boot", "{name}: {m}");
+        if name == "bios" && broken.is_some() {
+            found_by_uuid_beside_the_same_labels(vm, &cmdline);
+        }
     }
 
     // Where each got what: addresses from dnsmasq; OVMF's PXE client loaded iPXE over TFTP
@@ -651,4 +674,43 @@ fn failed_install_is_wiped(lab: &Netns, server: &Daemon, m: Machine, vm: &mut (V
         "a partition table is left: {}",
         String::from_utf8_lossy(&sfdisk.stdout)
     );
+}
+
+/// The installed host on `vm`'s first disk, with another slipway host (the same file system
+/// labels) on its second: root and /boot are the first disk's, found by UUID on the kernel
+/// command line, in fstab and in GRUB's menu.
+fn found_by_uuid_beside_the_same_labels(vm: &Vm, cmdline: &str) {
+    let labels = check(vm, "lsblk -rno NAME,LABEL /dev/vdb");
+    assert!(
+        labels
+            .lines()
+            .any(|l| l.ends_with(&format!(" {}", slipway::sysroot::bootloader::BOOT_LABEL))),
+        "the second disk has no boot file system with the same label: {labels}"
+    );
+    let root_uuid = check(vm, "findmnt -no UUID /sysroot").trim().to_string();
+    assert!(
+        cmdline.contains(&format!("root=UUID={root_uuid}")),
+        "{cmdline} (root {root_uuid})"
+    );
+    let root_dev = check(vm, "findmnt -no SOURCE /sysroot").trim().to_string();
+    assert!(root_dev.starts_with("/dev/vda"), "root from {root_dev}");
+    let fstab = check(vm, "cat /etc/fstab");
+    let boot_uuid = fstab
+        .lines()
+        .find_map(|l| l.strip_prefix("UUID=").filter(|r| r.contains(" /boot ")))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no /boot by UUID in fstab:\n{fstab}"))
+        .to_string();
+    let source = check(vm, "findmnt -no SOURCE /boot").trim().to_string();
+    assert!(source.starts_with("/dev/vda"), "/boot from {source}");
+    let by_uuid = check(vm, &format!("readlink -f /dev/disk/by-uuid/{boot_uuid}"))
+        .trim()
+        .to_string();
+    assert_eq!(source, by_uuid, "/boot is not the UUID's partition");
+    let menu = check(vm, "cat /boot/loader/grub.cfg");
+    assert!(
+        menu.contains(&format!("--fs-uuid {boot_uuid}")),
+        "the menu does not find /boot by UUID:\n{menu}"
+    );
+    eprintln!("bios: root and /boot by UUID from /dev/vda, beside {labels:?} on /dev/vdb");
 }
