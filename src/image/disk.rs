@@ -1,14 +1,10 @@
-//! Disk layout and file systems, written straight into an image file: no loop device, no
-//! mount. The partition table comes from `sfdisk`, the ext4 file systems from
-//! `mke2fs -d` at an offset, the EFI system partition from `mkfs.fat --offset` and mtools.
+//! The image's disk: which partitions the firmware choice asks for (the layout itself, and
+//! the writing of it into the image file, are `sysroot::disk`'s), the size a tree needs and
+//! the parsing of `--size`.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-
-use crate::sys::cmd::CommandRunExt;
-use crate::sysroot::bootloader::ESP_LABEL;
 
 use crate::sysroot::disk::{self as layout, BIOS_BOOT_MIB, ESP_MIB, GPT_TAIL_MIB, Role};
 pub use crate::sysroot::disk::{BOOT_MIB, MIB, Partition, SECTOR};
@@ -99,69 +95,6 @@ impl Layout {
     }
 }
 
-/// Write the partition table.
-pub fn partition(image: &Path, layout: &Layout) -> Result<()> {
-    Command::new("sfdisk")
-        .args(["--quiet", "--no-reread", "--no-tell-kernel"])
-        .arg(image)
-        .run_with_input(layout.sfdisk_script().as_bytes())
-        .with_context(|| format!("partitioning {}", image.display()))?;
-    Ok(())
-}
-
-/// An ext4 file system populated from `source`, written into the partition.
-pub fn mkfs_ext4(image: &Path, p: &Partition, label: &str, source: &Path) -> Result<()> {
-    Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-L", label])
-        // Features GRUB 2.06 cannot read stay off whatever the host's mke2fs.conf says.
-        .args(["-O", "^metadata_csum_seed,^orphan_file"])
-        .arg("-E")
-        .arg(format!("offset={}", p.offset()))
-        .arg("-d")
-        .arg(source)
-        .arg(image)
-        .arg(format!("{}k", p.bytes() / 1024))
-        .run()
-        .with_context(|| format!("creating the {label} file system from {}", source.display()))
-}
-
-/// A FAT file system on the EFI system partition with `files` (host path, path inside).
-pub fn mkfs_esp(image: &Path, p: &Partition, files: &[(&Path, &str)]) -> Result<()> {
-    Command::new("mkfs.fat")
-        // One sector per cluster keeps a 127 MiB FAT32 above its minimum cluster count.
-        .args(["-F", "32", "-s", "1", "-n", ESP_LABEL])
-        .arg(format!("--offset={}", p.start))
-        .arg(image)
-        .arg((p.bytes() / 1024).to_string())
-        .run()
-        .context("creating the EFI system partition")?;
-    let target = format!("{}@@{}", image.display(), p.offset());
-    for (src, dest) in files {
-        let dest = dest.trim_start_matches('/');
-        let mut dir = String::new();
-        for comp in dest
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map(|x| x.1)
-            .unwrap_or(&[])
-        {
-            dir.push('/');
-            dir.push_str(comp);
-            let _ = Command::new("mmd")
-                .args(["-D", "s", "-i", &target, &format!("::{dir}")])
-                .run();
-        }
-        Command::new("mcopy")
-            .args(["-o", "-i", &target])
-            .arg(src)
-            .arg(format!("::/{dest}"))
-            .run()
-            .with_context(|| format!("copying {} to the EFI system partition", dest))?;
-    }
-    Ok(())
-}
-
 /// Bytes a directory tree occupies (allocated blocks, each inode counted once).
 pub fn tree_usage(dir: &Path) -> Result<u64> {
     use std::collections::HashSet;
@@ -208,7 +141,6 @@ pub fn parse_size(s: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysroot::bootloader::BOOT_LABEL;
 
     #[test]
     fn hybrid_layout_has_all_partitions_aligned() {
@@ -247,45 +179,5 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("8X").is_err());
         assert!(parse_size("big").is_err());
-    }
-
-    #[test]
-    fn filesystems_are_written_at_their_offsets() {
-        let d = tempfile::tempdir().unwrap();
-        let img = d.path().join("disk.raw");
-        let f = std::fs::File::create(&img).unwrap();
-        f.set_len(1 << 30).unwrap();
-        let l = Layout::new(1 << 30, Firmware::Hybrid, 0).unwrap();
-        partition(&img, &l).unwrap();
-        let src = d.path().join("src");
-        std::fs::create_dir_all(src.join("grub")).unwrap();
-        std::fs::write(src.join("grub/grub.cfg"), "set timeout=1\n").unwrap();
-        mkfs_ext4(&img, &l.boot, BOOT_LABEL, &src).unwrap();
-        let efi = d.path().join("BOOTX64.EFI");
-        std::fs::write(&efi, "not really an EFI binary").unwrap();
-        mkfs_esp(
-            &img,
-            l.esp.as_ref().unwrap(),
-            &[(&efi, "EFI/BOOT/BOOTX64.EFI")],
-        )
-        .unwrap();
-        // The file system is found at its partition by blkid-style probing of the offset.
-        let out = Command::new("mdir")
-            .args([
-                "-i",
-                &format!("{}@@{}", img.display(), l.esp.as_ref().unwrap().offset()),
-                "::/EFI/BOOT",
-            ])
-            .run_get_string()
-            .unwrap();
-        assert!(out.contains("BOOTX64"), "{out}");
-        // The image is still the size it was, and the table is intact.
-        assert_eq!(std::fs::metadata(&img).unwrap().len(), 1 << 30);
-        let table = Command::new("sfdisk")
-            .arg("--json")
-            .arg(&img)
-            .run_get_string()
-            .unwrap();
-        assert!(table.contains("\"name\": \"boot\""), "{table}");
     }
 }

@@ -23,6 +23,7 @@ use crate::sys::lock::{self, Wait};
 use crate::sys::ui::{self, Progress};
 use crate::sysroot::bootloader::{self, GrubSettings, Platform};
 use crate::sysroot::deploy::{self, DeployRequest, Remote};
+use crate::sysroot::disk as sysdisk;
 pub use disk::Firmware;
 
 /// Output formats.
@@ -452,11 +453,15 @@ fn write_disk(
         .with_context(|| format!("creating {}", raw.display()))?;
     f.set_len(size).context("sizing the image")?;
     drop(f);
-    disk::partition(raw, layout)?;
+    let parts: Vec<disk::Partition> = layout.partitions().into_iter().cloned().collect();
+    sysdisk::write_table(raw, sysdisk::Medium::ImageFile, &parts)?;
+    let at = |part| sysdisk::Place::InImage { image: raw, part };
     phase.message("boot file system");
-    disk::mkfs_ext4(raw, &layout.boot, bootloader::BOOT_LABEL, &staged.bootfs)?;
+    let label = bootloader::BOOT_LABEL;
+    sysdisk::mkfs_ext4(at(&layout.boot), label, None, Some(&staged.bootfs))?;
     phase.message("root file system");
-    disk::mkfs_ext4(raw, &layout.root, bootloader::ROOT_LABEL, &staged.sysroot)?;
+    let label = bootloader::ROOT_LABEL;
+    sysdisk::mkfs_ext4(at(&layout.root), label, None, Some(&staged.sysroot))?;
     if let Some(bb) = &layout.bios_boot {
         let core = work.join("core.img");
         bootloader::mkimage(Platform::Bios, &core, &bootloader::BootSearch::Label)?;
@@ -465,7 +470,8 @@ fn write_disk(
     if let Some(esp) = &layout.esp {
         let efi = work.join("BOOTX64.EFI");
         bootloader::mkimage(Platform::Efi, &efi, &bootloader::BootSearch::Label)?;
-        disk::mkfs_esp(raw, esp, &[(&efi, "EFI/BOOT/BOOTX64.EFI")])?;
+        sysdisk::mkfs_esp(at(esp), bootloader::ESP_LABEL, None)?;
+        sysdisk::esp_copy(at(esp), &efi, "EFI/BOOT/BOOTX64.EFI")?;
     }
     phase.finish(&format!("{} disk", indicatif::HumanBytes(size)));
     Ok(())

@@ -17,10 +17,7 @@ use serde::Deserialize;
 
 use crate::sys::cmd::CommandRunExt;
 
-pub use crate::sysroot::disk::{
-    BIOS_BOOT_TYPE, ESP_TYPE, LINUX_TYPE, MIB, Partition, Role, SECTOR, XBOOTLDR_TYPE,
-    sfdisk_script,
-};
+pub use crate::sysroot::disk::{Partition, Role};
 
 /// lsblk's booleans: `true`/`false` (util-linux 2.37 and later) or `"0"`/`"1"` (older).
 fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
@@ -352,16 +349,6 @@ pub fn signatures(dev: &Path) -> Result<Vec<Signature>> {
     parse_wipefs(&out)
 }
 
-/// Write the GPT partition table onto `dev` (a block device: the kernel re-reads it).
-pub fn partition(dev: &Path, parts: &[Partition]) -> Result<()> {
-    Command::new("sfdisk")
-        .args(["--quiet", "--wipe", "always", "--wipe-partitions", "always"])
-        .arg(dev)
-        .run_with_input(sfdisk_script(parts).as_bytes())
-        .with_context(|| format!("partitioning {}", dev.display()))?;
-    Ok(())
-}
-
 /// The partition nodes of `dev`, found by their GPT partition UUIDs once udev has settled.
 pub fn partition_nodes(dev: &Path, parts: &[Partition]) -> Result<Vec<PathBuf>> {
     let mut last = String::new();
@@ -454,50 +441,6 @@ pub fn wipe(dev: &Path, partitions: &[PathBuf]) -> Result<()> {
         bail!("wiping partitions: {}", errors.join("; "));
     }
     Ok(())
-}
-
-/// ext4 on a partition node with a given UUID and label.
-pub fn mkfs_ext4(node: &Path, uuid: &str, label: &str) -> Result<()> {
-    Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-U", uuid, "-L", label])
-        // Features GRUB 2.06 cannot read stay off whatever mke2fs.conf says.
-        .args(["-O", "^metadata_csum_seed,^orphan_file"])
-        .arg(node)
-        .run()
-        .with_context(|| format!("creating the {label} file system on {}", node.display()))
-}
-
-/// FAT32 on the EFI system partition with a given volume serial (`XXXXXXXX`).
-pub fn mkfs_esp(node: &Path, serial: &str, label: &str) -> Result<()> {
-    Command::new("mkfs.fat")
-        .args(["-F", "32", "-s", "1", "-i", serial, "-n", label])
-        .arg(node)
-        .run()
-        .with_context(|| format!("creating the EFI system partition on {}", node.display()))
-}
-
-/// Copy `src` to `dest` (e.g. `EFI/BOOT/BOOTX64.EFI`) on the FAT file system of `node`.
-pub fn esp_copy(node: &Path, src: &Path, dest: &str) -> Result<()> {
-    let target = node.display().to_string();
-    let mut dir = String::new();
-    let comps: Vec<&str> = dest.trim_start_matches('/').split('/').collect();
-    for c in &comps[..comps.len().saturating_sub(1)] {
-        dir.push('/');
-        dir.push_str(c);
-        let _ = Command::new("mmd")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .args(["-D", "s", "-i", &target, &format!("::{dir}")])
-            .run();
-    }
-    // A partition node's geometry (from the kernel) need not divide its size: mtools'
-    // consistency check would refuse it.
-    Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .args(["-o", "-i", &target])
-        .arg(src)
-        .arg(format!("::/{}", comps.join("/")))
-        .run()
-        .with_context(|| format!("copying {dest} to the EFI system partition"))
 }
 
 /// Mounts made by the installer, unmounted in reverse order when dropped (also on error).
@@ -771,28 +714,18 @@ mod tests {
             &crate::install::plan::sizes(&crate::kickstart::Kickstart::default()).unwrap(),
         )
         .unwrap();
-        Command::new("sfdisk")
-            .args(["--quiet", "--no-reread", "--no-tell-kernel"])
-            .arg(&img)
-            .run_with_input(sfdisk_script(&parts).as_bytes())
-            .unwrap();
+        use crate::sysroot::disk::{Medium, Place, mkfs_esp, mkfs_ext4, write_table};
+        write_table(&img, Medium::ImageFile, &parts).unwrap();
         for p in &parts[1..] {
-            let mut c = if p.role == Role::Esp {
-                let mut c = Command::new("mkfs.fat");
-                c.args(["-F", "32", "-s", "1"])
-                    .arg(format!("--offset={}", p.start))
-                    .arg(&img)
-                    .arg((p.bytes() / 1024).to_string());
-                c
-            } else {
-                let mut c = Command::new("mke2fs");
-                c.args(["-q", "-F", "-t", "ext4", "-E"])
-                    .arg(format!("offset={}", p.offset()))
-                    .arg(&img)
-                    .arg(format!("{}k", p.bytes() / 1024));
-                c
+            let at = Place::InImage {
+                image: &img,
+                part: p,
             };
-            c.run().unwrap();
+            if p.role == Role::Esp {
+                mkfs_esp(at, "ESP", None).unwrap();
+            } else {
+                mkfs_ext4(at, p.name, None, None).unwrap();
+            }
         }
         let probe = |p: &Partition| {
             Command::new("blkid")

@@ -40,6 +40,7 @@ use crate::sys::cmd::CommandRunExt;
 use crate::sys::ui;
 use crate::sysroot::bootloader::{self, BootSearch, GrubSettings, Platform};
 use crate::sysroot::deploy::{self, DeployRequest, Remote};
+use crate::sysroot::disk as sysdisk;
 pub use plan::InstallPlan;
 
 /// The trusted key the PXE live root carries (`slipway pxe build --trusted-key`).
@@ -339,7 +340,7 @@ fn act(
         t.partitions = existing.to_vec();
         disk::wipe(dev, existing).context("wiping the disk first (clearpart)")?;
     }
-    disk::partition(dev, &plan.partitions)?;
+    sysdisk::write_table(dev, sysdisk::Medium::BlockDevice, &plan.partitions)?;
     let nodes = disk::partition_nodes(dev, &plan.partitions)?;
     t.partitions = nodes.clone();
 
@@ -347,9 +348,10 @@ fn act(
     let esp = &nodes[part(disk::Role::Esp)?];
     let boot = &nodes[part(disk::Role::Boot)?];
     let root = &nodes[part(disk::Role::Root)?];
-    disk::mkfs_esp(esp, &fs.esp_serial, bootloader::ESP_LABEL)?;
-    disk::mkfs_ext4(boot, &fs.boot_uuid, bootloader::BOOT_LABEL)?;
-    disk::mkfs_ext4(root, &fs.root_uuid, bootloader::ROOT_LABEL)?;
+    let on = sysdisk::Place::Node;
+    sysdisk::mkfs_esp(on(esp), bootloader::ESP_LABEL, Some(&fs.esp_serial))?;
+    sysdisk::mkfs_ext4(on(boot), bootloader::BOOT_LABEL, Some(&fs.boot_uuid), None)?;
+    sysdisk::mkfs_ext4(on(root), bootloader::ROOT_LABEL, Some(&fs.root_uuid), None)?;
     crate::sys::failpoint::hit("install-after-mkfs")?;
 
     let work = tempfile::Builder::new()
@@ -427,7 +429,7 @@ fn act(
     bootloader::install_bios(dev, &core, bb.start, bb.sectors)?;
     let efi = work.path().join("BOOTX64.EFI");
     bootloader::mkimage(Platform::Efi, &efi, &settings.boot_search)?;
-    disk::esp_copy(esp, &efi, "EFI/BOOT/BOOTX64.EFI")?;
+    sysdisk::esp_copy(sysdisk::Place::Node(esp), &efi, "EFI/BOOT/BOOTX64.EFI")?;
 
     rustix::fs::sync();
     mounts.unmount_all()?;

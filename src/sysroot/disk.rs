@@ -1,11 +1,18 @@
 //! The one GPT layout of a slipway disk, used by `slipway image` (written into an image file)
 //! and by the installer (written onto a block device): BIOS boot partition, EFI system
 //! partition, the boot partition (XBOOTLDR type) and the root, 1 MiB aligned, with their
-//! type GUIDs, names (the file system labels) and sizes, and the `sfdisk` script for them.
-//! Each back-end runs `sfdisk` and `mkfs` its own way (at offsets in a file; on partition
-//! nodes found by their UUIDs).
+//! type GUIDs, names (the file system labels) and sizes, and the `sfdisk` script for them;
+//! and the writing of it, with two back-ends ([`Medium`], [`Place`]): into an image file (the
+//! table with `sfdisk`, each file system at its partition's offset with `mke2fs -E offset`,
+//! `mkfs.fat --offset` and mtools' `@@offset`: no loop device, no mount), or onto a block
+//! device (old signatures wiped, the kernel told; file systems on the partition nodes).
 
-use anyhow::{Result, bail};
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::sys::cmd::CommandRunExt;
 
 use super::bootloader::{BOOT_LABEL, ESP_LABEL, ROOT_LABEL};
 
@@ -142,6 +149,148 @@ pub fn sfdisk_script(parts: &[Partition]) -> String {
     s
 }
 
+/// What the table is written onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// A disk image file: nothing for the kernel to re-read.
+    ImageFile,
+    /// A block device: signatures of what was there wiped, the kernel told of the new table.
+    BlockDevice,
+}
+
+/// Write the GPT table of `parts` onto `target`.
+pub fn write_table(target: &Path, medium: Medium, parts: &[Partition]) -> Result<()> {
+    let mut c = Command::new("sfdisk");
+    c.arg("--quiet");
+    match medium {
+        Medium::ImageFile => c.args(["--no-reread", "--no-tell-kernel"]),
+        Medium::BlockDevice => c.args(["--wipe", "always", "--wipe-partitions", "always"]),
+    };
+    c.arg(target)
+        .run_with_input(sfdisk_script(parts).as_bytes())
+        .with_context(|| format!("partitioning {}", target.display()))?;
+    Ok(())
+}
+
+/// Where a partition's file system is made.
+#[derive(Debug, Clone, Copy)]
+pub enum Place<'a> {
+    /// Inside the image file, at the partition's offset.
+    InImage {
+        image: &'a Path,
+        part: &'a Partition,
+    },
+    /// On the partition's block device node.
+    Node(&'a Path),
+}
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::InImage { image, part } => {
+                write!(f, "partition {} of {}", part.name, image.display())
+            }
+            Place::Node(node) => write!(f, "{}", node.display()),
+        }
+    }
+}
+
+impl Place<'_> {
+    /// The file and the trailing arguments of `mke2fs`/`mkfs.fat` (the size, in KiB, that
+    /// an offset into a file needs).
+    fn target_and_size(&self) -> (&Path, Option<String>) {
+        match self {
+            Place::InImage { image, part } => (image, Some((part.bytes() / 1024).to_string())),
+            Place::Node(node) => (node, None),
+        }
+    }
+
+    /// mtools' name of the file system (`-i`).
+    fn mtools_image(&self) -> String {
+        match self {
+            Place::InImage { image, part } => format!("{}@@{}", image.display(), part.offset()),
+            Place::Node(node) => node.display().to_string(),
+        }
+    }
+}
+
+/// ext4 labelled `label`, with the file system UUID `uuid` when one is chosen, populated from
+/// the directory `from` when given (`mke2fs -d`).
+pub fn mkfs_ext4(place: Place, label: &str, uuid: Option<&str>, from: Option<&Path>) -> Result<()> {
+    let mut c = Command::new("mke2fs");
+    c.args(["-q", "-F", "-t", "ext4", "-L", label])
+        // Features GRUB 2.06 cannot read stay off whatever the host's mke2fs.conf says.
+        .args(["-O", "^metadata_csum_seed,^orphan_file"]);
+    if let Some(u) = uuid {
+        c.args(["-U", u]);
+    }
+    if let Place::InImage { part, .. } = place {
+        c.arg("-E").arg(format!("offset={}", part.offset()));
+    }
+    if let Some(dir) = from {
+        c.arg("-d").arg(dir);
+    }
+    let (target, size) = place.target_and_size();
+    c.arg(target);
+    if let Some(kib) = size {
+        c.arg(format!("{kib}k"));
+    }
+    c.run().with_context(|| match from {
+        Some(dir) => format!(
+            "creating the {label} file system on {place} from {}",
+            dir.display()
+        ),
+        None => format!("creating the {label} file system on {place}"),
+    })
+}
+
+/// FAT32 for the EFI system partition, labelled `label`, with the volume serial `serial`
+/// (`XXXXXXXX`) when one is chosen.
+pub fn mkfs_esp(place: Place, label: &str, serial: Option<&str>) -> Result<()> {
+    let mut c = Command::new("mkfs.fat");
+    // One sector per cluster keeps a 127 MiB FAT32 above its minimum cluster count.
+    c.args(["-F", "32", "-s", "1", "-n", label]);
+    if let Some(id) = serial {
+        c.args(["-i", id]);
+    }
+    if let Place::InImage { part, .. } = place {
+        c.arg(format!("--offset={}", part.start));
+    }
+    let (target, size) = place.target_and_size();
+    c.arg(target);
+    if let Some(kib) = size {
+        c.arg(kib);
+    }
+    c.run()
+        .with_context(|| format!("creating the EFI system partition on {place}"))
+}
+
+/// Copy `src` to `dest` (e.g. `EFI/BOOT/BOOTX64.EFI`) on the FAT file system at `place`,
+/// making the directories on the way.
+pub fn esp_copy(place: Place, src: &Path, dest: &str) -> Result<()> {
+    let image = place.mtools_image();
+    let comps: Vec<&str> = dest.trim_start_matches('/').split('/').collect();
+    let mut dir = String::new();
+    for c in &comps[..comps.len().saturating_sub(1)] {
+        dir.push('/');
+        dir.push_str(c);
+        // An existing directory is an error to mmd, and not one here.
+        let _ = Command::new("mmd")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-D", "s", "-i", &image, &format!("::{dir}")])
+            .run();
+    }
+    // A partition node's geometry (from the kernel) need not divide its size: mtools'
+    // consistency check would refuse it.
+    Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-o", "-i", &image])
+        .arg(src)
+        .arg(format!("::/{}", comps.join("/")))
+        .run()
+        .with_context(|| format!("copying {dest} to the EFI system partition on {place}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +341,57 @@ mod tests {
                 .contains("needs 2048 MiB and 1534 MiB are left"),
             "{e}"
         );
+    }
+
+    /// The image back-end: a table and file systems written into a file at their offsets,
+    /// found there by mtools and sfdisk; the file keeps its size.
+    #[test]
+    fn filesystems_are_written_into_an_image_at_their_offsets() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("disk.raw");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        let parts = layout(1 << 30, &sizes(BIOS_BOOT_MIB, ESP_MIB), || Ok(None)).unwrap();
+        write_table(&img, Medium::ImageFile, &parts).unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("grub")).unwrap();
+        std::fs::write(src.join("grub/grub.cfg"), "set timeout=1\n").unwrap();
+        let at = |role| Place::InImage {
+            image: &img,
+            part: parts.iter().find(|p| p.role == role).unwrap(),
+        };
+        mkfs_ext4(at(Role::Boot), BOOT_LABEL, None, Some(&src)).unwrap();
+        mkfs_esp(at(Role::Esp), ESP_LABEL, Some("1234ABCD")).unwrap();
+        let efi = d.path().join("BOOTX64.EFI");
+        std::fs::write(&efi, "not really an EFI binary").unwrap();
+        esp_copy(at(Role::Esp), &efi, "EFI/BOOT/BOOTX64.EFI").unwrap();
+        let out = Command::new("mdir")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i", &at(Role::Esp).mtools_image(), "::/EFI/BOOT"])
+            .run_get_string()
+            .unwrap();
+        assert!(out.contains("BOOTX64"), "{out}");
+        let boot = parts.iter().find(|p| p.role == Role::Boot).unwrap();
+        let probe = Command::new("blkid")
+            .args(["-p", "-O", &boot.offset().to_string(), "-o", "export"])
+            .arg(&img)
+            .run_get_string()
+            .unwrap();
+        assert!(
+            probe.contains("TYPE=ext4") && probe.contains(&format!("LABEL={BOOT_LABEL}")),
+            "{probe}"
+        );
+        assert_eq!(std::fs::metadata(&img).unwrap().len(), 1 << 30);
+        let table = Command::new("sfdisk")
+            .arg("--json")
+            .arg(&img)
+            .run_get_string()
+            .unwrap();
+        assert!(table.contains("\"name\": \"boot\""), "{table}");
+        // A failure names the place.
+        let e = mkfs_esp(Place::Node(&d.path().join("missing")), ESP_LABEL, None).unwrap_err();
+        assert!(format!("{e:#}").contains("missing"), "{e:#}");
     }
 }
