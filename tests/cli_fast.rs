@@ -26,7 +26,10 @@ fn slipway(args: &[&str], stdout: Stdio) -> Output {
 fn a_closed_pipe_ends_the_program_quietly() {
     for args in PRINTING {
         // A pipe whose reader is gone before slipway writes: every write fails with EPIPE.
-        let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+        // Close-on-exec, or a child another test thread forks meanwhile inherits the read
+        // end and keeps the pipe open (slipway's write then succeeds).
+        let (read, write): (OwnedFd, OwnedFd) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         drop(read);
         let o = slipway(args, Stdio::from(write));
         let err = String::from_utf8_lossy(&o.stderr);

@@ -331,36 +331,19 @@ fn write_contents(
     Ok((map, stats.into_inner().expect("poisoned")))
 }
 
-/// Commit `req.tree` to `req.repo_path` and move `req.ostree_ref` to it.
-pub fn commit_tree(
-    req: CommitRequest,
-    on_progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<CommitStats> {
-    let w = walk(req.tree)?;
-    for s in &w.skipped {
-        crate::sys::ui::warn(format!(
-            "not committing /{s}: not a regular file, directory or symlink"
-        ));
-    }
-    crate::sys::failpoint::hit("commit-start")?;
-    let (contents, mut stats) = write_contents(
-        req.repo_path,
-        req.tree,
-        req.threads,
-        req.skip_existing,
-        &w,
-        on_progress,
-    )?;
-
-    let repo = crate::repo::open(req.repo_path)?;
-    let txn = repo
-        .auto_transaction(gio::Cancellable::NONE)
-        .context("starting the commit transaction")?;
+/// The walked tree as an OSTree mutable tree: each directory with its metadata object
+/// (written once per owner, mode and xattrs), each file with its content checksum.
+fn mutable_tree(
+    repo: &ostree::Repo,
+    tree: &Path,
+    w: &Walk,
+    contents: &HashMap<String, String>,
+) -> Result<ostree::MutableTree> {
     let root = ostree::MutableTree::new();
     let mut trees: HashMap<String, ostree::MutableTree> = HashMap::new();
     let mut dirmeta_cache: HashMap<(u32, u32, u32, Vec<u8>), String> = HashMap::new();
     for d in &w.dirs {
-        let abs = req.tree.join(&d.rel);
+        let abs = tree.join(&d.rel);
         let xa = xattrs(&abs)?;
         let key = (d.uid, d.gid, d.mode, xa.data().to_vec());
         let meta_csum = match dirmeta_cache.get(&key) {
@@ -413,6 +396,35 @@ pub fn commit_tree(
             .replace_file(name, &contents[&it.rel])
             .with_context(|| format!("adding {}", it.rel))?;
     }
+    Ok(root)
+}
+
+/// Commit `req.tree` to `req.repo_path` and move `req.ostree_ref` to it.
+pub fn commit_tree(
+    req: CommitRequest,
+    on_progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<CommitStats> {
+    let w = walk(req.tree)?;
+    for s in &w.skipped {
+        crate::sys::ui::warn(format!(
+            "not committing /{s}: not a regular file, directory or symlink"
+        ));
+    }
+    crate::sys::failpoint::hit("commit-start")?;
+    let (contents, mut stats) = write_contents(
+        req.repo_path,
+        req.tree,
+        req.threads,
+        req.skip_existing,
+        &w,
+        on_progress,
+    )?;
+
+    let repo = crate::repo::open(req.repo_path)?;
+    let txn = repo
+        .auto_transaction(gio::Cancellable::NONE)
+        .context("starting the commit transaction")?;
+    let root = mutable_tree(&repo, req.tree, &w, &contents)?;
     let root_file = repo
         .write_mtree(&root, gio::Cancellable::NONE)
         .context("writing directory trees")?;

@@ -460,24 +460,7 @@ fn build(
         );
     }
     cj.kernel_version = kver.clone();
-    let phase = progress.phase(
-        "customize",
-        "add-files, remove-files, postprocess, units",
-        None,
-    );
-    if crate::payload::is_host(&rootfs)? {
-        install_slipway(&rootfs, &plan.host_exe, work.path())?;
-    } else {
-        ui::warn(
-            "the tree has no systemd or no libostree, so it is not a host slipway runs on: \
-             slipway and its health gate are not installed",
-        );
-    }
-    postprocess::add_files(&rootfs, tf)?;
-    postprocess::remove_files(&rootfs, tf)?;
-    postprocess::run_scripts(&rootfs, tf, &mut |l| phase.message(l))?;
-    postprocess::systemd_units(&rootfs, tf)?;
-    phase.finish("done");
+    customize(&rootfs, plan, work.path(), progress)?;
 
     if let Some(kver) = &kver {
         let phase = progress.phase("initramfs", &format!("dracut for {kver}"), None);
@@ -489,51 +472,22 @@ fn build(
     let report = layout::convert(&rootfs, kver.as_deref(), &tf.etc_group_members)?;
     cj.tmpfiles_entries = report.tmpfiles_entries;
     if let Some(old) = &seed {
-        let new = UserDb::load(&rootfs.join("usr/etc"))?;
-        let changes = new.id_changes(old);
-        if !changes.is_empty() {
-            let list: Vec<String> = changes
-                .iter()
-                .map(|(k, n, a, b)| format!("{k} {n}: {a} -> {b}"))
-                .collect();
-            bail!(
-                "account ids changed from the previous commit (files owned by them would change owner on upgrade): {}",
-                list.join(", ")
-            );
-        }
+        same_account_ids(&rootfs, old)?;
     }
     phase.finish(&format!(
         "{} tmpfiles.d entries, {} files under /var dropped",
         report.tmpfiles_entries, report.var_files_dropped
     ));
     if !tf.container_images.is_empty() || !tf.services.is_empty() {
-        let phase = progress.phase(
-            "images",
-            &format!(
-                "{} container image(s), {} service(s)",
-                tf.container_images.len(),
-                tf.services.len()
-            ),
-            None,
-        );
-        let manifest = images::build_all(
-            &images::ImagesPlan {
-                tf,
-                ws,
-                packages: &resolution.image_packages,
-                work: work.path(),
-                rootfs: &rootfs,
-                source_date_epoch: rootfs_plan.source_date_epoch,
-            },
-            &mut |l| phase.message(l),
-        )?;
-        let bytes: u64 = manifest.images.iter().map(|i| i.bytes).sum();
-        phase.finish(&format!(
-            "{} image(s) unpacked in the tree ({}), {} unit(s)",
-            manifest.images.len(),
-            HumanBytes(bytes),
-            manifest.services.len()
-        ));
+        let images = images::ImagesPlan {
+            tf,
+            ws,
+            packages: &resolution.image_packages,
+            work: work.path(),
+            rootfs: &rootfs,
+            source_date_epoch: rootfs_plan.source_date_epoch,
+        };
+        build_images(&images, progress)?;
     }
     let status_path = rootfs.join(layout::DPKG_DATABASE).join("status");
     let status = std::fs::read_to_string(&status_path)
@@ -543,6 +497,72 @@ fn build(
         rootfs,
         installed: installed_packages(&status),
     })
+}
+
+/// slipway and its host payload (when the tree is a host), then the treefile's add-files,
+/// remove-files, postprocess scripts and units.
+fn customize(rootfs: &Path, plan: &ComposePlan, work: &Path, progress: &Progress) -> Result<()> {
+    let tf = &plan.tf;
+    let phase = progress.phase(
+        "customize",
+        "add-files, remove-files, postprocess, units",
+        None,
+    );
+    if crate::payload::is_host(rootfs)? {
+        install_slipway(rootfs, &plan.host_exe, work)?;
+    } else {
+        ui::warn(
+            "the tree has no systemd or no libostree, so it is not a host slipway runs on: \
+             slipway and its health gate are not installed",
+        );
+    }
+    postprocess::add_files(rootfs, tf)?;
+    postprocess::remove_files(rootfs, tf)?;
+    postprocess::run_scripts(rootfs, tf, &mut |l| phase.message(l))?;
+    postprocess::systemd_units(rootfs, tf)?;
+    phase.finish("done");
+    Ok(())
+}
+
+/// Refuse a tree whose accounts got other ids than in the previous commit (`old`): files
+/// owned by them would change owner on upgrade.
+fn same_account_ids(rootfs: &Path, old: &UserDb) -> Result<()> {
+    let new = UserDb::load(&rootfs.join("usr/etc"))?;
+    let changes = new.id_changes(old);
+    if !changes.is_empty() {
+        let list: Vec<String> = changes
+            .iter()
+            .map(|(k, n, a, b)| format!("{k} {n}: {a} -> {b}"))
+            .collect();
+        bail!(
+            "account ids changed from the previous commit (files owned by them would change owner on upgrade): {}",
+            list.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The treefile's container images unpacked in the tree, and their services.
+fn build_images(plan: &images::ImagesPlan, progress: &Progress) -> Result<()> {
+    let tf = plan.tf;
+    let phase = progress.phase(
+        "images",
+        &format!(
+            "{} container image(s), {} service(s)",
+            tf.container_images.len(),
+            tf.services.len()
+        ),
+        None,
+    );
+    let manifest = images::build_all(plan, &mut |l| phase.message(l))?;
+    let bytes: u64 = manifest.images.iter().map(|i| i.bytes).sum();
+    phase.finish(&format!(
+        "{} image(s) unpacked in the tree ({}), {} unit(s)",
+        manifest.images.len(),
+        HumanBytes(bytes),
+        manifest.services.len()
+    ));
+    Ok(())
 }
 
 /// The commit metadata, then the parallel writer; the ref moves in its final transaction.

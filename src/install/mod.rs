@@ -329,29 +329,7 @@ fn act(
     report_url: Option<&str>,
 ) -> Result<()> {
     let dev = Path::new(&plan.disk);
-    let part = |role| {
-        plan.partitions
-            .iter()
-            .position(|p| p.role == role)
-            .ok_or_else(|| anyhow!("no {role:?} partition in the plan"))
-    };
-    t.touched = true;
-    if plan.wipe_first {
-        t.partitions = existing.to_vec();
-        disk::wipe(dev, existing).context("wiping the disk first (clearpart)")?;
-    }
-    sysdisk::write_table(dev, sysdisk::Medium::BlockDevice, &plan.partitions)?;
-    let nodes = disk::partition_nodes(dev, &plan.partitions)?;
-    t.partitions = nodes.clone();
-
-    let fs = &plan.filesystems;
-    let esp = &nodes[part(disk::Role::Esp)?];
-    let boot = &nodes[part(disk::Role::Boot)?];
-    let root = &nodes[part(disk::Role::Root)?];
-    let on = sysdisk::Place::Node;
-    sysdisk::mkfs_esp(on(esp), bootloader::ESP_LABEL, Some(&fs.esp_serial))?;
-    sysdisk::mkfs_ext4(on(boot), bootloader::BOOT_LABEL, Some(&fs.boot_uuid), None)?;
-    sysdisk::mkfs_ext4(on(root), bootloader::ROOT_LABEL, Some(&fs.root_uuid), None)?;
+    let nodes = partition_and_format(plan, existing, t)?;
     crate::sys::failpoint::hit("install-after-mkfs")?;
 
     let work = tempfile::Builder::new()
@@ -364,21 +342,102 @@ fn act(
         .context("creating the mount point")?;
     let target = work.path().join("sysroot");
     let mut mounts = disk::Mounts::default();
-    mounts.mount(root, &target)?;
-    mounts.mount(boot, &target.join("boot"))?;
+    mounts.mount(&nodes.root, &target)?;
+    mounts.mount(&nodes.boot, &target.join("boot"))?;
 
     let mut settings = GrubSettings {
-        boot_search: BootSearch::Uuid(fs.boot_uuid.clone()),
+        boot_search: BootSearch::Uuid(plan.filesystems.boot_uuid.clone()),
         ..Default::default()
     };
     if let Some(t) = ks.bootloader.as_ref().and_then(|b| b.timeout) {
         settings.timeout = t;
     }
+    let deployed = deploy_and_configure(ks, plan, &target, &settings, report_url)?;
+    for s in ks.post.iter().filter(|s| s.nochroot) {
+        run_host_script(
+            "%post --nochroot",
+            s,
+            &[
+                ("SLIPWAY_SYSROOT", &target),
+                ("SLIPWAY_DEPLOYMENT", &deployed.root),
+                ("SLIPWAY_DISK", dev),
+            ],
+        )?;
+    }
+    crate::sys::failpoint::hit("install-after-deploy")?;
+
+    install_grub(
+        plan,
+        &nodes.esp,
+        &target.join("boot"),
+        work.path(),
+        &settings,
+    )?;
+    rustix::fs::sync();
+    mounts.unmount_all()?;
+    Ok(())
+}
+
+/// The partition nodes the installer formats and mounts.
+struct Nodes {
+    esp: PathBuf,
+    boot: PathBuf,
+    root: PathBuf,
+}
+
+/// The planned partition of `role`: its index in the plan.
+fn part_index(plan: &InstallPlan, role: disk::Role) -> Result<usize> {
+    plan.partitions
+        .iter()
+        .position(|p| p.role == role)
+        .ok_or_else(|| anyhow!("no {role:?} partition in the plan"))
+}
+
+/// Wipe the disk first if the plan says so, write the table, find the partition nodes and
+/// make the file systems with the planned UUIDs; from here on `t` knows what to wipe.
+fn partition_and_format(
+    plan: &InstallPlan,
+    existing: &[PathBuf],
+    t: &mut Touched,
+) -> Result<Nodes> {
+    let dev = Path::new(&plan.disk);
+    t.touched = true;
+    if plan.wipe_first {
+        t.partitions = existing.to_vec();
+        disk::wipe(dev, existing).context("wiping the disk first (clearpart)")?;
+    }
+    sysdisk::write_table(dev, sysdisk::Medium::BlockDevice, &plan.partitions)?;
+    let nodes = disk::partition_nodes(dev, &plan.partitions)?;
+    t.partitions = nodes.clone();
+    let node = |role| part_index(plan, role).map(|i| nodes[i].clone());
+    let nodes = Nodes {
+        esp: node(disk::Role::Esp)?,
+        boot: node(disk::Role::Boot)?,
+        root: node(disk::Role::Root)?,
+    };
+    let fs = &plan.filesystems;
+    let on = sysdisk::Place::Node;
+    sysdisk::mkfs_esp(on(&nodes.esp), bootloader::ESP_LABEL, Some(&fs.esp_serial))?;
+    let (boot, root) = (bootloader::BOOT_LABEL, bootloader::ROOT_LABEL);
+    sysdisk::mkfs_ext4(on(&nodes.boot), boot, Some(&fs.boot_uuid), None)?;
+    sysdisk::mkfs_ext4(on(&nodes.root), root, Some(&fs.root_uuid), None)?;
+    Ok(nodes)
+}
+
+/// Pull and deploy the planned commit into the mounted `target`, then its fstab, the
+/// kickstart's host configuration and its chrooted `%post` scripts.
+fn deploy_and_configure(
+    ks: &Kickstart,
+    plan: &InstallPlan,
+    target: &Path,
+    settings: &GrubSettings,
+    report_url: Option<&str>,
+) -> Result<deploy::Deployed> {
     let c = &plan.commit;
     ui::info(format!("pulling {} from {}", c.ostree_ref, c.url));
     let deployed = deploy::deploy_new(
         &DeployRequest {
-            sysroot: &target,
+            sysroot: target,
             osname: &c.osname,
             source: &c.url,
             ostree_ref: &c.ostree_ref,
@@ -394,7 +453,7 @@ fn act(
             gpg_key: c.trusted_key.as_deref(),
             on_pulled: Some(&|| report(report_url, "pulled", None)),
         },
-        &settings,
+        settings,
     )?;
     ui::info(format!(
         "deployed {} ({})",
@@ -405,35 +464,29 @@ fn act(
     deploy::add_fstab_lines(&deployed.root, &plan.fstab)?;
     crate::sysroot::hostconfig::apply(ks, &deployed)?;
     crate::sysroot::hostconfig::run_post(ks, &deployed)?;
-    for s in ks.post.iter().filter(|s| s.nochroot) {
-        run_host_script(
-            "%post --nochroot",
-            s,
-            &[
-                ("SLIPWAY_SYSROOT", &target),
-                ("SLIPWAY_DEPLOYMENT", &deployed.root),
-                ("SLIPWAY_DISK", dev),
-            ],
-        )?;
-    }
-    crate::sys::failpoint::hit("install-after-deploy")?;
+    Ok(deployed)
+}
 
+/// GRUB for both firmwares: its modules in `bootfs`, the BIOS core image in the BIOS boot
+/// partition and the EFI image on the ESP, each finding /boot by its UUID.
+fn install_grub(
+    plan: &InstallPlan,
+    esp: &Path,
+    bootfs: &Path,
+    work: &Path,
+    settings: &GrubSettings,
+) -> Result<()> {
     ui::info("installing GRUB for BIOS and UEFI");
-    let bootfs = target.join("boot");
     for p in [Platform::Bios, Platform::Efi] {
-        bootloader::install_modules(p, &bootfs)?;
+        bootloader::install_modules(p, bootfs)?;
     }
-    let core = work.path().join("core.img");
+    let core = work.join("core.img");
     bootloader::mkimage(Platform::Bios, &core, &settings.boot_search)?;
-    let bb = &plan.partitions[part(disk::Role::BiosBoot)?];
-    bootloader::install_bios(dev, &core, bb.start, bb.sectors)?;
-    let efi = work.path().join("BOOTX64.EFI");
+    let bb = &plan.partitions[part_index(plan, disk::Role::BiosBoot)?];
+    bootloader::install_bios(Path::new(&plan.disk), &core, bb.start, bb.sectors)?;
+    let efi = work.join("BOOTX64.EFI");
     bootloader::mkimage(Platform::Efi, &efi, &settings.boot_search)?;
-    sysdisk::esp_copy(sysdisk::Place::Node(esp), &efi, "EFI/BOOT/BOOTX64.EFI")?;
-
-    rustix::fs::sync();
-    mounts.unmount_all()?;
-    Ok(())
+    sysdisk::esp_copy(sysdisk::Place::Node(esp), &efi, "EFI/BOOT/BOOTX64.EFI")
 }
 
 /// `slipway.report=URL` on the kernel command line.

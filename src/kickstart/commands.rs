@@ -760,43 +760,11 @@ impl Parser {
         ];
         let args = Args::parse(loc, "network", rest, OPTS)?;
         args.no_positional()?;
-        let bootproto = match args.text("--bootproto")? {
-            None => None,
-            Some("dhcp" | "bootp") => Some(BootProto::Dhcp),
-            Some("static") => Some(BootProto::Static),
-            Some(other) => {
-                return Err(args.bad("--bootproto", other, "expected dhcp or static"));
-            }
-        };
-        let ip = args.text("--ip")?;
-        if let Some(ip) = ip {
-            ip.parse::<IpAddr>()
-                .map_err(|_| args.bad("--ip", ip, "is not an IP address"))?;
-        }
-        if bootproto == Some(BootProto::Static) && ip.is_none() {
-            bail!("{loc}: network --bootproto=static requires --ip");
-        }
-        let netmask = args.text("--netmask")?;
-        if let Some(mask) = netmask {
-            let prefix_ok = mask.parse::<u8>().is_ok_and(|p| p <= 32);
-            if !prefix_ok && mask.parse::<Ipv4Addr>().is_err() {
-                return Err(args.bad(
-                    "--netmask",
-                    mask,
-                    "expected a dotted netmask or a prefix length",
-                ));
-            }
-        }
-        let gateway = args.text("--gateway")?;
-        if let Some(gw) = gateway {
-            gw.parse::<IpAddr>()
-                .map_err(|_| args.bad("--gateway", gw, "is not an IP address"))?;
-        }
-        let nameservers = args.list("--nameserver");
-        for ns in &nameservers {
-            ns.parse::<IpAddr>()
-                .map_err(|_| args.bad("--nameserver", ns, "is not an IP address"))?;
-        }
+        let v4 = NetworkV4::parse(&args, loc)?;
+        let (ipv6, ipv6gateway) = network_v6(&args)?;
+        let noipv4 = args.flag("--noipv4");
+        let noipv6 = args.flag("--noipv6");
+        v4.check_families(loc, noipv4, noipv6, ipv6.is_some() || ipv6gateway.is_some())?;
         let hostname = args.text("--hostname")?;
         if let Some(name) = hostname {
             check_hostname(name).map_err(|why| args.bad("--hostname", name, why))?;
@@ -815,33 +783,6 @@ impl Parser {
             (false, true) => Some(false),
             (false, false) => None,
         };
-        let ipv6 = match args.text("--ipv6")? {
-            None => None,
-            Some(v) => Some(parse_ipv6(v).map_err(|why| args.bad("--ipv6", v, why))?),
-        };
-        let ipv6gateway = match args.text("--ipv6gateway")? {
-            None => None,
-            Some(gw) => Some(
-                gw.parse::<Ipv6Addr>()
-                    .map_err(|_| args.bad("--ipv6gateway", gw, "is not an IPv6 address"))?,
-            ),
-        };
-        let noipv4 = args.flag("--noipv4");
-        let noipv6 = args.flag("--noipv6");
-        if noipv4 && noipv6 {
-            bail!("{loc}: network: --noipv4 and --noipv6 cannot be combined");
-        }
-        if noipv6 && (ipv6.is_some() || ipv6gateway.is_some()) {
-            bail!("{loc}: network: --noipv6 cannot be combined with --ipv6 or --ipv6gateway");
-        }
-        if noipv4 {
-            let v4 = |a: Option<&str>| a.and_then(|a| a.parse::<Ipv4Addr>().ok()).is_some();
-            if bootproto == Some(BootProto::Static) || v4(ip) || v4(gateway) {
-                bail!(
-                    "{loc}: network: --noipv4 cannot be combined with an IPv4 --bootproto=static, --ip or --gateway (use --ipv6=ADDR/PREFIX)"
-                );
-            }
-        }
         let device = args.text("--device")?;
         if let Some(dev) = device
             && let Some(prev) = self
@@ -857,12 +798,12 @@ impl Parser {
             );
         }
         self.ks.network.push(Network {
-            bootproto,
+            bootproto: v4.bootproto,
             device: device.map(str::to_string),
-            ip: ip.map(str::to_string),
-            netmask: netmask.map(str::to_string),
-            gateway: gateway.map(str::to_string),
-            nameservers,
+            ip: v4.ip.map(str::to_string),
+            netmask: v4.netmask.map(str::to_string),
+            gateway: v4.gateway.map(str::to_string),
+            nameservers: v4.nameservers,
             hostname: hostname.map(str::to_string),
             onboot,
             activate,
@@ -1111,6 +1052,99 @@ impl Parser {
         });
         Ok(())
     }
+}
+
+/// `network`'s IPv4 options (and the name servers), each checked.
+struct NetworkV4<'a> {
+    bootproto: Option<BootProto>,
+    ip: Option<&'a str>,
+    netmask: Option<&'a str>,
+    gateway: Option<&'a str>,
+    nameservers: Vec<String>,
+}
+
+impl<'a> NetworkV4<'a> {
+    fn parse(args: &'a Args, loc: &Location) -> Result<NetworkV4<'a>> {
+        let bootproto = match args.text("--bootproto")? {
+            None => None,
+            Some("dhcp" | "bootp") => Some(BootProto::Dhcp),
+            Some("static") => Some(BootProto::Static),
+            Some(other) => {
+                return Err(args.bad("--bootproto", other, "expected dhcp or static"));
+            }
+        };
+        let ip = args.text("--ip")?;
+        if let Some(ip) = ip {
+            ip.parse::<IpAddr>()
+                .map_err(|_| args.bad("--ip", ip, "is not an IP address"))?;
+        }
+        if bootproto == Some(BootProto::Static) && ip.is_none() {
+            bail!("{loc}: network --bootproto=static requires --ip");
+        }
+        let netmask = args.text("--netmask")?;
+        if let Some(mask) = netmask {
+            let prefix_ok = mask.parse::<u8>().is_ok_and(|p| p <= 32);
+            if !prefix_ok && mask.parse::<Ipv4Addr>().is_err() {
+                return Err(args.bad(
+                    "--netmask",
+                    mask,
+                    "expected a dotted netmask or a prefix length",
+                ));
+            }
+        }
+        let gateway = args.text("--gateway")?;
+        if let Some(gw) = gateway {
+            gw.parse::<IpAddr>()
+                .map_err(|_| args.bad("--gateway", gw, "is not an IP address"))?;
+        }
+        let nameservers = args.list("--nameserver");
+        for ns in &nameservers {
+            ns.parse::<IpAddr>()
+                .map_err(|_| args.bad("--nameserver", ns, "is not an IP address"))?;
+        }
+        Ok(NetworkV4 {
+            bootproto,
+            ip,
+            netmask,
+            gateway,
+            nameservers,
+        })
+    }
+
+    /// `--noipv4`/`--noipv6` against each other and against the addresses given.
+    fn check_families(&self, loc: &Location, noipv4: bool, noipv6: bool, v6: bool) -> Result<()> {
+        if noipv4 && noipv6 {
+            bail!("{loc}: network: --noipv4 and --noipv6 cannot be combined");
+        }
+        if noipv6 && v6 {
+            bail!("{loc}: network: --noipv6 cannot be combined with --ipv6 or --ipv6gateway");
+        }
+        if noipv4 {
+            let v4 = |a: Option<&str>| a.and_then(|a| a.parse::<Ipv4Addr>().ok()).is_some();
+            if self.bootproto == Some(BootProto::Static) || v4(self.ip) || v4(self.gateway) {
+                bail!(
+                    "{loc}: network: --noipv4 cannot be combined with an IPv4 --bootproto=static, --ip or --gateway (use --ipv6=ADDR/PREFIX)"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `network --ipv6` and `--ipv6gateway`, checked.
+fn network_v6(args: &Args) -> Result<(Option<Ipv6>, Option<Ipv6Addr>)> {
+    let ipv6 = match args.text("--ipv6")? {
+        None => None,
+        Some(v) => Some(parse_ipv6(v).map_err(|why| args.bad("--ipv6", v, why))?),
+    };
+    let ipv6gateway = match args.text("--ipv6gateway")? {
+        None => None,
+        Some(gw) => Some(
+            gw.parse::<Ipv6Addr>()
+                .map_err(|_| args.bad("--ipv6gateway", gw, "is not an IPv6 address"))?,
+        ),
+    };
+    Ok((ipv6, ipv6gateway))
 }
 
 fn check_ostree_url(url: &str) -> std::result::Result<(), &'static str> {

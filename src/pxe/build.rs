@@ -931,43 +931,13 @@ fn build_ref(
 
     // The kernel and the initramfs leave the live root: the boot loader loads them.
     let tree = Tree::open(&root)?;
-    let moddir = format!("usr/lib/modules/{}", r.kver);
-    for (name, dest) in [("vmlinuz", "vmlinuz"), ("initramfs.img", "initramfs.img")] {
-        let mut data =
-            crate::repo::read_commit_file(repo, &r.commit, &format!("/{moddir}/{name}"))?
-                .with_context(|| format!("commit {} has no /{moddir}/{name}", r.commit))?;
-        if name == "initramfs.img" {
-            pad_initrd(&mut data);
-        }
-        std::fs::write(stage.join(dest), &data)
-            .with_context(|| format!("writing {}", stage.join(dest).display()))?;
-        tree.remove(&format!("{moddir}/{name}"))?;
-    }
-
+    take_boot_files(repo, r, &tree, stage)?;
     prepare_live_root(&root, &tree, plan, work.path())?;
+    drop(tree);
     let squashfs = work.path().join("root.squashfs");
     ui::info(format!("{}: making the live root's squashfs", r.ostree_ref));
-    let epoch = mtime.to_string();
-    Command::new("mksquashfs")
-        .arg(&root)
-        .arg(&squashfs)
-        .args([
-            "-noappend",
-            "-quiet",
-            "-no-progress",
-            "-comp",
-            "zstd",
-            "-b",
-            "1M",
-            "-mkfs-time",
-            &epoch,
-            "-all-time",
-            &epoch,
-        ])
-        .run()
-        .context("making the live root's squashfs")?;
+    make_squashfs(&root, &squashfs, mtime)?;
     write_rootfs_img(&squashfs, &stage.join("rootfs.img"), mtime)?;
-    drop(tree);
     drop(work);
 
     if let Some(ks) = &plan.kickstart {
@@ -991,6 +961,63 @@ fn build_ref(
     };
     std::fs::write(stage.join("boot.ipxe"), ref_script(&r.ostree_ref, &entry)?)
         .context("writing boot.ipxe")?;
+    entry.files = seal_stage(stage)?;
+
+    crate::sys::failpoint::hit("pxe-before-rename")?;
+    let dest = opts.output.join(&r.dir);
+    std::fs::create_dir_all(opts.output.join("refs"))?;
+    swap_into_place(&staging.keep(), &dest)?;
+    Ok(entry)
+}
+
+/// The commit's kernel and initramfs (padded) written into `stage` and removed from the
+/// live root `tree`.
+fn take_boot_files(repo: &ostree::Repo, r: &RefPlan, tree: &Tree, stage: &Path) -> Result<()> {
+    let moddir = format!("usr/lib/modules/{}", r.kver);
+    for (name, dest) in [("vmlinuz", "vmlinuz"), ("initramfs.img", "initramfs.img")] {
+        let mut data =
+            crate::repo::read_commit_file(repo, &r.commit, &format!("/{moddir}/{name}"))?
+                .with_context(|| format!("commit {} has no /{moddir}/{name}", r.commit))?;
+        if name == "initramfs.img" {
+            pad_initrd(&mut data);
+        }
+        std::fs::write(stage.join(dest), &data)
+            .with_context(|| format!("writing {}", stage.join(dest).display()))?;
+        tree.remove(&format!("{moddir}/{name}"))?;
+    }
+    Ok(())
+}
+
+/// A zstd squashfs of `root`, every time set to `mtime` (the same tree gives the same
+/// bytes).
+fn make_squashfs(root: &Path, squashfs: &Path, mtime: u64) -> Result<()> {
+    let epoch = mtime.to_string();
+    Command::new("mksquashfs")
+        .arg(root)
+        .arg(squashfs)
+        .args([
+            "-noappend",
+            "-quiet",
+            "-no-progress",
+            "-comp",
+            "zstd",
+            "-b",
+            "1M",
+            "-mkfs-time",
+            &epoch,
+            "-all-time",
+            &epoch,
+        ])
+        .run()
+        .context("making the live root's squashfs")?;
+    Ok(())
+}
+
+/// Every file of `stage` synced, world-readable and described (size, SHA-256) for the
+/// manifest; the directory itself made 0755.
+fn seal_stage(stage: &Path) -> Result<BTreeMap<String, Artifact>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = BTreeMap::new();
     for e in std::fs::read_dir(stage).with_context(|| format!("reading {}", stage.display()))? {
         let p = e?.path();
         let f = std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
@@ -1001,24 +1028,17 @@ fn build_ref(
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        entry.files.insert(
+        files.insert(
             name,
             Artifact {
                 sha256: crate::repo::sha256_file(&p)?,
                 size: f.metadata()?.len(),
             },
         );
-        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))?;
     }
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(stage, std::fs::Permissions::from_mode(0o755))?;
-
-    crate::sys::failpoint::hit("pxe-before-rename")?;
-    let dest = opts.output.join(&r.dir);
-    std::fs::create_dir_all(opts.output.join("refs"))?;
-    swap_into_place(&staging.keep(), &dest)?;
-    Ok(entry)
+    Ok(files)
 }
 
 /// Put `new` at `dest`: exchanged atomically with the directory there, which is then

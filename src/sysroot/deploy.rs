@@ -127,6 +127,36 @@ fn source_url(source: &str) -> String {
 /// commit and write the boot loader configuration.
 pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> Result<Deployed> {
     validate_osname(req.osname)?;
+    let sysroot = init_sysroot(req, settings)?;
+    let repo = sysroot.repo();
+    let (commit, keyed_remote) = pull_commit(req, &repo)?;
+    let root = deploy_commit(req, &sysroot, &commit)?;
+    let var = req
+        .sysroot
+        .join(format!("ostree/deploy/{}/var", req.osname));
+    if let Some(r) = &req.remote
+        && keyed_remote.is_none()
+    {
+        write_remote(&root, r)?;
+    }
+    bootloader::finish_switch(&req.sysroot.join("boot"))?;
+    let version = crate::repo::commit_meta_string(&repo, &commit, "version")?;
+    Ok(Deployed {
+        commit,
+        osname: req.osname.to_string(),
+        root,
+        var,
+        kernel_args: req.kernel_args.clone(),
+        version,
+    })
+}
+
+/// The sysroot made and loaded, the stateroot created, GRUB's files in /boot and the
+/// repository configured for slipway's boot loader.
+fn init_sysroot(
+    req: &DeployRequest,
+    settings: &bootloader::GrubSettings,
+) -> Result<ostree::Sysroot> {
     std::fs::create_dir_all(req.sysroot)
         .with_context(|| format!("creating {}", req.sysroot.display()))?;
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(req.sysroot)));
@@ -154,7 +184,13 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
     // libostree reads `sysroot.bootloader` when the repository is opened.
     repo.reload_config(gio::Cancellable::NONE)
         .context("reloading the sysroot repository config")?;
+    Ok(sysroot)
+}
 
+/// Pull the request's ref into the sysroot repository (verified when a key or
+/// `gpg_verify` says so); the commit, and the name of the remote that holds the trusted key
+/// (written into the repository's own config) if there is one.
+fn pull_commit(req: &DeployRequest, repo: &ostree::Repo) -> Result<(String, Option<String>)> {
     let url = source_url(req.source);
     let keyed_remote = match (&req.remote, req.gpg_key) {
         (Some(r), Some(key)) => {
@@ -172,7 +208,7 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
     // repository's config, removed after the pull.
     let temp_remote = match &keyed_remote {
         None if !url.starts_with("file://") || gpg_verify => Some(TempRemote::add(
-            &repo,
+            repo,
             "slipway-deploy-source",
             &url,
             gpg_verify,
@@ -185,7 +221,7 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
         .or_else(|| temp_remote.as_ref().map(|t| t.name.to_string()))
         .unwrap_or_else(|| url.clone());
     pull::pull(
-        &repo,
+        repo,
         &pull::Source {
             via: &from,
             name: req
@@ -206,8 +242,8 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
         f();
     }
     let commit = match &temp_remote {
-        // The remote's ref is set below; a local ref only when there is no remote to follow
-        // (one more would keep every old commit from being pruned).
+        // The remote's ref is set in `deploy_commit`; a local ref only when there is no
+        // remote to follow (one more would keep every old commit from being pruned).
         Some(t) if req.remote.is_some() => t.take(req.ostree_ref)?,
         Some(t) => t.hand_over(req.ostree_ref, None)?,
         None => repo
@@ -216,15 +252,20 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
             .ok_or_else(|| anyhow!("ref {} missing after pull", req.ostree_ref))?
             .to_string(),
     };
-    drop(temp_remote);
+    Ok((commit, keyed_remote))
+}
 
+/// Deploy `commit` with an origin that follows the request's remote (its ref set to the
+/// commit) or the local ref, and write it as the only deployment; its root directory.
+fn deploy_commit(req: &DeployRequest, sysroot: &ostree::Sysroot, commit: &str) -> Result<PathBuf> {
+    let repo = sysroot.repo();
     let refspec = match &req.remote {
         Some(r) => {
             // The ref as the remote's, so `upgrade` follows the remote.
             repo.set_ref_immediate(
                 Some(&r.name),
                 req.ostree_ref,
-                Some(&commit),
+                Some(commit),
                 gio::Cancellable::NONE,
             )
             .with_context(|| format!("setting {}:{}", r.name, req.ostree_ref))?;
@@ -237,7 +278,7 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
     let dep = sysroot
         .deploy_tree(
             Some(req.osname),
-            &commit,
+            commit,
             Some(&origin),
             None,
             &kargs,
@@ -253,26 +294,7 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
             gio::Cancellable::NONE,
         )
         .context("writing the deployment")?;
-    let root = req.sysroot.join(sysroot.deployment_dirpath(&dep).as_str());
-    let var = req
-        .sysroot
-        .join(format!("ostree/deploy/{}/var", req.osname));
-
-    if let Some(r) = &req.remote
-        && keyed_remote.is_none()
-    {
-        write_remote(&root, r)?;
-    }
-    bootloader::finish_switch(&req.sysroot.join("boot"))?;
-    let version = crate::repo::commit_meta_string(&repo, &commit, "version")?;
-    Ok(Deployed {
-        commit,
-        osname: req.osname.to_string(),
-        root,
-        var,
-        kernel_args: req.kernel_args.clone(),
-        version,
-    })
+    Ok(req.sysroot.join(sysroot.deployment_dirpath(&dep).as_str()))
 }
 
 /// Add `r` to the repository at `repo_path` (its own config, not `remotes.d`) with

@@ -171,22 +171,7 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
     let root = host.deployment_root(&booted);
     let cfg = HealthConfig::load(&root)?;
     let boot = host.boot_dir();
-    // A switch cut short (power lost after libostree's swap, before GRUB was switched, or a
-    // deployment staged and finalized by libostree alone): finish it, the new default on
-    // trial from its next boot.
-    let loader = std::fs::read_link(boot.join("loader"))
-        .map(|t| t.to_string_lossy().into_owned())
-        .ok();
-    if loader.is_some() && bootloader::grub_loader(&boot)? != loader {
-        crate::sys::ui::warn(format!(
-            "the boot menu GRUB reads is not the one of the deployment list ({}): finishing \
-             the interrupted switch; {} boots next",
-            loader.as_deref().unwrap_or("-"),
-            host.describe(&deps[0])
-        ));
-        super::start_trial(&host, &deps[0])?;
-        host.finish_switch()?;
-    }
+    finish_interrupted_switch(&host, &deps[0])?;
     let boot_left = bootloader::read_grubenv(&boot)?
         .get(bootloader::BOOT_LEFT_VAR)
         .and_then(|v| v.parse::<u32>().ok());
@@ -194,55 +179,13 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
     // 2. GRUB gave up on the default.
     let mut booted_index = booted_index;
     if boot_left == Some(0) && booted_index != 0 {
-        let default = deps[0].clone();
-        let reason = format!(
-            "did not reach a green verdict in {} boots (GRUB booted the rollback)",
-            cfg.boot_tries
-        );
-        store.update(&default, |h| {
-            h.rejected = Some(Rejection {
-                at: super::now(),
-                reason: reason.clone(),
-            })
-        })?;
-        make_default(&host, booted_index)?;
-        bootloader::set_grubenv_var(&boot, bootloader::BOOT_LEFT_VAR, None)?;
-        journal::send(
-            journal::ROLLBACK_ID,
-            3,
-            &format!(
-                "slipway: rejected {}: {reason}; {} is the default again",
-                host.describe(&default),
-                host.describe(&booted)
-            ),
-            &[
-                ("SLIPWAY_REJECTED", default.csum().as_str()),
-                ("SLIPWAY_DEFAULT", booted.csum().as_str()),
-            ],
-        );
+        let tries = cfg.boot_tries;
+        reject_default(&host, &store, &deps[0], booted_index, &booted, tries)?;
         booted_index = 0;
     }
 
     // 3. The checks.
-    let mut results = Vec::new();
-    for c in checks::discover(&root)? {
-        let r = checks::run(&c, Duration::from_secs(cfg.check_timeout_secs));
-        crate::sys::ui::info(format!(
-            "check {}/{}: {} ({} ms)",
-            c.stage, c.name, r.result, r.milliseconds
-        ));
-        results.push(r);
-    }
-    let mut verdict = Verdict {
-        boot_id: boot_id(),
-        at: super::now(),
-        commit: booted.csum().to_string(),
-        deployserial: booted.deployserial(),
-        green: true,
-        checks: results,
-        images_pending: false,
-    };
-    verdict.green = verdict.failed_required().is_none();
+    let mut verdict = run_checks(&root, &booted, &cfg)?;
     // The second stage: bound images, once docker runs (slipway-images.service).
     let bound = crate::services::Manifest::read(&root)?.images.len();
     if verdict.green && bound > 0 {
@@ -267,6 +210,89 @@ pub fn boot_check(opts: &BootCheckOptions) -> Result<Verdict> {
         boot_left,
         verdict,
     )
+}
+
+/// A switch cut short (power lost after libostree's swap, before GRUB was switched, or a
+/// deployment staged and finalized by libostree alone): finish it, the new default
+/// (`default`) on trial from its next boot.
+fn finish_interrupted_switch(host: &Host, default: &ostree::Deployment) -> Result<()> {
+    let boot = host.boot_dir();
+    let loader = std::fs::read_link(boot.join("loader"))
+        .map(|t| t.to_string_lossy().into_owned())
+        .ok();
+    if loader.is_some() && bootloader::grub_loader(&boot)? != loader {
+        crate::sys::ui::warn(format!(
+            "the boot menu GRUB reads is not the one of the deployment list ({}): finishing \
+             the interrupted switch; {} boots next",
+            loader.as_deref().unwrap_or("-"),
+            host.describe(default)
+        ));
+        super::start_trial(host, default)?;
+        host.finish_switch()?;
+    }
+    Ok(())
+}
+
+/// GRUB gave up on `default` after `tries` boots and booted the rollback (`booted`, at
+/// `booted_index`): reject the default, make the booted one the default again, end the
+/// count, and say so in the journal.
+fn reject_default(
+    host: &Host,
+    store: &Store,
+    default: &ostree::Deployment,
+    booted_index: usize,
+    booted: &ostree::Deployment,
+    tries: u32,
+) -> Result<()> {
+    let reason =
+        format!("did not reach a green verdict in {tries} boots (GRUB booted the rollback)");
+    store.update(default, |h| {
+        h.rejected = Some(Rejection {
+            at: super::now(),
+            reason: reason.clone(),
+        })
+    })?;
+    make_default(host, booted_index)?;
+    bootloader::set_grubenv_var(&host.boot_dir(), bootloader::BOOT_LEFT_VAR, None)?;
+    journal::send(
+        journal::ROLLBACK_ID,
+        3,
+        &format!(
+            "slipway: rejected {}: {reason}; {} is the default again",
+            host.describe(default),
+            host.describe(booted)
+        ),
+        &[
+            ("SLIPWAY_REJECTED", default.csum().as_str()),
+            ("SLIPWAY_DEFAULT", booted.csum().as_str()),
+        ],
+    );
+    Ok(())
+}
+
+/// The deployment's checks (those in its /usr and /etc), each run with the configured
+/// timeout: the first stage of the verdict, green when no required check failed.
+fn run_checks(root: &Path, booted: &ostree::Deployment, cfg: &HealthConfig) -> Result<Verdict> {
+    let mut results = Vec::new();
+    for c in checks::discover(root)? {
+        let r = checks::run(&c, Duration::from_secs(cfg.check_timeout_secs));
+        crate::sys::ui::info(format!(
+            "check {}/{}: {} ({} ms)",
+            c.stage, c.name, r.result, r.milliseconds
+        ));
+        results.push(r);
+    }
+    let mut verdict = Verdict {
+        boot_id: boot_id(),
+        at: super::now(),
+        commit: booted.csum().to_string(),
+        deployserial: booted.deployserial(),
+        green: true,
+        checks: results,
+        images_pending: false,
+    };
+    verdict.green = verdict.failed_required().is_none();
+    Ok(verdict)
 }
 
 /// `slipway host load-images` (slipway-images.service, after docker): the verdict's second
