@@ -779,3 +779,196 @@ fn proxy_dhcp_names_the_boot_program_and_records_the_machine() {
     // The program is there to fetch, over TFTP and HTTP.
     get_ok(&srv.url("/snponly.efi"));
 }
+
+/// A TFTP read request for `file` sent to `to`: the first answer (DATA, OACK or ERROR), or
+/// `None` when nothing answers (nobody listening: ICMP port unreachable, or silence).
+fn tftp_answer(to: SocketAddr, file: &str) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut rrq = vec![0, 1];
+    rrq.extend_from_slice(file.as_bytes());
+    rrq.extend_from_slice(b"\0octet\0");
+    sock.send_to(&rrq, to).unwrap();
+    let mut buf = [0u8; 1024];
+    sock.recv_from(&mut buf)
+        .ok()
+        .map(|(n, _)| buf[..n].to_vec())
+}
+
+/// HTTP and TFTP listen on the server's address only, unless `--listen` says otherwise:
+/// 127.0.0.2 (another address of this machine) reaches nothing, then, with `--listen
+/// 0.0.0.0`, both.
+#[test]
+fn http_and_tftp_listen_on_the_server_address_unless_told_otherwise() {
+    let s = site();
+    let state = s.f.dir.path().join("state");
+    let srv = start(&s, &state, &["--dhcp", "off", "--server-ip", "127.0.0.1"]);
+    let other = |port: u16| SocketAddr::from(([127, 0, 0, 2], port));
+    assert!(
+        std::net::TcpStream::connect_timeout(&other(srv.http), Duration::from_secs(2)).is_err(),
+        "HTTP answers on 127.0.0.2:\n{}",
+        srv.log()
+    );
+    assert_eq!(tftp_answer(other(srv.tftp), "boot.ipxe"), None);
+    let here = tftp_answer(SocketAddr::from(([127, 0, 0, 1], srv.tftp)), "boot.ipxe");
+    assert_eq!(
+        here.as_deref().map(|a| a[1]),
+        Some(3),
+        "no TFTP DATA from 127.0.0.1"
+    );
+    assert!(
+        srv.log().contains("listening on 127.0.0.1"),
+        "{}",
+        srv.log()
+    );
+    drop(srv);
+
+    let srv = start(
+        &s,
+        &state,
+        &[
+            "--dhcp",
+            "off",
+            "--server-ip",
+            "127.0.0.1",
+            "--listen",
+            "0.0.0.0",
+        ],
+    );
+    let (code, _) = get(&format!("http://127.0.0.2:{}/status", srv.http));
+    assert_eq!(code, 200, "{}", srv.log());
+    let there = tftp_answer(other(srv.tftp), "boot.ipxe");
+    assert_eq!(
+        there.as_deref().map(|a| a[1]),
+        Some(3),
+        "no TFTP DATA from 127.0.0.2"
+    );
+}
+
+/// `--http-port 0`: the kernel picks the port, and the boot scripts name that port.
+#[test]
+fn http_port_0_announces_the_port_it_got() {
+    let s = site();
+    let state = s.f.dir.path().join("state");
+    let log = state.with_extension("log-port0");
+    let mut child = serve_cmd(
+        &s,
+        &state,
+        0,
+        free_udp_port(),
+        &["--dhcp", "off", "--server-ip", "127.0.0.1"],
+    )
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(rest) = text.split("http: listening on 127.0.0.1:").nth(1) {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            break digits.parse::<u16>().unwrap();
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("pxe serve exited ({st}):\n{text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no HTTP address in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(port, 0);
+    let script = get_ok(&format!("http://127.0.0.1:{port}/boot.ipxe"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        script.contains(&format!("http://127.0.0.1:{port}/")),
+        "the boot script does not name port {port}:\n{script}"
+    );
+    assert!(!script.contains("127.0.0.1:0/"), "{script}");
+}
+
+/// Wait for `child` to exit: its status.
+fn exit_within(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running {secs} s after the signal");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM and SIGINT stop the server with status 0 and a last line; so does SIGTERM when it
+/// is PID 1 of a PID namespace (the kernel drops signals PID 1 has no handler for).
+#[test]
+fn sigterm_and_sigint_stop_it_cleanly_also_as_pid_1() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let s = site();
+    let state = s.f.dir.path().join("state");
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        let mut srv = start(&s, &state, &["--dhcp", "off", "--server-ip", "127.0.0.1"]);
+        kill(Pid::from_raw(srv.child.id() as i32), sig).unwrap();
+        let st = exit_within(&mut srv.child, 20);
+        assert_eq!(st.code(), Some(0), "{sig}: {st}\n{}", srv.log());
+        assert!(
+            srv.log().contains(&format!("stopped by {}", sig.as_str())),
+            "{}",
+            srv.log()
+        );
+    }
+
+    // PID 1: `unshare --fork --pid` runs slipway as the namespace's first process and exits
+    // with its status.
+    let (http, tftp) = (free_tcp_port(), free_udp_port());
+    let inner = serve_cmd(
+        &s,
+        &state,
+        http,
+        tftp,
+        &["--dhcp", "off", "--server-ip", "127.0.0.1"],
+    );
+    let mut c = Command::new("unshare");
+    c.args(["--fork", "--pid", "--kill-child"])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    let log = state.with_extension("log-pid1");
+    let mut child = c
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&format!("http://127.0.0.1:{http}/status")).0 != 200 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(Instant::now() < deadline, "no answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // unshare's one child is slipway, PID 1 inside.
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    let pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1")),
+        "{status}"
+    );
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    let st = exit_within(&mut child, 20);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(st.code(), Some(0), "{st}\n{text}");
+    assert!(text.contains("stopped by SIGTERM"), "{text}");
+}

@@ -76,6 +76,10 @@ pub struct PxeServeArgs {
     /// The server's address on the boot network (default: --interface's IPv4 address).
     #[arg(long, value_name = "IP")]
     pub server_ip: Option<Ipv4Addr>,
+    /// The address HTTP and TFTP listen on (default: the server's address only; 0.0.0.0 for
+    /// every network this machine is on).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +150,7 @@ fn serve(a: PxeServeArgs) -> Result<()> {
         profiles: a.profiles,
         state_dir: a.state_dir,
         server_ip: a.server_ip,
+        listen: a.listen,
     })
 }
 

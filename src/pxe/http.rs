@@ -1336,7 +1336,7 @@ async fn serve_file(
 /// A listening TCP socket on `addr` with SO_REUSEADDR (a restarted server binds at once while
 /// old connections linger; a live listener on the port still makes it fail) and a backlog of
 /// [`LISTEN_BACKLOG`] (a rack of machines booting at once connects at once).
-fn listen(addr: SocketAddr) -> Result<std::net::TcpListener> {
+pub fn listen(addr: SocketAddr) -> Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .with_context(|| format!("creating a TCP socket for {addr}"))?;
@@ -1365,6 +1365,12 @@ impl Server {
     /// repository) and bind the listening socket; errors name the directory or the address.
     /// Must be called inside a tokio runtime.
     pub fn bind(cfg: ServeConfig) -> Result<Self> {
+        let listener = listen(cfg.bind)?;
+        Self::bind_on(cfg, listener)
+    }
+
+    /// [`Server::bind`] on a socket already listening ([`listen`]): `cfg.bind` only names it.
+    pub fn bind_on(cfg: ServeConfig, listener: std::net::TcpListener) -> Result<Self> {
         let boot = Root::open(&cfg.boot_dir, "boot directory")?;
         let repo = match &cfg.repo_dir {
             Some(p) => {
@@ -1378,7 +1384,6 @@ impl Server {
             Some(p) => Some(Arc::new(Root::open(p, "overlay directory")?)),
             None => None,
         };
-        let listener = listen(cfg.bind)?;
         let listener = tokio::net::TcpListener::from_std(listener)
             .with_context(|| format!("registering HTTP {} with tokio", cfg.bind))?;
         Ok(Self {

@@ -76,12 +76,14 @@ pub struct ServeOptions {
     pub profiles: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub server_ip: Option<Ipv4Addr>,
+    /// Where HTTP and TFTP listen; `None`: the server's address.
+    pub listen: Option<IpAddr>,
 }
 
 /// Files of DIR that `pxe build` leaves `{{server}}` in, besides each ref's `boot.ipxe`.
 const MENUS: [&str; 3] = ["boot.ipxe", "pxelinux.cfg/default", "grub/grub.cfg"];
 
-/// Serve until killed.
+/// Serve until SIGTERM or SIGINT.
 pub fn serve(opts: &ServeOptions) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -600,6 +602,9 @@ type IpMap = Arc<Mutex<BTreeMap<IpAddr, String>>>;
 struct Opened {
     server_ip: Ipv4Addr,
     server: String,
+    /// Where HTTP and TFTP listen.
+    listen: IpAddr,
+    http_port: u16,
     _lock: crate::sys::lock::LockGuard,
     store: Arc<Store>,
     overlay: PathBuf,
@@ -608,7 +613,8 @@ struct Opened {
     site: Arc<Site>,
 }
 
-fn open(opts: &ServeOptions) -> Result<Opened> {
+/// `server_ip` is the server's address, `http_port` the port HTTP is bound to.
+fn open(opts: &ServeOptions, server_ip: Ipv4Addr, http_port: u16) -> Result<Opened> {
     if !opts.dir.is_dir() {
         bail!(
             "the boot directory {} does not exist (write it with `slipway pxe build -o {}`)",
@@ -626,8 +632,7 @@ fn open(opts: &ServeOptions) -> Result<Opened> {
     if opts.range.is_some() && opts.dhcp != DhcpMode::Full {
         bail!("--range is for --dhcp full (this is --dhcp {})", opts.dhcp);
     }
-    let server_ip = server_ip(opts)?;
-    let server = format!("http://{server_ip}:{}", opts.http_port);
+    let server = format!("http://{server_ip}:{http_port}");
     let profiles = match &opts.profiles {
         Some(p) => Profiles::load(p, &manifest)?,
         None => Profiles::builtin(&manifest)?,
@@ -666,6 +671,8 @@ fn open(opts: &ServeOptions) -> Result<Opened> {
     Ok(Opened {
         server_ip,
         server,
+        listen: opts.listen.unwrap_or(IpAddr::V4(server_ip)),
+        http_port,
         _lock: lock,
         store,
         overlay,
@@ -683,7 +690,7 @@ async fn bind_tftp(opts: &ServeOptions, o: &Opened, ip_map: &IpMap) -> Result<tf
     let tftp_programs = o.boot_programs.clone();
     let overlay = &o.overlay;
     let server = tftp::TftpServer::bind(
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), opts.tftp_port),
+        SocketAddr::new(o.listen, opts.tftp_port),
         &opts.dir,
         TftpConfig::default(),
     )
@@ -720,7 +727,7 @@ fn bind_dhcp(opts: &ServeOptions, o: &Opened, ip_map: &IpMap) -> Result<Option<d
         return Ok(None);
     }
     let (server_ip, store) = (o.server_ip, &o.store);
-    let mut rc = dhcp::ResponderConfig::new(server_ip, opts.http_port);
+    let mut rc = dhcp::ResponderConfig::new(server_ip, o.http_port);
     rc.mode = opts.dhcp;
     rc.client_port = opts.dhcp_client_port;
     rc.broadcast_ip = opts.dhcp_broadcast_ip;
@@ -804,29 +811,38 @@ fn follow_http_events(
 }
 
 async fn run(opts: &ServeOptions) -> Result<()> {
-    let o = open(opts)?;
+    // HTTP's socket first: the boot scripts name the port it got (`--http-port 0`).
+    let server_ip = server_ip(opts)?;
+    let listen = opts.listen.unwrap_or(IpAddr::V4(server_ip));
+    let http_addr = SocketAddr::new(listen, opts.http_port);
+    let listener = http::listen(http_addr)?;
+    let http_port = listener
+        .local_addr()
+        .with_context(|| format!("reading the address of HTTP {http_addr}"))?
+        .port();
+    let o = open(opts, server_ip, http_port)?;
     let ip_map: IpMap = Arc::default();
     let server = o.server.clone();
 
     // Bind everything before serving anything.
     let (http_tx, http_rx) = tokio::sync::mpsc::unbounded_channel::<HttpEvent>();
     let mut http_cfg = http::ServeConfig::new(
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), opts.http_port),
+        SocketAddr::new(listen, http_port),
         &opts.dir,
         o.site.clone(),
     );
     http_cfg.repo_dir = Some(opts.repo.clone());
     http_cfg.overlay_dir = Some(o.overlay.clone());
     http_cfg.events = Some(http_tx);
-    let http_server = http::Server::bind(http_cfg)?;
+    let http_server = http::Server::bind_on(http_cfg, listener)?;
 
     let tftp_server = bind_tftp(opts, &o, &ip_map).await?;
     let dhcp_server = bind_dhcp(opts, &o, &ip_map)?;
     follow_http_events(http_rx, &o, &ip_map);
 
     ui::info(format!(
-        "pxe: serving {} at {server} (repository {} at {server}/repo/), TFTP on port {}, DHCP {}; \
-         {} filled in: {}; state in {}",
+        "pxe: serving {} at {server} (repository {} at {server}/repo/), HTTP and TFTP (port {}) \
+         listening on {listen}, DHCP {}; {} filled in: {}; state in {}",
         opts.dir.display(),
         opts.repo.display(),
         tftp_server.local_addr().port(),
@@ -845,11 +861,24 @@ async fn run(opts: &ServeOptions) -> Result<()> {
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        r = http_server.run() => r.context("the HTTP server stopped"),
+    // SIGTERM and SIGINT stop the servers (also as PID 1 of a PID namespace, where only a
+    // signal with a handler is delivered): every state change is already on disk, written
+    // atomically as it happened.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let stopped_by = tokio::select! {
+        r = http_server.run() => return r.context("the HTTP server stopped"),
         () = tftp_server.serve() => bail!("the TFTP server stopped"),
-        r = dhcp_run => r.context("the DHCP server stopped"),
-    }
+        r = dhcp_run => return r.context("the DHCP server stopped"),
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    ui::info(format!(
+        "pxe: stopped by {stopped_by}; state in {}",
+        opts.state_dir.display()
+    ));
+    Ok(())
 }
 
 /// `slipway pxe status`'s table of a `/status` answer: MAC, hostname, profile, ref, last
