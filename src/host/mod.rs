@@ -376,16 +376,6 @@ pub fn load_layered<L: serde::de::DeserializeOwned>(
     what: &str,
     nullable: &[&str],
 ) -> Result<Vec<(PathBuf, L)>> {
-    fn strip_comments(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(m) => {
-                m.retain(|k, _| !k.starts_with("//"));
-                m.values_mut().for_each(strip_comments);
-            }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(strip_comments),
-            _ => {}
-        }
-    }
     let mut layers = Vec::new();
     for rel in files {
         let p = root.join(rel);
@@ -399,7 +389,7 @@ pub fn load_layered<L: serde::de::DeserializeOwned>(
             if !v.is_object() {
                 bail!("expected a JSON object");
             }
-            strip_comments(&mut v);
+            crate::sys::json::strip_comments(&mut v);
             if let Some((k, _)) = v
                 .as_object()
                 .into_iter()
@@ -408,14 +398,9 @@ pub fn load_layered<L: serde::de::DeserializeOwned>(
             {
                 bail!("`{k}` is null: give it a value, or leave it out for the default");
             }
-            serde_path_to_error::deserialize(v).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                if path == "." {
-                    anyhow::anyhow!("{inner}")
-                } else {
-                    anyhow::anyhow!("`{path}`: {inner}")
-                }
+            crate::sys::json::deserialize(v).map_err(|e| match e.path {
+                None => anyhow::anyhow!("{}", e.error),
+                Some(path) => anyhow::anyhow!("`{path}`: {}", e.error),
             })
         })()
         .with_context(|| format!("{}: invalid {what}", p.display()))?;

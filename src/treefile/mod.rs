@@ -15,6 +15,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::sys::json;
+
 pub mod services;
 
 use services::{ContainerImage, ImageSource, Service};
@@ -144,18 +146,6 @@ impl OneOrMany {
     }
 }
 
-/// Keys starting with `//` are comments (JSON has none) and are ignored everywhere.
-fn strip_comments(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|k, _| !k.starts_with("//"));
-            m.values_mut().for_each(strip_comments);
-        }
-        Value::Array(a) => a.iter_mut().for_each(strip_comments),
-        _ => {}
-    }
-}
-
 /// One treefile as written: JSON, an object, `//` comment keys removed, every key known.
 fn read_fragment(file: &Path) -> Result<Fragment> {
     let text = std::fs::read_to_string(file)
@@ -171,15 +161,10 @@ fn read_fragment(file: &Path) -> Result<Fragment> {
     if !value.is_object() {
         bail!("{}: a treefile must be a JSON object", file.display());
     }
-    strip_comments(&mut value);
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            anyhow!("{}: {inner}", file.display())
-        } else {
-            anyhow!("{}: {path}: {inner}", file.display())
-        }
+    json::strip_comments(&mut value);
+    json::deserialize(value).map_err(|e| match e.path {
+        None => anyhow!("{}: {}", file.display(), e.error),
+        Some(path) => anyhow!("{}: {path}: {}", file.display(), e.error),
     })
 }
 
