@@ -516,26 +516,16 @@ fn fails_at_start(mut c: Command) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            assert!(!st.success(), "{err}");
-            return err;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pxe serve did not stop at start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let st = exit_within(&mut child, 20, "pxe serve did not stop at start");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!st.success(), "{err}");
+    err
 }
 
 #[test]
@@ -889,8 +879,8 @@ fn http_port_0_announces_the_port_it_got() {
     assert!(!script.contains("127.0.0.1:0/"), "{script}");
 }
 
-/// Wait for `child` to exit: its status.
-fn exit_within(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+/// Wait for `child` to exit: its status; past `secs`, kill it and panic with `late`.
+fn exit_within(child: &mut Child, secs: u64, late: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -899,7 +889,7 @@ fn exit_within(child: &mut Child, secs: u64) -> std::process::ExitStatus {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("still running {secs} s after the signal");
+            panic!("{late} (still running after {secs} s)");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -916,7 +906,7 @@ fn sigterm_and_sigint_stop_it_cleanly_also_as_pid_1() {
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         let mut srv = start(&s, &state, &["--dhcp", "off", "--server-ip", "127.0.0.1"]);
         kill(Pid::from_raw(srv.child.id() as i32), sig).unwrap();
-        let st = exit_within(&mut srv.child, 20);
+        let st = exit_within(&mut srv.child, 20, "no exit after the signal");
         assert_eq!(st.code(), Some(0), "{sig}: {st}\n{}", srv.log());
         assert!(
             srv.log().contains(&format!("stopped by {}", sig.as_str())),
@@ -967,7 +957,7 @@ fn sigterm_and_sigint_stop_it_cleanly_also_as_pid_1() {
         "{status}"
     );
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-    let st = exit_within(&mut child, 20);
+    let st = exit_within(&mut child, 20, "no exit after the signal");
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(st.code(), Some(0), "{st}\n{text}");
     assert!(text.contains("stopped by SIGTERM"), "{text}");
