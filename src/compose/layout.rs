@@ -295,7 +295,9 @@ pub fn convert(
     Ok(report)
 }
 
-/// The dpkg database moves under /usr (`/var/lib/dpkg` becomes a link to it at boot).
+/// The dpkg database moves under /usr (`/var/lib/dpkg` becomes a link to it at boot),
+/// without dpkg's backups of its own files (`status-old`, `diversions-old`...): a commit
+/// carries no backup, and each upgrade would ship the whole old status again.
 fn move_dpkg_database(root: &Path) -> Result<()> {
     let dpkg = root.join("var/lib/dpkg");
     let dpkg_dest = root.join(DPKG_DATABASE);
@@ -303,6 +305,16 @@ fn move_dpkg_database(root: &Path) -> Result<()> {
         std::fs::create_dir_all(dpkg_dest.parent().unwrap())?;
         std::fs::rename(&dpkg, &dpkg_dest)
             .with_context(|| format!("moving {} to {}", dpkg.display(), dpkg_dest.display()))?;
+        for e in std::fs::read_dir(&dpkg_dest)
+            .with_context(|| format!("reading {}", dpkg_dest.display()))?
+        {
+            let e = e?;
+            let backup = e.file_name().to_string_lossy().ends_with("-old");
+            if backup && e.file_type()?.is_file() {
+                std::fs::remove_file(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
+            }
+        }
     }
     Ok(())
 }
@@ -528,6 +540,8 @@ mod tests {
         w("boot/System.map-6.1.0-9-amd64", "map");
         w("usr/lib/modules/6.1.0-9-amd64/initramfs.img", "initramfs");
         w("var/lib/dpkg/status", "Package: x\n");
+        w("var/lib/dpkg/status-old", "Package: w\n");
+        w("var/lib/dpkg/diversions-old", "");
         w("var/log/apt/history.log", "log");
         w("var/cache/ldconfig/aux-cache", "x");
         w(
@@ -556,6 +570,9 @@ mod tests {
         assert_eq!(std::fs::read_dir(root.join("boot")).unwrap().count(), 0);
         assert!(std::fs::symlink_metadata(root.join("vmlinuz")).is_err());
         assert!(root.join("usr/share/dpkg/database/status").is_file());
+        for backup in ["status-old", "diversions-old"] {
+            assert!(!root.join("usr/share/dpkg/database").join(backup).exists());
+        }
         assert_eq!(std::fs::read_dir(root.join("var")).unwrap().count(), 0);
         assert!(!root.join("etc").exists());
         assert_eq!(

@@ -1,4 +1,3 @@
-
 use crate::kickstart::test_util::*;
 use crate::kickstart::*;
 
