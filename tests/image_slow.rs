@@ -292,6 +292,10 @@ fn ovmf_silent_after_a_reset_is_started_again_on_the_same_disk() {
         .ssh("core", &key);
     let vm = Vm::start(cfg).unwrap();
     vm.wait_for_ssh(BOOT_TIMEOUT).unwrap();
+    // The fixture's image under OVMF, with every check a host must pass (make test boots it
+    // under SeaBIOS; hybrid_image_boots_under_ovmf is for the benchmark only).
+    host_checks(&vm, &composed_host().commit, TEST_REMOTE_URL);
+    check(&vm, "test -d /sys/firmware/efi");
     check_as_root(&vm, "echo before > /var/silent-reset-marker && sync");
     let (old, pid) = (vm.boot_id().unwrap(), vm.pid());
     let mark = vm.serial_mark();

@@ -93,7 +93,7 @@ fn every_ignored_test_is_in_exactly_one_suite() {
             longs.push((n + 1, w[1].to_string(), w[4].to_string()));
         }
         assert!(
-            ["ci", "short", "full", "helper"].contains(&w[0]),
+            ["ci", "short", "full", "bench", "helper"].contains(&w[0]),
             "tests/suites.txt:{}: unknown suite `{}`",
             n + 1,
             w[0]
