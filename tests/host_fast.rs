@@ -1203,7 +1203,9 @@ fn a_switch_cut_short_after_the_loader_swap_is_finished_by_the_next_boot() {
 /// unsigned commit and one signed only by another key are refused with the commit, the remote
 /// and the reason, and nothing is deployed or pulled; a commit signed by the trusted key is
 /// deployed, also when the static delta to it was made before it was signed (as `ostree
-/// gpg-sign` after a compose leaves it: the delta carries no signature).
+/// gpg-sign` after a compose leaves it: the delta carries no signature). Both remotes verify
+/// the summary too (`gpg-verify-summary`, as slipway writes them): a summary that is unsigned
+/// or signed only by another key is refused, naming the summary, even over a good commit.
 #[test]
 fn signed_remotes_take_only_commits_signed_by_their_key() {
     let f = Fixture::new(None);
@@ -1219,15 +1221,15 @@ fn signed_remotes_take_only_commits_signed_by_their_key() {
         if let Some(home) = signer {
             sign(&c, home);
         }
-        ostree(&f.repo, &["summary", "-u"]);
+        update_summary(&f.repo, Some(&good_home));
         c
     };
-    let refused = |what: &str, args: &[&str], commit: &str, why: &str| {
+    let refused_for = |what: &str, args: &[&str], commit: &str, needles: &[&str]| {
         let before = f.deployment_dirs();
         let o = f.host("upgrade", args);
         let e = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{what}: {e}{}", stdout(&o));
-        for needle in [commit, &format!("remote {OS}"), why] {
+        for needle in needles {
             assert!(e.contains(needle), "{what}: no `{needle}` in: {e}");
         }
         assert_eq!(
@@ -1246,6 +1248,29 @@ fn signed_remotes_take_only_commits_signed_by_their_key() {
             "{what}: {commit} is in the sysroot repository"
         );
     };
+    let refused = |what: &str, args: &[&str], commit: &str, why: &str| {
+        refused_for(what, args, commit, &[commit, &format!("remote {OS}"), why]);
+    };
+    // A good commit under a summary that is unsigned, or signed only by another key.
+    let summary_refused = |what: &str, commit: &str| {
+        let summary = format!("the summary of remote {OS}");
+        update_summary(&f.repo, None);
+        refused_for(
+            &format!("{what}, unsigned summary"),
+            &[],
+            commit,
+            &[&summary, "has no signature"],
+        );
+        update_summary(&f.repo, Some(&wrong_home));
+        let by = format!("signed only by {}", gpg_fingerprint(&wrong_home));
+        refused_for(
+            &format!("{what}, summary by another key"),
+            &[],
+            commit,
+            &[&summary, &by],
+        );
+        update_summary(&f.repo, Some(&good_home));
+    };
 
     let v1 = publish("1", "2024-01-01 00:00:00 +0000", Some(&good_home));
     f.ostree_deploy(false);
@@ -1262,7 +1287,7 @@ fn signed_remotes_take_only_commits_signed_by_their_key() {
     std::fs::write(
         root.join("etc/ostree/remotes.d/debian.conf"),
         format!(
-            "[remote \"{OS}\"]\nurl={url}\ngpg-verify=true\ngpgkeypath=/etc/slipway/keys/debian.gpg\n"
+            "[remote \"{OS}\"]\nurl={url}\ngpg-verify=true\ngpgkeypath=/etc/slipway/keys/debian.gpg\ngpg-verify-summary=true\n"
         ),
     )
     .unwrap();
@@ -1289,7 +1314,7 @@ fn signed_remotes_take_only_commits_signed_by_their_key() {
         ],
     );
     sign(&v4, &good_home);
-    ostree(&f.repo, &["summary", "-u"]);
+    summary_refused("remote in /etc", &v4);
     let out = f.host_ok("upgrade", &[]);
     assert!(out.contains(&format!("default: {v4} (version 4)")), "{out}");
 
@@ -1300,6 +1325,7 @@ fn signed_remotes_take_only_commits_signed_by_their_key() {
             "remote",
             "add",
             &format!("--gpg-import={}", good.display()),
+            "--set=gpg-verify-summary=true",
             OS,
             &url,
         ],
@@ -1325,6 +1351,7 @@ fn signed_remotes_take_only_commits_signed_by_their_key() {
     assert!(stderr(&o).contains("signed only by"), "{}", stderr(&o));
     ostree(&f.repo, &["reset", REF, &v4]);
     let v7 = publish("7", "2024-07-01 00:00:00 +0000", Some(&good_home));
+    summary_refused("remote in the repository", &v7);
     let out = f.host_ok("upgrade", &[]);
     assert!(out.contains(&format!("default: {v7} (version 7)")), "{out}");
     assert_eq!(f.systemctl_calls(), "", "something rebooted");

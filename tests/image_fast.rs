@@ -327,6 +327,7 @@ fn signed_commits_get_a_remote_that_verifies_them() {
         "cat /ostree/deploy/debian/deploy/{dep}/etc/ostree/remotes.d/debian.conf"
     ));
     assert!(conf.contains("gpg-verify=true"), "{conf}");
+    assert!(conf.contains("gpg-verify-summary=true"), "{conf}");
     assert!(
         conf.contains("gpgkeypath=/etc/slipway/keys/debian.gpg"),
         "{conf}"

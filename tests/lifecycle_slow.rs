@@ -8,8 +8,10 @@
 //!
 //! 0. Signatures: v1 published unsigned, then signed only by another key: `host upgrade`
 //!    refuses each, naming the commit, the remote and what is missing, and the deployments
-//!    stay as they were. Then v1 signed by the trusted key, with a static delta from v0 made
-//!    before the signature (as `ostree gpg-sign` after a compose leaves it): taken.
+//!    stay as they were; so does v1 signed by the trusted key under an unsigned summary (the
+//!    remote verifies the summary too). Then v1 signed by the trusted key, with a static
+//!    delta from v0 made before the signature (as `ostree gpg-sign` after a compose leaves
+//!    it), under a signed summary: taken.
 //! 1. v1 = the default host plus a tiny image built by slipway from `busybox-static` (an HTTP
 //!    server answering with a version string) and the service `web` running it: after `host
 //!    upgrade --reboot` the service answers v1 on its published port, `host status` lists the
@@ -179,7 +181,9 @@ fn setup(full: bool) -> Setup {
     new_key(&good, "slipway-test-good", &good_public);
     new_key(&wrong, "slipway-test-wrong", &dir.path().join("wrong.gpg"));
     gpg_sign(&served, &host.commit, &good);
-    ostree(&served, &["summary", "-u"]);
+    // The image's remote verifies the summary too (`gpg-verify-summary`): every summary the
+    // test serves is signed by the trusted key, but one.
+    update_summary(&served, Some(&good));
     ostree(
         &staging1,
         &["pull-local", served.to_str().unwrap(), &host.reference],
@@ -350,14 +354,15 @@ fn older_kernel_package() -> String {
     versions.last().unwrap().clone()
 }
 
-/// Make `staging`'s head of the host ref the served one, signed by `signer` if given.
-fn publish(served: &Path, staging: &Path, signer: Option<&Path>) -> String {
+/// Make `staging`'s head of the host ref the served one, signed by `signer` if given, under a
+/// summary signed by the trusted key (`summary_key`).
+fn publish(served: &Path, staging: &Path, signer: Option<&Path>, summary_key: &Path) -> String {
     ostree(served, &["pull-local", staging.to_str().unwrap(), HOST_REF]);
     let head = ostree(served, &["rev-parse", HOST_REF]).trim().to_string();
     if let Some(home) = signer {
         gpg_sign(served, &head, home);
     }
-    ostree(served, &["summary", "-u"]);
+    update_summary(served, Some(summary_key));
     head
 }
 
@@ -378,9 +383,9 @@ fn deployments(vm: &Vm) -> (Vec<(String, i64)>, usize) {
     )
 }
 
-/// `host upgrade --reboot` must be refused for `commit` because of `why`, with the commit and
-/// the remote named, and leave the deployments as they were.
-fn upgrade_refused(vm: &Vm, what: &str, commit: &str, why: &str) {
+/// `host upgrade --reboot` must be refused with every one of `needles` in its message (what
+/// was refused, the remote, why), and leave the deployments as they were.
+fn upgrade_refused(vm: &Vm, what: &str, needles: &[&str]) {
     let before = deployments(vm);
     let o = vm
         .ssh("slipway host upgrade --reboot")
@@ -388,7 +393,7 @@ fn upgrade_refused(vm: &Vm, what: &str, commit: &str, why: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     // 255 would be SSH's own failure, not slipway's refusal.
     assert_eq!(o.status.code(), Some(1), "{what}: {err}");
-    for needle in [commit, "remote debian", why] {
+    for needle in needles {
         assert!(err.contains(needle), "{what}: no `{needle}` in: {err}");
     }
     assert_eq!(deployments(vm), before, "{what}: the deployments changed");
@@ -925,16 +930,13 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
     eprintln!("v0 booted after {:.0}s", t0.elapsed().as_secs_f64());
 
     // 0. Only commits signed by the trusted key are taken.
-    let v1 = publish(&st.served, &st.staging1, None);
+    let v1 = publish(&st.served, &st.staging1, None, &st.good);
     assert_eq!(v1, st.v1);
-    upgrade_refused(&vm, "v1 unsigned", &st.v1, "has no signature");
+    let remote = "remote debian";
+    upgrade_refused(&vm, "v1 unsigned", &[&st.v1, remote, "has no signature"]);
     gpg_sign(&st.served, &st.v1, &st.wrong);
-    upgrade_refused(
-        &vm,
-        "v1 signed only by another key",
-        &st.v1,
-        &format!("is signed only by {}", gpg_fingerprint(&st.wrong)),
-    );
+    let by = format!("is signed only by {}", gpg_fingerprint(&st.wrong));
+    upgrade_refused(&vm, "v1 signed only by another key", &[&st.v1, remote, &by]);
     ostree(
         &st.served,
         &[
@@ -955,7 +957,15 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
         ],
     );
     gpg_sign(&st.served, &st.v1, &st.good);
-    ostree(&st.served, &["summary", "-u"]);
+    // A good commit under an unsigned summary: refused too.
+    update_summary(&st.served, None);
+    let summary = "the summary of remote debian";
+    upgrade_refused(
+        &vm,
+        "v1 under an unsigned summary",
+        &[summary, "has no signature"],
+    );
+    update_summary(&st.served, Some(&st.good));
 
     // 1. v1: the service answers v1.
     let t = Instant::now();
@@ -989,7 +999,7 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
     declared_settings_hold(&vm, web);
 
     // 2. v2: only the page changed; the pull carries that file, not the image.
-    publish(&st.served, &st.staging2, Some(&st.good));
+    publish(&st.served, &st.staging2, Some(&st.good), &st.good);
     measure_pull(&st.served, &st.v1, &st.v2);
     let t = Instant::now();
     until_booted(&vm, "slipway host upgrade --reboot", &st.v2, BOOT_TIMEOUT);
@@ -1005,7 +1015,10 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
     check(&vm, "slipway host pin 1");
 
     // 3. v3 fails a required check: no docker, no service on it; back to v2 by itself.
-    assert_eq!(publish(&st.served, &st.staging3, Some(&st.good)), st.v3);
+    assert_eq!(
+        publish(&st.served, &st.staging3, Some(&st.good), &st.good),
+        st.v3
+    );
     let (v3_console, reason) = upgrade_judged_red(&vm, "3. v3", &st.v3, &st.v2);
     for unit in ["docker.service", "slipway-images.service", "web.service"] {
         assert!(
@@ -1103,7 +1116,7 @@ fn long_scenarios(
     // complete menu; the last boot's gate finishes the interrupted switch, so the next
     // reboot brings v4.
     let old_kernel = check(&vm, "uname -r").trim().to_string();
-    publish(&st.served, &f.staging4, Some(&st.good));
+    publish(&st.served, &f.staging4, Some(&st.good), &st.good);
     let o = check(&vm, "slipway host upgrade --check");
     assert!(o.contains(&f.v4), "{o}");
     for fp in [
@@ -1223,7 +1236,10 @@ fn long_scenarios(
 
     // 8. v5: docker cannot start, so its bound image cannot be loaded: judged red by the
     // second stage, the service never started on it, back to v4 by itself.
-    assert_eq!(publish(&st.served, &f.staging5, Some(&st.good)), f.v5);
+    assert_eq!(
+        publish(&st.served, &f.staging5, Some(&st.good), &st.good),
+        f.v5
+    );
     // The host's journal is volatile by default (no /var/log/journal): make it persistent in
     // the stateroot's /var, so the red boot's journal is there after the rollback.
     check(

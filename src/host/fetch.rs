@@ -81,6 +81,9 @@ pub struct Remote {
     pub name: String,
     pub url: String,
     pub gpg_verify: bool,
+    /// `gpg-verify-summary` (libostree's default: off; `slipway image` and the installer turn
+    /// it on with a key).
+    pub gpg_verify_summary: bool,
     pub source: RemoteSource,
 }
 
@@ -94,10 +97,14 @@ pub fn find_remote(host: &Host, name: &str, dep: &ostree::Deployment) -> Result<
         let gpg_verify = repo
             .remote_get_gpg_verify(name)
             .with_context(|| format!("reading gpg-verify of remote {name}"))?;
+        let gpg_verify_summary = repo
+            .remote_get_gpg_verify_summary(name)
+            .with_context(|| format!("reading gpg-verify-summary of remote {name}"))?;
         return Ok(Some(Remote {
             name: name.to_string(),
             url: url.to_string(),
             gpg_verify,
+            gpg_verify_summary,
             source: RemoteSource::Repo,
         }));
     }
@@ -124,10 +131,12 @@ pub fn find_remote(host: &Host, name: &str, dep: &ostree::Deployment) -> Result<
             .with_context(|| format!("{}: remote {name} has no url", file.display()))?;
         // libostree's default is to verify.
         let gpg_verify = kf.boolean(&group, "gpg-verify").unwrap_or(true);
+        let gpg_verify_summary = kf.boolean(&group, "gpg-verify-summary").unwrap_or(false);
         return Ok(Some(Remote {
             name: name.to_string(),
             url: url.to_string(),
             gpg_verify,
+            gpg_verify_summary,
             source: RemoteSource::DeploymentEtc(file),
         }));
     }
@@ -222,6 +231,7 @@ pub fn pull(host: &Host, refspec: &Refspec, dep: &ostree::Deployment, what: &Pul
                 "slipway-pull",
                 &remote.url,
                 remote.gpg_verify,
+                remote.gpg_verify_summary,
                 &key_refs,
             )?;
             pull::pull(

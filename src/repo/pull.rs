@@ -11,8 +11,9 @@
 //!   without signatures, which libostree refuses. The commit objects are therefore pulled
 //!   first on their own (no deltas; each with its `.commitmeta`), then the content.
 //!
-//! A refused pull says which commit, which remote, and what was wrong: no signature at all,
-//! or signatures only by keys the remote does not trust (named by fingerprint).
+//! A refused pull says which commit (or the summary, where the remote verifies its signatures:
+//! `gpg-verify-summary`), which remote, and what was wrong: no signature at all, or signatures
+//! only by keys the remote does not trust (named by fingerprint).
 
 use anyhow::{Context, Result};
 use ostree::gio;
@@ -70,7 +71,11 @@ fn run(repo: &ostree::Repo, src: &Source, req: &Request) -> Result<()> {
             if !src.gpg_verify {
                 return Err(err);
             }
-            match refusal(repo, src, &req.refs) {
+            let why = match summary_refusal(repo, src) {
+                Ok(None) => refusal(repo, src, &req.refs),
+                other => other,
+            };
+            match why {
                 Ok(Some(why)) => Err(err.context(why)),
                 Ok(None) => Err(err),
                 Err(e) => {
@@ -154,26 +159,89 @@ fn refusal(repo: &ostree::Repo, src: &Source, refs: &[String]) -> Result<Option<
             )
             .with_context(|| format!("checking the signatures of {commit}"))?;
         if result.count_valid() == 0 {
-            let fingerprint = ostree::GpgSignatureAttr::Fingerprint.into_glib() as usize;
-            let keys: Vec<String> = (0..result.count_all())
-                .filter_map(|i| {
-                    result
-                        .all(i)
-                        .try_child_value(fingerprint)
-                        .and_then(|v| v.str().map(String::from))
-                })
-                .collect();
             return Ok(Some(format!(
                 "{whose} is signed only by {}, not by a key the remote trusts",
-                if keys.is_empty() {
-                    "unknown keys".to_string()
-                } else {
-                    keys.join(", ")
-                }
+                signers(&result)
             )));
         }
     }
     Ok(None)
+}
+
+/// The fingerprints of the keys that made the signatures of `result`.
+fn signers(result: &ostree::GpgVerifyResult) -> String {
+    let fingerprint = ostree::GpgSignatureAttr::Fingerprint.into_glib() as usize;
+    let keys: Vec<String> = (0..result.count_all())
+        .filter_map(|i| {
+            result
+                .all(i)
+                .try_child_value(fingerprint)
+                .and_then(|v| v.str().map(String::from))
+        })
+        .collect();
+    if keys.is_empty() {
+        "unknown keys".to_string()
+    } else {
+        keys.join(", ")
+    }
+}
+
+/// If `src.via` verifies the summary's signatures (`gpg-verify-summary`) and the pull failed
+/// on them, why, in words: the remote's `summary` and `summary.sig` are fetched again and
+/// checked against `src.via`'s keys.
+fn summary_refusal(repo: &ostree::Repo, src: &Source) -> Result<Option<String>> {
+    if !repo
+        .remote_get_gpg_verify_summary(src.via)
+        .with_context(|| format!("reading gpg-verify-summary of remote {}", src.via))?
+    {
+        return Ok(None);
+    }
+    let whose = format!("the summary of remote {} ({})", src.name, src.url);
+    let Some(summary) = fetch(src.url, "summary")? else {
+        return Ok(Some(format!(
+            "{whose} is missing, and the remote verifies the summary's signatures \
+             (gpg-verify-summary): run `ostree summary -u --gpg-sign=KEY` on the repository"
+        )));
+    };
+    let Some(sigs) = fetch(src.url, "summary.sig")? else {
+        return Ok(Some(format!(
+            "{whose} has no signature, and the remote takes only a summary signed by a key it \
+             trusts: sign it (`ostree summary -u --gpg-sign=KEY`), or set \
+             gpg-verify-summary=false for this remote"
+        )));
+    };
+    let valid = repo.verify_summary(
+        src.via,
+        &glib::Bytes::from_owned(summary),
+        &glib::Bytes::from_owned(sigs),
+        gio::Cancellable::NONE,
+    );
+    Ok(match valid {
+        Ok(r) if r.count_valid() > 0 => None,
+        Ok(r) => Some(format!(
+            "{whose} is signed only by {}, not by a key the remote trusts",
+            signers(&r)
+        )),
+        Err(e) => Some(format!(
+            "{whose} is not signed by a key the remote trusts: {e}"
+        )),
+    })
+}
+
+/// The repository file `name` at `url` (`file://` or `http://`); `None` if it is not there.
+fn fetch(url: &str, name: &str) -> Result<Option<Vec<u8>>> {
+    const LIMIT: u64 = 64 << 20;
+    let url = url.trim_end_matches('/');
+    if let Some(path) = url.strip_prefix("file://") {
+        let p = std::path::Path::new(path).join(name);
+        return match std::fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+        };
+    }
+    let agent = crate::sys::http::agent(std::time::Duration::from_secs(60), 3);
+    crate::sys::http::get_bytes(&agent, &format!("{url}/{name}"), LIMIT)
 }
 
 /// A remote that exists for one pull, in the repository's own config: deleted again on drop
@@ -185,17 +253,19 @@ pub struct TempRemote<'a> {
 
 impl<'a> TempRemote<'a> {
     /// Add remote `name` for `url`; `gpg_keys`, when given, are the key files that verify it
-    /// (`gpgkeypath`), and signatures are then checked.
+    /// (`gpgkeypath`), and signatures are then checked: the commits' when `gpg_verify`, the
+    /// summary's when `gpg_verify_summary`.
     pub fn add(
         repo: &'a ostree::Repo,
         name: &'static str,
         url: &str,
         gpg_verify: bool,
+        gpg_verify_summary: bool,
         gpg_keys: &[&std::path::Path],
     ) -> Result<TempRemote<'a>> {
         let opts = glib::VariantDict::new(None);
         opts.insert_value("gpg-verify", &gpg_verify.to_variant());
-        opts.insert_value("gpg-verify-summary", &false.to_variant());
+        opts.insert_value("gpg-verify-summary", &gpg_verify_summary.to_variant());
         if !gpg_keys.is_empty() {
             let paths: Vec<String> = gpg_keys.iter().map(|p| p.display().to_string()).collect();
             opts.insert_value("gpgkeypath", &paths.join(";").to_variant());

@@ -51,6 +51,29 @@ pub fn get_text(agent: &ureq::Agent, url: &str, limit: u64) -> Result<String> {
     body_text(&mut resp, limit).map_err(|e| anyhow!("GET {url}: {e:#}"))
 }
 
+/// GET `url`: the body (at most `limit` bytes) of a 200 answer, `None` for 404; any other
+/// status is an error with the status and the start of the body.
+pub fn get_bytes(agent: &ureq::Agent, url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+    let mut resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| anyhow!("GET {url}: {e}"))?;
+    match resp.status().as_u16() {
+        200 => resp
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map(Some)
+            .map_err(|e| anyhow!("GET {url}: reading the answer: {e}")),
+        404 => Ok(None),
+        code => {
+            let body = body_text(&mut resp, MAX_ERROR_BODY).unwrap_or_default();
+            bail!("GET {url}: HTTP {code} {}", body.trim())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,6 +212,7 @@ fn pull_commit(req: &DeployRequest, repo: &ostree::Repo) -> Result<(String, Opti
             "slipway-deploy-source",
             &url,
             gpg_verify,
+            false,
             &[],
         )?),
         _ => None,
@@ -305,7 +306,8 @@ fn add_verified_remote(repo_path: &Path, r: &Remote, key: &Path) -> Result<()> {
         .with_context(|| format!("opening {}", repo_path.display()))?;
     let opts = glib::VariantDict::new(None);
     opts.insert_value("gpg-verify", &true.to_variant());
-    opts.insert_value("gpg-verify-summary", &false.to_variant());
+    // With a key, the summary too (it says which commit is the newest).
+    opts.insert_value("gpg-verify-summary", &true.to_variant());
     repo.remote_add(
         &r.name,
         Some(&r.url),
@@ -339,7 +341,7 @@ pub fn write_remote(deployment_root: &Path, r: &Remote) -> Result<()> {
         let mut f =
             std::fs::File::open(key).with_context(|| format!("opening {}", key.display()))?;
         tree.write_file(&rel, &mut f, 0o644)?;
-        text.push_str(&format!("gpgkeypath=/{rel}\n"));
+        text.push_str(&format!("gpgkeypath=/{rel}\ngpg-verify-summary=true\n"));
     }
     let p = dir.join(format!("{}.conf", r.name));
     std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
@@ -364,6 +366,42 @@ pub fn add_fstab_lines(deployment_root: &Path, lines: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A remote slipway defines with a key verifies commits and the summary: in a
+    /// repository's config (the installer) and in a deployment's remotes.d (the image).
+    #[test]
+    fn remotes_with_a_key_verify_the_summary_too() {
+        let d = tempfile::tempdir().unwrap();
+        let repo_path = d.path().join("repo");
+        let repo = ostree::Repo::new_for_path(&repo_path);
+        repo.create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
+            .unwrap();
+        let key = d.path().join("key.gpg");
+        // Any OpenPGP public key block will do for the import; none is needed for the file.
+        let r = Remote {
+            name: "debian".into(),
+            url: "http://192.0.2.1/repo".into(),
+            gpg_verify: true,
+            gpg_key: Some(key.clone()),
+        };
+        std::fs::write(&key, b"not a key").unwrap();
+        // The import fails on a non-key, after the remote and its options were written.
+        let _ = add_verified_remote(&repo_path, &r, &key);
+        let repo = ostree::Repo::new_for_path(&repo_path);
+        repo.open(gio::Cancellable::NONE).unwrap();
+        assert!(repo.remote_get_gpg_verify("debian").unwrap());
+        assert!(repo.remote_get_gpg_verify_summary("debian").unwrap());
+
+        let root = d.path().join("deployment");
+        std::fs::create_dir_all(&root).unwrap();
+        write_remote(&root, &r).unwrap();
+        let conf = std::fs::read_to_string(root.join("etc/ostree/remotes.d/debian.conf")).unwrap();
+        assert!(conf.contains("gpg-verify-summary=true"), "{conf}");
+        let without = Remote { gpg_key: None, ..r };
+        write_remote(&root, &without).unwrap();
+        let conf = std::fs::read_to_string(root.join("etc/ostree/remotes.d/debian.conf")).unwrap();
+        assert!(!conf.contains("gpg-verify-summary"), "{conf}");
+    }
 
     #[test]
     fn appended_kernel_arguments_replace_defaults_by_name() {

@@ -183,6 +183,22 @@ pub fn gpg_sign(repo: &Path, commit: &str, home: &Path) {
     );
 }
 
+/// Regenerate the summary of `repo`, signed with the (only) key of GnuPG home `home` if given.
+pub fn update_summary(repo: &Path, home: Option<&Path>) {
+    match home {
+        Some(home) => ostree(
+            repo,
+            &[
+                "summary",
+                "-u",
+                &format!("--gpg-homedir={}", home.display()),
+                &format!("--gpg-sign={}", gpg_fingerprint(home)),
+            ],
+        ),
+        None => ostree(repo, &["summary", "-u"]),
+    };
+}
+
 /// A throwaway signing key in a new GnuPG home `home`, its public part exported (binary) to
 /// `export_to`.
 pub fn new_key(home: &Path, name: &str, export_to: &Path) {
