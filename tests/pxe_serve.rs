@@ -841,17 +841,25 @@ fn http_port_0_announces_the_port_it_got() {
     let s = site();
     let state = s.f.dir.path().join("state");
     let log = state.with_extension("log-port0");
-    let mut child = serve_cmd(
+    let tftp = free_udp_port();
+    let child = serve_cmd(
         &s,
         &state,
         0,
-        free_udp_port(),
+        tftp,
         &["--dhcp", "off", "--server-ip", "127.0.0.1"],
     )
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(&log).unwrap())
     .spawn()
     .unwrap();
+    // Killed when dropped, also when an assertion below fails.
+    let mut srv = Server {
+        child,
+        http: 0,
+        tftp,
+        log: log.clone(),
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let port = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -859,7 +867,7 @@ fn http_port_0_announces_the_port_it_got() {
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
             break digits.parse::<u16>().unwrap();
         }
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = srv.child.try_wait().unwrap() {
             panic!("pxe serve exited ({st}):\n{text}");
         }
         assert!(
@@ -869,9 +877,9 @@ fn http_port_0_announces_the_port_it_got() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_ne!(port, 0);
-    let script = get_ok(&format!("http://127.0.0.1:{port}/boot.ipxe"));
-    let _ = child.kill();
-    let _ = child.wait();
+    srv.http = port;
+    let script = get_ok(&srv.url("/boot.ipxe"));
+    drop(srv);
     assert!(
         script.contains(&format!("http://127.0.0.1:{port}/")),
         "the boot script does not name port {port}:\n{script}"
@@ -930,15 +938,23 @@ fn sigterm_and_sigint_stop_it_cleanly_also_as_pid_1() {
         .arg(inner.get_program())
         .args(inner.get_args());
     let log = state.with_extension("log-pid1");
-    let mut child = c
+    let child = c
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    // unshare killed when dropped (also on a failed assertion), and slipway with it
+    // (`--kill-child`).
+    let mut srv = Server {
+        child,
+        http,
+        tftp,
+        log: log.clone(),
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while get(&format!("http://127.0.0.1:{http}/status")).0 != 200 {
+    while get(&srv.url("/status")).0 != 200 {
         assert!(
-            child.try_wait().unwrap().is_none(),
+            srv.child.try_wait().unwrap().is_none(),
             "{}",
             std::fs::read_to_string(&log).unwrap()
         );
@@ -947,7 +963,7 @@ fn sigterm_and_sigint_stop_it_cleanly_also_as_pid_1() {
     }
     // unshare's one child is slipway, PID 1 inside.
     let children =
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", srv.child.id())).unwrap();
     let pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(
@@ -957,7 +973,7 @@ fn sigterm_and_sigint_stop_it_cleanly_also_as_pid_1() {
         "{status}"
     );
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-    let st = exit_within(&mut child, 20, "no exit after the signal");
+    let st = exit_within(&mut srv.child, 20, "no exit after the signal");
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(st.code(), Some(0), "{st}\n{text}");
     assert!(text.contains("stopped by SIGTERM"), "{text}");
