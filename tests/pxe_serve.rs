@@ -142,27 +142,40 @@ fn serve_cmd(s: &Site, state: &Path, http: u16, tftp: u16, extra: &[&str]) -> Co
 fn start(s: &Site, state: &Path, extra: &[&str]) -> Server {
     let (http, tftp) = (free_tcp_port(), free_udp_port());
     let log = state.with_extension(format!("log-{http}"));
-    let child = serve_cmd(s, state, http, tftp, extra)
+    let server = spawn_server(serve_cmd(s, state, http, tftp, extra), http, tftp, log);
+    server.wait_ready()
+}
+
+/// Run `cmd` (a `pxe serve`, maybe wrapped) with its stderr in `log`; killed when dropped,
+/// also when an assertion fails.
+fn spawn_server(mut cmd: Command, http: u16, tftp: u16, log: PathBuf) -> Server {
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut server = Server {
+    Server {
         child,
         http,
         tftp,
         log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(st) = server.child.try_wait().unwrap() {
-            panic!("pxe serve exited ({st}):\n{}", server.log());
+    }
+}
+
+impl Server {
+    /// Wait until the server answers `/status` on its HTTP port.
+    fn wait_ready(mut self) -> Server {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!("pxe serve exited ({st}):\n{}", self.log());
+            }
+            if get(&self.url("/status")).0 == 200 {
+                return self;
+            }
+            assert!(Instant::now() < deadline, "no answer:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
         }
-        if get(&server.url("/status")).0 == 200 {
-            return server;
-        }
-        assert!(Instant::now() < deadline, "no answer:\n{}", server.log());
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -842,24 +855,8 @@ fn http_port_0_announces_the_port_it_got() {
     let state = s.f.dir.path().join("state");
     let log = state.with_extension("log-port0");
     let tftp = free_udp_port();
-    let child = serve_cmd(
-        &s,
-        &state,
-        0,
-        tftp,
-        &["--dhcp", "off", "--server-ip", "127.0.0.1"],
-    )
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap())
-    .spawn()
-    .unwrap();
-    // Killed when dropped, also when an assertion below fails.
-    let mut srv = Server {
-        child,
-        http: 0,
-        tftp,
-        log: log.clone(),
-    };
+    let args = ["--dhcp", "off", "--server-ip", "127.0.0.1"];
+    let mut srv = spawn_server(serve_cmd(&s, &state, 0, tftp, &args), 0, tftp, log.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     let port = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -938,29 +935,9 @@ fn sigterm_and_sigint_stop_it_cleanly_also_as_pid_1() {
         .arg(inner.get_program())
         .args(inner.get_args());
     let log = state.with_extension("log-pid1");
-    let child = c
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
     // unshare killed when dropped (also on a failed assertion), and slipway with it
     // (`--kill-child`).
-    let mut srv = Server {
-        child,
-        http,
-        tftp,
-        log: log.clone(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(&srv.url("/status")).0 != 200 {
-        assert!(
-            srv.child.try_wait().unwrap().is_none(),
-            "{}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        assert!(Instant::now() < deadline, "no answer");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut srv = spawn_server(c, http, tftp, log.clone()).wait_ready();
     // unshare's one child is slipway, PID 1 inside.
     let children =
         std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", srv.child.id())).unwrap();
