@@ -88,11 +88,6 @@ impl Layout {
             .chain([&self.boot, &self.root])
             .collect()
     }
-
-    /// The `sfdisk` script.
-    pub fn sfdisk_script(&self) -> String {
-        layout::sfdisk_script(&self.partitions().into_iter().cloned().collect::<Vec<_>>())
-    }
 }
 
 /// Bytes a directory tree occupies (allocated blocks, each inode counted once).
@@ -153,7 +148,8 @@ mod tests {
         assert_eq!(l.bios_boot.as_ref().unwrap().bytes(), MIB);
         assert_eq!(l.boot.bytes(), BOOT_MIB * MIB);
         assert!(l.root.offset() + l.root.bytes() <= (8 << 30) - MIB);
-        let s = l.sfdisk_script();
+        let owned: Vec<Partition> = parts.iter().map(|p| (*p).clone()).collect();
+        let s = layout::sfdisk_script(&owned);
         assert!(s.contains("type=21686148-6449-6E6F-744E-656564454649"));
         assert!(s.contains("name=\"root\""));
         // Partitions do not overlap.
