@@ -270,8 +270,11 @@ impl<'a> TempRemote<'a> {
             let paths: Vec<String> = gpg_keys.iter().map(|p| p.display().to_string()).collect();
             opts.insert_value("gpgkeypath", &paths.join(";").to_variant());
         }
-        // A remote of this name left behind by a process that was killed.
+        // A remote of this name left behind by a process that was killed, and the summary
+        // libostree cached for it: a remote's cache outlives the remote, and a summary
+        // another URL served under this name must never stand for this one's.
         let _ = repo.remote_delete(name, gio::Cancellable::NONE);
+        forget_summary(repo, name)?;
         repo.remote_change(
             None::<&gio::File>,
             ostree::RepoRemoteChange::AddIfNotExists,
@@ -323,5 +326,73 @@ impl Drop for TempRemote<'_> {
         if let Err(e) = self.repo.remote_delete(self.name, gio::Cancellable::NONE) {
             crate::sys::ui::warn(format!("removing the temporary remote {}: {e}", self.name));
         }
+        if let Err(e) = forget_summary(self.repo, self.name) {
+            crate::sys::ui::warn(format!("{e:#}"));
+        }
+    }
+}
+
+/// Remove the summary (and its signatures) libostree cached for remote `name` in `repo`
+/// (`tmp/cache/summaries/NAME` and `NAME.sig`); deleting a remote leaves them.
+fn forget_summary(repo: &ostree::Repo, name: &str) -> Result<()> {
+    let Some(root) = repo.path().path() else {
+        return Ok(());
+    };
+    let dir = root.join("tmp/cache/summaries");
+    for file in [name.to_string(), format!("{name}.sig")] {
+        let p = dir.join(file);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+                    .with_context(|| format!("removing the cached summary {}", p.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The summary libostree cached under a temporary remote's name is gone when the remote
+    /// is added and again when it is dropped: never taken for another URL's.
+    #[test]
+    fn temporary_remote_starts_and_ends_without_a_cached_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = ostree::Repo::new(&gio::File::for_path(dir.path().join("repo")));
+        repo.create(ostree::RepoMode::BareUser, gio::Cancellable::NONE)
+            .unwrap();
+        let cache = dir.path().join("repo/tmp/cache/summaries");
+        let leave_cache = || {
+            std::fs::create_dir_all(&cache).unwrap();
+            std::fs::write(cache.join("slipway-pull"), b"summary").unwrap();
+            std::fs::write(cache.join("slipway-pull.sig"), b"signatures").unwrap();
+            std::fs::write(cache.join("other"), b"another remote's").unwrap();
+        };
+        let cached = || {
+            let mut names: Vec<String> = std::fs::read_dir(&cache)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        leave_cache();
+        let temp = TempRemote::add(
+            &repo,
+            "slipway-pull",
+            "http://127.0.0.1:1/repo",
+            false,
+            false,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cached(), ["other"]);
+        leave_cache();
+        drop(temp);
+        assert_eq!(cached(), ["other"]);
+        assert!(repo.remote_list().is_empty());
     }
 }

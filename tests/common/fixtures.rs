@@ -185,6 +185,8 @@ pub fn gpg_sign(repo: &Path, commit: &str, home: &Path) {
 
 /// Regenerate the summary of `repo`, signed with the (only) key of GnuPG home `home` if given.
 pub fn update_summary(repo: &Path, home: Option<&Path>) {
+    let summary = repo.join("summary");
+    let before = std::fs::metadata(&summary).and_then(|m| m.modified()).ok();
     match home {
         Some(home) => ostree(
             repo,
@@ -197,6 +199,22 @@ pub fn update_summary(repo: &Path, home: Option<&Path>) {
         ),
         None => ostree(repo, &["summary", "-u"]),
     };
+    // An HTTP server dates a file to the second (`Last-Modified`) and answers a client that
+    // has the summary of that second with 304, so libostree would keep a summary rewritten
+    // within the second it last fetched one. Each new summary is dated a later second.
+    if let Some(before) = before {
+        let secs =
+            |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let now = std::fs::metadata(&summary).unwrap().modified().unwrap();
+        if secs(now) <= secs(before) {
+            let later = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs(before) + 1);
+            for name in ["summary", "summary.sig"] {
+                if let Ok(f) = std::fs::File::options().write(true).open(repo.join(name)) {
+                    f.set_modified(later).unwrap();
+                }
+            }
+        }
+    }
 }
 
 /// A throwaway signing key in a new GnuPG home `home`, its public part exported (binary) to
