@@ -210,18 +210,52 @@ fn interrupted_image_build_leaves_no_image_loop_device_or_mount() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("host.qcow2");
     let loops_before = stdout_of(Command::new("losetup").arg("-a"));
-    // Killed while file systems are written, and with the finished qcow2 still in its
-    // temporary file (a failpoint holds the build just before the rename).
-    for (marker, failpoints) in [
-        // The phase's message as the root file system's mkfs starts (it takes seconds).
-        ("disk: root file system", ""),
-        (
-            "failpoint image-before-rename: pausing",
-            "image-before-rename=pause",
-        ),
-    ] {
+    // Killed while `mke2fs` writes the root file system (found among the build's
+    // descendants: progress lines are rate-limited, so no line marks it), and with the
+    // finished qcow2 still in its temporary file (a failpoint holds the build just before
+    // the rename).
+    let log = tmp.path().join("build.log");
+    {
         let mut child = qcow2_build(&host, &out)
-            .env("SLIPWAY_FAILPOINTS", failpoints)
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let mkfs = loop {
+            let root_mkfs = descendants(child.id())
+                .into_iter()
+                .find(|(_, cmd)| cmd.starts_with("mke2fs") && cmd.contains(" -L root "));
+            if let Some((pid, _)) = root_mkfs {
+                break pid;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the build ended before the root file system was written:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "no mke2fs for the root file system in 10 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        child.kill().unwrap();
+        assert!(!child.wait().unwrap().success());
+        let gone = Instant::now();
+        while Path::new(&format!("/proc/{mkfs}")).exists() {
+            assert!(
+                // SIGKILL at once (PR_SET_PDEATHSIG), not when it is done writing.
+                gone.elapsed() < Duration::from_secs(2),
+                "mke2fs {mkfs} outlived the killed build"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        left_nothing(&out, &loops_before, tmp.path(), "during mke2fs");
+    }
+    {
+        let marker = "failpoint image-before-rename: pausing";
+        let mut child = qcow2_build(&host, &out)
+            .env("SLIPWAY_FAILPOINTS", "image-before-rename=pause")
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -241,22 +275,17 @@ fn interrupted_image_build_leaves_no_image_loop_device_or_mount() {
             !child.wait().unwrap().success(),
             "the build finished before the kill at {marker}"
         );
-        assert!(
-            !out.exists(),
-            "a half image at OUT after a kill at {marker}"
-        );
-        assert_eq!(stdout_of(Command::new("losetup").arg("-a")), loops_before);
-        assert!(mounts_below(&apt_cache()).is_empty());
-        assert!(mounts_below(tmp.path()).is_empty());
+        left_nothing(&out, &loops_before, tmp.path(), marker);
     }
     // The next build cleans up the leftover and succeeds.
     let o = qcow2_build(&host, &out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let left: Vec<String> = std::fs::read_dir(tmp.path())
+    let mut left: Vec<String> = std::fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left, ["host.qcow2"], "leftovers: {left:?}");
+    left.sort();
+    assert_eq!(left, ["build.log", "host.qcow2"], "leftovers: {left:?}");
     // Work directories (with their immutable deployment directories) are gone too.
     let work: Vec<String> = std::fs::read_dir(apt_cache().join("work"))
         .unwrap()
@@ -264,6 +293,69 @@ fn interrupted_image_build_leaves_no_image_loop_device_or_mount() {
         .filter(|n| n.starts_with("image-"))
         .collect();
     assert!(work.is_empty(), "work directories left: {work:?}");
+}
+
+/// After a killed build: no image at `out`, no loop device that was not there before, no
+/// mount below the cache or `tmp`.
+fn left_nothing(out: &Path, loops_before: &str, tmp: &Path, when: &str) {
+    assert!(!out.exists(), "a half image at OUT after a kill {when}");
+    assert_eq!(
+        stdout_of(Command::new("losetup").arg("-a")),
+        loops_before,
+        "loop devices after a kill {when}"
+    );
+    assert!(
+        mounts_below(&apt_cache()).is_empty(),
+        "mounts after a kill {when}"
+    );
+    assert!(mounts_below(tmp).is_empty(), "mounts after a kill {when}");
+}
+
+/// The processes below `pid` (children, their children...), with their command lines.
+fn descendants(pid: u32) -> Vec<(u32, String)> {
+    let mut parent = std::collections::HashMap::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: comm may hold spaces, so split after its `)`.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        parent.insert(p, ppid);
+    }
+    let below = |mut p: u32| {
+        while let Some(&pp) = parent.get(&p) {
+            if pp == pid {
+                return true;
+            }
+            if pp <= 1 {
+                return false;
+            }
+            p = pp;
+        }
+        false
+    };
+    parent
+        .keys()
+        .filter(|&&p| below(p))
+        .filter_map(|&p| {
+            let raw = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+            let words: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect();
+            Some((p, words.join(" ")))
+        })
+        .collect()
 }
 
 /// The harness's answer to a QEMU 7.2 + OVMF hang under TCG (seen once in CI: after the
