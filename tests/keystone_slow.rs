@@ -104,6 +104,16 @@ fn keystone_answers_and_issues_a_token() {
         "docker exec keystone openstack token issue -f value -c id",
     );
     assert!(token.trim().len() > 20, "no token: {token}");
+    // The image's modules load from the bytecode their packages compiled: a commit dates
+    // every source 0, and compose dated the `.pyc`s for it (else each start compiles all).
+    let imports = check(
+        &vm,
+        "docker exec keystone python3 -v -B -c 'import keystone.server.wsgi' 2>&1 | grep -E '^# (code object from|bytecode is stale)' | sort | cut -c1-22 | uniq -c",
+    );
+    assert!(
+        imports.contains("# code object from") && !imports.contains("stale"),
+        "keystone's modules are compiled again in the container:\n{imports}"
+    );
     let s = status(&vm);
     let d = &s["deployments"][0];
     assert_eq!(d["commit"], commit.as_str(), "{s}");

@@ -226,6 +226,12 @@ fn build_one(
     crate::compose::postprocess::run_scripts(&root, &view, on_line)
         .with_context(|| format!("image {what}"))?;
     clean(&root)?;
+    let n = super::pyc::zero_source_mtimes(&root).with_context(|| format!("image {what}"))?;
+    if n > 0 {
+        on_line(&format!(
+            "image {what}: {n} Python bytecode files dated for the commit"
+        ));
+    }
     let summary = crate::services::content_digest(&root, &what)?;
     let rel = format!("{}/rootfs", img.dir());
     let host = Tree::open(plan.rootfs)?;

@@ -14,6 +14,7 @@ pub mod inputhash;
 pub mod layout;
 pub mod metadata;
 pub mod postprocess;
+pub mod pyc;
 pub mod rootfs;
 
 use std::collections::BTreeMap;
@@ -520,7 +521,10 @@ fn customize(rootfs: &Path, plan: &ComposePlan, work: &Path, progress: &Progress
     postprocess::remove_files(rootfs, tf)?;
     postprocess::run_scripts(rootfs, tf, &mut |l| phase.message(l))?;
     postprocess::systemd_units(rootfs, tf)?;
-    phase.finish("done");
+    let n = pyc::zero_source_mtimes(rootfs)?;
+    phase.finish(&format!(
+        "done ({n} Python bytecode files dated for the commit)"
+    ));
     Ok(())
 }
 
