@@ -229,7 +229,7 @@ fn build_one(
     let n = super::pyc::zero_source_mtimes(&root).with_context(|| format!("image {what}"))?;
     if n > 0 {
         on_line(&format!(
-            "image {what}: {n} Python bytecode files dated for the commit"
+            "image {what}: {n} Python bytecode files fitted to the commit"
         ));
     }
     let summary = crate::services::content_digest(&root, &what)?;

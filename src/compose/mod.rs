@@ -523,7 +523,7 @@ fn customize(rootfs: &Path, plan: &ComposePlan, work: &Path, progress: &Progress
     postprocess::systemd_units(rootfs, tf)?;
     let n = pyc::zero_source_mtimes(rootfs)?;
     phase.finish(&format!(
-        "done ({n} Python bytecode files dated for the commit)"
+        "done ({n} Python bytecode files fitted to the commit)"
     ));
     Ok(())
 }

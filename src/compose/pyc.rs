@@ -3,15 +3,17 @@
 //! Debian's packages compile their modules at install time (`py3compile` in the postinst).
 //! Each `__pycache__/NAME.cpython-XY.pyc` records the mtime and size of its source `NAME.py`,
 //! and Python recompiles a module whose source differs in either. A commit keeps no mtimes:
-//! every file of a deployment (and so of a bound image that docker imports from it) has
-//! mtime 0. Left as installed, every `.pyc` is stale there, and each Python process compiles
+//! mtime 0 in a deployment (and so in a bound image that docker imports from it), except
+//! empty files, which libostree copies at checkout instead of linking (so they get the
+//! checkout's time). Left as installed, every `.pyc` is stale there, and each Python process compiles
 //! every module it imports again, in memory when it may not write `/usr`, on every start:
 //! under TCG that is minutes for an OpenStack service.
 //!
 //! So before a tree is committed, a timestamp-based `.pyc` whose recorded size is its
-//! source's gets 0 as its recorded mtime: valid exactly in the committed tree. A `.pyc` whose
-//! size does not match (stale already), a hash-based one (PEP 552) and one without its source
-//! are left alone.
+//! source's gets 0 as its recorded mtime: valid exactly in the committed tree. The `.pyc` of
+//! an empty source (a package's empty `__init__.py`) is removed: no recorded time can match a
+//! checkout's, and compiling nothing costs nothing. A `.pyc` whose size does not match
+//! (stale already), a hash-based one (PEP 552) and one without its source are left alone.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -19,53 +21,59 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use cap_std::fs::Dir;
 
+use crate::sys::tree::Tree;
+
 /// Header of a `.pyc` (PEP 552): magic, flags, source mtime, source size; 4 bytes each.
 const HEADER: usize = 16;
 
 /// Give every timestamp-based `.pyc` under `root`'s `usr` whose source is beside it the
-/// mtime a commit gives the source (0). Symbolic links are never followed (an entry is
-/// looked at without following it, and every open resolves inside the tree). Returns how many
-/// were changed.
+/// mtime a commit gives the source (0), or remove it when the source is empty. Symbolic links
+/// are never followed (an entry is looked at without following it, and every open resolves
+/// inside the tree). Returns how many were changed or removed.
 pub fn zero_source_mtimes(root: &Path) -> Result<usize> {
     let usr = root.join("usr");
     if !usr.is_dir() {
         return Ok(0);
     }
+    let tree = Tree::open(root)?;
     let dir = Dir::open_ambient_dir(&usr, cap_std::ambient_authority())
         .with_context(|| format!("opening {}", usr.display()))?;
-    walk(&dir, &usr)
+    walk(&tree, &dir, "usr")
 }
 
-fn walk(dir: &Dir, path: &Path) -> Result<usize> {
+/// `dir` is `rel` (relative to the tree's root).
+fn walk(tree: &Tree, dir: &Dir, rel: &str) -> Result<usize> {
     let mut changed = 0;
+    let here = || tree.path().join(rel);
     let entries = dir
         .entries()
-        .with_context(|| format!("reading {}", path.display()))?;
+        .with_context(|| format!("reading {}", here().display()))?;
     for e in entries {
-        let e = e.with_context(|| format!("reading {}", path.display()))?;
+        let e = e.with_context(|| format!("reading {}", here().display()))?;
+        let name = e.file_name();
+        let sub_rel = format!("{rel}/{}", name.to_string_lossy());
         let ft = e
             .file_type()
-            .with_context(|| format!("looking at {}", path.join(e.file_name()).display()))?;
+            .with_context(|| format!("looking at {}", tree.path().join(&sub_rel).display()))?;
         if !ft.is_dir() {
             continue;
         }
-        let name = e.file_name();
-        let sub_path = path.join(&name);
         let sub = dir
             .open_dir(&name)
-            .with_context(|| format!("opening {}", sub_path.display()))?;
+            .with_context(|| format!("opening {}", tree.path().join(&sub_rel).display()))?;
         if name == "__pycache__" {
-            changed += fix_cache(dir, &sub, &sub_path)?;
+            changed += fix_cache(tree, rel, &sub)?;
         } else {
-            changed += walk(&sub, &sub_path)?;
+            changed += walk(tree, &sub, &sub_rel)?;
         }
     }
     Ok(changed)
 }
 
-/// The `.pyc`s of `cache` (a `__pycache__` in `parent`).
-fn fix_cache(parent: &Dir, cache: &Dir, path: &Path) -> Result<usize> {
+/// The `.pyc`s of `cache`, the `__pycache__` of `parent` (relative to the tree's root).
+fn fix_cache(tree: &Tree, parent: &str, cache: &Dir) -> Result<usize> {
     let mut changed = 0;
+    let path = tree.path().join(parent).join("__pycache__");
     for e in cache
         .entries()
         .with_context(|| format!("reading {}", path.display()))?
@@ -85,9 +93,14 @@ fn fix_cache(parent: &Dir, cache: &Dir, path: &Path) -> Result<usize> {
         let Some(module) = name.split('.').next() else {
             continue;
         };
-        let source = match parent.symlink_metadata(format!("{module}.py")) {
-            Ok(m) if m.is_file() => m.len(),
-            _ => continue,
+        // The source as Python sees it: a link is followed (inside the tree, where it
+        // points in the committed tree too; Debian links `sitecustomize.py` into /etc).
+        let source = match tree
+            .open_file(&format!("{parent}/{module}.py"))
+            .and_then(|f| f.metadata().context("looking at the source"))
+        {
+            Ok(m) => m.len(),
+            Err(_) => continue,
         };
         let mut f = cache
             .open_with(
@@ -101,7 +114,18 @@ fn fix_cache(parent: &Dir, cache: &Dir, path: &Path) -> Result<usize> {
         }
         let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().unwrap());
         let (flags, mtime, size) = (word(4), word(8), word(12));
-        if flags != 0 || u64::from(size) != source & 0xffff_ffff || mtime == 0 {
+        if flags != 0 || u64::from(size) != source & 0xffff_ffff {
+            continue;
+        }
+        if source == 0 {
+            drop(f);
+            cache
+                .remove_file(&name)
+                .with_context(|| format!("removing {}", file.display()))?;
+            changed += 1;
+            continue;
+        }
+        if mtime == 0 {
             continue;
         }
         f.seek(SeekFrom::Start(8))
@@ -164,6 +188,12 @@ mod tests {
             pyc(0, 1_700_000_000, 6),
         )
         .unwrap();
+        // A source that is an absolute link (Debian's sitecustomize.py -> /etc/...): sized
+        // through the link, inside the tree.
+        std::fs::create_dir_all(t.path().join("etc/python3")).unwrap();
+        std::fs::write(t.path().join("etc/python3/site.py"), b"x = 10\n").unwrap();
+        std::os::unix::fs::symlink("/etc/python3/site.py", pkg.join("site.py")).unwrap();
+        std::fs::write(cache.join("site.cpython-311.pyc"), pyc(0, 1_700_000_000, 7)).unwrap();
         // A link to a directory outside the tree is not followed.
         let outside = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(outside.path().join("__pycache__")).unwrap();
@@ -172,10 +202,11 @@ mod tests {
         std::fs::write(&out_pyc, pyc(0, 1_700_000_000, 6)).unwrap();
         std::os::unix::fs::symlink(outside.path(), pkg.join("link")).unwrap();
 
-        assert_eq!(zero_source_mtimes(t.path()).unwrap(), 3);
+        assert_eq!(zero_source_mtimes(t.path()).unwrap(), 4);
+        assert_eq!(mtime_of(&cache.join("site.cpython-311.pyc")), 0);
         assert_eq!(mtime_of(&cache.join("mod.cpython-311.pyc")), 0);
         assert_eq!(mtime_of(&cache.join("mod.cpython-311.opt-1.pyc")), 0);
-        assert_eq!(mtime_of(&cache.join("__init__.cpython-311.pyc")), 0);
+        assert!(!cache.join("__init__.cpython-311.pyc").exists());
         assert_eq!(
             mtime_of(&cache.join("stale.cpython-311.pyc")),
             1_700_000_000
