@@ -311,38 +311,12 @@ fn missing_package_is_named_and_nothing_is_written() {
 fn failing_postprocess_names_the_script_and_keeps_the_ref() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
-    let good = tiny_treefile(tmp.path(), "test/post", serde_json::json!({}));
-    let out = compose(&repo, &good, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let before = ostree(&repo, &["rev-parse", "test/post"]);
-
-    let bad = tiny_treefile(
-        tmp.path(),
-        "test/post",
-        serde_json::json!({"postprocess": ["echo configuring the widget; echo widget exploded >&2; exit 3"]}),
-    );
-    let out = compose(&repo, &bad, &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("postprocess[0]"), "{err}");
-    assert!(err.contains("widget exploded"), "{err}");
-    assert!(err.contains("status 3"), "{err}");
-    assert_eq!(ostree(&repo, &["rev-parse", "test/post"]), before);
-    run_ok(
-        Command::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .arg("fsck"),
-    );
     // Postprocess scripts have no network: a listener on the build machine's loopback is
     // out of reach, and the only interface the script sees is its own loopback.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let net = tiny_treefile(
+    let good = tiny_treefile(
         tmp.path(),
         "test/post",
         serde_json::json!({"postprocess": [format!(
@@ -352,7 +326,7 @@ fn failing_postprocess_names_the_script_and_keeps_the_ref() {
              echo ok > /usr/share/slipway-no-network"
         )]}),
     );
-    let out = compose(&repo, &net, &[]);
+    let out = compose(&repo, &good, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -377,6 +351,27 @@ fn failing_postprocess_names_the_script_and_keeps_the_ref() {
         .map(str::trim)
         .collect();
     assert_eq!(interfaces, ["lo"], "{dev}");
+    let before = ostree(&repo, &["rev-parse", "test/post"]);
+
+    // A failing script: named with its output and status; the ref and the repository as
+    // they were.
+    let bad = tiny_treefile(
+        tmp.path(),
+        "test/post",
+        serde_json::json!({"postprocess": ["echo configuring the widget; echo widget exploded >&2; exit 3"]}),
+    );
+    let out = compose(&repo, &bad, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("postprocess[0]"), "{err}");
+    assert!(err.contains("widget exploded"), "{err}");
+    assert!(err.contains("status 3"), "{err}");
+    assert_eq!(ostree(&repo, &["rev-parse", "test/post"]), before);
+    run_ok(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .arg("fsck"),
+    );
 }
 
 /// Start a compose, kill it with `signal` when its stderr shows `marker`, return its stderr.
