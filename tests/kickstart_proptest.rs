@@ -152,6 +152,6 @@ proptest! {
             prop_assert!(!rendered.contains("{{server}}"), "{rendered}");
             parse_and_validate(&rendered);
         }
-        let _ = template::check(&text, SOURCE, "r");
+        let _ = template::check(&text, SOURCE, "r", false);
     }
 }

@@ -392,7 +392,15 @@ fn two_refs_share_a_directory_and_an_unchanged_rebuild_is_a_no_op() {
     assert_eq!(f.manifest()["refs"][REF_A]["commit"], a2.as_str());
     assert_eq!(f.manifest()["refs"][REF_B]["commit"], b1.as_str());
     let ks = atomic_host_ks(f.dir.path());
-    let out = f.build_ok(&["--ref", REF_B, "--kickstart", ks.to_str().unwrap()]);
+    let key = trusted_key(f.dir.path());
+    let out = f.build_ok(&[
+        "--ref",
+        REF_B,
+        "--kickstart",
+        ks.to_str().unwrap(),
+        "--trusted-key",
+        key.to_str().unwrap(),
+    ]);
     assert!(
         stderr(&out).contains(&format!("{REF_B}: built")),
         "{}",
@@ -422,6 +430,18 @@ fn a_bad_kickstart_is_refused_before_any_file() {
     let out = f.build(&["--ref", REF_A, "--kickstart", inc.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("inc.ks:1"), "{}", stderr(&out));
+    assert!(!f.out.exists());
+
+    // The shipped kickstart verifies commits: without a key for the installer it could
+    // never install, so the build refuses it, naming its ostreesetup line.
+    let shipped = atomic_host_ks(f.dir.path());
+    let out = f.build(&["--ref", REF_A, "--kickstart", shipped.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("atomic-host.ks:20: ostreesetup verifies") && err.contains("--trusted-key"),
+        "{err}"
+    );
     assert!(!f.out.exists());
 }
 
@@ -549,6 +569,8 @@ fn composed_host_installer_artifacts() {
         .arg(apt_cache())
         .arg("--kickstart")
         .arg(&ks)
+        .arg("--trusted-key")
+        .arg(trusted_key(dir.path()))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

@@ -48,6 +48,8 @@ fn site() -> Site {
         REF_B,
         "--kickstart",
         ks.to_str().unwrap(),
+        "--trusted-key",
+        trusted_key(f.dir.path()).to_str().unwrap(),
     ]);
     // The shipped template, installing whatever ref the profile names.
     let template = std::fs::read_to_string(source_dir().join("kickstart/atomic-host.ks"))
@@ -357,7 +359,12 @@ fn boot_scripts_kickstarts_files_reports_and_a_restart() {
     let ks = get_ok(&srv.url(&format!("/kickstart?mac={NODE1}")));
     assert!(ks.contains("--hostname=node1"), "{ks}");
     assert!(ks.contains(&format!("--url={base}/repo ")), "{ks}");
-    assert!(ks.contains(&format!("--ref={REF_B} ")), "{ks}");
+    let ref_b = format!("--ref={REF_B}");
+    assert!(
+        ks.lines()
+            .any(|l| l.starts_with("ostreesetup ") && l.split(' ').any(|a| a == ref_b)),
+        "{ks}"
+    );
     slipway::kickstart::parse_str(&ks, "served")
         .unwrap()
         .validate_for_install()

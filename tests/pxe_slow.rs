@@ -13,14 +13,20 @@
 //! 2. `bios`: SeaBIOS with QEMU's iPXE ROM, which identifies as iPXE and is sent straight to
 //!    the HTTP script (no TFTP);
 //! 3. `broken` (the long form only, `make test-full`): like `bios`, with a profile whose
-//!    kickstart's `%post --erroronfail` fails. In the long form `bios` also has a second disk
-//!    holding another slipway host (the same file system labels).
+//!    kickstart installs a commit signed by another key than the one the installer trusts.
+//!    In the long form `bios` also has a second disk holding another slipway host (the same
+//!    file system labels).
+//!
+//! The lab serves its own copy of the composed host, signed (commit and summary) by a key
+//! made for the run; `pxe build --trusted-key` puts the public key into the installer, and
+//! the shipped kickstart verifies (no `--nogpg`).
 //!
 //! The first two install, reboot through the network (the server now sends them to their
 //! disk) and answer SSH with the kickstart's key at dnsmasq's address; the booted deployment
-//! is the served commit, its root and /boot found by UUID. The third reports its failure: the
-//! server's status and log show it,
-//! and its disk holds no partition table and no signature. Nothing leaves the namespaces.
+//! is the served commit, its root and /boot found by UUID, and it checks for updates against
+//! the server, verifying the summary's signature. The third refuses the commit, naming the
+//! key that signed it; the server's status and log show the failure, and its disk holds no
+//! partition table and no signature. Nothing leaves the namespaces.
 
 mod common;
 
@@ -36,6 +42,8 @@ use serde_json::Value;
 const SERVER_IP: &str = "10.77.0.1";
 const SITE_DHCP_IP: &str = "10.77.0.2";
 const HTTP_PORT: u16 = 8080;
+/// The ref `broken`'s kickstart installs: the composed tree, signed by another key.
+const WRONG_KEY_REF: &str = "slipway/test/signed-by-another-key";
 /// Per machine: name, firmware, MAC, the address dnsmasq gives it, tap.
 const MACHINES: [Machine; 3] = [
     (
@@ -156,7 +164,7 @@ impl Drop for Daemon {
 
 /// The kickstart templates the profiles name: the shipped `kickstart/atomic-host.ks` with
 /// the test's key for root and core, the serial console last (so the installed system's
-/// console is in the VM's log), and for `broken` one more `%post --erroronfail` that fails.
+/// console is in the VM's log), and for `broken` the ref signed by another key.
 fn write_kickstarts(dir: &Path, public_key: &str) -> (PathBuf, PathBuf) {
     let shipped = std::fs::read_to_string(source_dir().join("kickstart/atomic-host.ks")).unwrap();
     let mut text = String::new();
@@ -177,16 +185,32 @@ fn write_kickstarts(dir: &Path, public_key: &str) -> (PathBuf, PathBuf) {
         }
     }
     assert!(text.contains("{{server}}/repo"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ostreesetup ") && !l.contains("--nogpg")),
+        "the shipped kickstart does not verify signatures: {text}"
+    );
     let good = dir.join("node.ks");
     std::fs::write(&good, &text).unwrap();
     let bad = dir.join("broken.ks");
-    std::fs::write(
-        &bad,
-        format!(
-            "{text}\n%post --erroronfail\necho 'slipway pxe lab: this %post fails on purpose' >&2\nexit 3\n%end\n"
-        ),
-    )
-    .unwrap();
+    let wrong: Vec<String> = text
+        .lines()
+        .map(|l| match l.strip_prefix("ostreesetup ") {
+            Some(args) => {
+                let args: Vec<String> = args
+                    .split(' ')
+                    .map(|a| match a.starts_with("--ref=") {
+                        true => format!("--ref={WRONG_KEY_REF}"),
+                        false => a.to_string(),
+                    })
+                    .collect();
+                format!("ostreesetup {}", args.join(" "))
+            }
+            None => l.to_string(),
+        })
+        .collect();
+    assert_ne!(wrong.join("\n"), text.trim_end(), "no --ref in {text}");
+    std::fs::write(&bad, wrong.join("\n") + "\n").unwrap();
     (good, bad)
 }
 
@@ -255,15 +279,52 @@ fn lab(names: &[&str]) {
     let work = tempfile::tempdir_in(cache_root()).unwrap();
     let w = work.path();
 
+    // The lab's repository: the composed host, its commit and summary signed by the lab's
+    // key; with `broken`, the same tree committed again and signed by another key.
+    let repo = w.join("repo");
+    let keys = w.join("keys");
+    let (good_home, good_key) = (keys.join("good"), keys.join("good.gpg"));
+    new_key(&good_home, "slipway-pxe-lab", &good_key);
+    ostree(&repo, &["init", "--mode=archive"]);
+    ostree(
+        &repo,
+        &[
+            "pull-local",
+            &host.repo.display().to_string(),
+            &host.reference,
+        ],
+    );
+    gpg_sign(&repo, &host.commit, &good_home);
+    let wrong_commit = broken.map(|_| {
+        let home = keys.join("other");
+        new_key(&home, "slipway-pxe-other", &keys.join("other.gpg"));
+        let c = ostree(
+            &repo,
+            &[
+                "commit",
+                "-b",
+                WRONG_KEY_REF,
+                &format!("--tree=ref={}", host.commit),
+                "--subject=the composed tree, signed by a key the installer does not trust",
+                &format!("--gpg-homedir={}", home.display()),
+                &format!("--gpg-sign={}", gpg_fingerprint(&home)),
+            ],
+        );
+        (c.trim().to_string(), gpg_fingerprint(&home))
+    });
+    update_summary(&repo, Some(&good_home));
+
     // The boot directory, with the installer built from the release slipway when the slow
     // suite names one (as `make test` does), so the live root stays small.
     let pxe_dir = w.join("pxe");
     let mut build = slipway();
     build
         .args(["pxe", "build", "--repo"])
-        .arg(&host.repo)
+        .arg(&repo)
         .args(["--ref", &host.reference, "-o"])
         .arg(&pxe_dir)
+        .arg("--trusted-key")
+        .arg(&good_key)
         .arg("--cachedir")
         .arg(apt_cache());
     if let Some(exe) = std::env::var_os("SLIPWAY_HOST_EXE") {
@@ -340,7 +401,7 @@ fn lab(names: &[&str]) {
         .args(["pxe", "serve", "--dir"])
         .arg(&pxe_dir)
         .arg("--repo")
-        .arg(&host.repo)
+        .arg(&repo)
         .args(["--interface", "br0", "--dhcp", "proxy"])
         .args(["--http-port", &HTTP_PORT.to_string()])
         .arg("--profiles")
@@ -504,7 +565,16 @@ fn lab(names: &[&str]) {
             accel_name,
         );
     }
-    if let Some(b) = broken {
+    if let (Some(b), Some((commit, key))) = (broken, &wrong_commit) {
+        let s = status(&lab);
+        let error = machine(&s, machines[b].2).unwrap()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            error.contains(commit.as_str()) && error.contains(&format!("signed only by {key}")),
+            "broken: not refused for its signature: {error}"
+        );
         failed_install_is_wiped(&lab, &server, machines[b], &mut vms[b]);
     }
 
@@ -535,6 +605,27 @@ fn lab(names: &[&str]) {
         assert!(
             remote.contains(&format!("http://{SERVER_IP}:{HTTP_PORT}/repo")),
             "{name}: the host upgrades from the server: {remote}"
+        );
+        // It verifies what it takes from there: the served summary's signature and the
+        // commits', by the lab's key, which the installer imported for the remote; the
+        // served commit is what it runs.
+        let verify = check(
+            vm,
+            "cat /ostree/repo/config /etc/ostree/remotes.d/*.conf 2>/dev/null | grep -E '^gpg-verify(-summary)?=' | sort -u; ostree remote gpg-list-keys debian",
+        );
+        assert!(
+            verify.contains("gpg-verify=true\ngpg-verify-summary=true\n")
+                && !verify.contains("=false")
+                && verify.contains("slipway-pxe-lab"),
+            "{name}: the remote does not verify with the lab's key: {verify}"
+        );
+        let checked = vm.ssh("slipway host upgrade --check").unwrap();
+        let out = String::from_utf8_lossy(&checked.stdout).into_owned()
+            + &String::from_utf8_lossy(&checked.stderr);
+        assert!(
+            checked.status.code() == Some(77)
+                && out.contains(&format!("already up to date: {}", host.commit)),
+            "{name}: no verified update check against the server: {out}"
         );
         let m = status(&lab);
         let m = machine(&m, mac).unwrap().clone();
@@ -641,8 +732,6 @@ fn lab(names: &[&str]) {
 fn failed_install_is_wiped(lab: &Netns, server: &Daemon, m: Machine, vm: &mut (Vm, PathBuf)) {
     let s = status(lab);
     let broken = machine(&s, m.2).unwrap();
-    let error = broken["error"].as_str().unwrap_or_default();
-    assert!(error.contains("%post"), "{broken}");
     assert!(!broken["installed"].as_bool().unwrap(), "{broken}");
     assert!(
         server

@@ -67,11 +67,13 @@ pub fn dummy_values(ostree_ref: &str) -> BTreeMap<&'static str, String> {
 }
 
 /// Render `text` with dummy values and check the result as an installer kickstart: unknown
-/// placeholders, syntax errors and what the installer would refuse, named by `source`.
-pub fn check(text: &str, source: &str, ostree_ref: &str) -> Result<()> {
+/// placeholders, syntax errors and what the installer would refuse, named by `source`; for
+/// an installer with a trusted key (`has_key`) or without one.
+pub fn check(text: &str, source: &str, ostree_ref: &str, has_key: bool) -> Result<()> {
     let rendered = render(text, source, &dummy_values(ostree_ref))?;
     let ks = super::parse_str(&rendered, source)?;
-    ks.validate_for_install()
+    ks.validate_for_install()?;
+    ks.check_trusted_key(has_key)
 }
 
 #[cfg(test)]
@@ -104,6 +106,13 @@ mod tests {
         let o = ks.ostreesetup.as_ref().unwrap();
         assert_eq!(o.url, "http://192.0.2.1:8080/repo");
         assert_eq!(o.ostree_ref, "slipway/bookworm/x86_64/atomic-host");
-        check(&text, "atomic-host.ks", "x").unwrap();
+        check(&text, "atomic-host.ks", "x", true).unwrap();
+        let e = check(&text, "atomic-host.ks", "x", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("atomic-host.ks:20: ostreesetup verifies the commit's signature"),
+            "{e}"
+        );
     }
 }

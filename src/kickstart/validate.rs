@@ -12,6 +12,21 @@ use super::{
 };
 
 impl Kickstart {
+    /// For an installer that has a trusted key (`has_key`) or none: an `ostreesetup` that
+    /// verifies signatures (no `--nogpg`) needs one, or no install could ever succeed.
+    pub fn check_trusted_key(&self, has_key: bool) -> Result<()> {
+        match self.ostreesetup.as_ref() {
+            Some(o) if !o.nogpg && !has_key => anyhow::bail!(
+                "{}: ostreesetup verifies the commit's signature (no --nogpg), but the \
+                 installer has no key to verify it with: build it with `slipway pxe build \
+                 --trusted-key FILE` (the public key the commits are signed with), or add \
+                 --nogpg to install unverified commits",
+                o.at
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// Check that the PXE installer can carry this kickstart out: an `ostreesetup`, and either
     /// `autopart` (plain) or `part` lines including `/`, with supported filesystems. All
     /// problems are reported together.

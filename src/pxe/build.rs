@@ -469,7 +469,7 @@ fn required_programs(with_key: bool) -> Vec<&'static str> {
 /// Refuse a kickstart the installer could not use on its own: invalid for the installer, or
 /// made of several files (`%include` would not be found in the live root).
 #[context("Checking the kickstart {}", path.display())]
-fn check_kickstart(path: &Path) -> Result<Vec<u8>> {
+fn check_kickstart(path: &Path, has_key: bool) -> Result<Vec<u8>> {
     let ks = crate::kickstart::parse_file(path)?;
     ks.validate_for_install()?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -484,6 +484,7 @@ fn check_kickstart(path: &Path) -> Result<Vec<u8>> {
             );
         }
     }
+    ks.check_trusted_key(has_key)?;
     Ok(bytes)
 }
 
@@ -629,7 +630,11 @@ fn check_initramfs(repo: &ostree::Repo, ostree_ref: &str, commit: &str, kver: &s
 /// Every check that can be made before a file is written. `manifest`: DIR's, read now.
 #[context("Checking the PXE build request")]
 fn plan(opts: &PxeBuildOptions, repo: &ostree::Repo, manifest: Option<Manifest>) -> Result<Plan> {
-    let kickstart = opts.kickstart.as_deref().map(check_kickstart).transpose()?;
+    let kickstart = opts
+        .kickstart
+        .as_deref()
+        .map(|k| check_kickstart(k, opts.gpg_key.is_some()))
+        .transpose()?;
     let gpg_key = opts.gpg_key.as_deref().map(check_gpg_key).transpose()?;
     let installer_exe = match &opts.installer_slipway {
         Some(p) => p.clone(),

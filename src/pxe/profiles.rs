@@ -490,8 +490,14 @@ fn resolve(
             let path = base.join(rel);
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("{at}: kickstart: reading {}", path.display()))?;
-            crate::kickstart::template::check(&text, &path.display().to_string(), &ostree_ref)
-                .with_context(|| format!("{at}: kickstart {}", path.display()))?;
+            let has_key = manifest.refs[&ostree_ref].gpg_key_sha256.is_some();
+            crate::kickstart::template::check(
+                &text,
+                &path.display().to_string(),
+                &ostree_ref,
+                has_key,
+            )
+            .with_context(|| format!("{at}: kickstart {}", path.display()))?;
             Some(Template { path, text })
         }
         None => default.and_then(|d| d.kickstart.clone()),

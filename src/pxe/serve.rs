@@ -212,7 +212,8 @@ impl Site {
                 let path = dir.join(rel);
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading the default kickstart {}", path.display()))?;
-                crate::kickstart::template::check(&text, &path.display().to_string(), r)?;
+                let has_key = e.gpg_key_sha256.is_some();
+                crate::kickstart::template::check(&text, &path.display().to_string(), r, has_key)?;
                 default_kickstarts.insert(r.clone(), Template { path, text });
             }
         }

@@ -318,13 +318,46 @@ fn add_verified_remote(repo_path: &Path, r: &Remote, key: &Path) -> Result<()> {
     let stream = gio::File::for_path(key)
         .read(gio::Cancellable::NONE)
         .with_context(|| format!("reading the trusted key {}", key.display()))?;
-    let n = repo
-        .remote_gpg_import(&r.name, Some(&stream), &[], gio::Cancellable::NONE)
+    let n = import_every_key(&repo, &r.name, stream.upcast_ref())
         .with_context(|| format!("importing {} for the remote {}", key.display(), r.name))?;
     if n == 0 {
         bail!("{} holds no public key", key.display());
     }
     Ok(())
+}
+
+/// Import every key of `stream` as trusted keys of remote `name`; how many were imported.
+/// libostree imports every key when its list of key ids is NULL; the binding passes a slice
+/// (an empty one is an empty list, and imports nothing: "Unable to export keys: No data"),
+/// so this calls the C function itself.
+fn import_every_key(
+    repo: &ostree::Repo,
+    name: &str,
+    stream: &gio::InputStream,
+) -> std::result::Result<u32, glib::Error> {
+    use ostree::glib::translate::{FromGlibPtrFull, ToGlibPtr};
+    let mut imported: std::os::raw::c_uint = 0;
+    let mut error: *mut glib::ffi::GError = std::ptr::null_mut();
+    let name: glib::GString = name.into();
+    // SAFETY: every pointer is valid for the call (the repository and stream are borrowed,
+    // `name` lives to the end of the function); NULL key ids and cancellable are allowed; on
+    // failure libostree hands over a new GError, which `from_glib_full` takes.
+    let ok = unsafe {
+        ostree::ffi::ostree_repo_remote_gpg_import(
+            repo.to_glib_none().0,
+            name.as_ptr(),
+            stream.to_glib_none().0,
+            std::ptr::null(),
+            &mut imported,
+            std::ptr::null_mut(),
+            &mut error,
+        )
+    };
+    if ok == glib::ffi::GFALSE {
+        // SAFETY: libostree set `error` when it returned FALSE.
+        return Err(unsafe { glib::Error::from_glib_full(error) });
+    }
+    Ok(imported)
 }
 
 /// The remote's configuration file inside a deployment's /etc.
@@ -366,6 +399,7 @@ pub fn add_fstab_lines(deployment_root: &Path, lines: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     /// A remote slipway defines with a key verifies commits and the summary: in a
     /// repository's config (the installer) and in a deployment's remotes.d (the image).
@@ -384,13 +418,56 @@ mod tests {
             gpg_verify: true,
             gpg_key: Some(key.clone()),
         };
-        std::fs::write(&key, b"not a key").unwrap();
-        // The import fails on a non-key, after the remote and its options were written.
-        let _ = add_verified_remote(&repo_path, &r, &key);
+        // A real public key, as `pxe build --trusted-key` puts into the installer.
+        let home = d.path().join("gnupg");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let gpg = |args: &[&str]| {
+            let o = std::process::Command::new("gpg")
+                .arg("--homedir")
+                .arg(&home)
+                .args(["--batch", "--passphrase", "", "--quiet"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            o.stdout
+        };
+        gpg(&[
+            "--quick-gen-key",
+            "slipway-deploy-test",
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        std::fs::write(&key, gpg(&["--export", "slipway-deploy-test"])).unwrap();
+        add_verified_remote(&repo_path, &r, &key).unwrap();
+        let _ = std::process::Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&home)
+            .args(["--kill", "all"])
+            .status();
         let repo = ostree::Repo::new_for_path(&repo_path);
         repo.open(gio::Cancellable::NONE).unwrap();
         assert!(repo.remote_get_gpg_verify("debian").unwrap());
         assert!(repo.remote_get_gpg_verify_summary("debian").unwrap());
+        let keyring = repo_path.join("debian.trustedkeys.gpg");
+        assert!(
+            std::fs::metadata(&keyring).is_ok_and(|m| m.len() > 0),
+            "no key imported into {}",
+            keyring.display()
+        );
+        // Something that is no key: refused, naming the file.
+        std::fs::write(&key, b"not a key").unwrap();
+        let other = Remote {
+            name: "other".into(),
+            ..r.clone()
+        };
+        let e = add_verified_remote(&repo_path, &other, &key).unwrap_err();
+        assert!(
+            format!("{e:#}").contains(&key.display().to_string()),
+            "{e:#}"
+        );
 
         let root = d.path().join("deployment");
         std::fs::create_dir_all(&root).unwrap();

@@ -151,6 +151,16 @@ impl Fixture {
     }
 }
 
+/// A public key for `pxe build --trusted-key` (the shipped kickstart verifies commits), made
+/// in `dir` once.
+pub fn trusted_key(dir: &Path) -> PathBuf {
+    let key = dir.join("trusted.gpg");
+    if !key.exists() {
+        new_key(&dir.join("trusted-gnupg"), "slipway-pxe-test", &key);
+    }
+    key
+}
+
 /// `kickstart/atomic-host.ks` (a template for `pxe serve`) rendered for a build's default
 /// kickstart, written into `dir`.
 pub fn atomic_host_ks(dir: &Path) -> PathBuf {

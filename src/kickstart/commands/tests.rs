@@ -234,8 +234,8 @@ fn atomic_host_fixture_parses_completely() {
     assert_eq!(ostree.remote, "debian");
     assert_eq!(ostree.url, "http://192.168.100.1:8080/repo");
     assert_eq!(ostree.ostree_ref, "slipway/bookworm/x86_64/atomic-host");
-    assert!(ostree.nogpg);
-    assert_eq!(ostree.at.line, 17);
+    assert!(!ostree.nogpg);
+    assert_eq!(ostree.at.line, 20);
 
     let boot = ks.bootloader.as_ref().unwrap();
     assert_eq!(boot.append, vec!["console=ttyS0,115200", "console=tty0"]);
@@ -266,7 +266,7 @@ fn atomic_host_fixture_parses_completely() {
         ks.reboot,
         Some(RebootAction {
             action: PowerAction::Reboot,
-            at: Location::new(&source, 28),
+            at: Location::new(&source, 31),
         })
     );
 
@@ -276,7 +276,7 @@ fn atomic_host_fixture_parses_completely() {
     assert!(post.erroronfail);
     assert!(!post.nochroot);
     assert_eq!(post.interpreter, "/bin/sh");
-    assert_eq!(post.at, Location::new(&source, 30));
+    assert_eq!(post.at, Location::new(&source, 33));
     assert_eq!(
         post.body,
         "set -eu\n\
@@ -298,8 +298,8 @@ fn atomic_host_fixture_parses_completely() {
         (10, "clearpart"),
         (11, "part biosboot"),
         (14, "part /"),
-        (17, "ostreesetup"),
-        (28, "reboot"),
+        (20, "ostreesetup"),
+        (31, "reboot"),
     ] {
         assert!(
             warnings.contains(&format!("{source}:{line}: `{ignored}")),
