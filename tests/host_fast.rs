@@ -1356,3 +1356,138 @@ fn signed_remotes_take_only_commits_signed_by_their_key() {
     assert!(out.contains(&format!("default: {v7} (version 7)")), "{out}");
     assert_eq!(f.systemctl_calls(), "", "something rebooted");
 }
+
+/// An `https://` remote is trusted through its CA only. The image's layout (the remote and
+/// its `tls-ca-path` in the deployment's /etc, the CA read inside the deployment) upgrades
+/// over TLS; a CA that did not sign the server's certificate, no CA (the machine's CAs do
+/// not know the test's), or a file that is no CA are refused, naming the server or the file,
+/// and nothing is deployed. The installer's layout (`tls-ca-path` in the sysroot repository,
+/// a path of the running host) is refused for a sysroot that is not the running one.
+/// FleetLock over https takes the lock with the CA and is refused without it.
+#[test]
+fn https_remotes_are_trusted_through_their_ca_only() {
+    use common::tls::{TestCa, TlsServer};
+    let f = Fixture::new(None);
+    let tls = f.dir.path().join("tls");
+    let ca = TestCa::new(&tls, "slipway-test-ca");
+    let other = TestCa::new(&tls.join("other"), "slipway-other-ca");
+    let (cert, key) = ca.issue("server", &["127.0.0.1"]);
+    f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
+    f.ostree_deploy(false);
+    let server = TlsServer::start(f.dir.path(), &cert, &key);
+    let host = format!("127.0.0.1:{}", server.port);
+    let url = format!("https://{host}/repo");
+    ostree(&f.sysroot_repo(), &["remote", "delete", OS]);
+    // Written into every deployment (the one an upgrade reads is the default).
+    let set_remote = |ca_pem: Option<&[u8]>, tls_line: &str| {
+        for i in 0..f.deployment_dirs().len() {
+            let root = f.deployment_root(i);
+            std::fs::create_dir_all(root.join("etc/slipway/tls")).unwrap();
+            if let Some(pem) = ca_pem {
+                std::fs::write(root.join("etc/slipway/tls/debian-ca.pem"), pem).unwrap();
+            }
+            std::fs::create_dir_all(root.join("etc/ostree/remotes.d")).unwrap();
+            std::fs::write(
+                root.join("etc/ostree/remotes.d/debian.conf"),
+                format!("[remote \"{OS}\"]\nurl={url}\ngpg-verify=false\n{tls_line}"),
+            )
+            .unwrap();
+        }
+    };
+    let with_ca = "tls-ca-path=/etc/slipway/tls/debian-ca.pem\n";
+    let refused = |what: &str, needles: &[&str]| {
+        let before = f.deployment_dirs();
+        let o = f.host("upgrade", &[]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{what}: {e}{}", stdout(&o));
+        for needle in needles {
+            assert!(e.contains(needle), "{what}: no `{needle}` in: {e}");
+        }
+        assert_eq!(
+            f.deployment_dirs(),
+            before,
+            "{what}: something was deployed"
+        );
+        eprintln!("{what}: refused as it should be:\n{e}");
+    };
+
+    let ca_pem = std::fs::read(&ca.cert).unwrap();
+    set_remote(Some(&ca_pem), with_ca);
+    let v2 = f.commit("2", "2024-02-01 00:00:00 +0000", b"kernel 2");
+    let out = f.host_ok("upgrade", &[]);
+    assert!(out.contains(&format!("default: {v2} (version 2)")), "{out}");
+    assert!(server.log().contains("GET /repo/"), "{}", server.log());
+
+    f.commit("3", "2024-03-01 00:00:00 +0000", b"kernel 3");
+    set_remote(Some(&std::fs::read(&other.cert).unwrap()), with_ca);
+    let conf = f
+        .deployment_root(0)
+        .join("etc/ostree/remotes.d/debian.conf");
+    refused(
+        "another CA",
+        &[
+            &format!("the TLS certificate of {host} (remote {OS}) is not trusted"),
+            &format!(
+                "{}: tls-ca-path=/etc/slipway/tls/debian-ca.pem",
+                conf.display()
+            ),
+        ],
+    );
+    set_remote(None, "");
+    refused(
+        "no CA",
+        &[
+            &format!("the TLS certificate of {host}"),
+            "the machine's CA certificates",
+        ],
+    );
+    set_remote(Some(b"not a certificate"), with_ca);
+    refused(
+        "no CA in the file",
+        &[&format!("{}: tls-ca-path of remote {OS}", conf.display())],
+    );
+    set_remote(Some(&ca_pem), with_ca);
+    let out = f.host_ok("upgrade", &[]);
+    assert!(out.contains("(version 3)"), "{out}");
+
+    // The installer's layout, in the sysroot repository: its path is the running host's.
+    ostree(
+        &f.sysroot_repo(),
+        &[
+            "remote",
+            "add",
+            "--no-gpg-verify",
+            "--set=tls-ca-path=/etc/slipway/tls/debian-ca.pem",
+            OS,
+            &url,
+        ],
+    );
+    f.commit("4", "2024-04-01 00:00:00 +0000", b"kernel 4");
+    refused(
+        "tls-ca-path in the repository of a sysroot elsewhere",
+        &["tls-ca-path=/etc/slipway/tls/debian-ca.pem, a file of the running host"],
+    );
+
+    // FleetLock over https.
+    let lock = |ca: Option<&std::path::Path>| {
+        let certs = ca.map(|p| slipway::sys::http::read_ca(p).unwrap());
+        slipway::host::fleetlock::Client::new(&format!("https://{host}"), "id", "default", certs)
+            .unwrap()
+            .pre_reboot()
+    };
+    assert!(
+        matches!(
+            lock(Some(&ca.cert)),
+            Ok(slipway::host::fleetlock::Answer::Granted)
+        ),
+        "{}",
+        server.log()
+    );
+    for (what, ca) in [("another CA", Some(other.cert.as_path())), ("no CA", None)] {
+        let e = format!("{:#}", lock(ca).unwrap_err());
+        assert!(
+            e.contains(&format!("POST https://{host}/")) && e.contains("ertificate"),
+            "FleetLock with {what}: {e}"
+        );
+    }
+}

@@ -18,8 +18,9 @@
 //!    file system labels).
 //!
 //! The lab serves its own copy of the composed host, signed (commit and summary) by a key
-//! made for the run; `pxe build --trusted-key` puts the public key into the installer, and
-//! the shipped kickstart verifies (no `--nogpg`).
+//! made for the run, over HTTPS with a certificate from a CA made for the run (the boot files
+//! stay on `pxe serve`'s HTTP); `pxe build --trusted-key --tls-ca` puts the public key and
+//! the CA into the installer, and the shipped kickstart verifies (no `--nogpg`).
 //!
 //! The first two install, reboot through the network (the server now sends them to their
 //! disk) and answer SSH with the kickstart's key at dnsmasq's address; the booted deployment
@@ -42,6 +43,8 @@ use serde_json::Value;
 const SERVER_IP: &str = "10.77.0.1";
 const SITE_DHCP_IP: &str = "10.77.0.2";
 const HTTP_PORT: u16 = 8080;
+/// The repository's HTTPS server (boot files stay on `pxe serve`'s HTTP; firmware needs it).
+const HTTPS_PORT: u16 = 8443;
 /// The ref `broken`'s kickstart installs: the composed tree, signed by another key.
 const WRONG_KEY_REF: &str = "slipway/test/signed-by-another-key";
 /// Per machine: name, firmware, MAC, the address dnsmasq gives it, tap.
@@ -164,8 +167,9 @@ impl Drop for Daemon {
 
 /// The kickstart templates the profiles name: the shipped `kickstart/atomic-host.ks` with
 /// the test's key for root and core, the serial console last (so the installed system's
-/// console is in the VM's log), and for `broken` the ref signed by another key.
-fn write_kickstarts(dir: &Path, public_key: &str) -> (PathBuf, PathBuf) {
+/// console is in the VM's log), the repository at `repo_url`, and for `broken` the ref signed
+/// by another key.
+fn write_kickstarts(dir: &Path, public_key: &str, repo_url: &str) -> (PathBuf, PathBuf) {
     let shipped = std::fs::read_to_string(source_dir().join("kickstart/atomic-host.ks")).unwrap();
     let mut text = String::new();
     for line in shipped.lines() {
@@ -185,6 +189,7 @@ fn write_kickstarts(dir: &Path, public_key: &str) -> (PathBuf, PathBuf) {
         }
     }
     assert!(text.contains("{{server}}/repo"), "{text}");
+    let text = text.replace("{{server}}/repo", repo_url);
     assert!(
         text.lines()
             .any(|l| l.starts_with("ostreesetup ") && !l.contains("--nogpg")),
@@ -313,6 +318,10 @@ fn lab(names: &[&str]) {
         (c.trim().to_string(), gpg_fingerprint(&home))
     });
     update_summary(&repo, Some(&good_home));
+    // Its HTTPS server's certificate, for the server's address in the lab.
+    let ca = common::tls::TestCa::new(&w.join("tls"), "slipway-pxe-lab-ca");
+    let (tls_cert, tls_key) = ca.issue("repository", &[SERVER_IP]);
+    let repo_url = format!("https://{SERVER_IP}:{HTTPS_PORT}/repo");
 
     // The boot directory, with the installer built from the release slipway when the slow
     // suite names one (as `make test` does), so the live root stays small.
@@ -325,6 +334,8 @@ fn lab(names: &[&str]) {
         .arg(&pxe_dir)
         .arg("--trusted-key")
         .arg(&good_key)
+        .arg("--tls-ca")
+        .arg(&ca.cert)
         .arg("--cachedir")
         .arg(apt_cache());
     if let Some(exe) = std::env::var_os("SLIPWAY_HOST_EXE") {
@@ -334,7 +345,7 @@ fn lab(names: &[&str]) {
     eprintln!("pxe build done after {:.0}s", t0.elapsed().as_secs_f64());
 
     let (key, public) = test_ssh_key();
-    let (node_ks, broken_ks) = write_kickstarts(w, &public);
+    let (node_ks, broken_ks) = write_kickstarts(w, &public, &repo_url);
     let profiles = w.join("profiles.json");
     std::fs::write(
         &profiles,
@@ -409,10 +420,24 @@ fn lab(names: &[&str]) {
         .arg("--state-dir")
         .arg(&state);
     let mut server = Daemon::start("slipway pxe serve", serve, w.join("serve.log"));
+    let mut https = lab.command("python3");
+    https
+        .args(["-u", "-c", common::tls::SERVER_SCRIPT, SERVER_IP])
+        .arg(HTTPS_PORT.to_string())
+        .arg(w)
+        .arg(&tls_cert)
+        .arg(&tls_key);
+    let mut https = Daemon::start("the HTTPS repository", https, w.join("https.log"));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !server.log().contains("serving") {
+    while !server.log().contains("serving") || !https.log().contains("serving") {
         server.assert_running();
-        assert!(Instant::now() < deadline, "no start:\n{}", server.log());
+        https.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no start:\n{}\n{}",
+            server.log(),
+            https.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -603,21 +628,25 @@ fn lab(names: &[&str]) {
             "cat /etc/ostree/remotes.d/*.conf; ostree remote list -u",
         );
         assert!(
-            remote.contains(&format!("http://{SERVER_IP}:{HTTP_PORT}/repo")),
-            "{name}: the host upgrades from the server: {remote}"
+            remote.contains(&repo_url),
+            "{name}: the host upgrades from the HTTPS repository: {remote}"
         );
         // It verifies what it takes from there: the served summary's signature and the
         // commits', by the lab's key, which the installer imported for the remote; the
         // served commit is what it runs.
+        // Over TLS, against the lab's CA, which the installer left in the host's /etc.
         let verify = check(
             vm,
-            "cat /ostree/repo/config /etc/ostree/remotes.d/*.conf 2>/dev/null | grep -E '^gpg-verify(-summary)?=' | sort -u; ostree remote gpg-list-keys debian",
+            "cat /ostree/repo/config /etc/ostree/remotes.d/*.conf 2>/dev/null | grep -E '^(gpg-verify(-summary)?|tls-ca-path)=' | sort -u; ostree remote gpg-list-keys debian; cat /etc/slipway/tls/debian-ca.pem",
         );
+        let ca_pem = std::fs::read_to_string(&ca.cert).unwrap();
         assert!(
             verify.contains("gpg-verify=true\ngpg-verify-summary=true\n")
                 && !verify.contains("=false")
-                && verify.contains("slipway-pxe-lab"),
-            "{name}: the remote does not verify with the lab's key: {verify}"
+                && verify.contains("slipway-pxe-lab")
+                && verify.contains("tls-ca-path=/etc/slipway/tls/debian-ca.pem\n")
+                && verify.contains(ca_pem.trim()),
+            "{name}: the remote does not verify with the lab's key and CA: {verify}"
         );
         let checked = vm.ssh("slipway host upgrade --check").unwrap();
         let out = String::from_utf8_lossy(&checked.stdout).into_owned()
@@ -626,6 +655,13 @@ fn lab(names: &[&str]) {
             checked.status.code() == Some(77)
                 && out.contains(&format!("already up to date: {}", host.commit)),
             "{name}: no verified update check against the server: {out}"
+        );
+        let addr = machines[i].3;
+        let log = https.log();
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with(&format!("{addr} ")) && l.contains("\"GET /repo/")),
+            "{name}: nothing fetched from the HTTPS repository by {addr}:\n{log}"
         );
         let m = status(&lab);
         let m = machine(&m, mac).unwrap().clone();

@@ -63,6 +63,10 @@ pub struct ImageArgs {
         requires = "remote_url"
     )]
     pub remote_gpg_key: Option<PathBuf>,
+    /// CA certificates (PEM) that an https:// --remote-url's server is checked against: put
+    /// into the image for the remote (tls-ca-path). Default: the host's CA certificates.
+    #[arg(long = "tls-ca", value_name = "FILE", requires = "remote_url")]
+    pub remote_tls_ca: Option<PathBuf>,
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
@@ -110,6 +114,7 @@ pub fn run(a: ImageArgs) -> Result<()> {
         kickstart: a.kickstart,
         remote_url: a.remote_url,
         remote_gpg_key: a.remote_gpg_key,
+        remote_tls_ca: a.remote_tls_ca,
         force: a.force,
         osname: a.osname,
         cachedir: a.cachedir,

@@ -7,7 +7,7 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
-    /// The kickstart: a file, or an http:// URL (no https: slipway is built without TLS).
+    /// The kickstart: a file, or an http:// or https:// URL.
     #[arg(long, value_name = "URL|FILE")]
     pub kickstart: String,
     /// The whole disk to install on (default: the first fixed, writable, unmounted, blank
@@ -22,6 +22,11 @@ pub struct InstallArgs {
     /// when present); not needed with `ostreesetup --nogpg`.
     #[arg(long, value_name = "FILE")]
     pub trusted_key: Option<PathBuf>,
+    /// CA certificates (PEM) that https:// servers (kickstart, repository) are
+    /// checked against; the installed host's remote keeps them (default:
+    /// /etc/slipway/installer-tls-ca.pem when present, else the machine's CA certificates).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// POST the result as JSON to this URL (default: slipway.report= on the kernel command
     /// line).
     #[arg(long, value_name = "URL")]
@@ -37,6 +42,7 @@ pub fn run(a: InstallArgs) -> Result<()> {
         device: a.device,
         preserve_on_error: a.preserve_on_error,
         trusted_key: a.trusted_key,
+        tls_ca: a.tls_ca,
         report: a.report,
         dry_run: a.dry_run,
     })

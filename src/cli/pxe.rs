@@ -113,6 +113,11 @@ pub struct PxeBuildArgs {
     /// over the network).
     #[arg(long = "trusted-key", alias = "gpg-key", value_name = "FILE")]
     pub gpg_key: Option<PathBuf>,
+    /// CA certificates (PEM) the installer checks https:// servers against (an https://
+    /// repository or kickstart), put into the installer image; the installed host's remote
+    /// keeps them.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// The slipway executable the installer carries (stripped on the way in); default: this
     /// one.
     #[arg(long, value_name = "PATH", env = "SLIPWAY_HOST_EXE")]
@@ -181,6 +186,7 @@ fn build(a: PxeBuildArgs) -> Result<()> {
         output: a.output,
         kickstart: a.kickstart,
         gpg_key: a.gpg_key,
+        tls_ca: a.tls_ca,
         installer_slipway: a.installer_slipway,
         cachedir: a.cachedir,
     };

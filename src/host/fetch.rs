@@ -84,6 +84,9 @@ pub struct Remote {
     /// `gpg-verify-summary` (libostree's default: off; `slipway image` and the installer turn
     /// it on with a key).
     pub gpg_verify_summary: bool,
+    /// `tls-ca-path`: the CA file an `https://` server is checked against, as configured
+    /// (a path of the running host; for a deployment's remote, inside that deployment).
+    pub tls_ca: Option<String>,
     pub source: RemoteSource,
 }
 
@@ -100,11 +103,17 @@ pub fn find_remote(host: &Host, name: &str, dep: &ostree::Deployment) -> Result<
         let gpg_verify_summary = repo
             .remote_get_gpg_verify_summary(name)
             .with_context(|| format!("reading gpg-verify-summary of remote {name}"))?;
+        let tls_ca = repo
+            .remote_option(name, "tls-ca-path", None)
+            .with_context(|| format!("reading tls-ca-path of remote {name}"))?
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty());
         return Ok(Some(Remote {
             name: name.to_string(),
             url: url.to_string(),
             gpg_verify,
             gpg_verify_summary,
+            tls_ca,
             source: RemoteSource::Repo,
         }));
     }
@@ -132,11 +141,17 @@ pub fn find_remote(host: &Host, name: &str, dep: &ostree::Deployment) -> Result<
         // libostree's default is to verify.
         let gpg_verify = kf.boolean(&group, "gpg-verify").unwrap_or(true);
         let gpg_verify_summary = kf.boolean(&group, "gpg-verify-summary").unwrap_or(false);
+        let tls_ca = kf
+            .string(&group, "tls-ca-path")
+            .ok()
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty());
         return Ok(Some(Remote {
             name: name.to_string(),
             url: url.to_string(),
             gpg_verify,
             gpg_verify_summary,
+            tls_ca,
             source: RemoteSource::DeploymentEtc(file),
         }));
     }
@@ -207,16 +222,32 @@ pub fn pull(host: &Host, refspec: &Refspec, dep: &ostree::Deployment, what: &Pul
     let repo = host.repo();
     let req = pull::Request { refs, flags, depth };
     match &remote.source {
-        RemoteSource::Repo => pull::pull(
-            repo,
-            &pull::Source {
-                via: &remote.name,
-                name: &remote.name,
-                url: &remote.url,
-                gpg_verify: remote.gpg_verify,
-            },
-            &req,
-        ),
+        RemoteSource::Repo => {
+            // libostree opens `tls-ca-path` on this machine: right for the booted host, the
+            // build machine's file for a sysroot elsewhere.
+            if let Some(ca) = &remote.tls_ca
+                && !host.is_running_root()
+            {
+                bail!(
+                    "remote {} checks its server against tls-ca-path={ca}, a file of the \
+                     running host: pull on the booted host, not into the sysroot {}",
+                    remote.name,
+                    host.path().display()
+                );
+            }
+            pull::pull(
+                repo,
+                &pull::Source {
+                    via: &remote.name,
+                    name: &remote.name,
+                    url: &remote.url,
+                    gpg_verify: remote.gpg_verify,
+                    tls_ca: remote.tls_ca.as_deref().map(Path::new),
+                    tls_ca_origin: None,
+                },
+                &req,
+            )
+        }
         RemoteSource::DeploymentEtc(file) => {
             // The remote and its keys as the deployment has them, through a remote of the
             // sysroot repository's own for this pull: libostree verifies only through one.
@@ -226,6 +257,11 @@ pub fn pull(host: &Host, refspec: &Refspec, dep: &ostree::Deployment, what: &Pul
                 .context("creating a directory for the remote's keys")?;
             let key_files = copy_keys(host, dep, file, &remote, keys.path())?;
             let key_refs: Vec<&Path> = key_files.iter().map(PathBuf::as_path).collect();
+            let ca = copy_ca(host, dep, file, &remote, keys.path())?;
+            let ca_origin = remote
+                .tls_ca
+                .as_ref()
+                .map(|p| format!("{}: tls-ca-path={p}", file.display()));
             let temp = TempRemote::add(
                 repo,
                 "slipway-pull",
@@ -233,6 +269,7 @@ pub fn pull(host: &Host, refspec: &Refspec, dep: &ostree::Deployment, what: &Pul
                 remote.gpg_verify,
                 remote.gpg_verify_summary,
                 &key_refs,
+                ca.as_deref(),
             )?;
             pull::pull(
                 repo,
@@ -241,6 +278,8 @@ pub fn pull(host: &Host, refspec: &Refspec, dep: &ostree::Deployment, what: &Pul
                     name: &remote.name,
                     url: &remote.url,
                     gpg_verify: remote.gpg_verify,
+                    tls_ca: ca.as_deref(),
+                    tls_ca_origin: ca_origin.as_deref(),
                 },
                 &req,
             )?;
@@ -299,6 +338,31 @@ fn copy_keys(
         );
     }
     Ok(out)
+}
+
+/// The CA file `tls-ca-path` names in `file` (a `remotes.d` file of `dep`), read inside the
+/// deployment (as the booted host would) and copied into `dir`; `None` when there is none.
+fn copy_ca(
+    host: &Host,
+    dep: &ostree::Deployment,
+    file: &Path,
+    remote: &Remote,
+    dir: &Path,
+) -> Result<Option<PathBuf>> {
+    let Some(p) = &remote.tls_ca else {
+        return Ok(None);
+    };
+    let key = format!("{}: tls-ca-path of remote {}", file.display(), remote.name);
+    let rel = crate::sys::tree::check_path(&key, p)?;
+    let tree = crate::sys::tree::Tree::open(&host.deployment_root(dep))?;
+    let mut pem = vec![];
+    tree.open_file(&rel)
+        .and_then(|mut f| Ok(std::io::Read::read_to_end(&mut f, &mut pem)?))
+        .with_context(|| key.clone())?;
+    crate::sys::http::parse_ca(&pem, &key)?;
+    let dest = dir.join("tls-ca.pem");
+    std::fs::write(&dest, &pem).with_context(|| format!("writing {}", dest.display()))?;
+    Ok(Some(dest))
 }
 
 /// The commit the refspec points at in the sysroot repository.

@@ -76,17 +76,11 @@ pub fn machine_client_id(root: &Path) -> Result<String> {
 
 /// Check a FleetLock base URL: `http://HOST[:PORT][/PATH]`.
 pub fn check_base_url(url: &str) -> Result<()> {
-    if url.starts_with("https://") {
-        bail!(
-            "{url}: https is not supported yet (slipway is built without TLS); use an http:// \
-             URL on a trusted network or a local TLS-terminating proxy"
-        );
-    }
     let uri: ureq::http::Uri = url
         .parse()
         .map_err(|e| anyhow!("{url} is not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
-        bail!("{url} is not an http://HOST[:PORT][/PATH] URL");
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none_or(str::is_empty) {
+        bail!("{url} is not an http(s)://HOST[:PORT][/PATH] URL");
     }
     if uri.query().is_some() {
         bail!("{url}: a FleetLock base URL has no query");
@@ -168,14 +162,24 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the server at `base_url` (checked with [`check_base_url`]).
-    pub fn new(base_url: &str, id: &str, group: &str) -> Result<Client> {
+    /// A client of the server at `base_url` (checked with [`check_base_url`]); an
+    /// `https://` server is checked against `tls_ca` when given (see
+    /// [`crate::sys::http::parse_ca`]), else the machine's CA certificates.
+    pub fn new(
+        base_url: &str,
+        id: &str,
+        group: &str,
+        tls_ca: Option<Vec<ureq::tls::Certificate<'static>>>,
+    ) -> Result<Client> {
         check_base_url(base_url)?;
         check_group(group)?;
         if id.is_empty() {
             bail!("the FleetLock client id is empty");
         }
-        let agent = crate::sys::http::agent(REQUEST_TIMEOUT, 0);
+        let agent = match tls_ca {
+            Some(certs) => crate::sys::http::agent_with_certs(REQUEST_TIMEOUT, 0, certs),
+            None => crate::sys::http::agent(REQUEST_TIMEOUT, 0),
+        };
         Ok(Client {
             base: base_url.trim_end_matches('/').to_string(),
             id: id.to_string(),
@@ -435,13 +439,13 @@ mod tests {
             "http://lock.example.org",
             "http://10.0.0.1:8080/",
             "http://lock:80/base/path",
+            "https://lock.example.org:8443",
         ] {
             check_base_url(ok).unwrap();
         }
         for (bad, want) in [
-            ("https://lock", "https is not supported yet"),
-            ("ftp://lock", "not an http://"),
-            ("lock:8080", "not an http://"),
+            ("ftp://lock", "not an http(s)://"),
+            ("lock:8080", "not an http(s)://"),
             ("http://", "not a URL"),
             ("http://lock/?a=b", "no query"),
         ] {
@@ -468,7 +472,7 @@ mod tests {
     #[test]
     fn requests_carry_the_protocol_header_and_the_client_params() {
         let srv = start(vec![(200, ""), (200, "")]);
-        let c = Client::new(&format!("{}/", srv.base), "abc123", "workers").unwrap();
+        let c = Client::new(&format!("{}/", srv.base), "abc123", "workers", None).unwrap();
         assert_eq!(c.pre_reboot().unwrap(), Answer::Granted);
         assert_eq!(c.steady_state().unwrap(), Answer::Granted);
         let reqs = srv.requests.lock().unwrap().clone();
@@ -492,7 +496,7 @@ mod tests {
     #[test]
     fn anything_but_200_is_no_slot_and_says_why() {
         let srv = start(vec![(409, FULL), (500, "oops"), (201, ""), (302, "")]);
-        let c = Client::new(&srv.base, "id", DEFAULT_GROUP).unwrap();
+        let c = Client::new(&srv.base, "id", DEFAULT_GROUP, None).unwrap();
         let Answer::Denied(d) = c.pre_reboot().unwrap() else {
             panic!("409 granted")
         };
@@ -519,7 +523,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let c = Client::new(&format!("http://127.0.0.1:{port}"), "id", "g").unwrap();
+        let c = Client::new(&format!("http://127.0.0.1:{port}"), "id", "g", None).unwrap();
         let msg = format!("{:#}", c.pre_reboot().unwrap_err());
         assert!(
             msg.contains(&format!("POST http://127.0.0.1:{port}/v1/pre-reboot")),
@@ -532,7 +536,7 @@ mod tests {
     #[test]
     fn a_taken_slot_is_waited_for() {
         let srv = start(vec![(409, FULL), (409, FULL), (200, "")]);
-        let c = Client::new(&srv.base, "id", DEFAULT_GROUP).unwrap();
+        let c = Client::new(&srv.base, "id", DEFAULT_GROUP, None).unwrap();
         let s = Duration::from_secs;
         let mut b = Backoff::new(s(1), s(60));
         let attempts = retry_until_granted("lock", || c.pre_reboot(), &mut b, s(60)).unwrap();
@@ -549,7 +553,7 @@ mod tests {
     #[test]
     fn giving_up_after_the_budget_names_the_reason() {
         let srv = start(vec![(409, FULL); 10]);
-        let c = Client::new(&srv.base, "id", DEFAULT_GROUP).unwrap();
+        let c = Client::new(&srv.base, "id", DEFAULT_GROUP, None).unwrap();
         let s = Duration::from_secs;
         let mut b = Backoff::new(s(1), s(1));
         let t = Instant::now();

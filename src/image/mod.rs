@@ -49,6 +49,9 @@ pub struct ImageOptions {
     /// The public key that verifies the commit's signature: the remote is written with
     /// `gpg-verify=true` and this key (required when the commit is signed).
     pub remote_gpg_key: Option<PathBuf>,
+    /// The CA file (PEM) an `https://` remote's server is checked against: put into the
+    /// image and named by the remote's `tls-ca-path`.
+    pub remote_tls_ca: Option<PathBuf>,
     pub force: bool,
     pub osname: String,
     pub cachedir: PathBuf,
@@ -198,6 +201,16 @@ fn plan(opts: &ImageOptions) -> Result<Plan> {
     {
         bail!("--remote-url `{u}` must be an http, https or file URL");
     }
+    if let Some(ca) = &opts.remote_tls_ca {
+        if !opts
+            .remote_url
+            .as_ref()
+            .is_some_and(|u| u.starts_with("https://"))
+        {
+            bail!("--tls-ca {}: needs an https:// --remote-url", ca.display());
+        }
+        crate::sys::http::read_ca(ca).context("--tls-ca")?;
+    }
     Ok(Plan {
         commit,
         ks,
@@ -336,6 +349,7 @@ fn stage(opts: &ImageOptions, plan: &Plan, work: &Path, progress: &Progress) -> 
         url: u.clone(),
         gpg_verify: opts.remote_gpg_key.is_some(),
         gpg_key: opts.remote_gpg_key.clone(),
+        tls_ca: opts.remote_tls_ca.clone(),
     });
     let deployed = deploy::deploy_new(
         &DeployRequest {
@@ -347,6 +361,7 @@ fn stage(opts: &ImageOptions, plan: &Plan, work: &Path, progress: &Progress) -> 
             remote,
             gpg_verify: false,
             gpg_key: None,
+            tls_ca: None,
             on_pulled: None,
         },
         &plan.settings,

@@ -45,6 +45,8 @@ pub use plan::InstallPlan;
 
 /// The trusted key the PXE live root carries (`slipway pxe build --trusted-key`).
 pub const DEFAULT_TRUSTED_KEY: &str = "/etc/slipway/installer-trusted.gpg";
+/// The CA file the PXE live root carries (`slipway pxe build --tls-ca`).
+pub const DEFAULT_TLS_CA: &str = "/etc/slipway/installer-tls-ca.pem";
 /// Largest kickstart fetched over HTTP.
 const MAX_KICKSTART: u64 = 1 << 20;
 
@@ -56,16 +58,18 @@ pub struct InstallOptions {
     pub device: Option<String>,
     pub preserve_on_error: bool,
     pub trusted_key: Option<PathBuf>,
+    /// The CA file `https://` servers are checked against.
+    pub tls_ca: Option<PathBuf>,
     pub report: Option<String>,
     pub dry_run: bool,
 }
 
-/// Read a kickstart from a file or an `http://` URL, parse it and validate it for install.
-pub fn load_kickstart(src: &str) -> Result<Kickstart> {
-    let ks = if src.starts_with("https://") {
-        bail!("{src}: https is not supported (slipway is built without TLS); use http://");
-    } else if src.starts_with("http://") {
-        let text = fetch(src)?;
+/// Read a kickstart from a file or an `http://` or `https://` URL (the server checked
+/// against `tls_ca`, else the machine's CA certificates), parse it and validate it for
+/// install.
+pub fn load_kickstart(src: &str, tls_ca: Option<&Path>) -> Result<Kickstart> {
+    let ks = if src.starts_with("http://") || src.starts_with("https://") {
+        let text = fetch(src, tls_ca)?;
         refuse_includes(&text, src)?;
         kickstart::parse_str(&text, src)?
     } else {
@@ -91,17 +95,17 @@ fn refuse_includes(text: &str, src: &str) -> Result<()> {
     Ok(())
 }
 
-fn agent() -> ureq::Agent {
-    crate::sys::http::agent(std::time::Duration::from_secs(60), 3)
+fn agent(tls_ca: Option<&Path>) -> Result<ureq::Agent> {
+    crate::sys::http::agent_with_ca(std::time::Duration::from_secs(60), 3, tls_ca)
 }
 
 /// How long a kickstart URL is retried while the server cannot be reached (the network of a
 /// freshly booted installer may still be coming up).
 const FETCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
-fn fetch(url: &str) -> Result<String> {
+fn fetch(url: &str, tls_ca: Option<&Path>) -> Result<String> {
     let started = std::time::Instant::now();
-    let agent = agent();
+    let agent = agent(tls_ca)?;
     let mut resp = loop {
         match agent.get(url).call() {
             Ok(r) => break r,
@@ -138,6 +142,17 @@ fn fetch(url: &str) -> Result<String> {
         bail!("the kickstart {url} is larger than {MAX_KICKSTART} bytes");
     }
     Ok(text)
+}
+
+/// The CA file: `--tls-ca` (checked), else [`DEFAULT_TLS_CA`] when present.
+fn tls_ca(opt: Option<&Path>) -> Result<Option<PathBuf>> {
+    let p = match opt {
+        Some(p) => p.to_path_buf(),
+        None if Path::new(DEFAULT_TLS_CA).is_file() => PathBuf::from(DEFAULT_TLS_CA),
+        None => return Ok(None),
+    };
+    crate::sys::http::read_ca(&p).context("--tls-ca")?;
+    Ok(Some(p))
 }
 
 /// The trusted key: `--trusted-key`, else [`DEFAULT_TRUSTED_KEY`] when present.
@@ -243,7 +258,8 @@ fn install_inner(opts: &InstallOptions, report_url: Option<&str>) -> Result<Outc
     for p in [Platform::Bios, Platform::Efi] {
         bootloader::grub_lib(p)?;
     }
-    let ks = load_kickstart(&opts.kickstart)?;
+    let ca = tls_ca(opts.tls_ca.as_deref())?;
+    let ks = load_kickstart(&opts.kickstart, ca.as_deref())?;
     for w in &ks.warnings {
         ui::warn(w);
     }
@@ -263,7 +279,7 @@ fn install_inner(opts: &InstallOptions, report_url: Option<&str>) -> Result<Outc
         opts.device.as_deref(),
         &disk::WipePolicy::from_kickstart(&ks),
     )?;
-    let plan = plan::build(&ks, &opts.kickstart, &choice, key)?;
+    let plan = plan::build(&ks, &opts.kickstart, &choice, key, ca)?;
     if opts.dry_run {
         crate::outln!("{}", serde_json::to_string_pretty(&plan)?)?;
         return Ok(Outcome::DryRun);
@@ -448,9 +464,11 @@ fn deploy_and_configure(
                 gpg_verify: c.gpg_verify,
                 // The key goes into the sysroot repository's keyring instead (`gpg_key`).
                 gpg_key: None,
+                tls_ca: c.tls_ca.clone(),
             }),
             gpg_verify: c.gpg_verify,
             gpg_key: c.trusted_key.as_deref(),
+            tls_ca: c.tls_ca.as_deref(),
             on_pulled: Some(&|| report(report_url, "pulled", None)),
         },
         settings,
@@ -553,7 +571,7 @@ fn report(url: Option<&str>, step: &str, error: Option<&str>) {
         .ok()
         .map(|s| s.trim().to_ascii_lowercase());
     let body = report_body(mac().as_deref(), uuid.as_deref(), step, error);
-    match agent()
+    match crate::sys::http::agent(std::time::Duration::from_secs(60), 3)
         .post(url)
         .header("content-type", "application/json")
         .send(body.as_bytes())
@@ -590,13 +608,20 @@ mod tests {
             "ostreesetup --osname=debian --url=http://h/repo --ref=r --nogpg\nzerombr\npart / --grow\npart /var --size=1000\n",
         )
         .unwrap();
-        let e = format!("{:#}", load_kickstart(p.to_str().unwrap()).unwrap_err());
+        let e = format!(
+            "{:#}",
+            load_kickstart(p.to_str().unwrap(), None).unwrap_err()
+        );
         assert!(e.contains(&format!("{}:4: part /var", p.display())), "{e}");
         std::fs::write(&p, "part / --grow\nlogvol / --name=x\n").unwrap();
-        let e = format!("{:#}", load_kickstart(p.to_str().unwrap()).unwrap_err());
+        let e = format!(
+            "{:#}",
+            load_kickstart(p.to_str().unwrap(), None).unwrap_err()
+        );
         assert!(e.contains(&format!("{}:2:", p.display())), "{e}");
-        let e = format!("{:#}", load_kickstart("https://h/ks").unwrap_err());
-        assert!(e.contains("https is not supported"), "{e}");
+        // A CA file that is none: refused before anything is fetched.
+        let e = format!("{:#}", tls_ca(Some(&p)).unwrap_err());
+        assert!(e.contains(&format!("{}: ", p.display())), "{e}");
         // A file's %include resolves relative to it.
         std::fs::write(d.path().join("storage.ks"), "autopart\n").unwrap();
         std::fs::write(
@@ -604,7 +629,7 @@ mod tests {
             "ostreesetup --osname=debian --url=http://h/repo --ref=r --nogpg\n%include storage.ks\n",
         )
         .unwrap();
-        let ks = load_kickstart(p.to_str().unwrap()).unwrap();
+        let ks = load_kickstart(p.to_str().unwrap(), None).unwrap();
         assert!(ks.autopart.is_some());
     }
 
@@ -626,9 +651,12 @@ mod tests {
             "t.ks",
         )
         .unwrap();
-        let e = format!("{:#}", plan::build(&ks, "t.ks", &choice, None).unwrap_err());
+        let e = format!(
+            "{:#}",
+            plan::build(&ks, "t.ks", &choice, None, None).unwrap_err()
+        );
         assert!(e.starts_with("t.ks:1: ostreesetup without --nogpg"), "{e}");
-        let p = plan::build(&ks, "t.ks", &choice, Some("/k.gpg".into())).unwrap();
+        let p = plan::build(&ks, "t.ks", &choice, Some("/k.gpg".into()), None).unwrap();
         assert!(p.commit.gpg_verify);
         assert_eq!(p.disk, "/dev/vdb");
         assert_eq!(
@@ -649,7 +677,7 @@ mod tests {
         .unwrap();
         let e = format!(
             "{:#}",
-            plan::build(&ks, "t.ks", &choice, Some("/k".into())).unwrap_err()
+            plan::build(&ks, "t.ks", &choice, Some("/k".into()), None).unwrap_err()
         );
         assert!(e.starts_with("t.ks:2: part / --ondisk=sda"), "{e}");
     }

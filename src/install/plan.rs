@@ -23,6 +23,9 @@ pub struct Commit {
     /// Signatures verified while pulling, and the remote keeps `gpg-verify=true`.
     pub gpg_verify: bool,
     pub trusted_key: Option<PathBuf>,
+    /// The CA file an `https://` URL's server is checked against (also the installed
+    /// remote's `tls-ca-path`); `None`: the machine's CA certificates.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// File system identities, generated up front.
@@ -179,20 +182,15 @@ pub fn build(
     source: &str,
     choice: &Choice,
     trusted_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
 ) -> Result<InstallPlan> {
     let o = ks
         .ostreesetup
         .as_ref()
         .ok_or_else(|| anyhow!("no `ostreesetup` command"))?;
     deploy::validate_osname(&o.osname).map_err(|e| anyhow!("{}: {e:#}", o.at))?;
-    if o.url.starts_with("https://") {
-        anyhow::bail!(
-            "{}: ostreesetup --url={}: https is not supported by the installer yet (built \
-             without TLS); use http:// on the provisioning network",
-            o.at,
-            o.url
-        );
-    }
+    // A CA file matters only for https (the default one of a live root is simply unused).
+    let tls_ca = tls_ca.filter(|_| o.url.starts_with("https://"));
     let gpg_verify = !o.nogpg;
     if gpg_verify && trusted_key.is_none() {
         anyhow::bail!(
@@ -241,6 +239,7 @@ pub fn build(
             ostree_ref: o.ostree_ref.clone(),
             gpg_verify,
             trusted_key: if gpg_verify { trusted_key } else { None },
+            tls_ca,
         },
         kernel_args,
         users: ks.users.iter().map(|u| u.name.clone()).collect(),

@@ -97,6 +97,7 @@ pub const SQUASHFS_IN_CPIO: &str = "slipway/root.squashfs";
 /// Paths in the live root.
 pub const LIVE_KICKSTART: &str = "etc/slipway/installer.ks";
 pub const LIVE_TRUSTED_KEY: &str = "etc/slipway/installer-trusted.gpg";
+pub const LIVE_TLS_CA: &str = "etc/slipway/installer-tls-ca.pem";
 
 /// Boot programs taken out of Debian packages: (name in DIR, package, path in the package).
 pub const PACKAGED_PROGRAMS: [(&str, &str, &str); 5] = [
@@ -168,6 +169,8 @@ pub struct PxeBuildOptions {
     pub output: PathBuf,
     pub kickstart: Option<PathBuf>,
     pub gpg_key: Option<PathBuf>,
+    /// CA certificates (PEM) the installer checks `https://` servers against.
+    pub tls_ca: Option<PathBuf>,
     /// The slipway executable the installer carries (stripped); default: this one.
     pub installer_slipway: Option<PathBuf>,
     pub cachedir: PathBuf,
@@ -440,6 +443,7 @@ struct Plan {
     refs: Vec<RefPlan>,
     kickstart: Option<Vec<u8>>,
     gpg_key: Option<Vec<u8>>,
+    tls_ca: Option<Vec<u8>>,
     installer_exe: PathBuf,
     options: String,
     /// The packages of the boot programs, when they are to be (re)written.
@@ -514,9 +518,14 @@ fn check_gpg_key(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// SHA-256 over what shapes the artifacts besides the commit and slipway's source.
-fn options_hash(ks: Option<&[u8]>, key: Option<&[u8]>, exe_sha: &str) -> String {
+fn options_hash(
+    ks: Option<&[u8]>,
+    key: Option<&[u8]>,
+    tls_ca: Option<&[u8]>,
+    exe_sha: &str,
+) -> String {
     let mut h = Sha256::new();
-    for (name, part) in [("kickstart", ks), ("gpg-key", key)] {
+    for (name, part) in [("kickstart", ks), ("gpg-key", key), ("tls-ca", tls_ca)] {
         h.update(name.as_bytes());
         match part {
             Some(b) => {
@@ -636,13 +645,26 @@ fn plan(opts: &PxeBuildOptions, repo: &ostree::Repo, manifest: Option<Manifest>)
         .map(|k| check_kickstart(k, opts.gpg_key.is_some()))
         .transpose()?;
     let gpg_key = opts.gpg_key.as_deref().map(check_gpg_key).transpose()?;
+    let tls_ca = opts
+        .tls_ca
+        .as_deref()
+        .map(|p| -> Result<Vec<u8>> {
+            crate::sys::http::read_ca(p).context("--tls-ca")?;
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+        })
+        .transpose()?;
     let installer_exe = match &opts.installer_slipway {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("finding slipway's own executable")?,
     };
     let exe_sha = crate::repo::sha256_file(&installer_exe)
         .with_context(|| format!("the installer's slipway {}", installer_exe.display()))?;
-    let options = options_hash(kickstart.as_deref(), gpg_key.as_deref(), &exe_sha);
+    let options = options_hash(
+        kickstart.as_deref(),
+        gpg_key.as_deref(),
+        tls_ca.as_deref(),
+        &exe_sha,
+    );
 
     let mut refs: Vec<RefPlan> = Vec::new();
     for r in &opts.refs {
@@ -688,6 +710,7 @@ fn plan(opts: &PxeBuildOptions, repo: &ostree::Repo, manifest: Option<Manifest>)
         refs,
         kickstart,
         gpg_key,
+        tls_ca,
         installer_exe,
         options,
         debs,
@@ -1129,6 +1152,9 @@ fn prepare_live_root(root: &Path, tree: &Tree, plan: &Plan, work: &Path) -> Resu
     if let Some(key) = &plan.gpg_key {
         tree.write_file(LIVE_TRUSTED_KEY, &mut key.as_slice(), 0o644)?;
     }
+    if let Some(ca) = &plan.tls_ca {
+        tree.write_file(LIVE_TLS_CA, &mut ca.as_slice(), 0o644)?;
+    }
     Ok(())
 }
 
@@ -1384,11 +1410,13 @@ mod tests {
 
     #[test]
     fn options_hash_tells_kickstart_key_and_executable_apart() {
-        let a = options_hash(Some(b"ks"), None, "e");
-        assert_ne!(a, options_hash(None, Some(b"ks"), "e"));
-        assert_ne!(a, options_hash(Some(b"ks2"), None, "e"));
-        assert_ne!(a, options_hash(Some(b"ks"), None, "f"));
-        assert_eq!(a, options_hash(Some(b"ks"), None, "e"));
+        let a = options_hash(Some(b"ks"), None, None, "e");
+        assert_ne!(a, options_hash(None, Some(b"ks"), None, "e"));
+        assert_ne!(a, options_hash(None, None, Some(b"ks"), "e"));
+        assert_ne!(a, options_hash(Some(b"ks"), None, Some(b"ca"), "e"));
+        assert_ne!(a, options_hash(Some(b"ks2"), None, None, "e"));
+        assert_ne!(a, options_hash(Some(b"ks"), None, None, "f"));
+        assert_eq!(a, options_hash(Some(b"ks"), None, None, "e"));
     }
 
     #[test]
@@ -1411,6 +1439,7 @@ mod tests {
         assert!(
             INSTALLER_SCRIPT.contains(LIVE_KICKSTART)
                 && INSTALLER_SCRIPT.contains(LIVE_TRUSTED_KEY)
+                && INSTALLER_SCRIPT.contains(LIVE_TLS_CA)
         );
         assert!(LIVE_SYSROOT_MOUNT.contains("Where=/sysroot"));
         assert!(KERNEL_ARGS.contains(&"root=tmpfs"));

@@ -31,6 +31,11 @@ pub struct Source<'a> {
     pub url: &'a str,
     /// Whether `via` verifies GPG signatures.
     pub gpg_verify: bool,
+    /// The CA file `via` checks an `https://` server against (its `tls-ca-path`); `None`:
+    /// the machine's CA certificates.
+    pub tls_ca: Option<&'a std::path::Path>,
+    /// Where that CA file comes from, for messages (`None`: its path).
+    pub tls_ca_origin: Option<&'a str>,
 }
 
 /// What to pull: refs or commit checksums, flags and history depth (as libostree takes them).
@@ -67,7 +72,11 @@ fn run(repo: &ostree::Repo, src: &Source, req: &Request) -> Result<()> {
     match repo.pull_with_options(src.via, &opts.end(), None, gio::Cancellable::NONE) {
         Ok(()) => Ok(()),
         Err(e) => {
+            let tls = tls_refusal(src, &e.to_string());
             let err = anyhow::Error::new(e).context(format!("pulling from {}", src.url));
+            if let Some(why) = tls {
+                return Err(err.context(why));
+            }
             if !src.gpg_verify {
                 return Err(err);
             }
@@ -87,6 +96,28 @@ fn run(repo: &ostree::Repo, src: &Source, req: &Request) -> Result<()> {
     }
 }
 
+/// If the pull failed on the server's TLS certificate (libcurl's message), why, in words: the
+/// URL and what its certificate was checked against.
+fn tls_refusal(src: &Source, message: &str) -> Option<String> {
+    let host = src.url.strip_prefix("https://")?.split('/').next()?;
+    if !["SSL", "certificate", "TLS"]
+        .iter()
+        .any(|w| message.contains(w))
+    {
+        return None;
+    }
+    Some(format!(
+        "the TLS certificate of {host} (remote {}) is not trusted: it was checked against {}; \
+         give the CA that signed the server's certificate (the remote's tls-ca-path)",
+        src.name,
+        match (src.tls_ca_origin, src.tls_ca) {
+            (Some(o), _) => format!("the CA file of {o}"),
+            (None, Some(p)) => format!("the CA file {}", p.display()),
+            (None, None) => "the machine's CA certificates".to_string(),
+        }
+    ))
+}
+
 /// If the pull of `refs` failed on signatures, why, in words: each commit is fetched on its
 /// own (commit object and detached metadata only, into a throw-away repository; the target
 /// repository is not touched) and its signatures checked against `src.via`'s keys.
@@ -102,6 +133,9 @@ fn refusal(repo: &ostree::Repo, src: &Source, refs: &[String]) -> Result<Option<
     let opts = glib::VariantDict::new(None);
     opts.insert_value("gpg-verify", &false.to_variant());
     opts.insert_value("gpg-verify-summary", &false.to_variant());
+    if let Some(ca) = src.tls_ca {
+        opts.insert_value("tls-ca-path", &ca.display().to_string().to_variant());
+    }
     probe
         .remote_add(
             "probe",
@@ -197,13 +231,13 @@ fn summary_refusal(repo: &ostree::Repo, src: &Source) -> Result<Option<String>> 
         return Ok(None);
     }
     let whose = format!("the summary of remote {} ({})", src.name, src.url);
-    let Some(summary) = fetch(src.url, "summary")? else {
+    let Some(summary) = fetch(src, "summary")? else {
         return Ok(Some(format!(
             "{whose} is missing, and the remote verifies the summary's signatures \
              (gpg-verify-summary): run `ostree summary -u --gpg-sign=KEY` on the repository"
         )));
     };
-    let Some(sigs) = fetch(src.url, "summary.sig")? else {
+    let Some(sigs) = fetch(src, "summary.sig")? else {
         return Ok(Some(format!(
             "{whose} has no signature, and the remote takes only a summary signed by a key it \
              trusts: sign it (`ostree summary -u --gpg-sign=KEY`), or set \
@@ -228,10 +262,11 @@ fn summary_refusal(repo: &ostree::Repo, src: &Source) -> Result<Option<String>> 
     })
 }
 
-/// The repository file `name` at `url` (`file://` or `http://`); `None` if it is not there.
-fn fetch(url: &str, name: &str) -> Result<Option<Vec<u8>>> {
+/// The repository file `name` at the source's URL (`file://`, `http://` or `https://`, the
+/// latter checked against the source's CA); `None` if it is not there.
+fn fetch(src: &Source, name: &str) -> Result<Option<Vec<u8>>> {
     const LIMIT: u64 = 64 << 20;
-    let url = url.trim_end_matches('/');
+    let url = src.url.trim_end_matches('/');
     if let Some(path) = url.strip_prefix("file://") {
         let p = std::path::Path::new(path).join(name);
         return match std::fs::read(&p) {
@@ -240,7 +275,7 @@ fn fetch(url: &str, name: &str) -> Result<Option<Vec<u8>>> {
             Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
         };
     }
-    let agent = crate::sys::http::agent(std::time::Duration::from_secs(60), 3);
+    let agent = crate::sys::http::agent_with_ca(std::time::Duration::from_secs(60), 3, src.tls_ca)?;
     crate::sys::http::get_bytes(&agent, &format!("{url}/{name}"), LIMIT)
 }
 
@@ -254,7 +289,8 @@ pub struct TempRemote<'a> {
 impl<'a> TempRemote<'a> {
     /// Add remote `name` for `url`; `gpg_keys`, when given, are the key files that verify it
     /// (`gpgkeypath`), and signatures are then checked: the commits' when `gpg_verify`, the
-    /// summary's when `gpg_verify_summary`.
+    /// summary's when `gpg_verify_summary`; an `https://` server is checked against `tls_ca`
+    /// (`tls-ca-path`) when given.
     pub fn add(
         repo: &'a ostree::Repo,
         name: &'static str,
@@ -262,8 +298,13 @@ impl<'a> TempRemote<'a> {
         gpg_verify: bool,
         gpg_verify_summary: bool,
         gpg_keys: &[&std::path::Path],
+        tls_ca: Option<&std::path::Path>,
     ) -> Result<TempRemote<'a>> {
         let opts = glib::VariantDict::new(None);
+        if let Some(ca) = tls_ca {
+            let ca = std::path::absolute(ca).with_context(|| format!("{}", ca.display()))?;
+            opts.insert_value("tls-ca-path", &ca.display().to_string().to_variant());
+        }
         opts.insert_value("gpg-verify", &gpg_verify.to_variant());
         opts.insert_value("gpg-verify-summary", &gpg_verify_summary.to_variant());
         if !gpg_keys.is_empty() {
@@ -387,6 +428,7 @@ mod tests {
             false,
             false,
             &[],
+            None,
         )
         .unwrap();
         assert_eq!(cached(), ["other"]);

@@ -1,21 +1,80 @@
-//! The one HTTP client set-up (ureq, plain `http://`): the installer (kickstart, reports),
-//! FleetLock and `slipway pxe status` all get their agent here, so they share the timeouts,
-//! no proxy from the environment, a bounded number of redirects, slipway's user agent, and
-//! errors that name the method and URL and carry the start of the response body.
+//! The one HTTP client set-up (ureq, `http://` and `https://`): the installer (kickstart,
+//! reports), FleetLock, the pull's explanations and `slipway pxe status` all get their agent
+//! here, so they share the timeouts, no proxy from the environment, a bounded number of
+//! redirects, slipway's user agent, the certificates an `https://` server is checked against
+//! (a CA file the operator names, else the machine's CA bundle), and errors that name the
+//! method and URL and carry the start of the response body.
 
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 /// How long a connection may take to open.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of an answer's body is read into an error or a small document.
 pub const MAX_ERROR_BODY: u64 = 64 * 1024;
 
+/// The machine's CA certificates (Debian's `ca-certificates`): what an `https://` server is
+/// checked against when no CA file is named.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// An agent with slipway's settings: `total` bounds each request, `redirects` how many it
-/// follows. Non-2xx statuses are answers, not errors (callers decide; see [`get_text`]).
+/// follows; `https://` servers are checked against the machine's CA bundle (ureq's built-in
+/// roots where the machine has none). Non-2xx statuses are answers, not errors (callers
+/// decide; see [`get_text`]).
 pub fn agent(total: Duration, redirects: u32) -> ureq::Agent {
+    let roots = read_ca(Path::new(SYSTEM_CA_BUNDLE))
+        .map(|c| RootCerts::new_with_certs(&c))
+        .unwrap_or(RootCerts::WebPki);
+    build(total, redirects, roots)
+}
+
+/// [`agent`], with `https://` servers checked against the certificates of `ca` only (a PEM
+/// file: the CA of a site's own servers), or the machine's CA bundle for `None`.
+pub fn agent_with_ca(total: Duration, redirects: u32, ca: Option<&Path>) -> Result<ureq::Agent> {
+    match ca {
+        None => Ok(agent(total, redirects)),
+        Some(p) => Ok(agent_with_certs(total, redirects, read_ca(p)?)),
+    }
+}
+
+/// [`agent`], with `https://` servers checked against `certs` only (see [`parse_ca`]).
+pub fn agent_with_certs(
+    total: Duration,
+    redirects: u32,
+    certs: Vec<Certificate<'static>>,
+) -> ureq::Agent {
+    build(total, redirects, RootCerts::new_with_certs(&certs))
+}
+
+/// The certificates of the PEM file `path`: at least one, or an error naming the file.
+pub fn read_ca(path: &Path) -> Result<Vec<Certificate<'static>>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading the CA file {}", path.display()))?;
+    parse_ca(&pem, &path.display().to_string())
+}
+
+/// The certificates of `pem`, the contents of the CA file `what`: at least one, or an error
+/// naming it.
+pub fn parse_ca(pem: &[u8], what: &str) -> Result<Vec<Certificate<'static>>> {
+    let mut certs = vec![];
+    for item in ureq::tls::parse_pem(pem) {
+        match item.with_context(|| format!("{what}: not a PEM file"))? {
+            PemItem::Certificate(c) => certs.push(c),
+            _ => bail!("{what}: holds a private key; a CA file holds only certificates"),
+        }
+    }
+    if certs.is_empty() {
+        bail!("{what}: no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)");
+    }
+    Ok(certs)
+}
+
+fn build(total: Duration, redirects: u32, roots: RootCerts) -> ureq::Agent {
     ureq::Agent::config_builder()
+        .tls_config(TlsConfig::builder().root_certs(roots).build())
         .timeout_connect(Some(CONNECT_TIMEOUT.min(total)))
         .timeout_global(Some(total))
         .http_status_as_error(false)

@@ -39,11 +39,20 @@ pub struct Remote {
     /// The public key that verifies the remote's commits, put into the deployment's /etc
     /// (`gpgkeypath`) so that verification works offline from the first upgrade on.
     pub gpg_key: Option<PathBuf>,
+    /// The CA file (PEM) an `https://` remote's certificate is checked against: copied into
+    /// the deployment's /etc and named by the remote's `tls-ca-path`; `None`: the machine's
+    /// CA certificates.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Where a remote's key goes in a deployment, relative to its root.
 pub fn remote_key_path(name: &str) -> String {
     format!("etc/slipway/keys/{name}.gpg")
+}
+
+/// Where a remote's CA file goes in a deployment, relative to its root.
+pub fn remote_ca_path(name: &str) -> String {
+    format!("etc/slipway/tls/{name}-ca.pem")
 }
 
 /// What to deploy.
@@ -64,6 +73,8 @@ pub struct DeployRequest<'a> {
     /// verified, and no `remotes.d` file is written (the host finds the remote and its key in
     /// the repository).
     pub gpg_key: Option<&'a Path>,
+    /// The CA file an `https://` source's certificate is checked against while pulling.
+    pub tls_ca: Option<&'a Path>,
     /// Called once the commit is pulled, before it is deployed (the installer reports it).
     pub on_pulled: Option<&'a dyn Fn()>,
 }
@@ -134,10 +145,10 @@ pub fn deploy_new(req: &DeployRequest, settings: &bootloader::GrubSettings) -> R
     let var = req
         .sysroot
         .join(format!("ostree/deploy/{}/var", req.osname));
-    if let Some(r) = &req.remote
-        && keyed_remote.is_none()
-    {
-        write_remote(&root, r)?;
+    match (&req.remote, &keyed_remote) {
+        (Some(r), None) => write_remote(&root, r)?,
+        (Some(r), Some(_)) => settle_remote_ca(&req.sysroot.join("ostree/repo"), &root, r)?,
+        _ => {}
     }
     bootloader::finish_switch(&req.sysroot.join("boot"))?;
     let version = crate::repo::commit_meta_string(&repo, &commit, "version")?;
@@ -194,7 +205,7 @@ fn pull_commit(req: &DeployRequest, repo: &ostree::Repo) -> Result<(String, Opti
     let url = source_url(req.source);
     let keyed_remote = match (&req.remote, req.gpg_key) {
         (Some(r), Some(key)) => {
-            add_verified_remote(&req.sysroot.join("ostree/repo"), r, key)?;
+            add_verified_remote(&req.sysroot.join("ostree/repo"), r, key, req.tls_ca)?;
             repo.reload_config(gio::Cancellable::NONE)
                 .context("reloading the sysroot repository config")?;
             Some(r.name.clone())
@@ -214,6 +225,7 @@ fn pull_commit(req: &DeployRequest, repo: &ostree::Repo) -> Result<(String, Opti
             gpg_verify,
             false,
             &[],
+            req.tls_ca,
         )?),
         _ => None,
     };
@@ -231,6 +243,8 @@ fn pull_commit(req: &DeployRequest, repo: &ostree::Repo) -> Result<(String, Opti
                 .map_or(from.as_str(), |r| r.name.as_str()),
             url: &url,
             gpg_verify,
+            tls_ca: req.tls_ca,
+            tls_ca_origin: None,
         },
         &pull::Request {
             refs: vec![req.ostree_ref.to_string()],
@@ -299,8 +313,14 @@ fn deploy_commit(req: &DeployRequest, sysroot: &ostree::Sysroot, commit: &str) -
 }
 
 /// Add `r` to the repository at `repo_path` (its own config, not `remotes.d`) with
-/// `gpg-verify=true` and `key` imported as its only trusted key.
-fn add_verified_remote(repo_path: &Path, r: &Remote, key: &Path) -> Result<()> {
+/// `gpg-verify=true` and `key` imported as its only trusted key; `tls_ca`, a CA file of this
+/// machine, checks an `https://` server for the pull (see [`settle_remote_ca`]).
+fn add_verified_remote(
+    repo_path: &Path,
+    r: &Remote,
+    key: &Path,
+    tls_ca: Option<&Path>,
+) -> Result<()> {
     let repo = ostree::Repo::new(&gio::File::for_path(repo_path));
     repo.open(gio::Cancellable::NONE)
         .with_context(|| format!("opening {}", repo_path.display()))?;
@@ -308,6 +328,10 @@ fn add_verified_remote(repo_path: &Path, r: &Remote, key: &Path) -> Result<()> {
     opts.insert_value("gpg-verify", &true.to_variant());
     // With a key, the summary too (it says which commit is the newest).
     opts.insert_value("gpg-verify-summary", &true.to_variant());
+    if let Some(ca) = tls_ca {
+        let ca = std::path::absolute(ca).with_context(|| format!("{}", ca.display()))?;
+        opts.insert_value("tls-ca-path", &ca.display().to_string().to_variant());
+    }
     repo.remote_add(
         &r.name,
         Some(&r.url),
@@ -324,6 +348,37 @@ fn add_verified_remote(repo_path: &Path, r: &Remote, key: &Path) -> Result<()> {
         bail!("{} holds no public key", key.display());
     }
     Ok(())
+}
+
+/// After the pull: `r`'s CA file copied into the deployment at `root` and the remote in the
+/// repository at `repo_path` pointed at it there (`/etc/...`, where the booted host finds
+/// it), instead of at the installer's file the pull used.
+fn settle_remote_ca(repo_path: &Path, root: &Path, r: &Remote) -> Result<()> {
+    let Some(ca) = &r.tls_ca else {
+        return Ok(());
+    };
+    let rel = copy_ca(root, &r.name, ca)?;
+    let repo = ostree::Repo::new(&gio::File::for_path(repo_path));
+    repo.open(gio::Cancellable::NONE)
+        .with_context(|| format!("opening {}", repo_path.display()))?;
+    let config = repo.copy_config();
+    config.set_string(
+        &format!("remote \"{}\"", r.name),
+        "tls-ca-path",
+        &format!("/{rel}"),
+    );
+    repo.write_config(&config)
+        .with_context(|| format!("writing the config of {}", repo_path.display()))
+}
+
+/// `ca` copied into the deployment at `root` (inside its tree); the path there.
+fn copy_ca(root: &Path, name: &str, ca: &Path) -> Result<String> {
+    crate::sys::http::read_ca(ca)?;
+    let rel = remote_ca_path(name);
+    let tree = crate::sys::tree::Tree::open(root)?;
+    let mut f = std::fs::File::open(ca).with_context(|| format!("opening {}", ca.display()))?;
+    tree.write_file(&rel, &mut f, 0o644)?;
+    Ok(rel)
 }
 
 /// Import every key of `stream` as trusted keys of remote `name`; how many were imported.
@@ -360,24 +415,27 @@ fn import_every_key(
     Ok(imported)
 }
 
-/// The remote's configuration file inside a deployment's /etc.
+/// The remote's configuration file inside a deployment's /etc, with its key and CA file
+/// beside it; everything written inside the deployment's tree.
 pub fn write_remote(deployment_root: &Path, r: &Remote) -> Result<()> {
-    let dir = deployment_root.join("etc/ostree/remotes.d");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tree = crate::sys::tree::Tree::open(deployment_root)?;
     let mut text = format!(
         "[remote \"{}\"]\nurl={}\ngpg-verify={}\n",
         r.name, r.url, r.gpg_verify
     );
     if let Some(key) = &r.gpg_key {
         let rel = remote_key_path(&r.name);
-        let tree = crate::sys::tree::Tree::open(deployment_root)?;
         let mut f =
             std::fs::File::open(key).with_context(|| format!("opening {}", key.display()))?;
         tree.write_file(&rel, &mut f, 0o644)?;
         text.push_str(&format!("gpgkeypath=/{rel}\ngpg-verify-summary=true\n"));
     }
-    let p = dir.join(format!("{}.conf", r.name));
-    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+    if let Some(ca) = &r.tls_ca {
+        let rel = copy_ca(deployment_root, &r.name, ca)?;
+        text.push_str(&format!("tls-ca-path=/{rel}\n"));
+    }
+    let rel = format!("etc/ostree/remotes.d/{}.conf", r.name);
+    tree.write_file(&rel, &mut text.as_bytes(), 0o644)
 }
 
 /// Append to a deployment's `/etc/fstab`.
@@ -417,6 +475,7 @@ mod tests {
             url: "http://192.0.2.1/repo".into(),
             gpg_verify: true,
             gpg_key: Some(key.clone()),
+            tls_ca: None,
         };
         // A real public key, as `pxe build --trusted-key` puts into the installer.
         let home = d.path().join("gnupg");
@@ -441,7 +500,7 @@ mod tests {
             "never",
         ]);
         std::fs::write(&key, gpg(&["--export", "slipway-deploy-test"])).unwrap();
-        add_verified_remote(&repo_path, &r, &key).unwrap();
+        add_verified_remote(&repo_path, &r, &key, None).unwrap();
         let _ = std::process::Command::new("gpgconf")
             .arg("--homedir")
             .arg(&home)
@@ -463,7 +522,7 @@ mod tests {
             name: "other".into(),
             ..r.clone()
         };
-        let e = add_verified_remote(&repo_path, &other, &key).unwrap_err();
+        let e = add_verified_remote(&repo_path, &other, &key, None).unwrap_err();
         assert!(
             format!("{e:#}").contains(&key.display().to_string()),
             "{e:#}"
@@ -520,6 +579,7 @@ mod tests {
                 url: "http://10.0.0.1/repo".into(),
                 gpg_verify: false,
                 gpg_key: None,
+                tls_ca: None,
             },
         )
         .unwrap();
@@ -528,6 +588,41 @@ mod tests {
             t,
             "[remote \"debian\"]\nurl=http://10.0.0.1/repo\ngpg-verify=false\n"
         );
+    }
+
+    /// An `https://` remote's CA goes into the deployment, inside its tree (an absolute
+    /// symlink on the way is the deployment's, not this machine's), and the remote names it;
+    /// a file that is no CA is refused, naming it.
+    #[test]
+    fn a_remote_ca_is_copied_into_the_deployment_and_named() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("usr/etc")).unwrap();
+        std::os::unix::fs::symlink("/usr/etc", root.join("etc")).unwrap();
+        let ca = d.path().join("ca.pem");
+        let pem = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+        std::fs::write(&ca, pem).unwrap();
+        let r = Remote {
+            name: "debian".into(),
+            url: "https://10.0.0.1/repo".into(),
+            gpg_verify: false,
+            gpg_key: None,
+            tls_ca: Some(ca.clone()),
+        };
+        write_remote(&root, &r).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("usr/etc/slipway/tls/debian-ca.pem")).unwrap(),
+            pem
+        );
+        let t = std::fs::read_to_string(root.join("usr/etc/ostree/remotes.d/debian.conf"));
+        assert!(
+            t.unwrap()
+                .ends_with("tls-ca-path=/etc/slipway/tls/debian-ca.pem\n"),
+            "no tls-ca-path"
+        );
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let e = format!("{:#}", write_remote(&root, &r).unwrap_err());
+        assert!(e.contains(&ca.display().to_string()), "{e}");
     }
 
     #[test]

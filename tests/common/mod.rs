@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod guest;
 pub mod libvirt;
 pub mod pxe;
+pub mod tls;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

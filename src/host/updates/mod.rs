@@ -119,6 +119,9 @@ pub struct UpdateSettings {
     pub fleetlock_url: Option<String>,
     /// `fleetlock-group`: the reboot group (`default`).
     pub fleetlock_group: String,
+    /// `fleetlock-ca`: the CA file (PEM, a path of the host) an `https://` FleetLock server
+    /// is checked against; absent: the machine's CA certificates.
+    pub fleetlock_ca: Option<String>,
     /// `backoff-secs` (30) and `max-backoff-secs` (900): the delay after a refused reboot
     /// slot or a failed action, doubling each time up to the maximum.
     pub backoff_secs: u64,
@@ -132,6 +135,7 @@ impl Default for UpdateSettings {
             reboot_windows: Vec::new(),
             fleetlock_url: None,
             fleetlock_group: fleetlock::DEFAULT_GROUP.to_string(),
+            fleetlock_ca: None,
             backoff_secs: 30,
             max_backoff_secs: 900,
         }
@@ -148,6 +152,7 @@ struct Layer {
     #[serde(default, deserialize_with = "present")]
     fleetlock_url: Option<serde_json::Value>,
     fleetlock_group: Option<String>,
+    fleetlock_ca: Option<String>,
     backoff_secs: Option<u64>,
     max_backoff_secs: Option<u64>,
 }
@@ -182,6 +187,33 @@ impl UpdateSettings {
         Ok(s)
     }
 
+    /// The FleetLock client these settings describe for the deployment rooted at `root`
+    /// (its machine id; `fleetlock-ca` read inside it); `None` without a URL.
+    pub fn fleetlock_client(&self, root: &Path) -> Result<Option<fleetlock::Client>> {
+        let Some(url) = &self.fleetlock_url else {
+            return Ok(None);
+        };
+        let ca = match &self.fleetlock_ca {
+            Some(p) => {
+                let what = format!("`fleetlock-ca` {p}");
+                let rel = crate::sys::tree::check_path("`fleetlock-ca`", p)?;
+                let mut pem = vec![];
+                crate::sys::tree::Tree::open(root)?
+                    .open_file(&rel)
+                    .and_then(|mut f| Ok(std::io::Read::read_to_end(&mut f, &mut pem)?))
+                    .with_context(|| what.clone())?;
+                Some(crate::sys::http::parse_ca(&pem, &what)?)
+            }
+            None => None,
+        };
+        Ok(Some(fleetlock::Client::new(
+            url,
+            &fleetlock::machine_client_id(root)?,
+            &self.fleetlock_group,
+            ca,
+        )?))
+    }
+
     fn apply(&mut self, l: Layer) -> Result<()> {
         if let Some(p) = l.policy {
             self.policy = p;
@@ -200,12 +232,19 @@ impl UpdateSettings {
                     fleetlock::check_base_url(&u).context("`fleetlock-url`")?;
                     Some(u)
                 }
-                _ => bail!("`fleetlock-url` must be an http:// URL or null, not {v}"),
+                _ => bail!("`fleetlock-url` must be an http(s):// URL or null, not {v}"),
             }
         }
         if let Some(g) = l.fleetlock_group {
             fleetlock::check_group(&g).context("`fleetlock-group`")?;
             self.fleetlock_group = g;
+        }
+        if let Some(ca) = l.fleetlock_ca {
+            if !ca.starts_with('/') {
+                bail!("`fleetlock-ca` must be an absolute path of the host, not `{ca}`");
+            }
+            crate::sys::tree::check_path("`fleetlock-ca`", &ca)?;
+            self.fleetlock_ca = Some(ca);
         }
         for (key, value, slot) in [
             ("backoff-secs", l.backoff_secs, &mut self.backoff_secs),
@@ -738,14 +777,7 @@ fn open(opts: &AgentOptions) -> Result<(UpdateSettings, HostEnv)> {
         super::check_reboot_allowed(&opts.sysroot)
             .context("the update policy is `apply`, which reboots")?;
     }
-    let client = match &settings.fleetlock_url {
-        Some(url) => Some(fleetlock::Client::new(
-            url,
-            &fleetlock::machine_client_id(&root)?,
-            &settings.fleetlock_group,
-        )?),
-        None => None,
-    };
+    let client = settings.fleetlock_client(&root)?;
     crate::sys::ui::info(format!(
         "update agent: policy {}, {}, {}",
         settings.policy.as_str(),
@@ -931,14 +963,9 @@ pub fn report_steady_state(root: &Path) -> Result<()> {
 /// [`report_steady_state`] with another time budget.
 pub fn report_steady_state_within(root: &Path, budget: Duration) -> Result<()> {
     let s = UpdateSettings::load(root)?;
-    let Some(url) = &s.fleetlock_url else {
+    let Some(client) = s.fleetlock_client(root)? else {
         return Ok(());
     };
-    let client = fleetlock::Client::new(
-        url,
-        &fleetlock::machine_client_id(root)?,
-        &s.fleetlock_group,
-    )?;
     let what = format!(
         "FleetLock steady-state at {} (id {}, group {})",
         client.url(fleetlock::STEADY_STATE),

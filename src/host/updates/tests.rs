@@ -83,7 +83,8 @@ fn the_operator_overrides_the_deployment_key_by_key() {
     let s = load(
         Some(
             r#"{"// ": "x", "policy": "stage", "backoff-secs": 10,
-                    "fleetlock-url": "http://lock:8080", "fleetlock-group": "a"}"#,
+                    "fleetlock-url": "http://lock:8080", "fleetlock-group": "a",
+                    "fleetlock-ca": "/etc/slipway/lock-ca.pem"}"#,
         ),
         r#"{"policy": "apply", "fleetlock-url": null, "//x": 1,
                 "reboot-windows": [{"days": ["Sat", "sunday", "SUN"], "start": "23:30",
@@ -101,6 +102,7 @@ fn the_operator_overrides_the_deployment_key_by_key() {
             }],
             fleetlock_url: None,
             fleetlock_group: "a".into(),
+            fleetlock_ca: Some("/etc/slipway/lock-ca.pem".into()),
             backoff_secs: 10,
             max_backoff_secs: 900,
         }
@@ -148,8 +150,16 @@ fn bad_settings_name_the_file_and_key() {
             "`reboot-windows[0].length`: unknown field `length`",
         ),
         (
-            r#"{"fleetlock-url": "https://lock"}"#,
-            "`fleetlock-url`: https://lock: https is not supported",
+            r#"{"fleetlock-url": "ftp://lock"}"#,
+            "`fleetlock-url`: ftp://lock is not an http(s)://",
+        ),
+        (
+            r#"{"fleetlock-ca": "lock-ca.pem"}"#,
+            "`fleetlock-ca` must be an absolute path",
+        ),
+        (
+            r#"{"fleetlock-ca": "/etc/../x"}"#,
+            "`fleetlock-ca`: `/etc/../x` contains `..`",
         ),
         (r#"{"fleetlock-url": 5}"#, "`fleetlock-url` must be"),
         (r#"{"fleetlock-group": "a b"}"#, "`fleetlock-group`"),
