@@ -219,77 +219,94 @@ pub fn pull(host: &Host, refspec: &Refspec, dep: &ostree::Deployment, what: &Pul
         },
         remote.url
     ));
-    let repo = host.repo();
     let req = pull::Request { refs, flags, depth };
     match &remote.source {
-        RemoteSource::Repo => {
-            // libostree opens `tls-ca-path` on this machine: right for the booted host, the
-            // build machine's file for a sysroot elsewhere.
-            if let Some(ca) = &remote.tls_ca
-                && !host.is_running_root()
-            {
-                bail!(
-                    "remote {} checks its server against tls-ca-path={ca}, a file of the \
-                     running host: pull on the booted host, not into the sysroot {}",
-                    remote.name,
-                    host.path().display()
-                );
-            }
-            pull::pull(
-                repo,
-                &pull::Source {
-                    via: &remote.name,
-                    name: &remote.name,
-                    url: &remote.url,
-                    gpg_verify: remote.gpg_verify,
-                    tls_ca: remote.tls_ca.as_deref().map(Path::new),
-                    tls_ca_origin: None,
-                },
-                &req,
-            )
-        }
+        RemoteSource::Repo => pull_through_repo(host, &remote, &req),
         RemoteSource::DeploymentEtc(file) => {
-            // The remote and its keys as the deployment has them, through a remote of the
-            // sysroot repository's own for this pull: libostree verifies only through one.
-            let keys = tempfile::Builder::new()
-                .prefix("slipway-keys-")
-                .tempdir()
-                .context("creating a directory for the remote's keys")?;
-            let key_files = copy_keys(host, dep, file, &remote, keys.path())?;
-            let key_refs: Vec<&Path> = key_files.iter().map(PathBuf::as_path).collect();
-            let ca = copy_ca(host, dep, file, &remote, keys.path())?;
-            let ca_origin = remote
-                .tls_ca
-                .as_ref()
-                .map(|p| format!("{}: tls-ca-path={p}", file.display()));
-            let temp = TempRemote::add(
-                repo,
-                "slipway-pull",
-                &remote.url,
-                remote.gpg_verify,
-                remote.gpg_verify_summary,
-                &key_refs,
-                ca.as_deref(),
-            )?;
-            pull::pull(
-                repo,
-                &pull::Source {
-                    via: temp.name,
-                    name: &remote.name,
-                    url: &remote.url,
-                    gpg_verify: remote.gpg_verify,
-                    tls_ca: ca.as_deref(),
-                    tls_ca_origin: ca_origin.as_deref(),
-                },
-                &req,
-            )?;
-            if let Pull::Tip { .. } | Pull::History = what {
-                // The remote's ref is what the origin names.
-                temp.hand_over(&refspec.reference, Some(&remote.name))?;
-            }
-            Ok(())
+            // The remote's ref is what the origin names: moved for a tip or a history.
+            let follow = matches!(what, Pull::Tip { .. } | Pull::History)
+                .then_some(refspec.reference.as_str());
+            pull_through_etc(host, dep, file, &remote, &req, follow)
         }
     }
+}
+
+/// A pull through a remote the sysroot repository knows (its keys and `tls-ca-path` are
+/// libostree's to use).
+fn pull_through_repo(host: &Host, remote: &Remote, req: &pull::Request) -> Result<()> {
+    // libostree opens `tls-ca-path` on this machine: right for the booted host, the build
+    // machine's file for a sysroot elsewhere.
+    if let Some(ca) = &remote.tls_ca
+        && !host.is_running_root()
+    {
+        bail!(
+            "remote {} checks its server against tls-ca-path={ca}, a file of the running \
+             host: pull on the booted host, not into the sysroot {}",
+            remote.name,
+            host.path().display()
+        );
+    }
+    pull::pull(
+        host.repo(),
+        &pull::Source {
+            via: &remote.name,
+            name: &remote.name,
+            url: &remote.url,
+            gpg_verify: remote.gpg_verify,
+            tls_ca: remote.tls_ca.as_deref().map(Path::new),
+            tls_ca_origin: None,
+        },
+        req,
+    )
+}
+
+/// A pull of a remote that `file` in `dep`'s /etc defines: its keys and CA file read inside
+/// the deployment, through a remote of the sysroot repository's own for this pull (libostree
+/// verifies only through one); `follow`: the ref the remote's ref is then set for.
+fn pull_through_etc(
+    host: &Host,
+    dep: &ostree::Deployment,
+    file: &Path,
+    remote: &Remote,
+    req: &pull::Request,
+    follow: Option<&str>,
+) -> Result<()> {
+    let keys = tempfile::Builder::new()
+        .prefix("slipway-keys-")
+        .tempdir()
+        .context("creating a directory for the remote's keys")?;
+    let key_files = copy_keys(host, dep, file, remote, keys.path())?;
+    let key_refs: Vec<&Path> = key_files.iter().map(PathBuf::as_path).collect();
+    let ca = copy_ca(host, dep, file, remote, keys.path())?;
+    let ca_origin = remote
+        .tls_ca
+        .as_ref()
+        .map(|p| format!("{}: tls-ca-path={p}", file.display()));
+    let temp = TempRemote::add(
+        host.repo(),
+        "slipway-pull",
+        &remote.url,
+        remote.gpg_verify,
+        remote.gpg_verify_summary,
+        &key_refs,
+        ca.as_deref(),
+    )?;
+    pull::pull(
+        host.repo(),
+        &pull::Source {
+            via: temp.name,
+            name: &remote.name,
+            url: &remote.url,
+            gpg_verify: remote.gpg_verify,
+            tls_ca: ca.as_deref(),
+            tls_ca_origin: ca_origin.as_deref(),
+        },
+        req,
+    )?;
+    if let Some(reference) = follow {
+        temp.hand_over(reference, Some(&remote.name))?;
+    }
+    Ok(())
 }
 
 /// The key files `gpgkeypath` names in `file` (a `remotes.d` file of `dep`), read inside the
