@@ -260,102 +260,18 @@ impl Profiles {
 
     fn from_spec(spec: FileSpec, path: &Path, manifest: &Manifest) -> Result<Self> {
         let base = path.parent().unwrap_or(Path::new("."));
-        let default = match spec.default {
-            Some(d) => {
-                if d.name.is_some() || d.matcher.is_some() {
-                    bail!("default: has no \"name\" or \"match\"");
-                }
-                let ostree_ref = match d.ostree_ref.clone() {
-                    Some(r) => r,
-                    None => only_ref(manifest, "default")?,
-                };
-                Some(resolve(
-                    "default".into(),
-                    Match::default(),
-                    d,
-                    None,
-                    ostree_ref,
-                    base,
-                    manifest,
-                    "default",
-                )?)
-            }
-            None => None,
-        };
+        let default = spec
+            .default
+            .map(|d| default_profile(d, base, manifest))
+            .transpose()?;
         let mut profiles = Vec::new();
         for (i, p) in spec.profiles.into_iter().enumerate() {
-            let at = format!("profiles[{i}]");
-            let name = p
-                .name
-                .clone()
-                .with_context(|| format!("{at}: \"name\" is missing"))?;
-            let at = format!("{at} ({name})");
-            if name == "default" || profiles.iter().any(|q: &Profile| q.name == name) {
-                bail!("{at}: the name {name:?} is taken");
-            }
-            let m = p
-                .matcher
-                .as_ref()
-                .with_context(|| format!("{at}: \"match\" is missing"))?;
-            let matcher = Match {
-                mac: m
-                    .mac
-                    .as_deref()
-                    .map(|v| norm_mac(v, &format!("{at}: match.mac")))
-                    .transpose()?,
-                uuid: m
-                    .uuid
-                    .as_deref()
-                    .map(|v| norm_uuid(v, &format!("{at}: match.uuid")))
-                    .transpose()?,
-                hostname: m.hostname.clone(),
-                labels: m.labels.clone(),
-            };
-            if matcher == Match::default() {
-                bail!("{at}: match: give at least one of mac, uuid, hostname, labels");
-            }
-            let ostree_ref = match (&p.ostree_ref, &default) {
-                (Some(r), _) => r.clone(),
-                (None, Some(d)) => d.ostree_ref.clone(),
-                (None, None) => only_ref(manifest, &at)?,
-            };
-            profiles.push(resolve(
-                name,
-                matcher,
-                p,
-                default.as_ref(),
-                ostree_ref,
-                base,
-                manifest,
-                &at,
-            )?);
+            let profile = named_profile(i, p, &profiles, default.as_ref(), base, manifest)?;
+            profiles.push(profile);
         }
         let mut machines: Vec<Machine> = Vec::new();
         for (i, m) in spec.machines.into_iter().enumerate() {
-            let at = format!("machines[{i}]");
-            let machine = Machine {
-                mac: m
-                    .mac
-                    .as_deref()
-                    .map(|v| norm_mac(v, &format!("{at}: mac")))
-                    .transpose()?,
-                uuid: m
-                    .uuid
-                    .as_deref()
-                    .map(|v| norm_uuid(v, &format!("{at}: uuid")))
-                    .transpose()?,
-                hostname: m.hostname,
-                labels: m.labels,
-            };
-            if machine.mac.is_none() && machine.uuid.is_none() {
-                bail!("{at}: give \"mac\" or \"uuid\"");
-            }
-            if let Some(j) = machines.iter().position(|o| {
-                (o.mac.is_some() && o.mac == machine.mac)
-                    || (o.uuid.is_some() && o.uuid == machine.uuid)
-            }) {
-                bail!("{at}: the same machine as machines[{j}]");
-            }
+            let machine = machine(i, m, &machines)?;
             machines.push(machine);
         }
         let me = Self {
@@ -464,6 +380,103 @@ impl Profiles {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// The file's `default`: no name and no match; its ref, or the manifest's only one.
+fn default_profile(d: ProfileSpec, base: &Path, manifest: &Manifest) -> Result<Profile> {
+    if d.name.is_some() || d.matcher.is_some() {
+        bail!("default: has no \"name\" or \"match\"");
+    }
+    let ostree_ref = match d.ostree_ref.clone() {
+        Some(r) => r,
+        None => only_ref(manifest, "default")?,
+    };
+    resolve(
+        "default".into(),
+        Match::default(),
+        d,
+        None,
+        ostree_ref,
+        base,
+        manifest,
+        "default",
+    )
+}
+
+/// `profiles[i]`: a name not taken by `earlier` (nor `default`), a match of at least one
+/// key, its ref (else the default's, else the manifest's only one).
+fn named_profile(
+    i: usize,
+    p: ProfileSpec,
+    earlier: &[Profile],
+    default: Option<&Profile>,
+    base: &Path,
+    manifest: &Manifest,
+) -> Result<Profile> {
+    let at = format!("profiles[{i}]");
+    let name = p
+        .name
+        .clone()
+        .with_context(|| format!("{at}: \"name\" is missing"))?;
+    let at = format!("{at} ({name})");
+    if name == "default" || earlier.iter().any(|q| q.name == name) {
+        bail!("{at}: the name {name:?} is taken");
+    }
+    let m = p
+        .matcher
+        .as_ref()
+        .with_context(|| format!("{at}: \"match\" is missing"))?;
+    let matcher = Match {
+        mac: m
+            .mac
+            .as_deref()
+            .map(|v| norm_mac(v, &format!("{at}: match.mac")))
+            .transpose()?,
+        uuid: m
+            .uuid
+            .as_deref()
+            .map(|v| norm_uuid(v, &format!("{at}: match.uuid")))
+            .transpose()?,
+        hostname: m.hostname.clone(),
+        labels: m.labels.clone(),
+    };
+    if matcher == Match::default() {
+        bail!("{at}: match: give at least one of mac, uuid, hostname, labels");
+    }
+    let ostree_ref = match (&p.ostree_ref, default) {
+        (Some(r), _) => r.clone(),
+        (None, Some(d)) => d.ostree_ref.clone(),
+        (None, None) => only_ref(manifest, &at)?,
+    };
+    resolve(name, matcher, p, default, ostree_ref, base, manifest, &at)
+}
+
+/// `machines[i]`: a MAC or a UUID, not the same machine as one of `earlier`.
+fn machine(i: usize, m: MachineSpec, earlier: &[Machine]) -> Result<Machine> {
+    let at = format!("machines[{i}]");
+    let machine = Machine {
+        mac: m
+            .mac
+            .as_deref()
+            .map(|v| norm_mac(v, &format!("{at}: mac")))
+            .transpose()?,
+        uuid: m
+            .uuid
+            .as_deref()
+            .map(|v| norm_uuid(v, &format!("{at}: uuid")))
+            .transpose()?,
+        hostname: m.hostname,
+        labels: m.labels,
+    };
+    if machine.mac.is_none() && machine.uuid.is_none() {
+        bail!("{at}: give \"mac\" or \"uuid\"");
+    }
+    if let Some(j) = earlier.iter().position(|o| {
+        (o.mac.is_some() && o.mac == machine.mac) || (o.uuid.is_some() && o.uuid == machine.uuid)
+    }) {
+        bail!("{at}: the same machine as machines[{j}]");
+    }
+    Ok(machine)
+}
+
 fn resolve(
     name: String,
     matcher: Match,
