@@ -309,6 +309,51 @@ impl DeploymentStatus {
             s.join(",")
         }
     }
+
+    /// One line for each bound image and each service of the deployment.
+    fn workload_lines(&self) -> String {
+        let mut s = String::new();
+        for i in &self.images {
+            let state = match i.loaded {
+                Some(true) => ", loaded",
+                Some(false) => ", not loaded",
+                None => "",
+            };
+            s.push_str(&format!(
+                "deployment {}: image {} ({}, {} files{state})\n",
+                self.index,
+                i.image,
+                i.digest.get(..19).unwrap_or(&i.digest),
+                i.files
+            ));
+        }
+        for v in &self.services {
+            let mut state = Vec::new();
+            if let Some(a) = &v.active {
+                state.push(a.clone());
+            }
+            match v.running {
+                Some(true) => state.push("running".into()),
+                Some(false) => state.push("not running".into()),
+                None => {}
+            }
+            let ports = if v.ports.is_empty() {
+                String::new()
+            } else {
+                format!(", ports {}", v.ports.join(" "))
+            };
+            let state = if state.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", state.join(", "))
+            };
+            s.push_str(&format!(
+                "deployment {}: service {} ({}{ports}){state}\n",
+                self.index, v.name, v.image
+            ));
+        }
+        s
+    }
 }
 
 impl HealthStatus {
@@ -332,6 +377,43 @@ impl HostStatus {
         if self.deployments.is_empty() {
             return format!("no deployments in {}\n", self.sysroot);
         }
+        let mut s = self.deployment_rows();
+        let mut remotes: Vec<(String, String)> = self
+            .deployments
+            .iter()
+            .filter_map(|d| Some((d.remote.clone()?, d.remote_url.clone()?)))
+            .collect();
+        remotes.sort();
+        remotes.dedup();
+        for (name, url) in remotes {
+            s.push_str(&format!("remote {name}: {url}\n"));
+        }
+        for d in &self.deployments {
+            if let Some(r) = &d.health.rejected {
+                s.push_str(&format!(
+                    "deployment {} rejected at {}: {}\n",
+                    d.index, r.at, r.reason
+                ));
+            } else if let Some(v) = d.health.last_verdict.as_ref().filter(|v| !v.green) {
+                s.push_str(&format!(
+                    "deployment {} at {}: {}\n",
+                    d.index,
+                    v.at,
+                    v.summary()
+                ));
+            }
+        }
+        for d in &self.deployments {
+            s.push_str(&d.workload_lines());
+        }
+        if let Some(n) = self.boot_tries_left {
+            s.push_str(&format!("default on trial: {n} boots left\n"));
+        }
+        s
+    }
+
+    /// The table's head and one aligned row a deployment.
+    fn deployment_rows(&self) -> String {
         let mut rows = vec![[
             "INDEX".to_string(),
             "STATEROOT".into(),
@@ -364,75 +446,6 @@ impl HostStatus {
                 .collect();
             s.push_str(line.join("  ").trim_end());
             s.push('\n');
-        }
-        let mut remotes: Vec<(String, String)> = self
-            .deployments
-            .iter()
-            .filter_map(|d| Some((d.remote.clone()?, d.remote_url.clone()?)))
-            .collect();
-        remotes.sort();
-        remotes.dedup();
-        for (name, url) in remotes {
-            s.push_str(&format!("remote {name}: {url}\n"));
-        }
-        for d in &self.deployments {
-            if let Some(r) = &d.health.rejected {
-                s.push_str(&format!(
-                    "deployment {} rejected at {}: {}\n",
-                    d.index, r.at, r.reason
-                ));
-            } else if let Some(v) = d.health.last_verdict.as_ref().filter(|v| !v.green) {
-                s.push_str(&format!(
-                    "deployment {} at {}: {}\n",
-                    d.index,
-                    v.at,
-                    v.summary()
-                ));
-            }
-        }
-        for d in &self.deployments {
-            for i in &d.images {
-                let state = match i.loaded {
-                    Some(true) => ", loaded",
-                    Some(false) => ", not loaded",
-                    None => "",
-                };
-                s.push_str(&format!(
-                    "deployment {}: image {} ({}, {} files{state})\n",
-                    d.index,
-                    i.image,
-                    i.digest.get(..19).unwrap_or(&i.digest),
-                    i.files
-                ));
-            }
-            for v in &d.services {
-                let mut state = Vec::new();
-                if let Some(a) = &v.active {
-                    state.push(a.clone());
-                }
-                match v.running {
-                    Some(true) => state.push("running".into()),
-                    Some(false) => state.push("not running".into()),
-                    None => {}
-                }
-                let ports = if v.ports.is_empty() {
-                    String::new()
-                } else {
-                    format!(", ports {}", v.ports.join(" "))
-                };
-                let state = if state.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", state.join(", "))
-                };
-                s.push_str(&format!(
-                    "deployment {}: service {} ({}{ports}){state}\n",
-                    d.index, v.name, v.image
-                ));
-            }
-        }
-        if let Some(n) = self.boot_tries_left {
-            s.push_str(&format!("default on trial: {n} boots left\n"));
         }
         s
     }
