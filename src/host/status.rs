@@ -522,6 +522,41 @@ mod tests {
     }
 
     #[test]
+    fn table_lists_each_deployments_images_and_services() {
+        let mut d0 = dep(0, "2");
+        d0.images.push(ImageStatus {
+            image: "web:v1".into(),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            files: 12,
+            bytes: 3,
+            loaded: Some(true),
+        });
+        d0.services.push(ServiceStatus {
+            name: "web".into(),
+            image: "web:v1".into(),
+            unit: "slipway-service-web.service".into(),
+            ports: vec!["8080:80".into()],
+            active: Some("active".into()),
+            running: Some(false),
+        });
+        let s = HostStatus {
+            schema: STATUS_SCHEMA,
+            sysroot: "/x".into(),
+            deployments: vec![d0],
+            boot_tries_left: None,
+        };
+        let t = s.table();
+        assert!(
+            t.contains("deployment 0: image web:v1 (sha256:abababababab, 12 files, loaded)\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("deployment 0: service web (web:v1, ports 8080:80): active, not running\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn json_carries_the_schema() {
         let s = HostStatus {
             schema: STATUS_SCHEMA,
