@@ -94,6 +94,8 @@ pub const SERVER_SCRIPT: &str = r#"
 import functools, http.server, ssl, sys
 addr, port, root, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 class Handler(http.server.SimpleHTTPRequestHandler):
+    # Keep-alive: a pull asks for thousands of objects, each a new TLS handshake otherwise.
+    protocol_version = "HTTP/1.1"
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length") or 0))
         self.send_response(200)
