@@ -439,7 +439,7 @@ fn a_bad_kickstart_is_refused_before_any_file() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("atomic-host.ks:20: ostreesetup verifies") && err.contains("--trusted-key"),
+        err.contains("atomic-host.ks:21: ostreesetup verifies") && err.contains("--trusted-key"),
         "{err}"
     );
     assert!(!f.out.exists());

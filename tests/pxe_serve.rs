@@ -962,3 +962,72 @@ fn sigterm_and_sigint_stop_it_cleanly_also_as_pid_1() {
     assert_eq!(st.code(), Some(0), "{st}\n{text}");
     assert!(text.contains("stopped by SIGTERM"), "{text}");
 }
+
+/// `--tls-cert --tls-key`: the same routes over HTTPS on a port of their own (0: any; the
+/// kickstarts and `/status` name the one bound), the repository's URL in a kickstart
+/// (`{{repo}}`) is the https one while boot scripts stay on HTTP; a client that trusts
+/// another CA, or speaks plain HTTP to the HTTPS port, gets nothing.
+#[test]
+fn https_serves_the_repository_and_kickstarts_name_it() {
+    use common::tls::TestCa;
+    let s = site();
+    let state = s.f.dir.path().join("state");
+    let tls = s.f.dir.path().join("tls");
+    let ca = TestCa::new(&tls, "slipway-serve-ca");
+    let other = TestCa::new(&tls.join("other"), "slipway-other-ca");
+    let (cert, key) = ca.issue("server", &["127.0.0.1"]);
+    let srv = start(
+        &s,
+        &state,
+        &[
+            "--dhcp",
+            "off",
+            "--server-ip",
+            "127.0.0.1",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--https-port",
+            "0",
+        ],
+    );
+    let repo = status_json(&srv)["repo"].as_str().unwrap().to_string();
+    let port: u16 = repo
+        .strip_prefix("https://127.0.0.1:")
+        .and_then(|r| r.strip_suffix("/repo"))
+        .unwrap_or_else(|| panic!("status names no https repository: {repo}"))
+        .parse()
+        .unwrap();
+    assert!(
+        srv.log()
+            .contains(&format!("https: listening on 127.0.0.1:{port}")),
+        "{}",
+        srv.log()
+    );
+    let ks = get_ok(&srv.url(&format!("/kickstart?mac={NODE1}")));
+    assert!(ks.contains(&format!("--url={repo} ")), "{ks}");
+    let script = boot_script(&srv, "52-54-00-00-00-01");
+    assert!(
+        script.contains(&format!("{}/refs/", srv.url(""))),
+        "the boot files left HTTP: {script}"
+    );
+
+    let a = |ca: &Path| {
+        slipway::sys::http::agent_with_ca(Duration::from_secs(10), 0, Some(ca)).unwrap()
+    };
+    let config =
+        slipway::sys::http::get_text(&a(&ca.cert), &format!("{repo}/config"), 1 << 20).unwrap();
+    assert!(config.contains("[core]"), "{config}");
+    let e = format!(
+        "{:#}",
+        slipway::sys::http::get_text(&a(&other.cert), &format!("{repo}/config"), 1 << 20)
+            .unwrap_err()
+    );
+    assert!(e.contains("ertificate") || e.contains("issuer"), "{e}");
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{port}/repo/config")).0,
+        0,
+        "plain HTTP answered on the HTTPS port"
+    );
+}

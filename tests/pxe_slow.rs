@@ -18,9 +18,10 @@
 //!    file system labels).
 //!
 //! The lab serves its own copy of the composed host, signed (commit and summary) by a key
-//! made for the run, over HTTPS with a certificate from a CA made for the run (the boot files
-//! stay on `pxe serve`'s HTTP); `pxe build --trusted-key --tls-ca` puts the public key and
-//! the CA into the installer, and the shipped kickstart verifies (no `--nogpg`).
+//! made for the run, and `pxe serve` serves it over HTTPS (`--tls-cert`, a certificate from a
+//! CA made for the run; the boot files stay on HTTP); `pxe build --trusted-key --tls-ca` puts
+//! the public key and the CA into the installer, and the shipped kickstart verifies (no
+//! `--nogpg`) and installs from `{{repo}}`, the HTTPS URL.
 //!
 //! The first two install, reboot through the network (the server now sends them to their
 //! disk) and answer SSH with the kickstart's key at dnsmasq's address; the booted deployment
@@ -43,7 +44,7 @@ use serde_json::Value;
 const SERVER_IP: &str = "10.77.0.1";
 const SITE_DHCP_IP: &str = "10.77.0.2";
 const HTTP_PORT: u16 = 8080;
-/// The repository's HTTPS server (boot files stay on `pxe serve`'s HTTP; firmware needs it).
+/// `pxe serve`'s HTTPS port: the repository and kickstarts (boot files stay on HTTP).
 const HTTPS_PORT: u16 = 8443;
 /// The ref `broken`'s kickstart installs: the composed tree, signed by another key.
 const WRONG_KEY_REF: &str = "slipway/test/signed-by-another-key";
@@ -167,9 +168,8 @@ impl Drop for Daemon {
 
 /// The kickstart templates the profiles name: the shipped `kickstart/atomic-host.ks` with
 /// the test's key for root and core, the serial console last (so the installed system's
-/// console is in the VM's log), the repository at `repo_url`, and for `broken` the ref signed
-/// by another key.
-fn write_kickstarts(dir: &Path, public_key: &str, repo_url: &str) -> (PathBuf, PathBuf) {
+/// console is in the VM's log), and for `broken` the ref signed by another key.
+fn write_kickstarts(dir: &Path, public_key: &str) -> (PathBuf, PathBuf) {
     let shipped = std::fs::read_to_string(source_dir().join("kickstart/atomic-host.ks")).unwrap();
     let mut text = String::new();
     for line in shipped.lines() {
@@ -188,8 +188,7 @@ fn write_kickstarts(dir: &Path, public_key: &str, repo_url: &str) -> (PathBuf, P
             text.push('\n');
         }
     }
-    assert!(text.contains("{{server}}/repo"), "{text}");
-    let text = text.replace("{{server}}/repo", repo_url);
+    assert!(text.contains("--url={{repo}}"), "{text}");
     assert!(
         text.lines()
             .any(|l| l.starts_with("ostreesetup ") && !l.contains("--nogpg")),
@@ -345,7 +344,7 @@ fn lab(names: &[&str]) {
     eprintln!("pxe build done after {:.0}s", t0.elapsed().as_secs_f64());
 
     let (key, public) = test_ssh_key();
-    let (node_ks, broken_ks) = write_kickstarts(w, &public, &repo_url);
+    let (node_ks, broken_ks) = write_kickstarts(w, &public);
     let profiles = w.join("profiles.json");
     std::fs::write(
         &profiles,
@@ -418,26 +417,17 @@ fn lab(names: &[&str]) {
         .arg("--profiles")
         .arg(&profiles)
         .arg("--state-dir")
-        .arg(&state);
-    let mut server = Daemon::start("slipway pxe serve", serve, w.join("serve.log"));
-    let mut https = lab.command("python3");
-    https
-        .args(["-u", "-c", common::tls::SERVER_SCRIPT, SERVER_IP])
-        .arg(HTTPS_PORT.to_string())
-        .arg(w)
+        .arg(&state)
+        .arg("--tls-cert")
         .arg(&tls_cert)
-        .arg(&tls_key);
-    let mut https = Daemon::start("the HTTPS repository", https, w.join("https.log"));
+        .arg("--tls-key")
+        .arg(&tls_key)
+        .args(["--https-port", &HTTPS_PORT.to_string()]);
+    let mut server = Daemon::start("slipway pxe serve", serve, w.join("serve.log"));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !server.log().contains("serving") || !https.log().contains("serving") {
+    while !server.log().contains("serving") {
         server.assert_running();
-        https.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "no start:\n{}\n{}",
-            server.log(),
-            https.log()
-        );
+        assert!(Instant::now() < deadline, "no start:\n{}", server.log());
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -657,10 +647,10 @@ fn lab(names: &[&str]) {
             "{name}: no verified update check against the server: {out}"
         );
         let addr = machines[i].3;
-        let log = https.log();
+        let log = server.log();
         assert!(
             log.lines()
-                .any(|l| l.starts_with(&format!("{addr} ")) && l.contains("\"GET /repo/")),
+                .any(|l| l.contains(&format!("https: {addr}:")) && l.contains(" GET /repo/")),
             "{name}: nothing fetched from the HTTPS repository by {addr}:\n{log}"
         );
         let m = status(&lab);

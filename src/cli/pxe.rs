@@ -80,6 +80,22 @@ pub struct PxeServeArgs {
     /// every network this machine is on).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::IpAddr>,
+    /// Serve the same routes over HTTPS too, with this certificate chain (PEM, the server's
+    /// own first); kickstarts then get the repository's https URL as {{repo}}. Boot files stay
+    /// on HTTP for the firmware.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The HTTPS port (0: any free one; the kickstarts name the one bound).
+    #[arg(
+        long,
+        value_name = "PORT",
+        default_value_t = 8443,
+        requires = "tls_cert"
+    )]
+    pub https_port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +172,14 @@ fn serve(a: PxeServeArgs) -> Result<()> {
         state_dir: a.state_dir,
         server_ip: a.server_ip,
         listen: a.listen,
+        tls: match (a.tls_cert, a.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::pxe::serve::ServeTls {
+                cert,
+                key,
+                port: a.https_port,
+            }),
+            _ => None,
+        },
     })
 }
 

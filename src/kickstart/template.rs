@@ -8,7 +8,8 @@
 //! | `{{uuid}}` | its SMBIOS UUID (lower case), empty when unknown |
 //! | `{{hostname}}` | its host name: the `machines` entry, else what iPXE sent, else `slipway-` and the MAC's hex digits |
 //! | `{{ip}}` | the address its request came from |
-//! | `{{server}}` | the URL the boot server serves its directory at, `http://HOST:PORT` (the repository is `{{server}}/repo`) |
+//! | `{{server}}` | the URL the boot server serves its directory at, `http://HOST:PORT` |
+//! | `{{repo}}` | the URL of the repository it serves: `https://HOST:PORT/repo` when it serves HTTPS, else `{{server}}/repo` |
 //! | `{{ref}}` | the OSTree ref its profile installs |
 //!
 //! Any other `{{...}}`, or a `{{` without its `}}`, is an error naming the file and line; the
@@ -20,7 +21,7 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 
 /// The placeholders a kickstart template may use.
-pub const PLACEHOLDERS: [&str; 6] = ["mac", "uuid", "hostname", "ip", "server", "ref"];
+pub const PLACEHOLDERS: [&str; 7] = ["mac", "uuid", "hostname", "ip", "server", "repo", "ref"];
 
 /// Fill `text`'s placeholders from `values` (keys from [`PLACEHOLDERS`]; a missing key is
 /// filled with nothing). `source` names the template in errors.
@@ -62,6 +63,7 @@ pub fn dummy_values(ostree_ref: &str) -> BTreeMap<&'static str, String> {
         ("hostname", "slipway-check".to_string()),
         ("ip", "192.0.2.10".to_string()),
         ("server", "http://192.0.2.1:8080".to_string()),
+        ("repo", "http://192.0.2.1:8080/repo".to_string()),
         ("ref", ostree_ref.to_string()),
     ])
 }
@@ -111,7 +113,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("atomic-host.ks:20: ostreesetup verifies the commit's signature"),
+            e.starts_with("atomic-host.ks:21: ostreesetup verifies the commit's signature"),
             "{e}"
         );
     }

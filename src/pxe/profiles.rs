@@ -379,7 +379,6 @@ impl Profiles {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// The file's `default`: no name and no match; its ref, or the manifest's only one.
 fn default_profile(d: ProfileSpec, base: &Path, manifest: &Manifest) -> Result<Profile> {
     if d.name.is_some() || d.matcher.is_some() {
@@ -477,6 +476,7 @@ fn machine(i: usize, m: MachineSpec, earlier: &[Machine]) -> Result<Machine> {
     Ok(machine)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn resolve(
     name: String,
     matcher: Match,

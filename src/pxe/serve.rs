@@ -78,6 +78,18 @@ pub struct ServeOptions {
     pub server_ip: Option<Ipv4Addr>,
     /// Where HTTP and TFTP listen; `None`: the server's address.
     pub listen: Option<IpAddr>,
+    /// The same routes over HTTPS too, the repository's URL (`{{repo}}`) then an https one.
+    pub tls: Option<ServeTls>,
+}
+
+/// `--tls-cert`, `--tls-key`, `--https-port`.
+#[derive(Debug, Clone)]
+pub struct ServeTls {
+    /// The server's certificate chain (PEM), its own first.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    pub port: u16,
 }
 
 /// Files of DIR that `pxe build` leaves `{{server}}` in, besides each ref's `boot.ipxe`.
@@ -185,6 +197,8 @@ pub struct Site {
     manifest: Manifest,
     /// `http://IP:PORT`.
     server: String,
+    /// The repository's URL: `https://IP:PORT/repo` with TLS, else `{server}/repo`.
+    repo_url: String,
     store: Arc<Store>,
     /// DIR's default kickstart per ref (`pxe build --kickstart`).
     default_kickstarts: BTreeMap<String, Template>,
@@ -203,6 +217,7 @@ impl Site {
         manifest: Manifest,
         profiles: Profiles,
         server: String,
+        repo_url: String,
         store: Arc<Store>,
         overlay: PathBuf,
     ) -> Result<Self> {
@@ -221,6 +236,7 @@ impl Site {
             profiles,
             manifest,
             server,
+            repo_url,
             store,
             default_kickstarts,
             overlay,
@@ -464,6 +480,7 @@ impl Dynamic for Site {
             ("hostname", hostname.clone()),
             ("ip", facts.peer.ip().to_string()),
             ("server", self.server.clone()),
+            ("repo", self.repo_url.clone()),
             ("ref", profile.ostree_ref.clone()),
         ]);
         let text = crate::kickstart::template::render(
@@ -571,6 +588,7 @@ impl Dynamic for Site {
         serde_json::json!({
             "schema": 1,
             "server": self.server,
+            "repo": self.repo_url,
             "machines": machines,
         })
     }
@@ -615,7 +633,13 @@ struct Opened {
 }
 
 /// `server_ip` is the server's address, `http_port` the port HTTP is bound to.
-fn open(opts: &ServeOptions, server_ip: Ipv4Addr, http_port: u16) -> Result<Opened> {
+/// `repo_url`: the repository's URL as kickstarts get it.
+fn open(
+    opts: &ServeOptions,
+    server_ip: Ipv4Addr,
+    http_port: u16,
+    repo_url: String,
+) -> Result<Opened> {
     if !opts.dir.is_dir() {
         bail!(
             "the boot directory {} does not exist (write it with `slipway pxe build -o {}`)",
@@ -654,6 +678,7 @@ fn open(opts: &ServeOptions, server_ip: Ipv4Addr, http_port: u16) -> Result<Open
         manifest,
         profiles,
         server.clone(),
+        repo_url,
         store.clone(),
         overlay.clone(),
     )?);
@@ -821,7 +846,25 @@ async fn run(opts: &ServeOptions) -> Result<()> {
         .local_addr()
         .with_context(|| format!("reading the address of HTTP {http_addr}"))?
         .port();
-    let o = open(opts, server_ip, http_port)?;
+    // HTTPS beside it, when asked: the certificate and key checked, its socket bound.
+    let https = match &opts.tls {
+        Some(t) => {
+            let acceptor = http::tls::acceptor(&t.cert, &t.key)?;
+            let addr = SocketAddr::new(listen, t.port);
+            let l = http::listen(addr)?;
+            let port = l
+                .local_addr()
+                .with_context(|| format!("reading the address of HTTPS {addr}"))?
+                .port();
+            Some((acceptor, l, port))
+        }
+        None => None,
+    };
+    let repo_url = match &https {
+        Some((_, _, port)) => format!("https://{server_ip}:{port}/repo"),
+        None => format!("http://{server_ip}:{http_port}/repo"),
+    };
+    let o = open(opts, server_ip, http_port, repo_url.clone())?;
     let ip_map: IpMap = Arc::default();
     let server = o.server.clone();
 
@@ -834,7 +877,15 @@ async fn run(opts: &ServeOptions) -> Result<()> {
     );
     http_cfg.repo_dir = Some(opts.repo.clone());
     http_cfg.overlay_dir = Some(o.overlay.clone());
-    http_cfg.events = Some(http_tx);
+    http_cfg.events = Some(http_tx.clone());
+    let https_server = match https {
+        Some((acceptor, l, port)) => {
+            let mut cfg = http_cfg.clone_for(SocketAddr::new(listen, port));
+            cfg.tls = Some(acceptor);
+            Some(http::Server::bind_on(cfg, l)?)
+        }
+        None => None,
+    };
     let http_server = http::Server::bind_on(http_cfg, listener)?;
 
     let tftp_server = bind_tftp(opts, &o, &ip_map).await?;
@@ -842,7 +893,7 @@ async fn run(opts: &ServeOptions) -> Result<()> {
     follow_http_events(http_rx, &o, &ip_map);
 
     ui::info(format!(
-        "pxe: serving {} at {server} (repository {} at {server}/repo/), HTTP and TFTP (port {}) \
+        "pxe: serving {} at {server} (repository {} at {repo_url}/), HTTP and TFTP (port {}) \
          listening on {listen}, DHCP {}; {} filled in: {}; state in {}",
         opts.dir.display(),
         opts.repo.display(),
@@ -862,6 +913,12 @@ async fn run(opts: &ServeOptions) -> Result<()> {
             None => std::future::pending().await,
         }
     };
+    let https_run = async move {
+        match https_server {
+            Some(s) => s.run().await,
+            None => std::future::pending().await,
+        }
+    };
     // SIGTERM and SIGINT stop the servers (also as PID 1 of a PID namespace, where only a
     // signal with a handler is delivered): every state change is already on disk, written
     // atomically as it happened.
@@ -870,6 +927,7 @@ async fn run(opts: &ServeOptions) -> Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
     let stopped_by = tokio::select! {
         r = http_server.run() => return r.context("the HTTP server stopped"),
+        r = https_run => return r.context("the HTTPS server stopped"),
         () = tftp_server.serve() => bail!("the TFTP server stopped"),
         r = dhcp_run => return r.context("the DHCP server stopped"),
         _ = term.recv() => "SIGTERM",

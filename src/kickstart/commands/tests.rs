@@ -171,6 +171,7 @@ fn atomic_host_fixture_parses_completely() {
     let mut values =
         crate::kickstart::template::dummy_values("slipway/bookworm/x86_64/atomic-host");
     values.insert("server", "http://192.168.100.1:8080".into());
+    values.insert("repo", "http://192.168.100.1:8080/repo".into());
     values.insert("hostname", "node1".into());
     let text = std::fs::read_to_string(&path).unwrap();
     let text = crate::kickstart::template::render(&text, &source, &values).unwrap();
@@ -235,7 +236,7 @@ fn atomic_host_fixture_parses_completely() {
     assert_eq!(ostree.url, "http://192.168.100.1:8080/repo");
     assert_eq!(ostree.ostree_ref, "slipway/bookworm/x86_64/atomic-host");
     assert!(!ostree.nogpg);
-    assert_eq!(ostree.at.line, 20);
+    assert_eq!(ostree.at.line, 21);
 
     let boot = ks.bootloader.as_ref().unwrap();
     assert_eq!(boot.append, vec!["console=ttyS0,115200", "console=tty0"]);
@@ -266,7 +267,7 @@ fn atomic_host_fixture_parses_completely() {
         ks.reboot,
         Some(RebootAction {
             action: PowerAction::Reboot,
-            at: Location::new(&source, 31),
+            at: Location::new(&source, 32),
         })
     );
 
@@ -276,7 +277,7 @@ fn atomic_host_fixture_parses_completely() {
     assert!(post.erroronfail);
     assert!(!post.nochroot);
     assert_eq!(post.interpreter, "/bin/sh");
-    assert_eq!(post.at, Location::new(&source, 33));
+    assert_eq!(post.at, Location::new(&source, 34));
     assert_eq!(
         post.body,
         "set -eu\n\
@@ -298,8 +299,8 @@ fn atomic_host_fixture_parses_completely() {
         (10, "clearpart"),
         (11, "part biosboot"),
         (14, "part /"),
-        (20, "ostreesetup"),
-        (31, "reboot"),
+        (21, "ostreesetup"),
+        (32, "reboot"),
     ] {
         assert!(
             warnings.contains(&format!("{source}:{line}: `{ignored}")),

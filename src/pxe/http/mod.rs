@@ -472,6 +472,8 @@ pub struct ServeConfig {
     /// Log a line per request (`slipway: http: ...`); off for benchmarks. `--quiet` silences
     /// it too.
     pub log_requests: bool,
+    /// Serve HTTPS instead of HTTP ([`tls::acceptor`]).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl ServeConfig {
@@ -485,6 +487,23 @@ impl ServeConfig {
             dynamic,
             events: None,
             log_requests: true,
+            tls: None,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The same roots, routes and events on another address, without TLS.
+    pub fn clone_for(&self, bind: SocketAddr) -> Self {
+        Self {
+            bind,
+            boot_dir: self.boot_dir.clone(),
+            repo_dir: self.repo_dir.clone(),
+            overlay_dir: self.overlay_dir.clone(),
+            dynamic: self.dynamic.clone(),
+            events: self.events.clone(),
+            log_requests: self.log_requests,
+            tls: None,
         }
     }
 }
@@ -498,6 +517,7 @@ impl fmt::Debug for ServeConfig {
             .field("overlay_dir", &self.overlay_dir)
             .field("events", &self.events.is_some())
             .field("log_requests", &self.log_requests)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -949,7 +969,7 @@ impl Drop for ResponseBody {
             event.bytes = self.sent;
             event.complete = self.sent == event.length;
             if state.log_requests && !event.routine_repo_object() {
-                ui::info(format!("http: {event}"));
+                ui::info(format!("{}: {event}", state.scheme));
             }
             if let Some(tx) = &state.events {
                 let _ = tx.send(event);
@@ -966,6 +986,8 @@ struct State {
     dynamic: Arc<dyn Dynamic>,
     events: Option<UnboundedSender<HttpEvent>>,
     log_requests: bool,
+    /// `http` or `https`: the log lines say which server answered.
+    scheme: &'static str,
 }
 
 /// An answer before its body is wrapped for the log.
@@ -1358,6 +1380,7 @@ pub struct Server {
     state: Arc<State>,
     boot_dir: PathBuf,
     repo_dir: Option<PathBuf>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
@@ -1395,9 +1418,11 @@ impl Server {
                 dynamic: cfg.dynamic,
                 events: cfg.events,
                 log_requests: cfg.log_requests,
+                scheme: if cfg.tls.is_some() { "https" } else { "http" },
             }),
             boot_dir: cfg.boot_dir,
             repo_dir: cfg.repo_dir,
+            tls: cfg.tls,
         })
     }
 
@@ -1414,7 +1439,8 @@ impl Server {
     pub async fn run(self) -> Result<()> {
         let addr = self.local_addr()?;
         ui::info(format!(
-            "http: listening on {addr}: {} at /{}",
+            "{}: listening on {addr}: {} at /{}",
+            if self.tls.is_some() { "https" } else { "http" },
             self.boot_dir.display(),
             self.repo_dir
                 .as_deref()
@@ -1437,11 +1463,36 @@ impl Server {
                             let state = state.clone();
                             async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
                         });
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        // A client that goes away mid-answer is the client's business; the
-                        // answer's log line says it was cut short.
+                        let builder = builder.clone();
+                        let tls = self.tls.clone();
+                        // A client that goes away mid-answer (or mid-handshake) is the
+                        // client's business; the answer's log line says it was cut short.
                         connections.spawn(async move {
-                            let _ = conn.await;
+                            match tls {
+                                None => {
+                                    let _ = builder
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .await;
+                                }
+                                Some(tls) => {
+                                    let shake =
+                                        tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream));
+                                    match shake.await {
+                                        Ok(Ok(s)) => {
+                                            let _ = builder
+                                                .serve_connection(TokioIo::new(s), service)
+                                                .await;
+                                        }
+                                        Ok(Err(e)) => ui::warn(format!(
+                                            "https: handshake with {peer} failed: {e}"
+                                        )),
+                                        Err(_) => ui::warn(format!(
+                                            "https: no handshake from {peer} within {} s",
+                                            HEADER_TIMEOUT.as_secs()
+                                        )),
+                                    }
+                                }
+                            }
                         });
                     }
                     Err(e) => {
@@ -1471,3 +1522,4 @@ pub async fn serve_dir(dir: &Path, addr: SocketAddr) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+pub mod tls;
