@@ -631,10 +631,15 @@ fn lab(names: &[&str]) {
         );
         let ca_pem = std::fs::read_to_string(&ca.cert).unwrap();
         assert!(
-            verify.contains("gpg-verify=true\ngpg-verify-summary=true\n")
+            [
+                "gpg-verify=true",
+                "gpg-verify-summary=true",
+                "tls-ca-path=/etc/slipway/tls/debian-ca.pem"
+            ]
+            .iter()
+            .all(|want| verify.lines().any(|l| l == *want))
                 && !verify.contains("=false")
                 && verify.contains("slipway-pxe-lab")
-                && verify.contains("tls-ca-path=/etc/slipway/tls/debian-ca.pem\n")
                 && verify.contains(ca_pem.trim()),
             "{name}: the remote does not verify with the lab's key and CA: {verify}"
         );
