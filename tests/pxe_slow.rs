@@ -18,10 +18,11 @@
 //!    file system labels).
 //!
 //! The lab serves its own copy of the composed host, signed (commit and summary) by a key
-//! made for the run, and `pxe serve` serves it over HTTPS (`--tls-cert`, a certificate from a
-//! CA made for the run; the boot files stay on HTTP); `pxe build --trusted-key --tls-ca` puts
-//! the public key and the CA into the installer, and the shipped kickstart verifies (no
-//! `--nogpg`) and installs from `{{repo}}`, the HTTPS URL.
+//! made for the run; `pxe build --trusted-key --tls-ca` puts the public key and a CA made for
+//! the run into the installer (the CA unused: the lab serves HTTP), and the shipped kickstart
+//! verifies (no `--nogpg`). The repository stays on HTTP here: over `pxe serve`'s HTTPS the
+//! pull inside TCG guests was more than three times slower (see the README's PXE lab);
+//! `tests/pxe_serve.rs` and `tests/host_fast.rs` prove TLS.
 //!
 //! The first two install, reboot through the network (the server now sends them to their
 //! disk) and answer SSH with the kickstart's key at dnsmasq's address; the booted deployment
@@ -44,8 +45,6 @@ use serde_json::Value;
 const SERVER_IP: &str = "10.77.0.1";
 const SITE_DHCP_IP: &str = "10.77.0.2";
 const HTTP_PORT: u16 = 8080;
-/// `pxe serve`'s HTTPS port: the repository and kickstarts (boot files stay on HTTP).
-const HTTPS_PORT: u16 = 8443;
 /// The ref `broken`'s kickstart installs: the composed tree, signed by another key.
 const WRONG_KEY_REF: &str = "slipway/test/signed-by-another-key";
 /// Per machine: name, firmware, MAC, the address dnsmasq gives it, tap.
@@ -317,10 +316,9 @@ fn lab(names: &[&str]) {
         (c.trim().to_string(), gpg_fingerprint(&home))
     });
     update_summary(&repo, Some(&good_home));
-    // Its HTTPS server's certificate, for the server's address in the lab.
+    // A CA for the installer to carry (and check as a CA file at its start).
     let ca = common::tls::TestCa::new(&w.join("tls"), "slipway-pxe-lab-ca");
-    let (tls_cert, tls_key) = ca.issue("repository", &[SERVER_IP]);
-    let repo_url = format!("https://{SERVER_IP}:{HTTPS_PORT}/repo");
+    let repo_url = format!("http://{SERVER_IP}:{HTTP_PORT}/repo");
 
     // The boot directory, with the installer built from the release slipway when the slow
     // suite names one (as `make test` does), so the live root stays small.
@@ -417,12 +415,7 @@ fn lab(names: &[&str]) {
         .arg("--profiles")
         .arg(&profiles)
         .arg("--state-dir")
-        .arg(&state)
-        .arg("--tls-cert")
-        .arg(&tls_cert)
-        .arg("--tls-key")
-        .arg(&tls_key)
-        .args(["--https-port", &HTTPS_PORT.to_string()]);
+        .arg(&state);
     let mut server = Daemon::start("slipway pxe serve", serve, w.join("serve.log"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !server.log().contains("serving") {
@@ -619,29 +612,23 @@ fn lab(names: &[&str]) {
         );
         assert!(
             remote.contains(&repo_url),
-            "{name}: the host upgrades from the HTTPS repository: {remote}"
+            "{name}: the host upgrades from the server: {remote}"
         );
         // It verifies what it takes from there: the served summary's signature and the
         // commits', by the lab's key, which the installer imported for the remote; the
         // served commit is what it runs.
-        // Over TLS, against the lab's CA, which the installer left in the host's /etc.
         let verify = check(
             vm,
-            "cat /ostree/repo/config /etc/ostree/remotes.d/*.conf 2>/dev/null | grep -E '^(gpg-verify(-summary)?|tls-ca-path)=' | sort -u; ostree remote gpg-list-keys debian; cat /etc/slipway/tls/debian-ca.pem",
+            "cat /ostree/repo/config /etc/ostree/remotes.d/*.conf 2>/dev/null | grep -E '^(gpg-verify(-summary)?|tls-ca-path)=' | sort -u; ostree remote gpg-list-keys debian",
         );
-        let ca_pem = std::fs::read_to_string(&ca.cert).unwrap();
         assert!(
-            [
-                "gpg-verify=true",
-                "gpg-verify-summary=true",
-                "tls-ca-path=/etc/slipway/tls/debian-ca.pem"
-            ]
-            .iter()
-            .all(|want| verify.lines().any(|l| l == *want))
+            ["gpg-verify=true", "gpg-verify-summary=true"]
+                .iter()
+                .all(|want| verify.lines().any(|l| l == *want))
                 && !verify.contains("=false")
-                && verify.contains("slipway-pxe-lab")
-                && verify.contains(ca_pem.trim()),
-            "{name}: the remote does not verify with the lab's key and CA: {verify}"
+                && !verify.contains("tls-ca-path")
+                && verify.contains("slipway-pxe-lab"),
+            "{name}: the remote does not verify with the lab's key: {verify}"
         );
         let checked = vm.ssh("slipway host upgrade --check").unwrap();
         let out = String::from_utf8_lossy(&checked.stdout).into_owned()
@@ -650,13 +637,6 @@ fn lab(names: &[&str]) {
             checked.status.code() == Some(77)
                 && out.contains(&format!("already up to date: {}", host.commit)),
             "{name}: no verified update check against the server: {out}"
-        );
-        let addr = machines[i].3;
-        let log = server.log();
-        assert!(
-            log.lines()
-                .any(|l| l.contains(&format!("https: {addr}:")) && l.contains(" GET /repo/")),
-            "{name}: nothing fetched from the HTTPS repository by {addr}:\n{log}"
         );
         let m = status(&lab);
         let m = machine(&m, mac).unwrap().clone();
