@@ -156,6 +156,24 @@ impl Fixture {
         ostree_ok(&args);
     }
 
+    /// `host upgrade ARGS` fails with status 1, its error holds every one of `needles`, and
+    /// no deployment was added or removed.
+    fn upgrade_refused(&self, what: &str, args: &[&str], needles: &[&str]) {
+        let before = self.deployment_dirs();
+        let o = self.host("upgrade", args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{what}: {e}{}", stdout(&o));
+        for needle in needles {
+            assert!(e.contains(needle), "{what}: no `{needle}` in: {e}");
+        }
+        assert_eq!(
+            self.deployment_dirs(),
+            before,
+            "{what}: something was deployed"
+        );
+        eprintln!("{what}: refused as it should be:\n{e}");
+    }
+
     /// `slipway host VERB ARGS --sysroot SYSROOT`, with the fake `systemctl` first in PATH.
     fn host(&self, verb: &str, args: &[&str]) -> Output {
         let path = format!(
@@ -1225,19 +1243,7 @@ fn signed_remotes_take_only_commits_signed_by_their_key() {
         c
     };
     let refused_for = |what: &str, args: &[&str], commit: &str, needles: &[&str]| {
-        let before = f.deployment_dirs();
-        let o = f.host("upgrade", args);
-        let e = stderr(&o);
-        assert_eq!(o.status.code(), Some(1), "{what}: {e}{}", stdout(&o));
-        for needle in needles {
-            assert!(e.contains(needle), "{what}: no `{needle}` in: {e}");
-        }
-        assert_eq!(
-            f.deployment_dirs(),
-            before,
-            "{what}: something was deployed"
-        );
-        eprintln!("{what}: refused as it should be:\n{e}");
+        f.upgrade_refused(what, args, needles);
         let o = Command::new("ostree")
             .arg(format!("--repo={}", f.sysroot_repo().display()))
             .args(["show", commit])
@@ -1366,7 +1372,7 @@ fn signed_remotes_take_only_commits_signed_by_their_key() {
 /// FleetLock over https takes the lock with the CA and is refused without it.
 #[test]
 fn https_remotes_are_trusted_through_their_ca_only() {
-    use common::tls::{TestCa, TlsServer};
+    use common::tls::{TestCa, start_server};
     let f = Fixture::new(None);
     let tls = f.dir.path().join("tls");
     let ca = TestCa::new(&tls, "slipway-test-ca");
@@ -1374,7 +1380,7 @@ fn https_remotes_are_trusted_through_their_ca_only() {
     let (cert, key) = ca.issue("server", &["127.0.0.1"]);
     f.commit("1", "2024-01-01 00:00:00 +0000", b"kernel 1");
     f.ostree_deploy(false);
-    let server = TlsServer::start(f.dir.path(), &cert, &key);
+    let server = start_server(f.dir.path(), &cert, &key);
     let host = format!("127.0.0.1:{}", server.port);
     let url = format!("https://{host}/repo");
     ostree(&f.sysroot_repo(), &["remote", "delete", OS]);
@@ -1395,21 +1401,7 @@ fn https_remotes_are_trusted_through_their_ca_only() {
         }
     };
     let with_ca = "tls-ca-path=/etc/slipway/tls/debian-ca.pem\n";
-    let refused = |what: &str, needles: &[&str]| {
-        let before = f.deployment_dirs();
-        let o = f.host("upgrade", &[]);
-        let e = stderr(&o);
-        assert_eq!(o.status.code(), Some(1), "{what}: {e}{}", stdout(&o));
-        for needle in needles {
-            assert!(e.contains(needle), "{what}: no `{needle}` in: {e}");
-        }
-        assert_eq!(
-            f.deployment_dirs(),
-            before,
-            "{what}: something was deployed"
-        );
-        eprintln!("{what}: refused as it should be:\n{e}");
-    };
+    let refused = |what: &str, needles: &[&str]| f.upgrade_refused(what, &[], needles);
 
     let ca_pem = std::fs::read(&ca.cert).unwrap();
     set_remote(Some(&ca_pem), with_ca);

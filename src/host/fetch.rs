@@ -339,12 +339,9 @@ fn copy_keys(
         .enumerate()
     {
         let key = format!("{}: gpgkeypath of remote {}", file.display(), remote.name);
-        let rel = crate::sys::tree::check_path(&key, p)?;
-        let mut from = tree.open_file(&rel).with_context(|| key.clone())?;
+        let bytes = tree.read_named(&key, p)?;
         let dest = dir.join(format!("key-{i}.gpg"));
-        let mut to =
-            std::fs::File::create(&dest).with_context(|| format!("creating {}", dest.display()))?;
-        std::io::copy(&mut from, &mut to).with_context(|| format!("copying {key}"))?;
+        std::fs::write(&dest, bytes).with_context(|| format!("writing {}", dest.display()))?;
         out.push(dest);
     }
     if out.is_empty() {
@@ -370,12 +367,8 @@ fn copy_ca(
         return Ok(None);
     };
     let key = format!("{}: tls-ca-path of remote {}", file.display(), remote.name);
-    let rel = crate::sys::tree::check_path(&key, p)?;
     let tree = crate::sys::tree::Tree::open(&host.deployment_root(dep))?;
-    let mut pem = vec![];
-    tree.open_file(&rel)
-        .and_then(|mut f| Ok(std::io::Read::read_to_end(&mut f, &mut pem)?))
-        .with_context(|| key.clone())?;
+    let pem = tree.read_named(&key, p)?;
     crate::sys::http::parse_ca(&pem, &key)?;
     let dest = dir.join("tls-ca.pem");
     std::fs::write(&dest, &pem).with_context(|| format!("writing {}", dest.display()))?;

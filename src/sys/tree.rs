@@ -273,6 +273,17 @@ impl Tree {
         Ok(File::from(fd))
     }
 
+    /// The contents of the regular file `raw`, a path as some input names it under `key`
+    /// (checked with [`check_path`]; `key` in every error), opened inside the tree.
+    pub fn read_named(&self, key: &str, raw: &str) -> Result<Vec<u8>> {
+        let rel = check_path(key, raw)?;
+        let mut bytes = vec![];
+        self.open_file(&rel)
+            .and_then(|mut f| Ok(f.read_to_end(&mut bytes)?))
+            .with_context(|| key.to_string())?;
+        Ok(bytes)
+    }
+
     /// Is `rel` a directory (the last component not followed)? False when it does not exist.
     pub fn is_dir(&self, rel: &str) -> Result<bool> {
         let (dir, name) = match self.parent_of(rel) {

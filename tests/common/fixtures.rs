@@ -491,29 +491,44 @@ pub struct RepoServer {
 
 impl RepoServer {
     pub fn start(dir: &Path) -> RepoServer {
+        RepoServer::start_with("http.server", |port| {
+            let mut cmd = Command::new("python3");
+            cmd.args(["-u", "-m", "http.server", "--bind", "127.0.0.1"])
+                .arg(port.to_string())
+                .arg("--directory")
+                .arg(dir);
+            cmd
+        })
+    }
+
+    /// The server `command(port)` starts (`what` in messages), on a free port of 127.0.0.1,
+    /// once it accepts connections; its output in the log.
+    pub fn start_with(what: &str, command: impl FnOnce(u16) -> Command) -> RepoServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let log = tempfile::NamedTempFile::new_in(cache_root()).unwrap();
-        let mut cmd = Command::new("python3");
-        cmd.args(["-u", "-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .arg("--directory")
-            .arg(dir)
-            .stdout(log.reopen().unwrap())
+        let mut cmd = command(port);
+        cmd.stdout(log.reopen().unwrap())
             .stderr(log.reopen().unwrap());
         let child = slipway::sys::cmd::spawn(&mut cmd).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "http.server did not start"
+                "{what} did not start: {}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         RepoServer { child, port, log }
+    }
+
+    /// Everything the server logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     /// The last `n` lines of the server's log.

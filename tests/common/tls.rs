@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::fixtures::{cache_root, run_ok};
+use super::fixtures::{RepoServer, run_ok};
 
 /// A CA: its key and certificate (PEM) in a directory of the test's.
 pub struct TestCa {
@@ -111,57 +111,15 @@ print("serving", flush=True)
 server.serve_forever()
 "#;
 
-/// An HTTPS server on a free port of 127.0.0.1 over `dir`; killed on drop.
-pub struct TlsServer {
-    child: std::process::Child,
-    pub port: u16,
-    log: tempfile::NamedTempFile,
-}
-
-impl TlsServer {
-    pub fn start(dir: &Path, cert: &Path, key: &Path) -> TlsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = tempfile::NamedTempFile::new_in(cache_root()).unwrap();
+/// An HTTPS server over `dir` on a free port of 127.0.0.1 ([`SERVER_SCRIPT`]); killed on
+/// drop.
+pub fn start_server(dir: &Path, cert: &Path, key: &Path) -> RepoServer {
+    RepoServer::start_with("the TLS server", |port| {
         let mut cmd = Command::new("python3");
         cmd.args(["-u", "-c", SERVER_SCRIPT, "127.0.0.1", &port.to_string()])
             .arg(dir)
             .arg(cert)
-            .arg(key)
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap());
-        let child = slipway::sys::cmd::spawn(&mut cmd).unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the TLS server did not start: {}",
-                std::fs::read_to_string(log.path()).unwrap_or_default()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        TlsServer { child, port, log }
-    }
-
-    /// The requests the server logged.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- the TLS server's log (port {}) ---\n{}",
-                self.port,
-                self.log()
-            );
-        }
-    }
+            .arg(key);
+        cmd
+    })
 }

@@ -196,12 +196,7 @@ impl UpdateSettings {
         let ca = match &self.fleetlock_ca {
             Some(p) => {
                 let what = format!("`fleetlock-ca` {p}");
-                let rel = crate::sys::tree::check_path("`fleetlock-ca`", p)?;
-                let mut pem = vec![];
-                crate::sys::tree::Tree::open(root)?
-                    .open_file(&rel)
-                    .and_then(|mut f| Ok(std::io::Read::read_to_end(&mut f, &mut pem)?))
-                    .with_context(|| what.clone())?;
+                let pem = crate::sys::tree::Tree::open(root)?.read_named(&what, p)?;
                 Some(crate::sys::http::parse_ca(&pem, &what)?)
             }
             None => None,
