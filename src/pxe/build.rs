@@ -649,8 +649,9 @@ fn plan(opts: &PxeBuildOptions, repo: &ostree::Repo, manifest: Option<Manifest>)
         .tls_ca
         .as_deref()
         .map(|p| -> Result<Vec<u8>> {
-            crate::sys::http::read_ca(p).context("--tls-ca")?;
-            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+            let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            crate::sys::http::parse_ca(&pem, &p.display().to_string()).context("--tls-ca")?;
+            Ok(pem)
         })
         .transpose()?;
     let installer_exe = match &opts.installer_slipway {

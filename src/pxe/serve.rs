@@ -836,6 +836,14 @@ fn follow_http_events(
     });
 }
 
+/// A server's run, or never done when there is no such server.
+async fn run_if_there<T>(run: Option<impl std::future::Future<Output = T>>) -> T {
+    match run {
+        Some(r) => r.await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(opts: &ServeOptions) -> Result<()> {
     // HTTP's socket first: the boot scripts name the port it got (`--http-port 0`).
     let server_ip = server_ip(opts)?;
@@ -880,7 +888,8 @@ async fn run(opts: &ServeOptions) -> Result<()> {
     http_cfg.events = Some(http_tx.clone());
     let https_server = match https {
         Some((acceptor, l, port)) => {
-            let mut cfg = http_cfg.clone_for(SocketAddr::new(listen, port));
+            let mut cfg = http_cfg.clone();
+            cfg.bind = SocketAddr::new(listen, port);
             cfg.tls = Some(acceptor);
             Some(http::Server::bind_on(cfg, l)?)
         }
@@ -907,18 +916,8 @@ async fn run(opts: &ServeOptions) -> Result<()> {
         },
         opts.state_dir.display()
     ));
-    let dhcp_run = async move {
-        match dhcp_server {
-            Some(s) => s.run().await,
-            None => std::future::pending().await,
-        }
-    };
-    let https_run = async move {
-        match https_server {
-            Some(s) => s.run().await,
-            None => std::future::pending().await,
-        }
-    };
+    let dhcp_run = run_if_there(dhcp_server.map(|s| s.run()));
+    let https_run = run_if_there(https_server.map(|s| s.run()));
     // SIGTERM and SIGINT stop the servers (also as PID 1 of a PID namespace, where only a
     // signal with a handler is delivered): every state change is already on disk, written
     // atomically as it happened.

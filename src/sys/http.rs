@@ -25,10 +25,13 @@ pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// roots where the machine has none). Non-2xx statuses are answers, not errors (callers
 /// decide; see [`get_text`]).
 pub fn agent(total: Duration, redirects: u32) -> ureq::Agent {
-    let roots = read_ca(Path::new(SYSTEM_CA_BUNDLE))
-        .map(|c| RootCerts::new_with_certs(&c))
-        .unwrap_or(RootCerts::WebPki);
-    build(total, redirects, roots)
+    static SYSTEM: std::sync::OnceLock<RootCerts> = std::sync::OnceLock::new();
+    let roots = SYSTEM.get_or_init(|| {
+        read_ca(Path::new(SYSTEM_CA_BUNDLE))
+            .map(|c| RootCerts::new_with_certs(&c))
+            .unwrap_or(RootCerts::WebPki)
+    });
+    build(total, redirects, roots.clone())
 }
 
 /// [`agent`], with `https://` servers checked against the certificates of `ca` only (a PEM

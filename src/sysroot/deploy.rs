@@ -373,11 +373,10 @@ fn settle_remote_ca(repo_path: &Path, root: &Path, r: &Remote) -> Result<()> {
 
 /// `ca` copied into the deployment at `root` (inside its tree); the path there.
 fn copy_ca(root: &Path, name: &str, ca: &Path) -> Result<String> {
-    crate::sys::http::read_ca(ca)?;
+    let pem = std::fs::read(ca).with_context(|| format!("reading the CA file {}", ca.display()))?;
+    crate::sys::http::parse_ca(&pem, &ca.display().to_string())?;
     let rel = remote_ca_path(name);
-    let tree = crate::sys::tree::Tree::open(root)?;
-    let mut f = std::fs::File::open(ca).with_context(|| format!("opening {}", ca.display()))?;
-    tree.write_file(&rel, &mut f, 0o644)?;
+    crate::sys::tree::Tree::open(root)?.write_file(&rel, &mut pem.as_slice(), 0o644)?;
     Ok(rel)
 }
 

@@ -492,22 +492,6 @@ impl ServeConfig {
     }
 }
 
-impl ServeConfig {
-    /// The same roots, routes and events on another address, without TLS.
-    pub fn clone_for(&self, bind: SocketAddr) -> Self {
-        Self {
-            bind,
-            boot_dir: self.boot_dir.clone(),
-            repo_dir: self.repo_dir.clone(),
-            overlay_dir: self.overlay_dir.clone(),
-            dynamic: self.dynamic.clone(),
-            events: self.events.clone(),
-            log_requests: self.log_requests,
-            tls: None,
-        }
-    }
-}
-
 impl fmt::Debug for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServeConfig")
