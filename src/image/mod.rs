@@ -24,6 +24,7 @@ use crate::sys::ui::{self, Progress};
 use crate::sysroot::bootloader::{self, GrubSettings, Platform};
 use crate::sysroot::deploy::{self, DeployRequest, Remote};
 use crate::sysroot::disk as sysdisk;
+use crate::sysroot::esp;
 pub use disk::Firmware;
 
 /// Output formats.
@@ -336,6 +337,8 @@ struct Staged {
     sysroot: PathBuf,
     bootfs: PathBuf,
     version: Option<String>,
+    /// The ESP's boot files, from the deployed commit (UEFI images).
+    esp: Option<esp::BootFiles>,
 }
 
 /// Deploy the commit into `work/sysroot` with libostree, apply the host configuration, and
@@ -402,13 +405,22 @@ fn stage(opts: &ImageOptions, plan: &Plan, work: &Path, progress: &Progress) -> 
     std::fs::rename(sysroot.join("boot"), &bootfs).context("moving /boot aside")?;
     std::fs::create_dir(sysroot.join("boot"))
         .with_context(|| format!("creating {}/boot", sysroot.display()))?;
+    let mut boot_files = None;
     for p in platforms(opts.firmware) {
         bootloader::install_modules(p, &bootfs)?;
+        if p == Platform::Efi {
+            boot_files = Some(esp::boot_files(
+                &deployed.root,
+                &bootloader::BootSearch::Label,
+                work,
+            )?);
+        }
     }
     Ok(Staged {
         sysroot,
         bootfs,
         version: deployed.version,
+        esp: boot_files,
     })
 }
 
@@ -482,11 +494,14 @@ fn write_disk(
         bootloader::mkimage(Platform::Bios, &core, &bootloader::BootSearch::Label)?;
         bootloader::install_bios(raw, &core, bb.start, bb.sectors)?;
     }
-    if let Some(esp) = &layout.esp {
-        let efi = work.join("BOOTX64.EFI");
-        bootloader::mkimage(Platform::Efi, &efi, &bootloader::BootSearch::Label)?;
-        sysdisk::mkfs_esp(at(esp), bootloader::ESP_LABEL, None)?;
-        sysdisk::esp_copy(at(esp), &efi, "EFI/BOOT/BOOTX64.EFI")?;
+    if let (Some(part), Some(files)) = (&layout.esp, &staged.esp) {
+        phase.message(if files.signed {
+            "EFI system partition (the commit's signed shim and GRUB)"
+        } else {
+            "EFI system partition (GRUB built here: the commit has no signed chain)"
+        });
+        sysdisk::mkfs_esp(at(part), bootloader::ESP_LABEL, None)?;
+        esp::write_new(at(part), files, work)?;
     }
     phase.finish(&format!("{} disk", indicatif::HumanBytes(size)));
     Ok(())

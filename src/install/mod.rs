@@ -41,6 +41,7 @@ use crate::sys::ui;
 use crate::sysroot::bootloader::{self, BootSearch, GrubSettings, Platform};
 use crate::sysroot::deploy::{self, DeployRequest, Remote};
 use crate::sysroot::disk as sysdisk;
+use crate::sysroot::esp;
 pub use plan::InstallPlan;
 
 /// The trusted key the PXE live root carries (`slipway pxe build --trusted-key`).
@@ -386,6 +387,7 @@ fn act(
         plan,
         &nodes.esp,
         &target.join("boot"),
+        &deployed.root,
         work.path(),
         &settings,
     )?;
@@ -486,11 +488,13 @@ fn deploy_and_configure(
 }
 
 /// GRUB for both firmwares: its modules in `bootfs`, the BIOS core image in the BIOS boot
-/// partition and the EFI image on the ESP, each finding /boot by its UUID.
+/// partition, and on the ESP the deployed commit's boot files (its signed shim and GRUB, or
+/// a GRUB image built here when it has none), each finding /boot by its UUID.
 fn install_grub(
     plan: &InstallPlan,
     esp: &Path,
     bootfs: &Path,
+    deployed_root: &Path,
     work: &Path,
     settings: &GrubSettings,
 ) -> Result<()> {
@@ -502,9 +506,13 @@ fn install_grub(
     bootloader::mkimage(Platform::Bios, &core, &settings.boot_search)?;
     let bb = &plan.partitions[part_index(plan, disk::Role::BiosBoot)?];
     bootloader::install_bios(Path::new(&plan.disk), &core, bb.start, bb.sectors)?;
-    let efi = work.join("BOOTX64.EFI");
-    bootloader::mkimage(Platform::Efi, &efi, &settings.boot_search)?;
-    sysdisk::esp_copy(sysdisk::Place::Node(esp), &efi, "EFI/BOOT/BOOTX64.EFI")
+    let files = esp::boot_files(deployed_root, &settings.boot_search, work)?;
+    ui::info(if files.signed {
+        "EFI system partition: the commit's signed shim and GRUB (Secure Boot)"
+    } else {
+        "EFI system partition: GRUB built here (the commit has no signed chain)"
+    });
+    esp::write_new(sysdisk::Place::Node(esp), &files, work)
 }
 
 /// `slipway.report=URL` on the kernel command line.

@@ -36,3 +36,10 @@ pub fn hit(name: &str) -> Result<()> {
         Some(other) => bail!("{ENV}: unknown action `{other}` for {name} (use error or pause)"),
     }
 }
+
+#[cfg(test)]
+pub mod tests {
+    /// Held by every unit test that sets [`super::ENV`] or runs code whose failpoints such a
+    /// test sets (the environment is the process's).
+    pub static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+}

@@ -32,8 +32,9 @@
 //! Installation does not touch loop devices or mounts: GRUB's core images are built with
 //! `grub-mkimage` around a small embedded configuration that finds the `boot` file system by
 //! label; the BIOS image goes into the BIOS boot partition with the MBR boot sector pointed at
-//! it (what `grub-bios-setup` does, done here on the image file), the EFI image becomes
-//! `EFI/BOOT/BOOTX64.EFI` on the EFI system partition.
+//! it (what `grub-bios-setup` does, done here on the image file). On the EFI system
+//! partition a commit's own signed shim and GRUB go first; the EFI core image is for commits
+//! without them (see [`super::esp`]).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
