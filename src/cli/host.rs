@@ -350,6 +350,9 @@ fn print_deployed(d: &host::deploy::Deployed) -> Result<()> {
     if let Some(r) = &d.rollback {
         crate::outln!("rollback: {r}")?;
     }
+    if let Some(b) = &d.boot_files {
+        crate::outln!("{b}")?;
+    }
     Ok(())
 }
 

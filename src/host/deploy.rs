@@ -30,6 +30,8 @@ pub struct Deployed {
     pub kernel_args: Vec<String>,
     /// How many entries the regenerated boot menu has.
     pub boot_entries: usize,
+    /// What happened to the EFI system partition (None: not asked to touch it).
+    pub boot_files: Option<super::esp::EspUpdate>,
 }
 
 /// A deployment's kernel arguments from its boot entry, without the `ostree=` argument
@@ -72,6 +74,7 @@ pub fn deploy_commit(
     stateroot: &str,
     commit: &str,
     kargs: &[String],
+    update_esp: bool,
 ) -> Result<Deployed> {
     host.refuse_if_staged()?;
     let default = host.default_of(stateroot)?;
@@ -99,6 +102,12 @@ pub fn deploy_commit(
             )
         })?;
     super::health::start_trial(host, &new)?;
+    // The boot files go first: the new shim and GRUB boot the old menu too.
+    let boot_files = if update_esp {
+        Some(super::esp::update(host, &host.deployment_root(&new))?)
+    } else {
+        None
+    };
     crate::sys::failpoint::hit("host-before-switch")?;
     sysroot
         .simple_write_deployment(
@@ -126,6 +135,7 @@ pub fn deploy_commit(
         rollback,
         kernel_args,
         boot_entries,
+        boot_files,
     })
 }
 
@@ -195,7 +205,8 @@ pub fn deploy(
     if commit == default.csum().as_str() && kargs.is_empty() {
         return Ok(DeployOutcome::AlreadyDefault(host.commit_info(&commit)?));
     }
+    // Going back: the ESP keeps the newer boot files (see host::esp).
     Ok(DeployOutcome::Deployed(deploy_commit(
-        host, &stateroot, &commit, kargs,
+        host, &stateroot, &commit, kargs, false,
     )?))
 }

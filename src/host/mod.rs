@@ -30,6 +30,7 @@
 pub mod boot;
 pub mod cleanup;
 pub mod deploy;
+pub mod esp;
 pub mod fetch;
 pub mod fleetlock;
 pub mod health;

@@ -63,6 +63,9 @@ pub struct HostStatus {
     pub deployments: Vec<DeploymentStatus>,
     /// Boots left for the default on trial (GRUB's counter), if one is on trial.
     pub boot_tries_left: Option<u32>,
+    /// The EFI system partition's boot files (the running system, when it has one).
+    #[serde(default)]
+    pub boot_files: Option<super::esp::EspStatus>,
 }
 
 /// One deployment.
@@ -284,6 +287,7 @@ pub fn status(host: &Host) -> Result<HostStatus> {
         sysroot: host.path().display().to_string(),
         deployments: out,
         boot_tries_left,
+        boot_files: super::esp::status(host),
     })
 }
 
@@ -409,6 +413,9 @@ impl HostStatus {
         if let Some(n) = self.boot_tries_left {
             s.push_str(&format!("default on trial: {n} boots left\n"));
         }
+        if let Some(e) = &self.boot_files {
+            s.push_str(&e.lines());
+        }
         s
     }
 
@@ -486,6 +493,7 @@ mod tests {
             sysroot: "/x".into(),
             deployments: vec![dep(0, "2"), dep(1, "1")],
             boot_tries_left: None,
+            boot_files: None,
         };
         let t = s.table();
         let lines: Vec<&str> = t.lines().collect();
@@ -511,8 +519,24 @@ mod tests {
             sysroot: "/x".into(),
             deployments: vec![dep(0, "2"), d1],
             boot_tries_left: Some(2),
+            boot_files: Some(crate::host::esp::EspStatus {
+                device: "/dev/vda2".into(),
+                signed_chain: true,
+                files: vec![crate::host::esp::EspFile {
+                    name: "BOOTX64.EFI".into(),
+                    size: 3,
+                    sha256: "0123456789abcdef".into(),
+                    matches: Some("/usr/lib/shim/shimx64.efi.signed of deployment 0".into()),
+                }],
+            }),
         };
         let t = s.table();
+        assert!(
+            t.contains(
+                "boot files on /dev/vda2 (EFI/BOOT): Debian's signed shim and GRUB (Secure Boot)\n  BOOTX64.EFI 0123456789ab /usr/lib/shim/shimx64.efi.signed of deployment 0\n"
+            ),
+            "{t}"
+        );
         assert!(t.contains("rollback,pinned  rejected  debian:a/b"), "{t}");
         assert!(
             t.contains("deployment 1 rejected at 2026-12-01T00:00:00Z: red: required check 50-fail failed (exit status 1): broken"),
@@ -544,6 +568,7 @@ mod tests {
             sysroot: "/x".into(),
             deployments: vec![d0],
             boot_tries_left: None,
+            boot_files: None,
         };
         let t = s.table();
         assert!(
@@ -563,6 +588,7 @@ mod tests {
             sysroot: "/x".into(),
             deployments: vec![dep(0, "2")],
             boot_tries_left: None,
+            boot_files: None,
         };
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
         assert_eq!(v["schema"], 1);

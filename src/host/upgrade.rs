@@ -157,6 +157,7 @@ pub fn upgrade(host: &Host, os: Option<&str>, opts: UpgradeOptions) -> Result<Up
         });
     }
     let downgrade = downgrade_reason(&current, &new);
+    let forward = downgrade.is_none();
     if opts.check {
         return Ok(UpgradeOutcome::Available {
             current,
@@ -180,6 +181,8 @@ pub fn upgrade(host: &Host, os: Option<&str>, opts: UpgradeOptions) -> Result<Up
         &stateroot,
         &new.checksum,
         &[],
+        // A downgrade keeps the newer boot files (see host::esp).
+        forward,
     )?))
 }
 
