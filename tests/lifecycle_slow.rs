@@ -1,6 +1,8 @@
 //! The lifecycle chain: one VM, one persistent disk, a host made from signed commits taken
-//! through upgrades with a bound service, red deployments and rollbacks, under OVMF. The
-//! firmware is a parameter. The disk is the composed default host (v0), signed by a key the
+//! through upgrades with a bound service, red deployments and rollbacks, under OVMF with
+//! Secure Boot enforced by Microsoft's keys (as a real machine's firmware): every boot goes
+//! through the commit's signed shim, signed GRUB and signed kernel, and the guest reports
+//! Secure Boot on and the kernel locked down. The firmware is a parameter. The disk is the composed default host (v0), signed by a key the
 //! test makes and written by `slipway image --trusted-key` with the test's server as its
 //! remote; the guest reaches the server (and the test's FleetLock server) on the test machine
 //! through `guestfwd` and nothing else (no registry). The short form (`make test`) chains
@@ -12,7 +14,10 @@
 //!    remote verifies the summary too). Then v1 signed by the trusted key, with a static
 //!    delta from v0 made before the signature (as `ostree gpg-sign` after a compose leaves
 //!    it), under a signed summary: taken.
-//! 1. v1 = the default host plus a tiny image built by slipway from `busybox-static` (an HTTP
+//! 1. Before it, the test removes MokManager from the ESP (as an older ESP would lack a
+//!    file): the upgrade puts v1's whole signed chain back, and `host status` shows each
+//!    boot file with the deployment file it came from.
+//!    v1 = the default host plus a tiny image built by slipway from `busybox-static` (an HTTP
 //!    server answering with a version string) and the service `web` running it: after `host
 //!    upgrade --reboot` the service answers v1 on its published port, `host status` lists the
 //!    image (loaded) and the service (active, running), and the verdict lists the image; the
@@ -30,7 +35,10 @@
 //!
 //! 6. v4 changes the kernel (it pins the older `linux-image-amd64` the apt sources offer) and
 //!    the page. Its upgrade is cut by power cuts (QEMU killed at failpoints that pause and
-//!    print a marker on the console) before the switch, inside libostree's write (new
+//!    print a marker on the console) in the ESP's update (the ESP lacks MokManager again):
+//!    after the new set is written beside the old one, and after the two are swapped (each
+//!    time `EFI/BOOT` holds a whole set, the old one, then the new one, and Secure Boot still
+//!    boots through it); then before the switch, inside libostree's write (new
 //!    loader.N complete) and after libostree's loader swap but before GRUB's switch: each
 //!    time v1 boots again with a complete menu, and the last boot's gate finishes the switch.
 //!    v4 then boots its own kernel (`uname -r`), green, docker after the verdict, answering v4.
@@ -54,7 +62,7 @@ use std::time::{Duration, Instant};
 
 use common::fixtures::*;
 use common::guest::*;
-use common::vm::{self, Firmware, Vm, VmConfig};
+use common::vm::{self, Firmware, SbKeys, Vm, VmConfig};
 use serde_json::Value;
 
 const GUEST_SERVER: &str = "10.0.2.100:8080";
@@ -857,13 +865,21 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 #[ignore = "slow: composes three updates, boots a signed host under OVMF through refused and signed upgrades, a bound service, a red deployment and a rollback"]
 fn lifecycle_under_ovmf_signed_upgrade_service_red_boot_rollback() {
-    chain(Firmware::Uefi, "lifecycle-uefi", false);
+    chain(
+        Firmware::SecureBoot(SbKeys::Microsoft),
+        "lifecycle-sb",
+        false,
+    );
 }
 
 #[test]
 #[ignore = "slow: the short chain under OVMF, then a kernel-changing upgrade through power cuts, FleetLock, a deployment whose image cannot load, an unbootable deployment and cleanup"]
 fn lifecycle_under_ovmf_full_kernel_upgrade_power_cuts_unloadable_image_unbootable_cleanup() {
-    chain(Firmware::Uefi, "lifecycle-uefi-full", true);
+    chain(
+        Firmware::SecureBoot(SbKeys::Microsoft),
+        "lifecycle-sb-full",
+        true,
+    );
 }
 
 /// The chain under `firmware`; `full` adds the long scenarios (steps 6 to 10) after step 5.
@@ -917,8 +933,14 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
     // The image boots under this firmware with everything a host needs (make test boots the
     // fixture's own image under OVMF no more: this is that boot).
     host_checks(&vm, &st.v0, &format!("http://{GUEST_SERVER}/repo"));
-    if firmware == Firmware::Uefi {
+    if firmware.uefi() {
         check(&vm, "test -d /sys/firmware/efi");
+    }
+    if let Firmware::SecureBoot(_) = firmware {
+        // Debian's signed shim, GRUB and kernel, from the commit, under the firmware's
+        // Microsoft keys; the image put them on the ESP.
+        secure_boot_on(&vm);
+        esp_is_the_defaults_signed_chain(&vm);
     }
     // v0 binds nothing: the second stage is skipped, the verdict complete.
     let s = status(&vm);
@@ -967,7 +989,11 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
     );
     update_summary(&st.served, Some(&st.good));
 
-    // 1. v1: the service answers v1.
+    // 1. v1: the service answers v1. The ESP lacks MokManager first (as one an older
+    // slipway wrote would): the upgrade puts v1's whole signed chain there.
+    if firmware.uefi() {
+        esp_remove(&vm, "mmx64.efi");
+    }
     let t = Instant::now();
     until_booted(&vm, "slipway host upgrade --reboot", &st.v1, BOOT_TIMEOUT);
     assert_eq!(
@@ -978,6 +1004,12 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
     eprintln!("1. v1 answers after {took:.0}s (upgrade, reboot, import)");
     record("services_upgrade_to_first_answer", took, "s");
     service_runs(&vm, &st.v1);
+    if firmware.uefi() {
+        esp_is_the_defaults_signed_chain(&vm);
+    }
+    if let Firmware::SecureBoot(_) = firmware {
+        secure_boot_on(&vm);
+    }
     assert_eq!(
         image_check(&status(&vm)),
         ("passed".to_string(), "imported".to_string())
@@ -1110,22 +1142,56 @@ fn long_scenarios(
     lock: &LockServer,
     web: u16,
 ) -> Vm {
-    // 6. v4 changes the kernel. The upgrade is cut three times: before the switch, inside it
-    // (the new loader.N and its menu complete, libostree's loader link not swapped yet) and
-    // after libostree's swap but before GRUB's switch. Each time v1 boots again with a
-    // complete menu; the last boot's gate finishes the interrupted switch, so the next
-    // reboot brings v4.
+    // 6. v4 changes the kernel. The upgrade is cut five times: in the ESP's update (the new
+    // set written beside the old, then the two swapped; the ESP lacks MokManager first, so
+    // there is something to update), before the switch, inside it (the new loader.N and its
+    // menu complete, libostree's loader link not swapped yet) and after libostree's swap but
+    // before GRUB's switch. Each time v1 boots again (under Secure Boot, through whichever
+    // boot files the ESP holds) with a complete menu; the last boot's gate finishes the
+    // interrupted switch, so the next reboot brings v4.
     let old_kernel = check(&vm, "uname -r").trim().to_string();
     publish(&st.served, &f.staging4, Some(&st.good), &st.good);
     let o = check(&vm, "slipway host upgrade --check");
     assert!(o.contains(&f.v4), "{o}");
+    esp_remove(&vm, "mmx64.efi");
+    let old_set = ["boot/bootx64.efi", "boot/grub.cfg", "boot/grubx64.efi"];
     for fp in [
+        "esp-new-written",
+        "esp-swapped",
         "host-before-switch",
         "grub-menu-written",
         "host-after-loader-swap",
     ] {
         vm = power_cut(vm, cfg, "slipway host upgrade", fp);
         assert_eq!(booted(&vm).0, st.v1, "after a power cut at {fp}");
+        // EFI/BOOT is a whole set after every cut: the old one until the swap, the new one
+        // from it on; the set the swap moved aside waits for the next update to remove it.
+        let files = esp_files(&vm);
+        let boot: Vec<&str> = files
+            .iter()
+            .filter(|f| f.starts_with("boot/"))
+            .map(String::as_str)
+            .collect();
+        let aside: Vec<&str> = files
+            .iter()
+            .filter_map(|f| f.strip_prefix("slipway-new/"))
+            .collect();
+        match fp {
+            "esp-new-written" => assert_eq!(boot, old_set, "after a cut at {fp}: {files:?}"),
+            "esp-swapped" => {
+                assert_eq!(boot.len(), 4, "after a cut at {fp}: {files:?}");
+                assert_eq!(
+                    aside,
+                    ["bootx64.efi", "grub.cfg", "grubx64.efi"],
+                    "after a cut at {fp}: {files:?}"
+                );
+            }
+            _ => {
+                assert_eq!(boot.len(), 4, "after a cut at {fp}: {files:?}");
+                assert!(aside.is_empty(), "after a cut at {fp}: {files:?}");
+            }
+        }
+        secure_boot_on(&vm);
         let s = status(&vm);
         assert_eq!(
             booted_entry(&s)["health"]["last_verdict"]["green"],

@@ -282,3 +282,72 @@ pub fn host_checks(vm: &Vm, commit: &str, remote_url: &str) {
     assert!(check_as_root(vm, "cat ~core/.ssh/authorized_keys").contains("slipway-tests"));
     assert!(check(vm, "findmnt -no SOURCE /boot").starts_with("/dev/"));
 }
+
+/// The guest booted with Secure Boot enforced: the firmware's `SecureBoot` variable is 1 and
+/// the kernel locked itself down (Debian's kernel does under Secure Boot).
+pub fn secure_boot_on(vm: &Vm) {
+    let var = check(
+        vm,
+        "od -An -tx1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+    );
+    assert!(
+        var.split_whitespace().last() == Some("01"),
+        "SecureBoot variable: {var}"
+    );
+    let lockdown = check(vm, "cat /sys/kernel/security/lockdown");
+    assert!(
+        lockdown.contains("[integrity]") || lockdown.contains("[confidentiality]"),
+        "lockdown: {lockdown}"
+    );
+    let dmesg = check(vm, "dmesg | grep -i 'secure boot' || true");
+    assert!(dmesg.contains("Secure boot enabled"), "{dmesg}");
+}
+
+/// A shell command that runs `inner` with the ESP (label `EFI-SYSTEM`) mounted at `$esp`.
+fn with_esp(inner: &str, read_only: bool) -> String {
+    format!(
+        "esp=$(mktemp -d) && mount {} /dev/disk/by-label/EFI-SYSTEM $esp && ( {inner} ); rc=$?; umount $esp && rmdir $esp && exit $rc",
+        if read_only { "-o ro" } else { "" }
+    )
+}
+
+/// The files under the ESP's `EFI` directory (`BOOT/BOOTX64.EFI`...), sorted, lower case.
+pub fn esp_files(vm: &Vm) -> Vec<String> {
+    let out = check(vm, &with_esp("cd $esp/EFI && find . -type f | sort", true));
+    let mut v: Vec<String> = out
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_ascii_lowercase())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Remove `EFI/BOOT/NAME` from the guest's ESP (an ESP an older slipway wrote, or one
+/// missing a file).
+pub fn esp_remove(vm: &Vm, name: &str) {
+    check(vm, &with_esp(&format!("rm $esp/EFI/BOOT/{name}"), false));
+}
+
+/// The ESP holds Debian's signed chain (shim, GRUB, MokManager) and the config beside it,
+/// every file the same bytes as the default deployment's (`host status`).
+pub fn esp_is_the_defaults_signed_chain(vm: &Vm) {
+    let s = status(vm);
+    let b = &s["boot_files"];
+    assert_eq!(b["signed_chain"], true, "{s}");
+    let mut names: Vec<String> = b["files"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no boot files in the status: {s}"))
+        .iter()
+        .map(|f| {
+            let m = f["matches"].as_str().unwrap_or_default();
+            assert!(m.ends_with("of deployment 0"), "{f} in {s}");
+            f["name"].as_str().unwrap().to_ascii_lowercase()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["bootx64.efi", "grub.cfg", "grubx64.efi", "mmx64.efi"],
+        "{s}"
+    );
+}

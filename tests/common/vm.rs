@@ -44,6 +44,12 @@ pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// OVMF variable store template; each VM gets a private copy.
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built to enforce Secure Boot (with SMM).
+pub const OVMF_SECBOOT_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// A variable store with Microsoft's keys enrolled and Secure Boot on.
+pub const OVMF_MS_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+/// A variable store with only a test key (snakeoil) enrolled and Secure Boot on.
+pub const OVMF_SNAKEOIL_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
 /// Environment variable forcing the accelerator: `kvm` or `tcg`.
 pub const ENV_ACCEL: &str = "SLIPWAY_TEST_ACCEL";
 
@@ -90,6 +96,26 @@ pub enum Firmware {
     /// OVMF: `OVMF_CODE_4M.fd` read-only plus a private copy of
     /// `OVMF_VARS_4M.fd` in the VM's temporary directory.
     Uefi,
+    /// OVMF with Secure Boot enforced: `OVMF_CODE_4M.secboot.fd` (SMM, so the guest cannot
+    /// write the variables behind the firmware's back) with a private copy of the variable
+    /// store holding `keys`.
+    SecureBoot(SbKeys),
+}
+
+/// The keys a Secure Boot variable store enrolls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SbKeys {
+    /// `OVMF_VARS_4M.ms.fd`: Microsoft's keys, which sign Debian's shim (a real machine's).
+    Microsoft,
+    /// `OVMF_VARS_4M.snakeoil.fd`: a test key only, which signs nothing Debian ships.
+    Snakeoil,
+}
+
+impl Firmware {
+    /// OVMF, with or without Secure Boot.
+    pub fn uefi(self) -> bool {
+        self != Firmware::Bios
+    }
 }
 
 impl fmt::Display for Firmware {
@@ -97,6 +123,8 @@ impl fmt::Display for Firmware {
         f.write_str(match self {
             Firmware::Bios => "bios",
             Firmware::Uefi => "uefi",
+            Firmware::SecureBoot(SbKeys::Microsoft) => "uefi-secure-boot",
+            Firmware::SecureBoot(SbKeys::Snakeoil) => "uefi-secure-boot-snakeoil",
         })
     }
 }
@@ -635,7 +663,16 @@ impl VmConfig {
             &format!("guest={},debug-threads=on", escape_opt(&self.name)),
         ]);
         // graphics=off makes SeaBIOS (and iPXE under it) print to the serial port.
-        push(&["-machine", "q35,graphics=off", "-accel", accel.as_str()]);
+        // Secure Boot: the variable store is writable only from SMM, so the guest cannot turn
+        // it off.
+        let machine = match self.firmware {
+            Firmware::SecureBoot(_) => "q35,graphics=off,smm=on",
+            _ => "q35,graphics=off",
+        };
+        push(&["-machine", machine, "-accel", accel.as_str()]);
+        if let Firmware::SecureBoot(_) = self.firmware {
+            push(&["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+        }
         let cpu = match (&self.cpu_model, accel) {
             (Some(model), _) => model.as_str(),
             (None, Accel::Kvm) => "host",
@@ -673,8 +710,8 @@ impl VmConfig {
         ]);
         push(&["-mon", "chardev=qmp0,mode=control"]);
 
-        if self.firmware == Firmware::Uefi {
-            let (code, _) = ovmf_paths()?;
+        if self.firmware.uefi() {
+            let (code, _) = ovmf_paths(self.firmware)?;
             let vars = path_str(&dir.join(VARS_FILE))?;
             push(&[
                 "-drive",
@@ -873,8 +910,8 @@ impl Vm {
             .prefix("slipway-vm-")
             .tempdir()
             .context("creating the VM's temporary directory")?;
-        if cfg.firmware == Firmware::Uefi {
-            let (_, vars) = ovmf_paths()?;
+        if cfg.firmware.uefi() {
+            let (_, vars) = ovmf_paths(cfg.firmware)?;
             let dest = dir.path().join(VARS_FILE);
             fs::copy(&vars, &dest)
                 .with_context(|| format!("copying {} to {}", vars.display(), dest.display()))?;
@@ -1479,7 +1516,7 @@ impl Vm {
     /// variables, same ports). Nothing slipway ships runs between the reset and `BdsDxe`,
     /// so this cannot hide a slipway fault; it is logged loudly, with the registers.
     fn restart_if_firmware_silent(&self, watch: &mut ResetWatch) -> Result<()> {
-        if self.firmware != Firmware::Uefi {
+        if !self.firmware.uefi() {
             return Ok(());
         }
         let len = self.serial_mark();
@@ -1666,10 +1703,20 @@ pub fn free_tcp_port() -> u16 {
         .expect("binding 127.0.0.1:0")
 }
 
-/// The OVMF code and variable-template files, or an error naming the
+/// The OVMF code and variable-template files of a firmware, or an error naming the
 /// Debian package that provides them.
-pub fn ovmf_paths() -> Result<(PathBuf, PathBuf)> {
-    let (code, vars) = (PathBuf::from(OVMF_CODE), PathBuf::from(OVMF_VARS));
+pub fn ovmf_paths(firmware: Firmware) -> Result<(PathBuf, PathBuf)> {
+    let (code, vars) = match firmware {
+        Firmware::SecureBoot(keys) => (
+            OVMF_SECBOOT_CODE,
+            match keys {
+                SbKeys::Microsoft => OVMF_MS_VARS,
+                SbKeys::Snakeoil => OVMF_SNAKEOIL_VARS,
+            },
+        ),
+        _ => (OVMF_CODE, OVMF_VARS),
+    };
+    let (code, vars) = (PathBuf::from(code), PathBuf::from(vars));
     for file in [&code, &vars] {
         ensure!(
             file.is_file(),
