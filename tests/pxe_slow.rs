@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use common::fixtures::*;
 use common::scaled;
-use common::vm::{self, Disk, Firmware, Vm, VmConfig};
+use common::vm::{self, Disk, Firmware, SbKeys, Vm, VmConfig};
 use serde_json::Value;
 
 const SERVER_IP: &str = "10.77.0.1";
@@ -51,7 +51,7 @@ const WRONG_KEY_REF: &str = "slipway/test/signed-by-another-key";
 const MACHINES: [Machine; 3] = [
     (
         "uefi",
-        Firmware::Uefi,
+        Firmware::SecureBoot(SbKeys::Microsoft),
         "52:54:00:77:00:0a",
         "10.77.0.10",
         "tap0",
@@ -351,6 +351,8 @@ fn lab(names: &[&str]) {
             "profiles": [
                 {"name": "broken", "match": {"mac": MACHINES[2].2}, "ref": host.reference,
                  "kickstart": broken_ks},
+                // Its firmware enforces Secure Boot: the commit's signed shim and GRUB.
+                {"name": "secure-boot", "match": {"mac": MACHINES[0].2}, "secure-boot": true},
             ],
             "machines": [
                 {"mac": MACHINES[0].2, "hostname": "uefi-node"},
@@ -449,7 +451,7 @@ fn lab(names: &[&str]) {
             .nic_option("bootindex=1")
             .ssh_address(addr)
             .ssh("root", &key);
-        if firmware == Firmware::Uefi {
+        if firmware.uefi() {
             cfg = cfg.nic_option("romfile=");
         }
         if name == "bios" && broken.is_some() {
@@ -641,6 +643,12 @@ fn lab(names: &[&str]) {
         let m = status(&lab);
         let m = machine(&m, mac).unwrap().clone();
         assert_eq!(m["result"], "local-boot", "{name}: {m}");
+        if let Firmware::SecureBoot(_) = machines[i].1 {
+            // Installed through Debian's signed chain and booting its disk through the
+            // commit's signed chain, which the installer put on the ESP.
+            common::guest::secure_boot_on(vm);
+            common::guest::esp_is_the_defaults_signed_chain(vm);
+        }
         if name == "bios" && broken.is_some() {
             found_by_uuid_beside_the_same_labels(vm, &cmdline);
         }
@@ -660,23 +668,22 @@ fn lab(names: &[&str]) {
             .count()
     };
     for &i in &installs {
-        let (name, _, mac, addr, _) = machines[i];
+        let (name, _, _, addr, _) = machines[i];
         if name == "uefi" {
-            assert!(tftp_lines(addr) > 0, "uefi: no TFTP\n{log}");
-            // After its install the `uefi` machine's PXE boot ends in `exit 1` (boot the
-            // disk); OVMF goes on to UEFI HTTP boot, which slipway's proxy answers
-            // (architecture 16) with the URL of iPXE, fetched over HTTP; its script sends it
-            // on to the disk again.
+            // Secure Boot: the firmware fetched the ref's signed shim by TFTP, the shim the
+            // signed network GRUB beside it, and GRUB the installer; never iPXE.
+            for file in ["shimx64.efi", "grubx64.efi", "vmlinuz", "rootfs.img"] {
+                assert!(
+                    log.lines().any(|l| l.contains(&format!("tftp: {addr}:"))
+                        && l.contains(&format!("/{file} ("))
+                        && l.contains(" got ")),
+                    "uefi: {file} not fetched by TFTP\n{log}"
+                );
+            }
             assert!(
-                log.lines()
-                    .any(|l| l.contains(mac) && l.contains("arch 16") && l.contains("http://")),
-                "uefi: no UEFI HTTP boot answered\n{log}"
-            );
-            assert!(
-                log.lines().any(|l| l.contains(&format!("http: {addr}:"))
-                    && l.contains("GET /snponly.efi")
-                    && l.contains(" 200 ")),
-                "uefi: iPXE not fetched by HTTP boot\n{log}"
+                !log.lines()
+                    .any(|l| l.contains(addr) && l.contains("snponly.efi")),
+                "uefi: a Secure Boot machine was sent iPXE\n{log}"
             );
         } else {
             assert_eq!(tftp_lines(addr), 0, "{name}: TFTP used\n{log}");

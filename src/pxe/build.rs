@@ -35,6 +35,7 @@
 //! DIR/boot.ipxe                  iPXE menu chaining each ref's script
 //! DIR/refs/<ref>/                one per ref (`/` in the ref written `+`)
 //!     vmlinuz initramfs.img rootfs.img boot.ipxe [kickstart.ks]
+//!     [shimx64.efi grubx64.efi]  the commit's signed shim and network GRUB (Secure Boot)
 //! DIR/pxelinux.cfg/default       PXELINUX (BIOS) menu
 //! DIR/grub/grub.cfg              GRUB (UEFI) menu
 //! DIR/undionly.kpxe ipxe.efi snponly.efi     iPXE, from Debian's ipxe
@@ -92,6 +93,19 @@ pub const KERNEL_ARGS: [&str; 5] = [
 ];
 /// The GRUB netboot image in DIR.
 pub const GRUB_NETBOOT: &str = "grubnetx64.efi";
+/// Secure Boot: the commit's signed shim in its ref's directory (what DHCP names).
+pub const SB_SHIM: &str = "shimx64.efi";
+/// Secure Boot: the commit's signed network GRUB beside the shim, under the name shim loads.
+pub const SB_GRUB: &str = "grubx64.efi";
+/// The commit's files for a Secure Boot network boot: (name in the ref's directory, path in
+/// the commit).
+const SB_NETBOOT: [(&str, &str); 2] = [
+    (SB_SHIM, "usr/lib/shim/shimx64.efi.signed"),
+    (
+        SB_GRUB,
+        "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+    ),
+];
 /// Where the squashfs is inside `rootfs.img` (and in the initramfs once unpacked).
 pub const SQUASHFS_IN_CPIO: &str = "slipway/root.squashfs";
 /// Paths in the live root.
@@ -961,6 +975,7 @@ fn build_ref(
     // The kernel and the initramfs leave the live root: the boot loader loads them.
     let tree = Tree::open(&root)?;
     take_boot_files(repo, r, &tree, stage)?;
+    copy_signed_netboot(&tree, stage)?;
     prepare_live_root(&root, &tree, plan, work.path())?;
     drop(tree);
     let squashfs = work.path().join("root.squashfs");
@@ -1013,6 +1028,29 @@ fn take_boot_files(repo: &ostree::Repo, r: &RefPlan, tree: &Tree, stage: &Path) 
         std::fs::write(stage.join(dest), &data)
             .with_context(|| format!("writing {}", stage.join(dest).display()))?;
         tree.remove(&format!("{moddir}/{name}"))?;
+    }
+    Ok(())
+}
+
+/// The commit's signed shim and network GRUB (Secure Boot), when it has them, copied into
+/// `stage` under the names DHCP and shim ask for.
+fn copy_signed_netboot(tree: &Tree, stage: &Path) -> Result<()> {
+    let present: Vec<bool> = SB_NETBOOT
+        .iter()
+        .map(|(_, src)| tree.exists(src))
+        .collect::<Result<_>>()?;
+    if !present.iter().any(|p| *p) {
+        return Ok(());
+    }
+    for (name, src) in SB_NETBOOT {
+        let data = tree
+            .read_named(&format!("the signed network boot's {name}"), src)
+            .context(
+                "the commit has part of Debian's signed boot chain (shim-signed, \
+                 grub-efi-amd64-signed), not all",
+            )?;
+        std::fs::write(stage.join(name), &data)
+            .with_context(|| format!("writing {}", stage.join(name).display()))?;
     }
     Ok(())
 }

@@ -26,8 +26,12 @@
 //!   `pxelinux` or `grub`; `kernel-args` are added to the installer's; `kickstart` is a
 //!   template (`kickstart::template`) that wins over the default kickstart `pxe build
 //!   --kickstart` put into DIR; `reinstall: true` installs again at every network boot
-//!   instead of booting an installed machine from its disk. A profile leaves out what the
-//!   default gives.
+//!   instead of booting an installed machine from its disk. `secure-boot: true`: UEFI
+//!   machines get the ref's own signed shim (DHCP answers them with `refs/<ref>/shimx64.efi`,
+//!   which loads the signed network GRUB beside it), never iPXE, and the GRUB menus; the
+//!   ref must have been built from a commit with `shim-signed` and `grub-efi-amd64-signed`,
+//!   and the machine must be known by its MAC (DHCP sees nothing else). A profile leaves
+//!   out what the default gives.
 //! - Paths are relative to the profiles file. Unknown keys are errors.
 
 use std::collections::BTreeMap;
@@ -72,6 +76,7 @@ struct ProfileSpec {
     kernel_args: Option<Vec<String>>,
     kickstart: Option<PathBuf>,
     reinstall: Option<bool>,
+    secure_boot: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +125,8 @@ pub struct Profile {
     pub kernel_args: Vec<String>,
     pub kickstart: Option<Template>,
     pub reinstall: bool,
+    /// UEFI machines boot the ref's signed shim and GRUB (Secure Boot), never iPXE.
+    pub secure_boot: bool,
 }
 
 /// A `machines` entry.
@@ -241,6 +248,7 @@ impl Profiles {
                 kernel_args: Vec::new(),
                 kickstart: None,
                 reinstall: false,
+                secure_boot: false,
             }),
             profiles: Vec::new(),
             machines: Vec::new(),
@@ -515,14 +523,37 @@ fn resolve(
         }
         None => default.and_then(|d| d.kickstart.clone()),
     };
+    let secure_boot = p
+        .secure_boot
+        .or(default.map(|d| d.secure_boot))
+        .unwrap_or(false);
+    let bootloader = if secure_boot {
+        // Only the signed GRUB runs under Secure Boot.
+        if let Some(b) = p.bootloader.filter(|b| *b != Bootloader::Grub) {
+            bail!(
+                "{at}: bootloader: {} does not run under Secure Boot; a \"secure-boot\" profile boots the ref's signed shim and GRUB (leave \"bootloader\" out, or say \"grub\")",
+                format!("{b:?}").to_lowercase()
+            );
+        }
+        if !manifest.refs[&ostree_ref]
+            .files
+            .contains_key(super::build::SB_SHIM)
+        {
+            bail!(
+                "{at}: secure-boot: ref {ostree_ref:?} was built without Debian's signed shim and GRUB (its commit has no shim-signed and grub-efi-amd64-signed)"
+            );
+        }
+        Bootloader::Grub
+    } else {
+        p.bootloader
+            .or(default.map(|d| d.bootloader))
+            .unwrap_or_default()
+    };
     Ok(Profile {
         name,
         matcher,
         ostree_ref,
-        bootloader: p
-            .bootloader
-            .or(default.map(|d| d.bootloader))
-            .unwrap_or_default(),
+        bootloader,
         kernel_args: p
             .kernel_args
             .or(default.map(|d| d.kernel_args.clone()))
@@ -532,6 +563,7 @@ fn resolve(
             .reinstall
             .or(default.map(|d| d.reinstall))
             .unwrap_or(false),
+        secure_boot,
     })
 }
 
@@ -602,6 +634,52 @@ mod tests {
         let prof = p.choose(&id).unwrap().unwrap();
         assert!(prof.reinstall);
         assert_eq!(prof.ostree_ref, "a");
+    }
+
+    #[test]
+    fn secure_boot_needs_a_ref_built_with_the_signed_chain_and_grub() {
+        let mut m = manifest(&["signed", "plain"]);
+        m.refs.get_mut("signed").unwrap().files.insert(
+            crate::pxe::build::SB_SHIM.into(),
+            crate::pxe::build::Artifact {
+                sha256: "x".into(),
+                size: 1,
+            },
+        );
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("profiles.json");
+        let load = |json: serde_json::Value| {
+            std::fs::write(&path, json.to_string()).unwrap();
+            Profiles::load(&path, &m)
+        };
+        let p = load(serde_json::json!({
+            "default": {"ref": "plain"},
+            "profiles": [{"name": "sb", "match": {"mac": "52:54:00:00:00:01"},
+                          "ref": "signed", "secure-boot": true}],
+        }))
+        .unwrap();
+        let prof = &p.profiles[0];
+        assert!(prof.secure_boot);
+        assert_eq!(prof.bootloader, Bootloader::Grub);
+        assert!(!p.default.as_ref().unwrap().secure_boot);
+        let e = load(serde_json::json!({
+            "default": {"ref": "plain", "secure-boot": true},
+        }))
+        .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("profiles.json: default: secure-boot: ref \"plain\" was built without Debian's signed shim and GRUB"),
+            "{e}"
+        );
+        let e = load(serde_json::json!({
+            "default": {"ref": "signed", "secure-boot": true, "bootloader": "ipxe"},
+        }))
+        .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("bootloader: ipxe does not run under Secure Boot"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -327,6 +327,57 @@ impl Site {
         crate::sys::file::write_atomic(&path, text.as_bytes())
     }
 
+    /// Which UEFI machines DHCP answers with their ref's signed shim: the known machines
+    /// (`machines` entries and profiles matching a MAC) whose profile says `secure-boot`,
+    /// and everybody else when the default profile does.
+    pub fn secure_boot_programs(&self) -> dhcp::SecureBootPrograms {
+        let shim = |p: &Profile| -> Option<String> {
+            if !p.secure_boot {
+                return None;
+            }
+            let e = self.manifest.refs.get(&p.ostree_ref)?;
+            Some(format!("{}/{}", e.dir, build::SB_SHIM))
+        };
+        let mut macs: Vec<String> = self
+            .profiles
+            .machines
+            .iter()
+            .filter_map(|m| m.mac.clone())
+            .collect();
+        macs.extend(
+            self.profiles
+                .profiles
+                .iter()
+                .filter_map(|p| p.matcher.mac.clone()),
+        );
+        let by_mac = macs
+            .into_iter()
+            .filter_map(|mac| {
+                let id = self.profiles.identify(Some(&mac), None, None);
+                let p = self.profiles.choose(&id).ok()??;
+                Some((mac, shim(p)))
+            })
+            .collect();
+        dhcp::SecureBootPrograms {
+            by_mac,
+            default: self.profiles.default.as_ref().and_then(shim),
+        }
+    }
+
+    /// A machine fetched its loader configuration (GRUB or PXELINUX, by TFTP): what
+    /// [`Self::write_loader_config`] wrote for it, its install or its local disk.
+    pub fn loader_config_fetched(&self, mac: &str, path: &str) -> Result<()> {
+        let id = self.profiles.identify(Some(mac), None, None);
+        let reinstall = matches!(self.profiles.choose(&id), Ok(Some(p)) if p.reinstall);
+        self.store
+            .update(mac, &format!("loader configuration {path} fetched"), |m| {
+                let local = m.installed && !reinstall;
+                m.step = "script".into();
+                m.result = if local { "local-boot" } else { "served" }.into();
+            })
+            .map(|_| ())
+    }
+
     /// The machine of a request and its profile. What the request does not say (the
     /// installer asks for its kickstart with `mac=` only) comes from the machine's record: the
     /// UUID and host name iPXE sent for its boot script, so both requests match one profile.
@@ -594,6 +645,15 @@ impl Dynamic for Site {
     }
 }
 
+/// The MAC a per-machine loader configuration is for (`grub/grub.cfg-01-52-54-00-12-34-56`,
+/// `pxelinux.cfg/01-52-54-00-12-34-56`).
+fn loader_config_mac(path: &str) -> Option<String> {
+    let dashed = path
+        .strip_prefix("grub/grub.cfg-01-")
+        .or_else(|| path.strip_prefix("pxelinux.cfg/01-"))?;
+    super::http::normalize_mac(dashed)
+}
+
 /// Which step a delivered file is: `(step, what)`.
 fn file_step(
     file: &str,
@@ -604,6 +664,7 @@ fn file_step(
         "vmlinuz" => Some(("kernel", "kernel fetched")),
         "initramfs.img" => Some(("initramfs", "initramfs fetched")),
         "rootfs.img" => Some(("initramfs", "live root fetched")),
+        build::SB_SHIM | build::SB_GRUB => Some(("boot-program", "signed boot program fetched")),
         _ if boot_programs.contains_key(file) || file == build::GRUB_NETBOOT => {
             Some(("boot-program", "boot program fetched"))
         }
@@ -714,6 +775,7 @@ async fn bind_tftp(opts: &ServeOptions, o: &Opened, ip_map: &IpMap) -> Result<tf
     let tftp_store = o.store.clone();
     let tftp_map = ip_map.clone();
     let tftp_programs = o.boot_programs.clone();
+    let tftp_site = o.site.clone();
     let overlay = &o.overlay;
     let server = tftp::TftpServer::bind(
         SocketAddr::new(o.listen, opts.tftp_port),
@@ -733,6 +795,15 @@ async fn bind_tftp(opts: &ServeOptions, o: &Opened, ip_map: &IpMap) -> Result<tf
             .get(&e.peer.ip())
             .cloned();
         let path = e.path.trim_start_matches('/').replace('\\', "/");
+        if let Some(mac) = loader_config_mac(&path) {
+            let site = tftp_site.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = site.loader_config_fetched(&mac, &path) {
+                    ui::warn(format!("pxe: {e:#}"));
+                }
+            });
+            return;
+        }
         if let (Some(mac), Some((step, what))) = (mac, file_step(&path, &tftp_programs)) {
             let store = tftp_store.clone();
             let what = format!("{what} by TFTP ({path})");
@@ -754,6 +825,7 @@ fn bind_dhcp(opts: &ServeOptions, o: &Opened, ip_map: &IpMap) -> Result<Option<d
     }
     let (server_ip, store) = (o.server_ip, &o.store);
     let mut rc = dhcp::ResponderConfig::new(server_ip, o.http_port);
+    rc.secure_boot = o.site.secure_boot_programs();
     rc.mode = opts.dhcp;
     rc.client_port = opts.dhcp_client_port;
     rc.broadcast_ip = opts.dhcp_broadcast_ip;
@@ -998,6 +1070,20 @@ pub fn status_table(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_machine_loader_configurations_name_their_machine() {
+        assert_eq!(
+            loader_config_mac("grub/grub.cfg-01-52-54-00-77-00-0a").as_deref(),
+            Some("52:54:00:77:00:0a")
+        );
+        assert_eq!(
+            loader_config_mac("pxelinux.cfg/01-52-54-00-77-00-0b").as_deref(),
+            Some("52:54:00:77:00:0b")
+        );
+        assert_eq!(loader_config_mac("grub/grub.cfg"), None);
+        assert_eq!(loader_config_mac("refs/a/shimx64.efi"), None);
+    }
 
     #[test]
     fn ip_addr_show_json() {

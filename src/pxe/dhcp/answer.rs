@@ -41,6 +41,32 @@ impl Default for BootPrograms {
     }
 }
 
+/// The signed shim UEFI x86-64 clients get instead of [`BootPrograms::efi_x64`] when their
+/// profile says `secure-boot` (Secure Boot firmware runs nothing else), worked out from the
+/// profiles by `pxe serve`: DHCP knows a machine by its MAC only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecureBootPrograms {
+    /// Known machines (lower-case MAC): `Some(shim)` when their profile says `secure-boot`,
+    /// `None` when it does not (whatever the default says).
+    pub by_mac: std::collections::BTreeMap<String, Option<String>>,
+    /// Every other machine: the default profile's.
+    pub default: Option<String>,
+}
+
+impl SecureBootPrograms {
+    /// The shim for the client with hardware address `mac`, if it gets one.
+    pub fn for_mac(&self, mac: &str) -> Option<&String> {
+        match self.by_mac.get(mac) {
+            Some(p) => p.as_ref(),
+            None => self.default.as_ref(),
+        }
+    }
+
+    fn names(&self) -> impl Iterator<Item = &String> {
+        self.by_mac.values().flatten().chain(self.default.iter())
+    }
+}
+
 /// The address range and network settings of full mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressPool {
@@ -115,6 +141,8 @@ pub struct ResponderConfig {
     pub boot_script_path: String,
     /// Boot program names by firmware.
     pub programs: BootPrograms,
+    /// UEFI x86-64 clients whose profile says `secure-boot`: their ref's signed shim.
+    pub secure_boot: SecureBootPrograms,
     /// Full mode's range; required in full mode, unused otherwise.
     pub pool: Option<AddressPool>,
     /// Text of the PXE boot menu entry (some firmware shows it).
@@ -134,6 +162,7 @@ impl ResponderConfig {
             http_port,
             boot_script_path: "/boot.ipxe".into(),
             programs: BootPrograms::default(),
+            secure_boot: SecureBootPrograms::default(),
             pool: None,
             menu_text: "slipway network boot".into(),
             client_port: DHCP_CLIENT_PORT,
@@ -156,6 +185,7 @@ impl ResponderConfig {
     pub fn validate(&self) -> Result<()> {
         let p = &self.programs;
         let mut names: Vec<&str> = vec![&p.bios, &p.efi_x64];
+        names.extend(self.secure_boot.names().map(String::as_str));
         names.extend(
             [&p.efi_ia32, &p.efi_arm32, &p.efi_arm64]
                 .into_iter()
@@ -355,6 +385,17 @@ pub(super) fn choose_boot(
         return Err("PXE client without an architecture (option 93)".into());
     };
     let p = &cfg.programs;
+    // A Secure Boot machine's firmware runs the signed shim only, and only over TFTP: the
+    // signed network GRUB has no HTTP, so over HTTP boot it would stop at its prompt.
+    let shim = cfg.secure_boot.for_mac(&facts.mac);
+    if shim.is_some() && class == BootClass::Http {
+        return Err(
+            "a Secure Boot machine: not answered for UEFI HTTP boot (its signed GRUB loads \
+             over TFTP only)"
+                .into(),
+        );
+    }
+    let efi_x64 = shim.unwrap_or(&p.efi_x64).clone();
     let need = |prog: &Option<String>, what: &str| -> Result<String, String> {
         prog.clone().ok_or_else(|| {
             format!(
@@ -368,7 +409,7 @@ pub(super) fn choose_boot(
         BootClass::Http => {
             let prog = match arch {
                 15 => need(&p.efi_ia32, "ia32 EFI")?,
-                16 => p.efi_x64.clone(),
+                16 => efi_x64,
                 18 => need(&p.efi_arm32, "ARM 32-bit EFI")?,
                 19 => need(&p.efi_arm64, "ARM 64-bit EFI")?,
                 _ => {
@@ -394,7 +435,7 @@ pub(super) fn choose_boot(
             let prog = match arch {
                 0 => p.bios.clone(),
                 6 => need(&p.efi_ia32, "ia32 EFI")?,
-                7 | 9 => p.efi_x64.clone(),
+                7 | 9 => efi_x64,
                 10 => need(&p.efi_arm32, "ARM 32-bit EFI")?,
                 11 => need(&p.efi_arm64, "ARM 64-bit EFI")?,
                 _ => {

@@ -854,3 +854,44 @@ fn boot_event_line() {
         )
     );
 }
+
+#[test]
+fn secure_boot_machines_get_their_refs_signed_shim_never_ipxe() {
+    let mac = MAC
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut cfg = proxy_cfg();
+    cfg.secure_boot
+        .by_mac
+        .insert(mac.clone(), Some("refs/a/shimx64.efi".into()));
+    let program = |cfg: &ResponderConfig, arch: u16| {
+        let (r, _) = reply(run(
+            &ovmf(MessageType::Discover, arch),
+            cfg,
+            &mut Leases::in_memory(),
+            ListenPort::Dhcp,
+        ));
+        r.boot.unwrap()
+    };
+    assert_eq!(program(&cfg, 7), "refs/a/shimx64.efi");
+    assert_eq!(program(&cfg, 9), "refs/a/shimx64.efi");
+    // BIOS machines have no Secure Boot.
+    assert_eq!(program(&cfg, 0), "undionly.kpxe");
+    // UEFI HTTP boot: not answered (the signed network GRUB has no HTTP; the firmware goes
+    // on to the disk).
+    let mut m = ovmf(MessageType::Discover, 16);
+    m.opts_mut().insert(DhcpOption::ClassIdentifier(
+        b"HTTPClient:Arch:00016:UNDI:003001".to_vec(),
+    ));
+    let (why, _) = ignored(run(&m, &cfg, &mut Leases::in_memory(), ListenPort::Dhcp));
+    assert!(why.contains("Secure Boot machine"), "{why}");
+    // A known machine whose profile does not say secure-boot keeps iPXE, whatever the
+    // default says; an unknown one gets the default's.
+    cfg.secure_boot.by_mac.insert(mac, None);
+    cfg.secure_boot.default = Some("refs/b/shimx64.efi".into());
+    assert_eq!(program(&cfg, 7), "snponly.efi");
+    cfg.secure_boot.by_mac.clear();
+    assert_eq!(program(&cfg, 7), "refs/b/shimx64.efi");
+}
