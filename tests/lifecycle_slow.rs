@@ -68,6 +68,10 @@ use serde_json::Value;
 const GUEST_SERVER: &str = "10.0.2.100:8080";
 /// Where the guest finds the test's FleetLock server.
 const GUEST_LOCK: &str = "10.0.2.101:8081";
+/// Where the guest reaches the test's HTTPS server over the same repository (its
+/// certificate names this address).
+const GUEST_TLS_IP: &str = "10.0.2.102";
+const GUEST_TLS: &str = "10.0.2.102:8443";
 /// The verdict's MESSAGE_ID (src/host/health/journal.rs).
 const VERDICT_ID: &str = "0b6e7f3d2a8c4f51a1d9e2c7b4f60a13";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
@@ -890,6 +894,13 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
     eprintln!("updates ready after {:.0}s", t0.elapsed().as_secs_f64());
     let server = RepoServer::start(st.served.parent().unwrap());
     let lock = LockServer::start();
+    // The same repository over HTTPS, with a certificate from a CA the test makes; another
+    // CA, which signed nothing the server shows, for the refusal.
+    let tls = st.served.parent().unwrap().join("tls");
+    let ca = common::tls::TestCa::new(&tls, "slipway-chain-ca");
+    let other_ca = common::tls::TestCa::new(&tls.join("other"), "slipway-chain-other-ca");
+    let (cert, cert_key) = ca.issue("slipway-chain-server", &[GUEST_TLS_IP]);
+    let tls_server = common::tls::start_server(st.served.parent().unwrap(), &cert, &cert_key);
 
     // The disk: v0 from the served repository, its remote the test's server with the key.
     let disk = st.served.parent().unwrap().join("disk.raw");
@@ -922,6 +933,7 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
         .host_forward(web, WEB_PORT)
         .guest_forward(GUEST_SERVER, server.port)
         .guest_forward(GUEST_LOCK, lock.port)
+        .guest_forward(GUEST_TLS, tls_server.port)
         .ssh("root", &key);
     let mut vm = Vm::start(cfg.clone()).unwrap();
     if let Err(e) = vm.wait_for_ssh(BOOT_TIMEOUT) {
@@ -1030,17 +1042,60 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
 
     declared_settings_hold(&vm, web);
 
-    // 2. v2: only the page changed; the pull carries that file, not the image.
+    // 2. v2: only the page changed; the pull carries that file, not the image. It comes
+    // over HTTPS: the remote moves to the test's TLS server with a CA file (libostree's
+    // tls-ca-path). A CA that did not sign the server's certificate is refused first.
     publish(&st.served, &st.staging2, Some(&st.good), &st.good);
     measure_pull(&st.served, &st.v1, &st.v2);
+    let remote_ca = "/etc/slipway/tls/debian-ca.pem";
+    let put_ca = |pem: &Path| {
+        let pem = std::fs::read_to_string(pem).unwrap();
+        check(
+            &vm,
+            &format!("mkdir -p /etc/slipway/tls && printf '%s' '{pem}' > {remote_ca}"),
+        );
+    };
+    let remote_conf = "$(grep -l '^\\[remote \"debian\"\\]' /etc/ostree/remotes.d/*.conf)";
+    put_ca(&other_ca.cert);
+    check(
+        &vm,
+        &format!(
+            "f={remote_conf} && sed -i 's|^url=.*|url=https://{GUEST_TLS}/repo|' $f && echo 'tls-ca-path={remote_ca}' >> $f && cat $f"
+        ),
+    );
+    upgrade_refused(
+        &vm,
+        "v2 from a server whose certificate the remote's CA did not sign",
+        &[
+            &format!("the TLS certificate of {GUEST_TLS} (remote debian) is not trusted"),
+            remote_ca,
+        ],
+    );
+    put_ca(&ca.cert);
     let t = Instant::now();
     until_booted(&vm, "slipway host upgrade --reboot", &st.v2, BOOT_TIMEOUT);
     assert_eq!(
         answer(&vm, web, Duration::from_secs(300)),
         "slipway web v2\n"
     );
-    eprintln!("2. v2 answers after {:.0}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "2. v2 (over HTTPS) answers after {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
     service_runs(&vm, &st.v2);
+    // The pull went to the TLS server; the rest of the chain goes back to plain HTTP (the
+    // long form's kernel update is thousands of objects, slow over TLS under TCG).
+    assert!(
+        tls_server.log().contains("GET /repo/"),
+        "nothing pulled over HTTPS:\n{}",
+        tls_server.log()
+    );
+    check(
+        &vm,
+        &format!(
+            "f={remote_conf} && sed -i -e 's|^url=.*|url=http://{GUEST_SERVER}/repo|' -e '/^tls-ca-path=/d' $f"
+        ),
+    );
     // v1 stays the rollback; keep it through the red v3 (a pinned deployment is not pruned).
     let s = status(&vm);
     assert_eq!(s["deployments"][1]["commit"], st.v1.as_str(), "{s}");
