@@ -400,8 +400,16 @@ fn lab(names: &[&str]) {
         "--dhcp-option=6",
     ]);
     dnsmasq.arg(format!("--dhcp-leasefile={}", leases.display()));
-    for (_, _, mac, addr, _) in &machines {
-        dnsmasq.arg(format!("--dhcp-host={mac},{addr}"));
+    for (_, firmware, mac, addr, _) in &machines {
+        if let Firmware::SecureBoot(_) = firmware {
+            // Debian's signed GRUB takes its TFTP server from the site's DHCP answer
+            // (`siaddr`), never from a proxy: the site names slipway's server there, with no
+            // boot file (the proxy still names the shim). See README, Secure Boot profiles.
+            dnsmasq.arg(format!("--dhcp-host={mac},{addr},set:secureboot"));
+            dnsmasq.arg(format!("--dhcp-boot=tag:secureboot,,,{SERVER_IP}"));
+        } else {
+            dnsmasq.arg(format!("--dhcp-host={mac},{addr}"));
+        }
     }
     let mut dhcp = Daemon::start("dnsmasq", dnsmasq, w.join("dnsmasq.log"));
 

@@ -305,6 +305,19 @@ impl Site {
                     d = e.dir
                 ),
             ),
+            (Bootloader::Grub, true) if profile.secure_boot => (
+                grub,
+                // Under shim, GRUB's exit status does not reach the firmware (OVMF then opens
+                // its boot menu): start the disk's own shim, which the firmware's keys check.
+                format!(
+                    "{head}echo 'slipway: installed; booting from the local disk (its shim)'\n\
+                     search --no-floppy --label {label} --set=root\n\
+                     chainloader /EFI/BOOT/BOOTX64.EFI\n\
+                     boot\n\
+                     exit 1\n",
+                    label = crate::sysroot::bootloader::ESP_LABEL
+                ),
+            ),
             (Bootloader::Grub, true) => (
                 grub,
                 // A non-zero status: firmware goes on to its next boot entry (EFI_SUCCESS
@@ -827,6 +840,14 @@ fn bind_dhcp(opts: &ServeOptions, o: &Opened, ip_map: &IpMap) -> Result<Option<d
     let mut rc = dhcp::ResponderConfig::new(server_ip, o.http_port);
     rc.secure_boot = o.site.secure_boot_programs();
     rc.mode = opts.dhcp;
+    let sb = &rc.secure_boot;
+    if opts.dhcp == DhcpMode::Proxy
+        && (sb.default.is_some() || sb.by_mac.values().any(Option::is_some))
+    {
+        ui::info(format!(
+            "pxe: Secure Boot profiles: Debian's signed GRUB asks the next server the site's DHCP names (siaddr) for its files, not this proxy; have the site's DHCP name {server_ip} for those machines (no boot file), or use --dhcp full"
+        ));
+    }
     rc.client_port = opts.dhcp_client_port;
     rc.broadcast_ip = opts.dhcp_broadcast_ip;
     if let Some(r) = &opts.range {
