@@ -48,6 +48,7 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("mount", "mount"),
     ("umount", "mount"),
     ("lsblk", "util-linux"),
+    ("findmnt", "util-linux"),
     ("wipefs", "util-linux"),
     ("blkid", "util-linux"),
     ("udevadm", "udev"),
