@@ -101,13 +101,14 @@ pub fn deploy_commit(
                 host.describe(&merge)
             )
         })?;
-    super::health::start_trial(host, &new)?;
-    // The boot files go first: the new shim and GRUB boot the old menu too.
+    // The boot files go first, before the trial's counter is set: the new shim and GRUB boot
+    // the old menu too, and a failure here leaves GRUB's environment as it was.
     let boot_files = if update_esp {
         Some(super::esp::update(host, &host.deployment_root(&new))?)
     } else {
         None
     };
+    super::health::start_trial(host, &new)?;
     crate::sys::failpoint::hit("host-before-switch")?;
     sysroot
         .simple_write_deployment(
