@@ -115,9 +115,12 @@ fn sha256(b: &[u8]) -> String {
         .collect()
 }
 
-/// The ESP's files and where they came from; None when the host has no ESP to read (a
-/// warning says why when reading it failed).
+/// The ESP's files and where they came from; None when the host has no ESP to read, or
+/// the caller may not mount it (not root); a warning says why when reading it failed.
 pub fn status(host: &Host) -> Option<EspStatus> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return None;
+    }
     match read_status(host) {
         Ok(s) => s,
         Err(e) => {
