@@ -12,7 +12,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 
 use super::Host;
 use crate::sysroot::bootloader;
@@ -73,13 +72,11 @@ pub fn update(host: &Host, new_root: &Path) -> Result<EspUpdate> {
         Err(why) => return Ok(EspUpdate::Left { why }),
     };
     let settings = bootloader::read_settings(&host.boot_dir())?;
-    let work = tempfile::tempdir().context("creating a temporary directory")?;
-    let files = esp::boot_files(new_root, &settings.boot_search, work.path())?;
-    if !files.signed {
+    let Some(files) = esp::signed_files(new_root, &settings.boot_search)? else {
         return Ok(EspUpdate::Left {
             why: "the new deployment carries no signed shim and GRUB".into(),
         });
-    }
+    };
     let mount = EspMount::mount(&device, false)?;
     match esp::update(mount.path(), &files)
         .with_context(|| format!("updating the boot files on {}", device.display()))?
@@ -108,13 +105,6 @@ pub struct EspFile {
     pub matches: Option<String>,
 }
 
-fn sha256(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
-
 /// The ESP's files and where they came from; None when the host has no ESP to read, or
 /// the caller may not mount it (not root); a warning says why when reading it failed.
 pub fn status(host: &Host) -> Option<EspStatus> {
@@ -138,16 +128,11 @@ fn read_status(host: &Host) -> Result<Option<EspStatus>> {
     let found = esp::read_dir(&mount.path().join(esp::BOOT_DIR))?;
     drop(mount);
     let settings = bootloader::read_settings(&host.boot_dir())?;
-    let work = tempfile::tempdir().context("creating a temporary directory")?;
     // Each deployment's chain, by the hash of its bytes.
     let mut known: Vec<(String, String)> = Vec::new();
     for (i, d) in host.deployments().iter().enumerate() {
         let root = host.deployment_root(d);
-        if let Ok(BootFiles {
-            files,
-            signed: true,
-        }) = esp::boot_files(&root, &settings.boot_search, work.path())
-        {
+        if let Ok(Some(BootFiles { files, .. })) = esp::signed_files(&root, &settings.boot_search) {
             for f in files {
                 known.push((f.sha256(), format!("{} of deployment {i}", f.source)));
             }
@@ -156,7 +141,7 @@ fn read_status(host: &Host) -> Result<Option<EspStatus>> {
     let files: Vec<EspFile> = found
         .iter()
         .map(|(name, data)| {
-            let sha = sha256(data);
+            let sha = crate::sys::file::sha256_hex(data);
             EspFile {
                 name: name.clone(),
                 size: data.len() as u64,

@@ -70,6 +70,7 @@ use sha2::{Digest, Sha256};
 use crate::pxe::cpio;
 use crate::pxe::debian::{self, Deb};
 use crate::sys::cmd::CommandRunExt;
+use crate::sys::file::sha256_hex;
 use crate::sys::lock::{self, Wait};
 use crate::sys::tree::Tree;
 use crate::sys::ui;
@@ -314,10 +315,6 @@ pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
 
 fn source_hash() -> &'static str {
     env!("SLIPWAY_SOURCE_HASH")
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -24,3 +24,9 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
         .with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
 }
+
+/// The SHA-256 of `data`, in lower-case hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}

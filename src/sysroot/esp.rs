@@ -25,7 +25,6 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
 
 use super::bootloader::{self, BootSearch, Platform};
 use crate::sys::tree::Tree;
@@ -61,7 +60,7 @@ pub struct BootFile {
 
 impl BootFile {
     pub fn sha256(&self) -> String {
-        hex(&Sha256::digest(&self.data))
+        crate::sys::file::sha256_hex(&self.data)
     }
 }
 
@@ -73,10 +72,6 @@ pub struct BootFiles {
     pub signed: bool,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// The `grub.cfg` beside the signed GRUB: find /boot, read its dispatcher.
 pub fn early_cfg(search: &BootSearch) -> String {
     format!(
@@ -85,27 +80,17 @@ pub fn early_cfg(search: &BootSearch) -> String {
     )
 }
 
-/// The boot files of the deployment whose root is `root`: its signed chain when it has one
-/// (all of it: a commit with shim but no signed GRUB is an error naming the missing file),
-/// else a GRUB image built in `work` with `grub-mkimage`.
-pub fn boot_files(root: &Path, search: &BootSearch, work: &Path) -> Result<BootFiles> {
+/// The signed chain of the deployment whose root is `root`, or None when its commit has
+/// none (all of it: a commit with shim but no signed GRUB is an error naming the missing
+/// file). Builds nothing.
+pub fn signed_files(root: &Path, search: &BootSearch) -> Result<Option<BootFiles>> {
     let tree = Tree::open(root)?;
     let present: Vec<bool> = SIGNED_CHAIN
         .iter()
         .map(|(_, src)| tree.exists(src))
         .collect::<Result<_>>()?;
     if present.iter().all(|p| !p) {
-        let efi = work.join("BOOTX64.EFI");
-        bootloader::mkimage(Platform::Efi, &efi, search)?;
-        let data = fs::read(&efi).with_context(|| format!("reading {}", efi.display()))?;
-        return Ok(BootFiles {
-            files: vec![BootFile {
-                name: "BOOTX64.EFI".into(),
-                data,
-                source: "grub-mkimage (no signed chain in the commit)".into(),
-            }],
-            signed: false,
-        });
+        return Ok(None);
     }
     let mut files = Vec::new();
     for (name, src) in SIGNED_CHAIN {
@@ -129,9 +114,28 @@ pub fn boot_files(root: &Path, search: &BootSearch, work: &Path) -> Result<BootF
         data: early_cfg(search).into_bytes(),
         source: "slipway (finds /boot, reads its menu)".into(),
     });
-    Ok(BootFiles {
+    Ok(Some(BootFiles {
         files,
         signed: true,
+    }))
+}
+
+/// The boot files of the deployment whose root is `root`: its signed chain when it has one
+/// ([`signed_files`]), else a GRUB image built in `work` with `grub-mkimage`.
+pub fn boot_files(root: &Path, search: &BootSearch, work: &Path) -> Result<BootFiles> {
+    if let Some(f) = signed_files(root, search)? {
+        return Ok(f);
+    }
+    let efi = work.join("BOOTX64.EFI");
+    bootloader::mkimage(Platform::Efi, &efi, search)?;
+    let data = fs::read(&efi).with_context(|| format!("reading {}", efi.display()))?;
+    Ok(BootFiles {
+        files: vec![BootFile {
+            name: "BOOTX64.EFI".into(),
+            data,
+            source: "grub-mkimage (no signed chain in the commit)".into(),
+        }],
+        signed: false,
     })
 }
 
