@@ -45,6 +45,8 @@ test_tools=(
 )
 test_files=(
     /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf /usr/share/OVMF/OVMF_VARS_4M.fd:ovmf
+    /usr/share/OVMF/OVMF_CODE_4M.secboot.fd:ovmf /usr/share/OVMF/OVMF_VARS_4M.ms.fd:ovmf
+    /usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd:ovmf
     /usr/share/seabios/bios-256k.bin:seabios /usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu
     /usr/lib/python3/dist-packages/scapy/layers/dhcp.py:python3-scapy
 )
