@@ -157,6 +157,22 @@ fn default_host_has_what_an_ostree_container_host_needs() {
     assert!(meta(repo, r, "slipway.packages").contains("'docker.io'"));
     assert!(meta(repo, r, "slipway.treefile").contains("kubernetes-client"));
 
+    // No backup, log or cache the installation left, no manuals, no translations (the
+    // default host says `documentation: false`, `install-langs: []`); each copyright stays.
+    let files = file_checksums(repo, &host.commit);
+    let leftovers: Vec<&String> = files.keys().filter(|p| is_leftover(p)).collect();
+    assert!(
+        leftovers.is_empty(),
+        "build leftovers in the commit: {leftovers:?}"
+    );
+    let docs: Vec<&String> = files
+        .keys()
+        .filter(|p| is_documentation(p))
+        .take(10)
+        .collect();
+    assert!(docs.is_empty(), "documentation in the commit: {docs:?}");
+    assert!(files.contains_key("/usr/share/doc/systemd/copyright"));
+
     run_ok(
         Command::new("ostree")
             .arg(format!("--repo={}", repo.display()))
@@ -184,6 +200,56 @@ fn default_host_has_what_an_ostree_container_host_needs() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), host.commit);
     assert!(String::from_utf8_lossy(&out.stderr).contains("No apparent changes"));
     assert_eq!(ostree(repo, &["rev-parse", r]).trim(), host.commit);
+}
+
+/// A file a package installation leaves that no commit needs: dpkg's, debconf's and the
+/// shadow files' backups, install logs, caches.
+fn is_leftover(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with("-old")
+        || name.ends_with(".log")
+        || name.ends_with(".log.xz")
+        || name.ends_with(".deb")
+        || (path.contains("/var/lib/apt/lists/") && name != "lock")
+        || ["aux-cache", "pkgcache.bin", "srcpkgcache.bin"].contains(&name)
+        || [
+            "passwd-", "group-", "shadow-", "gshadow-", "subuid-", "subgid-",
+        ]
+        .contains(&name)
+}
+
+/// Manuals and translations (what `documentation: false` and `install-langs: []` leave out).
+fn is_documentation(path: &str) -> bool {
+    let under = |d: &str| path.contains(d);
+    (under("/usr/share/doc/") && !path.ends_with("/copyright"))
+        || under("/usr/share/man/")
+        || under("/usr/share/info/")
+        || (under("/usr/share/locale/") && !path.ends_with("/locale.alias"))
+}
+
+/// The size of the `.deb` the compose cache holds for `package` (one version of it).
+fn deb_size(package: &str) -> u64 {
+    let dir = apt_cache().join("apt/archives");
+    let found: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one {package} .deb in {}", dir.display());
+    found[0].metadata().unwrap().len()
+}
+
+/// The static delta `from` -> `to` in `repo`, in bytes.
+fn delta_size(repo: &Path, from: &str, to: &str) -> u64 {
+    let dir = repo.join(slipway::repo::static_delta_dir(Some(from), to).unwrap());
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum()
 }
 
 fn compose(repo: &Path, treefile: &Path, extra: &[&str]) -> Output {
@@ -759,12 +825,8 @@ fn adding_a_package_makes_an_update_the_size_of_the_change() {
         new.values().filter(|c| !had.contains(c)).cloned().collect();
     assert!(!changed.is_empty(), "v2 adds no file content to v1");
     let changed_bytes = object_bytes(&repo, &changed);
-    let delta_dir = repo.join(slipway::repo::static_delta_dir(Some(&v1), &v2).unwrap());
-    let delta_bytes: u64 = std::fs::read_dir(&delta_dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", delta_dir.display()))
-        .flatten()
-        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-        .sum();
+    let delta_bytes = delta_size(&repo, &v1, &v2);
+    let deb = deb_size("hello");
     // A pull without deltas: every object of v2 a repository holding v1 lacks.
     let client = tmp.path().join("client");
     ostree(&client, &["init", "--mode=archive"]);
@@ -773,10 +835,18 @@ fn adding_a_package_makes_an_update_the_size_of_the_change() {
     ostree(&client, &["pull-local", repo.to_str().unwrap(), &v2]);
     let pulled = slipway::repo::dir_size(&client.join("objects")) - before;
     eprintln!(
-        "v1 -> v2: {} files changed, {changed_bytes} bytes compressed; static delta {delta_bytes} bytes ({:.2}x); object pull {pulled} bytes ({:.2}x)",
+        "v1 -> v2: {} files changed, {changed_bytes} bytes compressed; static delta {delta_bytes} bytes ({:.2}x; {:.2}x hello's {deb}-byte .deb); object pull {pulled} bytes ({:.2}x)",
         changed.len(),
         delta_bytes as f64 / changed_bytes as f64,
+        delta_bytes as f64 / deb as f64,
         pulled as f64 / changed_bytes as f64
+    );
+    // The update is the size of the change: at most twice the package's own .deb (what
+    // remains above it is the directory listings along the new files' paths, whose
+    // checksums do not compress).
+    assert!(
+        delta_bytes <= 2 * deb,
+        "adding hello ({deb} bytes) makes a {delta_bytes}-byte static delta"
     );
     // The pull fetches the new content and the metadata above it, nothing else of the host;
     // the delta is made and carries at least the new content.
@@ -789,7 +859,80 @@ fn adding_a_package_makes_an_update_the_size_of_the_change() {
         ("host_update_changed_files_bytes", changed_bytes),
         ("host_update_static_delta_bytes", delta_bytes),
         ("host_update_object_pull_bytes", pulled),
+        ("host_update_package_deb_bytes", deb),
     ] {
         record_measurement(name, value as f64, "bytes", "none");
     }
+}
+
+#[test]
+#[ignore = "slow: composes a small host with a service image twice"]
+fn adding_a_package_to_a_service_image_makes_an_update_the_size_of_the_change() {
+    // v1: a small host binding one image built from packages; v2: the same with `hello`
+    // added to the image. The image root is in the commit, so the update is an OSTree delta
+    // too: at most 1.5x hello's .deb, and no backup or log of the installation travels.
+    let tmp = tempfile::tempdir_in(cache_root()).unwrap();
+    let repo = tmp.path().join("repo");
+    let compose_with = |image_packages: &[&str]| {
+        let tf = tiny_treefile(
+            tmp.path(),
+            "slipway/test/image-update",
+            serde_json::json!({
+                "packages": ["dash"],
+                "documentation": false,
+                "install-langs": [],
+                "container-images": [{"name": "tool", "tag": "v1", "packages": image_packages}],
+            }),
+        );
+        let out = compose(&repo, &tf, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let v1 = compose_with(&["busybox-static"]);
+    let v2 = compose_with(&["busybox-static", "hello"]);
+    assert_ne!(v1, v2);
+    let image = "/usr/lib/slipway/images/tool/v1/rootfs/";
+    let files = file_checksums(&repo, &v2);
+    assert!(
+        files.contains_key(&format!("{image}usr/bin/hello")),
+        "hello is not in the image"
+    );
+    let in_image: Vec<&String> = files.keys().filter(|p| p.starts_with(image)).collect();
+    let leftovers: Vec<&&String> = in_image.iter().filter(|p| is_leftover(p)).collect();
+    assert!(
+        leftovers.is_empty(),
+        "build leftovers in the image: {leftovers:?}"
+    );
+    let docs: Vec<&&String> = in_image
+        .iter()
+        .filter(|p| is_documentation(p))
+        .take(10)
+        .collect();
+    assert!(docs.is_empty(), "documentation in the image: {docs:?}");
+    let deb = deb_size("hello");
+    let delta = delta_size(&repo, &v1, &v2);
+    eprintln!(
+        "image tool:v1 + hello: static delta {delta} bytes, {:.2}x hello's {deb}-byte .deb",
+        delta as f64 / deb as f64
+    );
+    assert!(
+        delta * 2 <= deb * 3,
+        "adding hello ({deb} bytes) to an image makes a {delta}-byte static delta"
+    );
+    record_measurement(
+        "image_update_static_delta_bytes",
+        delta as f64,
+        "bytes",
+        "none",
+    );
+    record_measurement(
+        "image_update_package_deb_bytes",
+        deb as f64,
+        "bytes",
+        "none",
+    );
 }

@@ -160,6 +160,42 @@ fn clean(root: &Path) -> Result<()> {
     ] {
         t.remove(f)?;
     }
+    remove_leftovers(&t)
+}
+
+/// What installing packages leaves that no image needs, and that would travel in every
+/// update (dpkg's whole old status with each new one): dpkg's and debconf's backups, the
+/// install logs, ldconfig's cache of its own runs, the shadow files' backups, mmdebstrap's
+/// build settings (as Debian's official images are cleaned by debuerreotype).
+pub fn remove_leftovers(t: &Tree) -> Result<()> {
+    for (dir, ends) in [
+        ("var/lib/dpkg", "-old"),
+        ("var/cache/debconf", "-old"),
+        ("etc", "-"),
+    ] {
+        if !t.is_dir(dir)? {
+            continue;
+        }
+        for n in t.list(dir)? {
+            let rel = format!("{dir}/{n}");
+            if n.ends_with(ends) && !t.is_dir(&rel)? {
+                t.remove(&rel)?;
+            }
+        }
+    }
+    for f in [
+        "var/log/dpkg.log",
+        "var/log/alternatives.log",
+        "var/log/bootstrap.log",
+        "var/log/apt/history.log",
+        "var/log/apt/term.log",
+        "var/log/apt/eipp.log.xz",
+        "var/cache/ldconfig/aux-cache",
+        "etc/dpkg/dpkg.cfg.d/99mmdebstrap",
+        "etc/apt/apt.conf.d/99mmdebstrap",
+    ] {
+        t.remove(f)?;
+    }
     Ok(())
 }
 
@@ -185,6 +221,7 @@ fn build_one(
                 .get(&what)
                 .with_context(|| format!("image {what}: its packages were not resolved"))?;
             let ws = plan.ws;
+            let dpkg_path_filters = plan.tf.dpkg_path_filters();
             crate::compose::rootfs::build(
                 &crate::compose::rootfs::RootfsPlan {
                     suite: &plan.tf.suite,
@@ -195,6 +232,7 @@ fn build_one(
                     seed_userdb: None,
                     target: &root,
                     source_date_epoch: plan.source_date_epoch,
+                    dpkg_path_filters: &dpkg_path_filters,
                 },
                 on_line,
             )
@@ -297,6 +335,48 @@ mod tests {
         let p = dir.join("tool.tar");
         std::fs::write(&p, b.into_inner().unwrap()).unwrap();
         p
+    }
+
+    #[test]
+    fn an_image_keeps_no_backup_log_or_build_setting() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |rel: &str| {
+            let p = d.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        };
+        let gone = [
+            "var/lib/dpkg/status-old",
+            "var/lib/dpkg/diversions-old",
+            "var/cache/debconf/templates.dat-old",
+            "var/log/dpkg.log",
+            "var/log/apt/history.log",
+            "var/log/apt/term.log",
+            "var/log/alternatives.log",
+            "var/cache/ldconfig/aux-cache",
+            "etc/passwd-",
+            "etc/shadow-",
+            "etc/dpkg/dpkg.cfg.d/99mmdebstrap",
+        ];
+        let kept = [
+            "var/lib/dpkg/status",
+            "var/cache/debconf/templates.dat",
+            "var/log/lastlog",
+            "etc/passwd",
+            "etc/dpkg/dpkg.cfg.d/excludes",
+        ];
+        for f in gone.iter().chain(&kept) {
+            w(f);
+        }
+        std::fs::create_dir_all(d.path().join("etc/cron-")).unwrap();
+        clean(d.path()).unwrap();
+        for f in gone {
+            assert!(!d.path().join(f).exists(), "{f} is still there");
+        }
+        for f in kept {
+            assert!(d.path().join(f).exists(), "{f} was removed");
+        }
+        assert!(d.path().join("etc/cron-").is_dir());
     }
 
     #[test]

@@ -438,6 +438,7 @@ fn build(
     let rootfs = rootfs::target_dir(work.path());
     let seed_dir = seed.as_ref().map(|_| work.path().join("userdb"));
     let ws = &resolution.ws;
+    let dpkg_path_filters = tf.dpkg_path_filters();
     let rootfs_plan = rootfs::RootfsPlan {
         suite: &tf.suite,
         sources_file: &ws.sources_file(),
@@ -449,6 +450,7 @@ fn build(
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
             .ok()
             .map(|_| plan.timestamp),
+        dpkg_path_filters: &dpkg_path_filters,
     };
     let phase = progress.phase("build", "installing packages with mmdebstrap", None);
     rootfs::build(&rootfs_plan, &mut |l| phase.message(l))?;

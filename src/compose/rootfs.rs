@@ -30,6 +30,9 @@ pub struct RootfsPlan<'a> {
     pub seed_userdb: Option<&'a Path>,
     pub target: &'a Path,
     pub source_date_epoch: Option<u64>,
+    /// dpkg `path-exclude`/`path-include` options (the treefile's `documentation` and
+    /// `install-langs`), for every package, the essential ones too.
+    pub dpkg_path_filters: &'a [String],
 }
 
 /// The .deb file name apt stores a package under.
@@ -100,6 +103,9 @@ pub fn command(plan: &RootfsPlan) -> Result<Command> {
         "--skip=essential/unlink",
         "--aptopt=Acquire::Languages \"none\"",
     ]);
+    for f in plan.dpkg_path_filters {
+        cmd.arg(format!("--dpkgopt={f}"));
+    }
     cmd.arg(format!(
         "--include={}",
         crate::compose::apt::pinned_includes(plan.packages).join(",")
@@ -125,7 +131,19 @@ pub fn command(plan: &RootfsPlan) -> Result<Command> {
 pub fn build(plan: &RootfsPlan, on_line: &mut dyn FnMut(&str)) -> Result<()> {
     let mut cmd = command(plan)?;
     cmd.run_streaming(on_line)
-        .context("building the root filesystem with mmdebstrap")
+        .context("building the root filesystem with mmdebstrap")?;
+    if plan
+        .dpkg_path_filters
+        .iter()
+        .any(|f| f == crate::treefile::INFO_EXCLUDED)
+    {
+        // install-info's trigger writes the index of the manuals dpkg left out.
+        let t = crate::sys::tree::Tree::open(plan.target)?;
+        for f in ["usr/share/info/dir", "usr/share/info/dir.old"] {
+            t.remove(f)?;
+        }
+    }
+    Ok(())
 }
 
 /// The one kernel version installed in `root` (from `/usr/lib/modules` with a kernel image);
@@ -195,6 +213,7 @@ mod tests {
             seed_userdb: None,
             target: &target,
             source_date_epoch: Some(1),
+            dpkg_path_filters: &["path-exclude=/usr/share/man/*".to_string()],
         };
         let cmd = command(&plan).unwrap();
         let args: Vec<String> = cmd
@@ -211,6 +230,7 @@ mod tests {
                 .any(|a| a.starts_with("--customize-hook=")
                     && a.contains("--remove /usr/bin/dracut"))
         );
+        assert!(args.contains(&"--dpkgopt=path-exclude=/usr/share/man/*".to_string()));
         assert_eq!(args.last().unwrap(), "/x.sources");
     }
 }

@@ -83,6 +83,12 @@ pub struct Treefile {
     pub initramfs_args: Vec<String>,
     pub automatic_version_prefix: Option<String>,
     pub add_commit_metadata: BTreeMap<String, Value>,
+    /// `documentation`: false leaves out what packages ship under /usr/share/doc (but each
+    /// package's `copyright`), /usr/share/man and /usr/share/info.
+    pub documentation: bool,
+    /// `install-langs`: when given, only these languages' translations under
+    /// /usr/share/locale are installed (none for an empty list).
+    pub install_langs: Option<Vec<String>>,
     /// Images bound to the commit (`container-images`).
     pub container_images: Vec<ContainerImage>,
     /// Containers the host runs from them.
@@ -116,6 +122,8 @@ struct Fragment {
     initramfs_args: Option<Vec<String>>,
     automatic_version_prefix: Option<String>,
     add_commit_metadata: Option<BTreeMap<String, Value>>,
+    documentation: Option<bool>,
+    install_langs: Option<Vec<String>>,
     container_images: Option<Vec<services::RawImage>>,
     services: Option<Vec<services::RawService>>,
 }
@@ -168,6 +176,54 @@ fn read_fragment(file: &Path) -> Result<Fragment> {
     })
 }
 
+/// `de`, `pt_BR`, `sr@latin`, `zh_Hant`: a directory name of /usr/share/locale.
+fn is_language(l: &str) -> bool {
+    let (base, modifier) = match l.split_once('@') {
+        Some((b, m)) => (b, Some(m)),
+        None => (l, None),
+    };
+    let (lang, region) = match base.split_once('_') {
+        Some((a, r)) => (a, Some(r)),
+        None => (base, None),
+    };
+    (2..=3).contains(&lang.len())
+        && lang.bytes().all(|b| b.is_ascii_lowercase())
+        && region.is_none_or(|r| {
+            (2..=4).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+        && modifier.is_none_or(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// The dpkg filter that leaves the info manuals out (`documentation: false`).
+pub const INFO_EXCLUDED: &str = "path-exclude=/usr/share/info/*";
+
+impl Treefile {
+    /// dpkg's `path-exclude`/`path-include` options for `documentation` and `install-langs`,
+    /// in dpkg's order (the last matching pattern wins).
+    pub fn dpkg_path_filters(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.documentation {
+            out.push("path-exclude=/usr/share/doc/*".to_string());
+            out.push("path-include=/usr/share/doc/*/copyright".to_string());
+            out.push("path-exclude=/usr/share/man/*".to_string());
+            out.push(INFO_EXCLUDED.to_string());
+        }
+        if let Some(langs) = &self.install_langs {
+            out.push("path-exclude=/usr/share/locale/*".to_string());
+            out.push("path-include=/usr/share/locale/locale.alias".to_string());
+            for l in langs {
+                // dpkg's patterns are fnmatch(3) without FNM_PATHNAME: `*` crosses `/`.
+                out.push(format!("path-include=/usr/share/locale/{l}/*"));
+                if !l.contains('_') && !l.contains('@') {
+                    out.push(format!("path-include=/usr/share/locale/{l}_*"));
+                    out.push(format!("path-include=/usr/share/locale/{l}@*"));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// State threaded through the include walk.
 struct Loader {
     top_dir: PathBuf,
@@ -193,6 +249,8 @@ struct Acc {
     initramfs_args: Vec<String>,
     automatic_version_prefix: Option<String>,
     add_commit_metadata: BTreeMap<String, Value>,
+    documentation: Option<bool>,
+    install_langs: Option<Vec<String>>,
     container_images: Vec<ContainerImage>,
     services: Vec<Service>,
     package_origins: BTreeMap<String, String>,
@@ -315,6 +373,19 @@ impl Loader {
         }
         for (k, v) in frag.add_commit_metadata.unwrap_or_default() {
             acc.add_commit_metadata.insert(k, v);
+        }
+        if let Some(d) = frag.documentation {
+            acc.documentation = Some(d);
+        }
+        if let Some(langs) = frag.install_langs {
+            for (i, l) in langs.iter().enumerate() {
+                if !is_language(l) {
+                    bail!(
+                        "{fname}: install-langs[{i}]: `{l}` is not a language as /usr/share/locale names them (e.g. de, pt_BR, sr@latin)"
+                    );
+                }
+            }
+            acc.install_langs.get_or_insert_with(Vec::new).extend(langs);
         }
         for (i, raw) in frag
             .container_images
@@ -611,6 +682,11 @@ impl Treefile {
             initramfs_args: acc.initramfs_args,
             automatic_version_prefix: acc.automatic_version_prefix,
             add_commit_metadata: acc.add_commit_metadata,
+            documentation: acc.documentation.unwrap_or(true),
+            install_langs: acc.install_langs.map(|mut l| {
+                dedup_keep_order(&mut l);
+                l
+            }),
             container_images: acc.container_images,
             services: acc.services,
             package_origins: acc.package_origins,
@@ -1007,6 +1083,78 @@ mod tests {
             let e = format!("{:#}", Treefile::load(&t).unwrap_err());
             assert!(e.contains(want), "want `{want}` in: {e}");
             assert!(e.contains("svc.json"), "the file is named: {e}");
+        }
+    }
+
+    #[test]
+    fn documentation_and_install_langs_become_dpkg_filters() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("base.json");
+        std::fs::write(
+            &base,
+            r#"{"packages": ["systemd"], "documentation": true, "install-langs": ["de"]}"#,
+        )
+        .unwrap();
+        let top = d.path().join("top.json");
+        std::fs::write(
+            &top,
+            r#"{"ref": "r", "include": "base.json", "documentation": false, "install-langs": ["pt_BR", "de"]}"#,
+        )
+        .unwrap();
+        let tf = Treefile::load(&top).unwrap();
+        assert!(!tf.documentation, "the including file's scalar wins");
+        assert_eq!(
+            tf.install_langs.as_deref(),
+            Some(&["de".to_string(), "pt_BR".to_string()][..])
+        );
+        let f = tf.dpkg_path_filters();
+        assert_eq!(f[0], "path-exclude=/usr/share/doc/*");
+        assert!(f.contains(&"path-include=/usr/share/doc/*/copyright".to_string()));
+        assert!(f.contains(&"path-exclude=/usr/share/man/*".to_string()));
+        let excl = f
+            .iter()
+            .position(|l| l == "path-exclude=/usr/share/locale/*")
+            .unwrap();
+        let de = f
+            .iter()
+            .position(|l| l == "path-include=/usr/share/locale/de/*")
+            .unwrap();
+        assert!(
+            excl < de,
+            "an include must follow the exclude it narrows: {f:?}"
+        );
+        assert!(f.contains(&"path-include=/usr/share/locale/de_*".to_string()));
+        assert!(f.contains(&"path-include=/usr/share/locale/pt_BR/*".to_string()));
+        assert!(!f.contains(&"path-include=/usr/share/locale/pt_BR_*".to_string()));
+
+        std::fs::write(&top, r#"{"ref": "r", "packages": ["systemd"]}"#).unwrap();
+        let tf = Treefile::load(&top).unwrap();
+        assert!(tf.documentation && tf.install_langs.is_none());
+        assert!(tf.dpkg_path_filters().is_empty());
+    }
+
+    #[test]
+    fn a_bad_language_is_named_with_its_file_and_index() {
+        let d = tempfile::tempdir().unwrap();
+        let top = d.path().join("top.json");
+        for bad in ["../x", "DE", "de_", "d", "de@", "de/x"] {
+            std::fs::write(
+                &top,
+                format!(
+                    r#"{{"ref": "r", "packages": ["systemd"], "install-langs": ["en", "{bad}"]}}"#
+                ),
+            )
+            .unwrap();
+            let e = format!("{:#}", Treefile::load(&top).unwrap_err());
+            assert!(e.contains("top.json: install-langs[1]"), "{bad}: {e}");
+        }
+        for good in ["de", "pt_BR", "sr@latin", "zh_Hant", "ast"] {
+            std::fs::write(
+                &top,
+                format!(r#"{{"ref": "r", "packages": ["systemd"], "install-langs": ["{good}"]}}"#),
+            )
+            .unwrap();
+            Treefile::load(&top).unwrap_or_else(|e| panic!("{good}: {e:#}"));
         }
     }
 }
