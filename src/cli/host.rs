@@ -33,6 +33,11 @@ pub enum HostCommand {
     /// conclude the verdict as boot-check does: the second stage of the health gate (run by
     /// slipway-images.service, after docker); exits 1 when an image fails to load.
     LoadImages(BootCheckArgs),
+    /// Before docker starts, once the host checks are green: place the booted deployment's
+    /// bound images straight into docker's image store, hard linked from the deployment (run
+    /// by slipway-images-place.service). An image it cannot place is imported by
+    /// load-images; it never fails the boot.
+    PlaceImages(BootCheckArgs),
     /// Succeed only if this boot's verdict is green (the `ExecStartPre=` of gated units).
     Gate(GateArgs),
     /// After a green boot, give the FleetLock reboot slot back (run by
@@ -225,6 +230,7 @@ pub fn run(c: HostCommand) -> Result<()> {
         HostCommand::BootCheck(a) => {
             green_or_exit_1(host::health::gate::boot_check(&boot_check_options(a))?)
         }
+        HostCommand::PlaceImages(a) => host::health::gate::place_images(&boot_check_options(a)),
         HostCommand::LoadImages(a) => {
             green_or_exit_1(host::health::gate::load_images(&boot_check_options(a))?)
         }

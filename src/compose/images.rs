@@ -271,6 +271,8 @@ fn build_one(
         ));
     }
     let summary = crate::services::content_digest(&root, &what)?;
+    let layer =
+        crate::services::layer::tar_digest(&root).with_context(|| format!("image {what}"))?;
     let rel = format!("{}/rootfs", img.dir());
     let host = Tree::open(plan.rootfs)?;
     host.create_dir_all(&img.dir())?;
@@ -283,8 +285,8 @@ fn build_one(
         .with_context(|| format!("moving {} to {}", root.display(), dest.display()))?;
     std::fs::remove_dir_all(&dir).ok();
     on_line(&format!(
-        "image {what}: {} files, {} bytes, {}",
-        summary.files, summary.bytes, summary.digest
+        "image {what}: {} files, {} bytes, {}, layer {}",
+        summary.files, summary.bytes, summary.digest, layer.diff_id
     ));
     Ok(BoundImage {
         name: img.name.clone(),
@@ -295,6 +297,8 @@ fn build_one(
         built_from: built_from.into(),
         files: summary.files,
         bytes: summary.bytes,
+        diff_id: Some(layer.diff_id),
+        layer_bytes: Some(layer.tar_bytes),
     })
 }
 

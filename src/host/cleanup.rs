@@ -98,13 +98,24 @@ pub fn cleanup(host: &Host) -> Result<Cleaned> {
     // Images: only on the running host, and only while docker runs (asking through its
     // socket would start it).
     let (mut images_removed, mut images_kept) = (Vec::new(), Vec::new());
-    if host.is_running_root() && crate::services::docker::docker_running() {
+    let docker = host.is_running_root() && crate::services::docker::docker_running();
+    let containerd =
+        host.is_running_root() && crate::services::docker::unit_active("containerd.service");
+    if docker || containerd {
         let mut bound = std::collections::BTreeSet::new();
         for d in &kept {
             let m = crate::services::Manifest::read(&host.deployment_root(d))?;
             bound.extend(m.images.into_iter().map(|i| i.digest));
         }
-        (images_removed, images_kept) = crate::services::docker::remove_unbound(&bound)?;
+        if docker {
+            (images_removed, images_kept) = crate::services::docker::remove_unbound(&bound)?;
+        }
+        if containerd {
+            let (r, k) = crate::services::containerd::remove_unbound(&bound)?;
+            let ns = crate::services::containerd::NAMESPACE;
+            images_removed.extend(r.into_iter().map(|x| format!("{x} (containerd {ns})")));
+            images_kept.extend(k.into_iter().map(|x| format!("{x} (containerd {ns})")));
+        }
     }
     Ok(Cleaned {
         removed,

@@ -31,8 +31,9 @@ pub const HOST_CHECK_GATED_UNITS: [&str; 2] = ["docker.service", "containerd.ser
 /// Name of the gating drop-in in each gated unit's `.d` directory.
 pub const GATE_DROPIN: &str = "50-slipway-health.conf";
 /// Units enabled in every host.
-pub const ENABLED: [&str; 4] = [
+pub const ENABLED: [&str; 5] = [
     "slipway-boot-check.service",
+    "slipway-images-place.service",
     "slipway-images.service",
     "slipway-healthy.target",
     "slipway-fleetlock-steady-state.service",
@@ -51,6 +52,11 @@ pub fn files() -> Vec<(String, &'static str, u32)> {
         (
             format!("{UNIT_DIR}/slipway-images.service"),
             include_str!("files/slipway-images.service"),
+            0o644,
+        ),
+        (
+            format!("{UNIT_DIR}/slipway-images-place.service"),
+            include_str!("files/slipway-images-place.service"),
             0o644,
         ),
         (

@@ -28,6 +28,9 @@ pub enum Loaded {
     Tagged,
     /// Imported from the deployment's image root.
     Imported,
+    /// Placed into docker's store before docker started (`host place-images`): docker shows
+    /// it with its digest.
+    Placed,
 }
 
 /// The digest label of `reference` in docker, if docker has it.
@@ -88,10 +91,11 @@ pub fn changes(img: &BoundImage) -> Vec<String> {
 }
 
 /// Make one bound image of the deployment at `root` available to docker.
-pub fn ensure(root: &Path, img: &BoundImage, tmp: &Path) -> Result<Loaded> {
+/// `before`: what `place-images` did for it this boot (`Placed` or `Tagged`), if anything.
+pub fn ensure(root: &Path, img: &BoundImage, tmp: &Path, before: Option<Loaded>) -> Result<Loaded> {
     let reference = img.reference();
     if label_of(&reference)?.as_deref() == Some(img.digest.as_str()) {
-        return Ok(Loaded::Present);
+        return Ok(before.unwrap_or(Loaded::Present));
     }
     if let Some(id) = ids_with(&img.digest)?.first() {
         Command::new("docker")
@@ -145,17 +149,34 @@ pub struct ImageOutcome {
 }
 
 /// Make every image the deployment at `root` binds available, in order; each outcome (a
-/// failure does not stop the others: the verdict lists them all).
-pub fn ensure_all(root: &Path, m: &Manifest, tmp: &Path) -> Vec<ImageOutcome> {
+/// failure does not stop the others: the verdict lists them all). `placed`: the images
+/// `place-images` put into docker's store this boot (reference -> digest, whether the layer
+/// was written or only the tag, the milliseconds it took, which count too).
+pub fn ensure_all(
+    root: &Path,
+    m: &Manifest,
+    tmp: &Path,
+    placed: &BTreeMap<String, (String, bool, u64)>,
+) -> Vec<ImageOutcome> {
     m.images
         .iter()
         .map(|img| {
             let t = Instant::now();
-            let result = ensure(root, img, tmp).map_err(|e| format!("{e:#}"));
+            let before = placed
+                .get(&img.reference())
+                .filter(|(d, _, _)| *d == img.digest);
+            let how = before.map(|(_, written, _)| {
+                if *written {
+                    Loaded::Placed
+                } else {
+                    Loaded::Tagged
+                }
+            });
+            let result = ensure(root, img, tmp, how).map_err(|e| format!("{e:#}"));
             ImageOutcome {
                 reference: img.reference(),
                 result,
-                milliseconds: t.elapsed().as_millis() as u64,
+                milliseconds: t.elapsed().as_millis() as u64 + before.map_or(0, |b| b.2),
             }
         })
         .collect()
@@ -163,8 +184,13 @@ pub fn ensure_all(root: &Path, m: &Manifest, tmp: &Path) -> Vec<ImageOutcome> {
 
 /// Is docker answering? (`host status` asks without starting it.)
 pub fn docker_running() -> bool {
+    unit_active("docker.service")
+}
+
+/// Is `unit` active (systemd's view)?
+pub fn unit_active(unit: &str) -> bool {
     Command::new("systemctl")
-        .args(["is-active", "--quiet", "docker.service"])
+        .args(["is-active", "--quiet", unit])
         .run_get_output()
         .map(|o| o.status.success())
         .unwrap_or(false)
@@ -275,6 +301,8 @@ mod tests {
             built_from: "packages".into(),
             files: 1,
             bytes: 1,
+            diff_id: None,
+            layer_bytes: None,
         };
         let c = changes(&img);
         assert!(

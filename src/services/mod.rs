@@ -15,7 +15,10 @@
 //! [`docker`] is the host's part: the verdict's second stage (`slipway host load-images`),
 //! what runs (`host status`), what no deployment needs any more (`host cleanup`).
 
+pub mod containerd;
 pub mod docker;
+pub mod layer;
+pub mod store;
 
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -53,6 +56,14 @@ pub struct BoundImage {
     pub built_from: String,
     pub files: u64,
     pub bytes: u64,
+    /// The layer's digest: `sha256:` of the canonical uncompressed tar of the image root
+    /// ([`layer`]), the name docker and containerd give it. Absent in manifests written
+    /// before slipway placed images into the stores (those are imported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<String>,
+    /// The length of that tar in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_bytes: Option<u64>,
 }
 
 impl BoundImage {

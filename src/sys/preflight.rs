@@ -41,6 +41,7 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("tar", "tar"),
     ("docker", "docker.io"),
+    ("ctr", "containerd"),
     ("zstd", "zstd"),
     ("ssh", "openssh-client"),
     ("ssh-keygen", "openssh-client"),

@@ -295,6 +295,121 @@ fn run_checks(root: &Path, booted: &ostree::Deployment, cfg: &HealthConfig) -> R
     Ok(verdict)
 }
 
+/// Where `place-images` records what it placed, for `load-images` to report.
+pub const PLACED_FILE: &str = "images-placed.json";
+
+/// One image as `place-images` left it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PlacedImage {
+    pub digest: String,
+    /// `placed`, `tagged`, `present`, or why it was not placed (it is imported then).
+    pub result: String,
+    pub milliseconds: u64,
+    /// containerd's CRI (`k8s.io`): `placed`, `present`, or why not.
+    #[serde(default)]
+    pub cri: String,
+    #[serde(default)]
+    pub cri_milliseconds: u64,
+}
+
+/// `slipway host place-images` (slipway-images-place.service, after green host checks and
+/// before docker starts): each image the booted deployment binds is placed into docker's
+/// store from the deployment's own files ([`crate::services::store`]). It never fails the
+/// boot: an image it cannot place is imported by `load-images`, which checks them all.
+pub fn place_images(opts: &BootCheckOptions) -> Result<()> {
+    let Some(verdict) = current_verdict(&opts.run_dir)? else {
+        bail!("this boot has no verdict yet: slipway-boot-check.service runs first");
+    };
+    if !verdict.green || !verdict.images_pending {
+        crate::sys::ui::info(format!(
+            "nothing to place: this boot's verdict is {}",
+            verdict.summary()
+        ));
+        return Ok(());
+    }
+    if crate::services::docker::docker_running() {
+        crate::sys::ui::info("docker is running already: its images are left to load-images");
+        return Ok(());
+    }
+    let host = Host::open(&opts.sysroot, Access::Write)?;
+    let deps = host.deployments();
+    let booted = deps[judged_index(&host, opts.assume_booted)?].clone();
+    let root = host.deployment_root(&booted);
+    let manifest = crate::services::Manifest::read(&root)?;
+    let var_dir = host
+        .path()
+        .join(format!("ostree/deploy/{}/var", booted.osname().as_str()));
+    let docker_dir = var_dir.join("lib/docker");
+    let tmp = var_dir.join("tmp");
+    let containerd_running = crate::services::docker::unit_active("containerd.service");
+    let store = crate::services::store::DockerStore::open(&docker_dir)?;
+    let mut placed = std::collections::BTreeMap::new();
+    for img in &manifest.images {
+        let t = std::time::Instant::now();
+        let result = match &store {
+            None => Err(anyhow::anyhow!(
+                "{} belongs to another storage driver",
+                docker_dir.display()
+            )),
+            Some(store) => crate::sys::tree::check_path("rootfs", &img.rootfs)
+                .and_then(|rel| store.place(&root.join(rel), img)),
+        };
+        let result = match result {
+            Ok(crate::services::store::Placed::Placed) => "placed".to_string(),
+            Ok(crate::services::store::Placed::Present) => "present".to_string(),
+            Ok(crate::services::store::Placed::Tagged) => "tagged".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        let ms = t.elapsed().as_millis() as u64;
+        crate::sys::ui::info(format!(
+            "image {}: docker: {result} ({ms} ms)",
+            img.reference()
+        ));
+        let t = std::time::Instant::now();
+        let cri = if !containerd_running {
+            "containerd is not running".to_string()
+        } else {
+            match crate::sys::tree::check_path("rootfs", &img.rootfs).and_then(|rel| {
+                crate::services::containerd::place(&root.join(rel), img, &var_dir, &tmp)
+            }) {
+                Ok(crate::services::containerd::Placed::Placed) => "placed".to_string(),
+                Ok(crate::services::containerd::Placed::Present) => "present".to_string(),
+                Err(e) => format!("{e:#}"),
+            }
+        };
+        let cri_ms = t.elapsed().as_millis() as u64;
+        crate::sys::ui::info(format!(
+            "image {}: containerd ({}): {cri} ({cri_ms} ms)",
+            img.reference(),
+            crate::services::containerd::NAMESPACE,
+        ));
+        placed.insert(
+            img.reference(),
+            PlacedImage {
+                digest: img.digest.clone(),
+                result,
+                milliseconds: ms,
+                cri,
+                cri_milliseconds: cri_ms,
+            },
+        );
+    }
+    nix::unistd::sync();
+    crate::sys::file::write_atomic(
+        &opts.run_dir.join(PLACED_FILE),
+        serde_json::to_string_pretty(&placed)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// What `place-images` recorded this boot (empty when it did not run).
+fn placed_images(run_dir: &Path) -> std::collections::BTreeMap<String, PlacedImage> {
+    std::fs::read_to_string(run_dir.join(PLACED_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
 /// `slipway host load-images` (slipway-images.service, after docker): the verdict's second
 /// stage. Each image the booted deployment binds is made available to docker; each is a
 /// required check of stage `images`, and the verdict is concluded as the boot-check would
@@ -328,7 +443,13 @@ pub fn load_images(opts: &BootCheckOptions) -> Result<Verdict> {
         "ostree/deploy/{}/var/tmp",
         booted.osname().as_str()
     ));
-    for o in crate::services::docker::ensure_all(&root, &manifest, &tmp) {
+    let placed: std::collections::BTreeMap<String, (String, bool, u64)> =
+        placed_images(&opts.run_dir)
+            .into_iter()
+            .filter(|(_, p)| p.result == "placed" || p.result == "tagged")
+            .map(|(r, p)| (r, (p.digest, p.result == "placed", p.milliseconds)))
+            .collect();
+    for o in crate::services::docker::ensure_all(&root, &manifest, &tmp, &placed) {
         let (result, output) = match &o.result {
             Ok(how) => ("passed", format!("{how:?}").to_lowercase()),
             Err(e) => ("failed", e.clone()),
