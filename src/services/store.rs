@@ -244,6 +244,68 @@ pub(crate) fn link_tree(src: &Path, dst: &Path) -> Result<u64> {
     Ok(files)
 }
 
+/// The host's physical root file system bound again, not recursively and writable, on a new
+/// directory under `/run` (in slipway's own mount namespace): one mount that holds both the
+/// deployments and the stateroots' `/var`, which the host mounts on its own (a hard link never
+/// crosses mounts). Unmounted when dropped.
+#[derive(Debug)]
+pub struct RootView {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl RootView {
+    pub fn bind(physical_root: &Path) -> Result<Self> {
+        use nix::mount::MsFlags;
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-root-")
+            .tempdir_in("/run")
+            .context("creating a mount point under /run")?;
+        nix::mount::mount(
+            Some(physical_root),
+            dir.path(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| {
+            format!(
+                "binding {} on {}",
+                physical_root.display(),
+                dir.path().display()
+            )
+        })?;
+        let view = RootView { dir: Some(dir) };
+        // A bind takes the flags of its source (the host's /sysroot is read-only): writable.
+        nix::mount::mount(
+            None::<&str>,
+            view.path(),
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .with_context(|| format!("making {} writable", view.path().display()))?;
+        Ok(view)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map(|d| d.path())
+            .unwrap_or(Path::new("/"))
+    }
+}
+
+impl Drop for RootView {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take()
+            && let Err(e) = nix::mount::umount2(dir.path(), nix::mount::MntFlags::MNT_DETACH)
+        {
+            crate::sys::ui::warn(format!("unmounting {}: {e}", dir.path().display()));
+            let _ = dir.keep();
+        }
+    }
+}
+
 /// Removes a half-made layer directory unless disarmed.
 struct Wipe(Option<PathBuf>);
 

@@ -334,9 +334,19 @@ pub fn place_images(opts: &BootCheckOptions) -> Result<()> {
     let host = Host::open(&opts.sysroot, Access::Write)?;
     let deps = host.deployments();
     let booted = deps[judged_index(&host, opts.assume_booted)?].clone();
-    let root = host.deployment_root(&booted);
+    // The deployment and the stateroot's /var through one mount (the host's /var is a mount
+    // of its own, and a hard link never crosses mounts).
+    let physical = if host.path() == Path::new("/") {
+        PathBuf::from("/sysroot")
+    } else {
+        host.path().to_path_buf()
+    };
+    let view = crate::services::store::RootView::bind(&physical)?;
+    let root = view
+        .path()
+        .join(host.sysroot().deployment_dirpath(&booted).as_str());
     let manifest = crate::services::Manifest::read(&root)?;
-    let var_dir = host
+    let var_dir = view
         .path()
         .join(format!("ostree/deploy/{}/var", booted.osname().as_str()));
     let docker_dir = var_dir.join("lib/docker");
