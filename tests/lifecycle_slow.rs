@@ -1047,7 +1047,7 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
         "slipway web v1\n"
     );
     let took = t.elapsed().as_secs_f64();
-    eprintln!("1. v1 answers after {took:.0}s (upgrade, reboot, import)");
+    eprintln!("1. v1 answers after {took:.0}s (upgrade, reboot, image placed)");
     record("services_upgrade_to_first_answer", took, "s");
     service_runs(&vm, &st.v1);
     if firmware.uefi() {
@@ -1064,7 +1064,9 @@ fn chain(firmware: Firmware, name: &str, full: bool) {
         ("passed".to_string(), "placed".to_string())
     );
     let load_ms = image_check_ms(&s1);
-    eprintln!("1. web:stable placed for docker and containerd in {load_ms} ms");
+    eprintln!(
+        "1. web:stable placed into docker's store and checked in {load_ms} ms (the verdict's image check)"
+    );
     record("services_image_load", load_ms as f64 / 1000.0, "s");
     cri_has_the_image(&vm, "slipway web v1\n");
     let ready = verdict_to_service(&vm);
