@@ -237,14 +237,13 @@ pub fn remove_unbound(
         if bound.contains(digest) {
             continue;
         }
-        match ctr().args(["images", "rm", name]).run_get_output() {
-            Ok(o) if o.status.success() => removed.push(format!("{name} ({digest})")),
-            Ok(o) => kept.push(format!(
-                "{name}: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
-            Err(e) => kept.push(format!("{name}: {e:#}")),
-        }
+        super::docker::sort_removal(
+            name,
+            digest,
+            ctr().args(["images", "rm", name]).run_get_output(),
+            &mut removed,
+            &mut kept,
+        );
     }
     Ok((removed, kept))
 }

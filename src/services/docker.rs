@@ -268,16 +268,27 @@ pub fn remove_unbound(bound: &BTreeSet<String>) -> Result<(Vec<String>, Vec<Stri
         } else {
             c.args(&tags);
         }
-        match c.run_get_output() {
-            Ok(o) if o.status.success() => removed.push(format!("{name} ({digest})")),
-            Ok(o) => kept.push(format!(
-                "{name}: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
-            Err(e) => kept.push(format!("{name}: {e:#}")),
-        }
+        sort_removal(&name, &digest, c.run_get_output(), &mut removed, &mut kept);
     }
     Ok((removed, kept))
+}
+
+/// One removal's outcome into `removed` or `kept` (with the runtime's own words).
+pub(crate) fn sort_removal(
+    name: &str,
+    digest: &str,
+    outcome: Result<std::process::Output>,
+    removed: &mut Vec<String>,
+    kept: &mut Vec<String>,
+) {
+    match outcome {
+        Ok(o) if o.status.success() => removed.push(format!("{name} ({digest})")),
+        Ok(o) => kept.push(format!(
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => kept.push(format!("{name}: {e:#}")),
+    }
 }
 
 #[cfg(test)]

@@ -117,74 +117,48 @@ pub fn tar_digest(root: &Path) -> Result<Layer> {
 /// The canonical tar of `root` into `w`.
 fn write_tar<W: Write>(root: &Path, w: W) -> Result<W> {
     let mut b = tar::Builder::new(w);
-    let mut stack = vec![String::new()];
     let io = |e: io::Error, r: &str| anyhow::Error::new(e).context(format!("the tar of /{r}"));
-    while let Some(rel) = stack.pop() {
-        let dir = root.join(&rel);
-        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .with_context(|| format!("reading {}", dir.display()))?;
-        names.sort();
-        let mut subdirs = Vec::new();
-        for n in names {
-            let name = n.to_string_lossy().into_owned();
-            let r = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let p = root.join(&r);
-            let m = std::fs::symlink_metadata(&p)
-                .with_context(|| format!("looking at {}", p.display()))?;
-            let x = xattrs(&p)?;
-            if !x.is_empty() {
-                let mut data = Vec::new();
-                for (k, v) in &x {
-                    data.extend(pax_record(&format!("SCHILY.xattr.{k}"), v));
-                }
-                let mut h = tar::Header::new_ustar();
-                h.set_entry_type(tar::EntryType::XHeader);
-                h.set_mode(0o644);
-                h.set_mtime(0);
-                h.set_size(data.len() as u64);
-                let short: String = format!("PaxHeaders.0/{}", r.rsplit('/').next().unwrap_or(&r))
-                    .chars()
-                    .take(99)
-                    .collect();
-                h.set_path(&short).map_err(|e| io(e, &r))?;
-                h.set_cksum();
-                b.append(&h, &data[..]).map_err(|e| io(e, &r))?;
+    super::walk_in_order(root, |r, p, m| {
+        let x = xattrs(p)?;
+        if !x.is_empty() {
+            let mut data = Vec::new();
+            for (k, v) in &x {
+                data.extend(pax_record(&format!("SCHILY.xattr.{k}"), v));
             }
-            let ft = m.file_type();
-            if ft.is_dir() {
-                let mut h = header(tar::EntryType::Directory, &m);
-                b.append_data(&mut h, format!("{r}/"), io::empty())
-                    .map_err(|e| io(e, &r))?;
-                subdirs.push(r);
-            } else if ft.is_symlink() {
-                let t =
-                    std::fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
-                let mut h = header(tar::EntryType::Symlink, &m);
-                b.append_link(&mut h, &r, &t).map_err(|e| io(e, &r))?;
-            } else if ft.is_file() {
-                let mut h = header(tar::EntryType::Regular, &m);
-                h.set_size(m.len());
-                let f =
-                    std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
-                b.append_data(&mut h, &r, f).map_err(|e| io(e, &r))?;
-            } else {
-                anyhow::bail!(
-                    "/{r} in {} is not a file, directory or link",
-                    root.display()
-                );
-            }
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::XHeader);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_size(data.len() as u64);
+            let short: String = format!("PaxHeaders.0/{}", r.rsplit('/').next().unwrap_or(r))
+                .chars()
+                .take(99)
+                .collect();
+            h.set_path(&short).map_err(|e| io(e, r))?;
+            h.set_cksum();
+            b.append(&h, &data[..]).map_err(|e| io(e, r))?;
         }
-        for d in subdirs.into_iter().rev() {
-            stack.push(d);
+        let ft = m.file_type();
+        if ft.is_dir() {
+            let mut h = header(tar::EntryType::Directory, m);
+            b.append_data(&mut h, format!("{r}/"), io::empty())
+                .map_err(|e| io(e, r))
+        } else if ft.is_symlink() {
+            let t = std::fs::read_link(p).with_context(|| format!("reading {}", p.display()))?;
+            let mut h = header(tar::EntryType::Symlink, m);
+            b.append_link(&mut h, r, &t).map_err(|e| io(e, r))
+        } else if ft.is_file() {
+            let mut h = header(tar::EntryType::Regular, m);
+            h.set_size(m.len());
+            let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+            b.append_data(&mut h, r, f).map_err(|e| io(e, r))
+        } else {
+            anyhow::bail!(
+                "/{r} in {} is not a file, directory or link",
+                root.display()
+            );
         }
-    }
+    })?;
     b.into_inner().context("finishing the tar")
 }
 

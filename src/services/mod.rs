@@ -239,9 +239,14 @@ pub struct Summary {
 /// order (path, type, mode, owner, and the content's SHA-256 or the link target). It does
 /// not depend on time stamps, so the same image root gives the same digest on the build
 /// machine and in a deployment.
-pub fn content_digest(root: &Path, what: &str) -> Result<Summary> {
-    let mut h = Sha256::new();
-    let mut sum = Summary::default();
+/// Visit every entry of the tree at `root` in the order both image digests use: depth first,
+/// a directory's entries in byte order of their names before what its subdirectories hold.
+/// `visit` gets the path relative to `root`, the path and the entry's metadata (links not
+/// followed).
+pub fn walk_in_order(
+    root: &Path,
+    mut visit: impl FnMut(&str, &Path, &std::fs::Metadata) -> Result<()>,
+) -> Result<()> {
     let mut stack = vec![String::new()];
     while let Some(rel) = stack.pop() {
         let dir = if rel.is_empty() {
@@ -255,7 +260,7 @@ pub fn content_digest(root: &Path, what: &str) -> Result<Summary> {
             .collect::<std::io::Result<_>>()
             .with_context(|| format!("reading {}", dir.display()))?;
         names.sort();
-        // Depth first, in name order: children pushed in reverse.
+        // Children pushed in reverse, so the first name's subtree comes first.
         let mut subdirs = Vec::new();
         for n in names {
             let name = n.to_string_lossy().into_owned();
@@ -267,59 +272,72 @@ pub fn content_digest(root: &Path, what: &str) -> Result<Summary> {
             let p = root.join(&r);
             let m = std::fs::symlink_metadata(&p)
                 .with_context(|| format!("looking at {}", p.display()))?;
-            let ft = m.file_type();
-            let kind = if ft.is_dir() {
-                'd'
-            } else if ft.is_file() {
-                'f'
-            } else if ft.is_symlink() {
-                'l'
-            } else {
-                let what_kind = if ft.is_char_device() {
-                    "a character device"
-                } else if ft.is_block_device() {
-                    "a block device"
-                } else if ft.is_fifo() {
-                    "a FIFO"
-                } else if ft.is_socket() {
-                    "a socket"
-                } else {
-                    "a special file"
-                };
-                bail!(
-                    "image {what}: /{r} is {what_kind}, which an OSTree commit cannot hold \
-                     (docker gives every container its own /dev)"
-                );
-            };
-            h.update(r.as_bytes());
-            h.update(
-                format!(
-                    "\0{kind}\0{:o}\0{}\0{}\0",
-                    m.mode() & 0o7777,
-                    m.uid(),
-                    m.gid()
-                )
-                .as_bytes(),
-            );
-            match kind {
-                'f' => {
-                    h.update(crate::repo::sha256_file(&p)?.as_bytes());
-                    sum.files += 1;
-                    sum.bytes += m.len();
-                }
-                'l' => {
-                    let t = std::fs::read_link(&p)
-                        .with_context(|| format!("reading {}", p.display()))?;
-                    h.update(t.as_os_str().as_encoded_bytes());
-                }
-                _ => subdirs.push(r),
+            visit(&r, &p, &m)?;
+            if m.file_type().is_dir() {
+                subdirs.push(r);
             }
-            h.update(b"\n");
         }
         for d in subdirs.into_iter().rev() {
             stack.push(d);
         }
     }
+    Ok(())
+}
+
+pub fn content_digest(root: &Path, what: &str) -> Result<Summary> {
+    let mut h = Sha256::new();
+    let mut sum = Summary::default();
+    walk_in_order(root, |r, p, m| {
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            'd'
+        } else if ft.is_file() {
+            'f'
+        } else if ft.is_symlink() {
+            'l'
+        } else {
+            let what_kind = if ft.is_char_device() {
+                "a character device"
+            } else if ft.is_block_device() {
+                "a block device"
+            } else if ft.is_fifo() {
+                "a FIFO"
+            } else if ft.is_socket() {
+                "a socket"
+            } else {
+                "a special file"
+            };
+            bail!(
+                "image {what}: /{r} is {what_kind}, which an OSTree commit cannot hold \
+                 (docker gives every container its own /dev)"
+            );
+        };
+        h.update(r.as_bytes());
+        h.update(
+            format!(
+                "\0{kind}\0{:o}\0{}\0{}\0",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid()
+            )
+            .as_bytes(),
+        );
+        match kind {
+            'f' => {
+                h.update(crate::repo::sha256_file(p)?.as_bytes());
+                sum.files += 1;
+                sum.bytes += m.len();
+            }
+            'l' => {
+                let t =
+                    std::fs::read_link(p).with_context(|| format!("reading {}", p.display()))?;
+                h.update(t.as_os_str().as_encoded_bytes());
+            }
+            _ => {}
+        }
+        h.update(b"\n");
+        Ok(())
+    })?;
     sum.digest = format!("sha256:{}", hex::encode(h.finalize()));
     Ok(sum)
 }
