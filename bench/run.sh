@@ -352,10 +352,10 @@ host_section() {
             echo "| static delta of \`hello\` added to a bound image (busybox-static, small host) | $(human "$idelta") ($idelta B) | the package's .deb: $(human "$ideb") ($ideb B) | ${ri}x | <= 1.5x | $(verdict "$ri" "<=" 1.5) |"
         fi
     else
-        echo "**Not measured**: the update-size test did not record its numbers (see \`$LOGS/host.err\`)."
+        echo "**Not measured**: the update-size test did not record its numbers (see \`\$SLIPWAY_BENCH_DIR/logs/host.err\`)."
     fi
     echo
-    echo "The changed files are the regular files of v2 whose content checksum is not v1's at the same path; their size is that of their \`.filez\` objects (zlib, as the archive repository stores and serves them). The object pull is what \`ostree pull-local\` of v2 adds to a repository holding v1. Raw lines: \`$HOST_JSONL\`."
+    echo "The changed files are the regular files of v2 whose content checksum is not v1's at the same path; their size is that of their \`.filez\` objects (zlib, as the archive repository stores and serves them). The object pull is what \`ostree pull-local\` of v2 adds to a repository holding v1. Raw lines: \`\$SLIPWAY_BENCH_DIR/results/host.jsonl\`."
     echo "<!-- host:end -->"
 }
 
@@ -504,7 +504,7 @@ services_section() {
         echo "| the same image placed into containerd (\`k8s.io\`, snapshot + manifest) | ${kcri:-?} s | | | | info |"
     fi
     echo
-    echo "The pull is what \`ostree pull-local\` of v2 adds to an archive repository holding v1 (objects as served: zlib content, metadata). The VM rows come from \`tests/lifecycle_slow.rs\` (${V[services_vm]:-not run}) and \`tests/keystone_slow.rs\` (${V[keystone_vm]:-not run}) through \`SLIPWAY_BENCH_OUT\`; with \`SLIPWAY_BENCH_SKIP_SERVICES_VM=1\` the lines an earlier run left in \`$SVC_JSONL\` are shown, \`?\` where there are none. The pull against the .deb counts what dpkg changes besides the package's files: its status database and the package's \`info\` files are objects of their own."
+    echo "The pull is what \`ostree pull-local\` of v2 adds to an archive repository holding v1 (objects as served: zlib content, metadata). The VM rows come from \`tests/lifecycle_slow.rs\` (${V[services_vm]:-not run}) and \`tests/keystone_slow.rs\` (${V[keystone_vm]:-not run}) through \`SLIPWAY_BENCH_OUT\`; with \`SLIPWAY_BENCH_SKIP_SERVICES_VM=1\` the lines an earlier run left in \`\$SLIPWAY_BENCH_DIR/results/services.jsonl\` are shown, \`?\` where there are none. The pull against the .deb counts what dpkg changes besides the package's files: its status database and the package's \`info\` files are objects of their own."
     echo "<!-- services:end -->"
 }
 
