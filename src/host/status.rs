@@ -158,15 +158,6 @@ fn docker_view() -> Option<DockerView> {
     Some(DockerView { images, running })
 }
 
-fn unit_active(unit: &str) -> String {
-    use crate::sys::cmd::CommandRunExt;
-    std::process::Command::new("systemctl")
-        .args(["is-active", unit])
-        .run_get_output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 /// The images and services a deployment binds; live facts for the booted one.
 fn bound_of(
     host: &Host,
@@ -208,7 +199,8 @@ fn bound_of(
             image: s.image.clone(),
             unit: s.unit(),
             ports: s.ports.iter().map(|p| p.docker_arg()).collect(),
-            active: (booted && host.is_running_root()).then(|| unit_active(&s.unit())),
+            active: (booted && host.is_running_root())
+                .then(|| crate::services::docker::unit_state(&s.unit())),
             running: view.map(|v| v.running.contains_key(&s.name)),
         })
         .collect();

@@ -33,12 +33,7 @@ pub const NAMESPACE: &str = "k8s.io";
 /// The label kubelet's image garbage collection spares (containerd 1.6.22 and later).
 pub const PINNED_LABEL: &str = "io.cri-containerd.pinned";
 
-/// What [`place`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placed {
-    Present,
-    Placed,
-}
+use super::store::Placed;
 
 /// The fully qualified name CRI looks an image up by (`web:v1` -> `docker.io/library/web:v1`).
 pub fn cri_name(reference: &str) -> String {
@@ -135,7 +130,8 @@ fn source_in(var_dir: &Path, source: &str) -> Result<PathBuf> {
     crate::sys::tree::check_path("snapshot", rel).map(|r| var_dir.join(r))
 }
 
-/// Give the image whose root is `src` to containerd's CRI as [`cri_name`]. `var_dir`: the
+/// Give the image whose root is `src` to containerd's CRI as [`cri_name`] (`Present` or
+/// `Placed`). `var_dir`: the
 /// stateroot's `/var` as slipway sees it (containerd's directories are below it);
 /// `tmp`: where the archive is written.
 pub fn place(src: &Path, img: &BoundImage, var_dir: &Path, tmp: &Path) -> Result<Placed> {

@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use super::store::{Placed, PlacedRecord};
 use super::{BoundImage, DIGEST_LABEL, Manifest, REF_LABEL, SERVICE_LABEL};
 use crate::sys::cmd::CommandRunExt;
 
@@ -149,34 +150,31 @@ pub struct ImageOutcome {
 }
 
 /// Make every image the deployment at `root` binds available, in order; each outcome (a
-/// failure does not stop the others: the verdict lists them all). `placed`: the images
-/// `place-images` put into docker's store this boot (reference -> digest, whether the layer
-/// was written or only the tag, the milliseconds it took, which count too).
+/// failure does not stop the others: the verdict lists them all). `placed`: what `host
+/// place-images` recorded this boot, by reference; an image it placed or tagged is reported
+/// so, and the time it took counts too.
 pub fn ensure_all(
     root: &Path,
     m: &Manifest,
     tmp: &Path,
-    placed: &BTreeMap<String, (String, bool, u64)>,
+    placed: &BTreeMap<String, PlacedRecord>,
 ) -> Vec<ImageOutcome> {
     m.images
         .iter()
         .map(|img| {
             let t = Instant::now();
-            let before = placed
-                .get(&img.reference())
-                .filter(|(d, _, _)| *d == img.digest);
-            let how = before.map(|(_, written, _)| {
-                if *written {
-                    Loaded::Placed
-                } else {
-                    Loaded::Tagged
-                }
+            let record = placed.get(&img.reference());
+            let before = record.and_then(|r| r.for_docker(&img.digest));
+            let how = before.map(|p| match p {
+                Placed::Tagged => Loaded::Tagged,
+                _ => Loaded::Placed,
             });
             let result = ensure(root, img, tmp, how).map_err(|e| format!("{e:#}"));
+            let earlier = before.and(record).map_or(0, |r| r.milliseconds);
             ImageOutcome {
                 reference: img.reference(),
                 result,
-                milliseconds: t.elapsed().as_millis() as u64 + before.map_or(0, |b| b.2),
+                milliseconds: t.elapsed().as_millis() as u64 + earlier,
             }
         })
         .collect()
@@ -189,11 +187,17 @@ pub fn docker_running() -> bool {
 
 /// Is `unit` active (systemd's view)?
 pub fn unit_active(unit: &str) -> bool {
+    unit_state(unit) == "active"
+}
+
+/// `systemctl is-active` of `unit` (`active`, `inactive`, `failed`...; `unknown` when
+/// systemctl cannot be asked).
+pub fn unit_state(unit: &str) -> String {
     Command::new("systemctl")
-        .args(["is-active", "--quiet", unit])
+        .args(["is-active", unit])
         .run_get_output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// `name:tag` -> digest of every image docker holds that slipway imported.

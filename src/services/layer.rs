@@ -56,38 +56,6 @@ fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
     r
 }
 
-/// The extended attributes of `p` (not followed), sorted by name.
-fn xattrs(p: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut names = vec![0u8; 4096];
-    let n = loop {
-        match rustix::fs::llistxattr(p, &mut names[..]) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("listing xattrs of {}", p.display())),
-        }
-    };
-    let mut out = Vec::new();
-    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-        let key = String::from_utf8_lossy(name).into_owned();
-        let mut v = vec![0u8; 256];
-        let len = loop {
-            match rustix::fs::lgetxattr(p, name, &mut v[..]) {
-                Ok(l) => break l,
-                Err(rustix::io::Errno::RANGE) => v.resize(v.len() * 4, 0),
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("reading xattr {key} of {}", p.display()));
-                }
-            }
-        };
-        v.truncate(len);
-        out.push((key, v));
-    }
-    out.sort();
-    Ok(out)
-}
-
 fn header(kind: tar::EntryType, m: &std::fs::Metadata) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
@@ -119,11 +87,12 @@ fn write_tar<W: Write>(root: &Path, w: W) -> Result<W> {
     let mut b = tar::Builder::new(w);
     let io = |e: io::Error, r: &str| anyhow::Error::new(e).context(format!("the tar of /{r}"));
     super::walk_in_order(root, |r, p, m| {
-        let x = xattrs(p)?;
+        let x = crate::sys::file::xattrs(p)?;
         if !x.is_empty() {
             let mut data = Vec::new();
             for (k, v) in &x {
-                data.extend(pax_record(&format!("SCHILY.xattr.{k}"), v));
+                let key = format!("SCHILY.xattr.{}", String::from_utf8_lossy(k));
+                data.extend(pax_record(&key, v));
             }
             let mut h = tar::Header::new_ustar();
             h.set_entry_type(tar::EntryType::XHeader);

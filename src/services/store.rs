@@ -49,6 +49,53 @@ pub enum Placed {
     Tagged,
 }
 
+impl Placed {
+    /// The word the record and the verdict use.
+    pub fn word(self) -> &'static str {
+        match self {
+            Placed::Present => "present",
+            Placed::Placed => "placed",
+            Placed::Tagged => "tagged",
+        }
+    }
+}
+
+/// What `host place-images` did for one image this boot, as `load-images` reads it back
+/// (`/run/slipway/images-placed.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PlacedRecord {
+    pub digest: String,
+    /// docker: a [`Placed::word`], or why it was not placed (it is imported then).
+    pub result: String,
+    pub milliseconds: u64,
+    /// containerd's CRI (`k8s.io`): a [`Placed::word`], or why not.
+    #[serde(default)]
+    pub cri: String,
+    #[serde(default)]
+    pub cri_milliseconds: u64,
+}
+
+impl PlacedRecord {
+    /// The word of an outcome, or the error's whole text.
+    pub fn outcome(r: &Result<Placed>) -> String {
+        match r {
+            Ok(p) => p.word().to_string(),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// What docker's store was given for `digest` this boot: the image written or only
+    /// tagged (`None`: nothing, or another digest, or it failed).
+    pub fn for_docker(&self, digest: &str) -> Option<Placed> {
+        if self.digest != digest {
+            return None;
+        }
+        [Placed::Placed, Placed::Tagged]
+            .into_iter()
+            .find(|p| p.word() == self.result)
+    }
+}
+
 /// Storage drivers other than overlay2 that keep layers in docker's data directory.
 const OTHER_DRIVERS: &[&str] = &[
     "vfs",
@@ -153,23 +200,6 @@ fn link_id(seed: &[u8]) -> String {
     out
 }
 
-/// Write `data` to `path` through a temporary file beside it and a rename.
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().context("a path with a parent")?;
-    let mut t = tempfile::Builder::new()
-        .prefix(".slipway-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut t, data)
-        .with_context(|| format!("writing {}", path.display()))?;
-    t.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", path.display()))?;
-    t.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 fn mkdir(p: &Path, mode: u32) -> Result<()> {
     match std::fs::create_dir(p) {
         Ok(()) => {}
@@ -188,17 +218,8 @@ pub(crate) fn copy_meta(src: &Path, m: &std::fs::Metadata, dst: &Path) -> Result
         std::fs::set_permissions(dst, std::fs::Permissions::from_mode(m.mode() & 0o7777))
             .with_context(|| format!("setting the mode of {}", dst.display()))?;
     }
-    let mut names = vec![0u8; 4096];
-    let n = match rustix::fs::llistxattr(src, &mut names[..]) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => 0,
-        Err(e) => return Err(e).with_context(|| format!("listing xattrs of {}", src.display())),
-    };
-    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-        let mut v = vec![0u8; 65536];
-        let len = rustix::fs::lgetxattr(src, name, &mut v[..])
-            .with_context(|| format!("reading xattrs of {}", src.display()))?;
-        rustix::fs::lsetxattr(dst, name, &v[..len], rustix::fs::XattrFlags::empty())
+    for (name, value) in crate::sys::file::xattrs(src)? {
+        rustix::fs::lsetxattr(dst, &name[..], &value, rustix::fs::XattrFlags::empty())
             .with_context(|| format!("setting xattrs of {}", dst.display()))?;
     }
     Ok(())
@@ -429,7 +450,7 @@ impl DockerStore {
             self.write_layer(src, diff_id, img.bytes)?;
         }
         if !content.is_file() {
-            write_file(&content, &config, 0o600)?;
+            crate::sys::file::write_atomic_mode(&content, &config, 0o600)?;
         }
         let mut repos = self.repositories()?;
         let name = img.name.clone();
@@ -442,7 +463,7 @@ impl DockerStore {
             *entry = json!({});
         }
         entry[&reference] = json!(id);
-        write_file(
+        crate::sys::file::write_atomic_mode(
             &self.image_dir().join("repositories.json"),
             &serde_json::to_vec(&repos)?,
             0o600,
@@ -468,7 +489,7 @@ impl DockerStore {
         link_tree(src, &diff)?;
         let m = std::fs::symlink_metadata(src)?;
         copy_meta(src, &m, &diff)?;
-        write_file(&dir.join("link"), lid.as_bytes(), 0o644)?;
+        crate::sys::file::write_atomic_mode(&dir.join("link"), lid.as_bytes(), 0o644)?;
         let l = self.dir.join("overlay2/l").join(&lid);
         if std::fs::symlink_metadata(&l).is_ok() {
             std::fs::remove_file(&l).with_context(|| format!("removing {}", l.display()))?;
@@ -489,7 +510,7 @@ impl DockerStore {
             ("size", bytes.to_string()),
             ("cache-id", cache_id.clone()),
         ] {
-            write_file(&tmp.join(f), v.as_bytes(), 0o644)?;
+            crate::sys::file::write_atomic_mode(&tmp.join(f), v.as_bytes(), 0o644)?;
         }
         let entry = self.image_dir().join("layerdb/sha256").join(diff_hex);
         if entry.exists() {

@@ -26,6 +26,7 @@ use super::store::Rejection;
 use super::{HealthConfig, Store, Verdict, checks, journal};
 use crate::host::rollback::moved_to_front;
 use crate::host::{Access, Host};
+use crate::services::store::PlacedRecord;
 use crate::sysroot::bootloader;
 
 /// The verdict of the current boot, for `gate` and later starts of the service.
@@ -298,20 +299,6 @@ fn run_checks(root: &Path, booted: &ostree::Deployment, cfg: &HealthConfig) -> R
 /// Where `place-images` records what it placed, for `load-images` to report.
 pub const PLACED_FILE: &str = "images-placed.json";
 
-/// One image as `place-images` left it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct PlacedImage {
-    pub digest: String,
-    /// `placed`, `tagged`, `present`, or why it was not placed (it is imported then).
-    pub result: String,
-    pub milliseconds: u64,
-    /// containerd's CRI (`k8s.io`): `placed`, `present`, or why not.
-    #[serde(default)]
-    pub cri: String,
-    #[serde(default)]
-    pub cri_milliseconds: u64,
-}
-
 /// `slipway host place-images` (slipway-images-place.service, after green host checks and
 /// before docker starts): each image the booted deployment binds is placed into docker's
 /// store from the deployment's own files ([`crate::services::store`]). It never fails the
@@ -355,37 +342,47 @@ pub fn place_images(opts: &BootCheckOptions) -> Result<()> {
     let store = crate::services::store::DockerStore::open(&docker_dir)?;
     let mut placed = std::collections::BTreeMap::new();
     for img in &manifest.images {
+        let src = match crate::sys::tree::check_path("rootfs", &img.rootfs) {
+            Ok(rel) => root.join(rel),
+            Err(e) => {
+                let why = format!("{e:#}");
+                crate::sys::ui::warn(format!("image {}: {why}", img.reference()));
+                placed.insert(
+                    img.reference(),
+                    PlacedRecord {
+                        digest: img.digest.clone(),
+                        result: why.clone(),
+                        milliseconds: 0,
+                        cri: why,
+                        cri_milliseconds: 0,
+                    },
+                );
+                continue;
+            }
+        };
         let t = std::time::Instant::now();
         let result = match &store {
             None => Err(anyhow::anyhow!(
                 "{} belongs to another storage driver",
                 docker_dir.display()
             )),
-            Some(store) => crate::sys::tree::check_path("rootfs", &img.rootfs)
-                .and_then(|rel| store.place(&root.join(rel), img)),
+            Some(store) => store.place(&src, img),
         };
-        let result = match result {
-            Ok(crate::services::store::Placed::Placed) => "placed".to_string(),
-            Ok(crate::services::store::Placed::Present) => "present".to_string(),
-            Ok(crate::services::store::Placed::Tagged) => "tagged".to_string(),
-            Err(e) => format!("{e:#}"),
-        };
-        let ms = t.elapsed().as_millis() as u64;
+        let (result, ms) = (
+            PlacedRecord::outcome(&result),
+            t.elapsed().as_millis() as u64,
+        );
         crate::sys::ui::info(format!(
             "image {}: docker: {result} ({ms} ms)",
             img.reference()
         ));
         let t = std::time::Instant::now();
-        let cri = if !containerd_running {
-            "containerd is not running".to_string()
+        let cri = if containerd_running {
+            PlacedRecord::outcome(&crate::services::containerd::place(
+                &src, img, &var_dir, &tmp,
+            ))
         } else {
-            match crate::sys::tree::check_path("rootfs", &img.rootfs).and_then(|rel| {
-                crate::services::containerd::place(&root.join(rel), img, &var_dir, &tmp)
-            }) {
-                Ok(crate::services::containerd::Placed::Placed) => "placed".to_string(),
-                Ok(crate::services::containerd::Placed::Present) => "present".to_string(),
-                Err(e) => format!("{e:#}"),
-            }
+            "containerd is not running".to_string()
         };
         let cri_ms = t.elapsed().as_millis() as u64;
         crate::sys::ui::info(format!(
@@ -395,7 +392,7 @@ pub fn place_images(opts: &BootCheckOptions) -> Result<()> {
         ));
         placed.insert(
             img.reference(),
-            PlacedImage {
+            PlacedRecord {
                 digest: img.digest.clone(),
                 result,
                 milliseconds: ms,
@@ -413,7 +410,7 @@ pub fn place_images(opts: &BootCheckOptions) -> Result<()> {
 }
 
 /// What `place-images` recorded this boot (empty when it did not run).
-fn placed_images(run_dir: &Path) -> std::collections::BTreeMap<String, PlacedImage> {
+fn placed_images(run_dir: &Path) -> std::collections::BTreeMap<String, PlacedRecord> {
     std::fs::read_to_string(run_dir.join(PLACED_FILE))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -453,12 +450,7 @@ pub fn load_images(opts: &BootCheckOptions) -> Result<Verdict> {
         "ostree/deploy/{}/var/tmp",
         booted.osname().as_str()
     ));
-    let placed: std::collections::BTreeMap<String, (String, bool, u64)> =
-        placed_images(&opts.run_dir)
-            .into_iter()
-            .filter(|(_, p)| p.result == "placed" || p.result == "tagged")
-            .map(|(r, p)| (r, (p.digest, p.result == "placed", p.milliseconds)))
-            .collect();
+    let placed = placed_images(&opts.run_dir);
     for o in crate::services::docker::ensure_all(&root, &manifest, &tmp, &placed) {
         let (result, output) = match &o.result {
             Ok(how) => ("passed", format!("{how:?}").to_lowercase()),
