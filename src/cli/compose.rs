@@ -128,8 +128,8 @@ pub fn commit(a: ComposeCommitArgs) -> Result<()> {
     }
     let progress = crate::sys::ui::Progress::new();
     let phase = progress.phase("commit", "writing objects", Some(0));
-    let stats = crate::compose::commit::commit_tree(
-        crate::compose::commit::CommitRequest {
+    let stats = crate::repo::commit::commit_tree(
+        crate::repo::commit::CommitRequest {
             repo_path: &a.repo,
             tree: &a.tree,
             ostree_ref: &a.ostree_ref,

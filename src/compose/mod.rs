@@ -8,7 +8,6 @@
 
 pub mod apt;
 pub mod archive;
-pub mod commit;
 pub mod images;
 pub mod inputhash;
 pub mod layout;
@@ -579,7 +578,7 @@ fn commit(
     resolution: &Resolution,
     built: &BuiltTree,
     progress: &Progress,
-) -> Result<(commit::CommitStats, Option<String>)> {
+) -> Result<(crate::repo::commit::CommitStats, Option<String>)> {
     let tf = &plan.tf;
     let ts = plan.timestamp;
     let explicit_version = opts
@@ -633,8 +632,8 @@ fn commit(
         None => tf.ostree_ref.clone(),
     };
     let previous = plan.previous.as_ref().map(|p| p.commit.as_str());
-    let stats = commit::commit_tree(
-        commit::CommitRequest {
+    let stats = crate::repo::commit::commit_tree(
+        crate::repo::commit::CommitRequest {
             repo_path: &opts.repo,
             tree: &built.rootfs,
             ostree_ref: &tf.ostree_ref,
@@ -644,10 +643,13 @@ fn commit(
             timestamp: ts,
             threads: 0,
             skip_existing: previous.is_some(),
-            gpg: opts.gpg_sign.as_deref().map(|k| commit::GpgSign {
-                key_id: k,
-                homedir: homedir.as_deref(),
-            }),
+            gpg: opts
+                .gpg_sign
+                .as_deref()
+                .map(|k| crate::repo::commit::GpgSign {
+                    key_id: k,
+                    homedir: homedir.as_deref(),
+                }),
         },
         &|n, total| phase.inc_of(n, total),
     )?;

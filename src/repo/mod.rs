@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+pub mod commit;
 pub mod kernel;
 pub mod pull;
 pub mod variant;
@@ -99,6 +100,25 @@ pub fn commit_timestamp(repo: &ostree::Repo, commit: &str) -> Result<u64> {
         .load_commit(commit)
         .with_context(|| format!("loading commit {commit}"))?;
     Ok(ostree::commit_get_timestamp(&v))
+}
+
+/// A commit's root: the checksums of its root directory tree and of that directory's
+/// metadata.
+pub fn commit_root(repo: &ostree::Repo, commit: &str) -> Result<(String, String)> {
+    let (root, _) = repo
+        .read_commit(commit, gio::Cancellable::NONE)
+        .with_context(|| format!("reading commit {commit}"))?;
+    let root = root
+        .downcast::<ostree::RepoFile>()
+        .map_err(|_| anyhow!("commit {commit}: its root is not a repository file"))?;
+    root.ensure_resolved()
+        .with_context(|| format!("reading commit {commit}'s root"))?;
+    let contents = root.tree_get_contents_checksum();
+    let meta = root.tree_get_metadata_checksum();
+    match (contents, meta) {
+        (Some(c), Some(m)) => Ok((c.to_string(), m.to_string())),
+        _ => bail!("commit {commit}: its root has no tree checksums"),
+    }
 }
 
 /// The parent of a commit, if recorded.

@@ -12,6 +12,13 @@
 //! When the repository already holds a commit of the ref, each file is checksummed first and
 //! only written when its object is missing, so a recompose of a mostly unchanged tree
 //! compresses only what changed.
+//!
+//! [`import_tree`] writes a tree's objects (content, directory trees and metadata) with no
+//! commit: the network installer seeds its repository with the live root it booted from, a
+//! checkout of the commit it is about to pull, so the pull finds every object but the commit
+//! already there. Objects are addressed by their content, so nothing written this way is
+//! trusted: the pull's signed commit names the root tree, and only objects with exactly those
+//! checksums are used.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -465,6 +472,49 @@ pub fn commit_tree(
     Ok(stats)
 }
 
+/// What [`import_tree`] wrote: the tree's root (its `dirtree` and `dirmeta` checksums, as a
+/// commit names them) and counts.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ImportedTree {
+    pub contents_checksum: String,
+    pub metadata_checksum: String,
+    pub files: usize,
+    pub directories: usize,
+    pub content_objects_written: usize,
+    pub content_bytes_written: u64,
+}
+
+/// Write every object of `tree` into `repo_path` (objects already there are skipped), with
+/// no commit and no ref: a seed for a pull (see the module's documentation).
+pub fn import_tree(repo_path: &Path, tree: &Path, threads: usize) -> Result<ImportedTree> {
+    let w = walk(tree)?;
+    for s in &w.skipped {
+        crate::sys::ui::warn(format!(
+            "not importing {}/{s}: not a regular file, directory or symlink",
+            tree.display()
+        ));
+    }
+    let (contents, stats) = write_contents(repo_path, tree, threads, true, &w, &|_, _| {})?;
+    let repo = crate::repo::open(repo_path)?;
+    let txn = repo
+        .auto_transaction(gio::Cancellable::NONE)
+        .context("starting the import transaction")?;
+    let root = mutable_tree(&repo, tree, &w, &contents)?;
+    repo.write_mtree(&root, gio::Cancellable::NONE)
+        .context("writing directory trees")?;
+    let imported = ImportedTree {
+        contents_checksum: root.contents_checksum().to_string(),
+        metadata_checksum: root.metadata_checksum().to_string(),
+        files: w.items.len(),
+        directories: w.dirs.len(),
+        content_objects_written: stats.content_objects_written,
+        content_bytes_written: stats.content_bytes_written,
+    };
+    txn.commit(gio::Cancellable::NONE)
+        .with_context(|| format!("committing the objects of {}", tree.display()))?;
+    Ok(imported)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,5 +608,92 @@ mod tests {
         let parent =
             crate::repo::commit_parent(&crate::repo::open(&repo).unwrap(), &second.commit).unwrap();
         assert_eq!(parent.as_deref(), Some(first.commit.as_str()));
+    }
+
+    fn objects(repo: &Path) -> usize {
+        fn count(p: &Path) -> usize {
+            std::fs::read_dir(p).map_or(0, |rd| {
+                rd.flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+        }
+        count(&repo.join("objects"))
+    }
+
+    /// A checkout of a commit imported into a fresh bare repository is that commit's tree,
+    /// and a pull of the commit then fetches its commit object and nothing else; a changed
+    /// file in the seed is a different tree, and the pull fetches what differs.
+    #[test]
+    fn imported_checkout_is_the_commits_tree_and_leaves_the_pull_only_the_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, t) = (d.path().join("src"), d.path().join("tree"));
+        tree(&t);
+        crate::repo::open_or_create_archive(&src).unwrap();
+        let commit = commit_tree(request(&src, &t, None, false), &|_, _| {})
+            .unwrap()
+            .commit;
+        let (root_contents, root_meta) = {
+            let repo = crate::repo::open(&src).unwrap();
+            let (root, _) = repo.read_commit(&commit, gio::Cancellable::NONE).unwrap();
+            let root = root.downcast::<ostree::RepoFile>().unwrap();
+            root.ensure_resolved().unwrap();
+            (
+                root.tree_get_contents_checksum().unwrap().to_string(),
+                root.tree_get_metadata_checksum().unwrap().to_string(),
+            )
+        };
+        let seed = d.path().join("seed");
+        Command::new("ostree")
+            .args(["checkout", "--repo"])
+            .arg(&src)
+            .arg(&commit)
+            .arg(&seed)
+            .run()
+            .unwrap();
+
+        for (name, change) in [("exact", false), ("changed", true)] {
+            if change {
+                std::fs::write(seed.join("usr/share/a"), "changed").unwrap();
+            }
+            let dst = d.path().join(name);
+            Command::new("ostree")
+                .args(["init", "--mode=bare", "--repo"])
+                .arg(&dst)
+                .run()
+                .unwrap();
+            let imported = import_tree(&dst, &seed, 2).unwrap();
+            assert_eq!(imported.files, 4, "{imported:?}");
+            assert_eq!(
+                (imported.contents_checksum == root_contents)
+                    && (imported.metadata_checksum == root_meta),
+                !change,
+                "{name}: {imported:?}"
+            );
+            let before = objects(&dst);
+            Command::new("ostree")
+                .args(["pull-local", "--repo"])
+                .arg(&dst)
+                .arg(&src)
+                .arg(&commit)
+                .run()
+                .unwrap();
+            // exact: the commit object only. changed: the commit and the directory trees
+            // from usr/share up (the old content of `a` came with `a-link`, a copy in an
+            // archive checkout).
+            let fetched = objects(&dst) - before;
+            assert_eq!(fetched, if change { 4 } else { 1 }, "{name}");
+            Command::new("ostree")
+                .args(["fsck", "--repo"])
+                .arg(&dst)
+                .run()
+                .unwrap();
+        }
     }
 }
