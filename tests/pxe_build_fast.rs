@@ -18,7 +18,9 @@ use std::process::{Command, Output};
 use common::fixtures::*;
 use common::pxe::*;
 use serde_json::Value;
-use slipway::pxe::build::{SERVER_PLACEHOLDER, SQUASHFS_IN_CPIO, cpio_entry_offset};
+use slipway::pxe::build::{
+    LIVE_SQUASHFS_IN_CPIO, SERVER_PLACEHOLDER, SQUASHFS_IN_CPIO, cpio_entry_offset,
+};
 
 const REF_A: &str = "test/pxe/a";
 const REF_B: &str = "test/pxe/b";
@@ -43,12 +45,19 @@ fn cpio_list(p: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// What the squashfs inside `rootfs.img` holds, as unsquashfs lists it (`-o`: its offset).
-fn squashfs_list(rootfs_img: &Path) -> BTreeSet<String> {
+/// Where the squashfs `name` starts inside `rootfs.img`.
+fn squashfs_offset(rootfs_img: &Path, name: &str) -> u64 {
     let mut f = std::fs::File::open(rootfs_img).unwrap();
-    let (offset, _) = cpio_entry_offset(&mut f, SQUASHFS_IN_CPIO)
+    cpio_entry_offset(&mut f, name)
         .unwrap()
-        .expect("rootfs.img holds the squashfs");
+        .unwrap_or_else(|| panic!("rootfs.img holds no {name}"))
+        .0
+}
+
+/// What the squashfs `name` inside `rootfs.img` holds, as unsquashfs lists it (`-o`: its
+/// offset).
+fn squashfs_list(rootfs_img: &Path, name: &str) -> BTreeSet<String> {
+    let offset = squashfs_offset(rootfs_img, name);
     let out = run_ok(
         Command::new("unsquashfs")
             .args(["-lc", "-o", &offset.to_string(), "-d", "/"])
@@ -60,12 +69,9 @@ fn squashfs_list(rootfs_img: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// A file's content from the squashfs inside `rootfs.img`.
+/// A file's content from the live layer's squashfs inside `rootfs.img`.
 fn squashfs_cat(rootfs_img: &Path, path: &str) -> Vec<u8> {
-    let mut f = std::fs::File::open(rootfs_img).unwrap();
-    let (offset, _) = cpio_entry_offset(&mut f, SQUASHFS_IN_CPIO)
-        .unwrap()
-        .unwrap();
+    let offset = squashfs_offset(rootfs_img, LIVE_SQUASHFS_IN_CPIO);
     run_ok(
         Command::new("unsquashfs")
             .args(["-cat", "-o", &offset.to_string()])
@@ -178,7 +184,22 @@ fn make_gpg_key(dir: &Path) -> PathBuf {
 #[test]
 fn layout_manifest_artifacts_and_boot_programs() {
     let f = Fixture::new();
-    let commit = f.commit(REF_A, "1.0");
+    // Owners, a set-uid bit and a file capability: the seed must keep them to be the tree.
+    let commit = f.commit_with(REF_A, "1.0", |tree| {
+        use std::os::unix::fs::PermissionsExt;
+        let ping = tree.join("usr/bin/ping");
+        std::fs::create_dir_all(ping.parent().unwrap()).unwrap();
+        std::fs::write(&ping, b"ping").unwrap();
+        run_ok(Command::new("setcap").arg("cap_net_raw+ep").arg(&ping));
+        let su = tree.join("usr/bin/su");
+        std::fs::write(&su, b"su").unwrap();
+        std::fs::set_permissions(&su, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let spool = tree.join("usr/share/daemon");
+        std::fs::create_dir_all(&spool).unwrap();
+        std::fs::write(spool.join("file"), b"x").unwrap();
+        std::os::unix::fs::chown(&spool, Some(1), Some(1)).unwrap();
+        std::os::unix::fs::chown(spool.join("file"), Some(1), Some(1)).unwrap();
+    });
     let ks = atomic_host_ks(f.dir.path());
     let key = make_gpg_key(f.dir.path());
     let out = f.build_ok(&[
@@ -257,11 +278,41 @@ fn layout_manifest_artifacts_and_boot_programs() {
         "etc/systemd/system/initrd-root-fs.target.requires/sysroot.mount",
         "usr/lib/slipway/live-root.sh",
         SQUASHFS_IN_CPIO,
+        LIVE_SQUASHFS_IN_CPIO,
     ] {
         assert!(listed.contains(p), "rootfs.img lacks {p}: {listed:?}");
     }
-    // The live root: the commit with /usr/etc as /etc, slipway, the installer, the defaults.
-    let live = squashfs_list(&rootfs);
+    // The lower layer is the commit's tree exactly: unpacked and imported into a new
+    // repository, its root has the commit's root checksums (owners, modes and the file
+    // capability kept), so an installer that imports it has every object but the commit.
+    let lower = f.dir.path().join("lower");
+    run_ok(
+        Command::new("unsquashfs")
+            .args([
+                "-q",
+                "-n",
+                "-o",
+                &squashfs_offset(&rootfs, SQUASHFS_IN_CPIO).to_string(),
+                "-d",
+            ])
+            .arg(&lower)
+            .arg(&rootfs),
+    );
+    let seeded = f.dir.path().join("seeded");
+    ostree(&seeded, &["init", "--mode=bare"]);
+    let imported = slipway::repo::commit::import_tree(&seeded, &lower, 1).unwrap();
+    let (contents, meta) =
+        slipway::repo::commit_root(&slipway::repo::open(&f.repo).unwrap(), &commit).unwrap();
+    assert_eq!(
+        (
+            imported.contents_checksum.as_str(),
+            imported.metadata_checksum.as_str()
+        ),
+        (contents.as_str(), meta.as_str()),
+        "the live root's lower layer is not the commit's tree"
+    );
+    // The live layer: the commit's /usr/etc as /etc, slipway, the installer, the defaults.
+    let live = squashfs_list(&rootfs, LIVE_SQUASHFS_IN_CPIO);
     for p in [
         "usr/bin/slipway",
         "usr/lib/slipway/pxe-installer",
@@ -275,12 +326,8 @@ fn layout_manifest_artifacts_and_boot_programs() {
     ] {
         assert!(live.contains(p), "the live root lacks /{p}");
     }
-    for p in [
-        "usr/etc",
-        &format!("usr/lib/modules/{KVER}/vmlinuz"),
-        &format!("usr/lib/modules/{KVER}/initramfs.img"),
-    ] {
-        assert!(!live.contains(p), "the live root still has /{p}");
+    for p in ["usr/etc", &format!("usr/lib/modules/{KVER}/vmlinuz")] {
+        assert!(!live.contains(p), "the live layer has /{p}");
     }
     assert_eq!(
         squashfs_cat(&rootfs, "etc/slipway/installer-trusted.gpg"),
@@ -591,18 +638,54 @@ fn composed_host_installer_artifacts() {
     ] {
         assert!(listing.contains(want), "the initramfs lacks {want}");
     }
-    let live = squashfs_list(&refdir.join("rootfs.img"));
+    let rootfs = refdir.join("rootfs.img");
+    let live = squashfs_list(&rootfs, LIVE_SQUASHFS_IN_CPIO);
+    let lower = squashfs_list(&rootfs, SQUASHFS_IN_CPIO);
     for p in [
         "usr/bin/slipway",
-        "usr/lib/systemd/systemd",
         "usr/lib/slipway/pxe-installer",
         "etc/systemd/system/multi-user.target.wants/slipway-installer.service",
         "etc/slipway/installer.ks",
         "etc/os-release",
-        "usr/sbin/mkfs.ext4",
     ] {
-        assert!(live.contains(p), "the live root lacks /{p}");
+        assert!(live.contains(p), "the live layer lacks /{p}");
     }
+    for p in [
+        "usr/lib/systemd/systemd",
+        "usr/sbin/mkfs.ext4",
+        "usr/etc/os-release",
+    ] {
+        assert!(lower.contains(p), "the live root's lower layer lacks /{p}");
+    }
+    // The real host's tree (file capabilities, owners, hard links) survives the squashfs:
+    // imported, it is the commit's root tree, so the installer's pull fetches only the commit.
+    let unpacked = dir.path().join("lower");
+    run_ok(
+        Command::new("unsquashfs")
+            .args([
+                "-q",
+                "-n",
+                "-o",
+                &squashfs_offset(&rootfs, SQUASHFS_IN_CPIO).to_string(),
+                "-d",
+            ])
+            .arg(&unpacked)
+            .arg(&rootfs),
+    );
+    let seeded = dir.path().join("seeded");
+    ostree(&seeded, &["init", "--mode=bare"]);
+    let imported = slipway::repo::commit::import_tree(&seeded, &unpacked, 0).unwrap();
+    let (contents, meta) =
+        slipway::repo::commit_root(&slipway::repo::open(&host.repo).unwrap(), &host.commit)
+            .unwrap();
+    assert_eq!(
+        (
+            imported.contents_checksum.as_str(),
+            imported.metadata_checksum.as_str()
+        ),
+        (contents.as_str(), meta.as_str()),
+        "the live root's lower layer is not the composed commit's tree"
+    );
     // rootfs.img is an uncompressed cpio archive (the kernel reads it after the zstd one).
     let mut f = std::fs::File::open(refdir.join("rootfs.img")).unwrap();
     let mut magic = [0u8; 6];

@@ -34,6 +34,11 @@ pub struct InstallArgs {
     /// Print the plan as JSON and stop: no script runs, no disk is touched.
     #[arg(long)]
     pub dry_run: bool,
+    /// A checkout of the commit (the network installer's live root passes its own) whose
+    /// objects are written into the new repository before the pull, so the pull fetches only
+    /// what it lacks; the signed commit still decides what is deployed.
+    #[arg(long, value_name = "DIR")]
+    pub seed: Option<PathBuf>,
 }
 
 pub fn run(a: InstallArgs) -> Result<()> {
@@ -45,5 +50,6 @@ pub fn run(a: InstallArgs) -> Result<()> {
         tls_ca: a.tls_ca,
         report: a.report,
         dry_run: a.dry_run,
+        seed: a.seed,
     })
 }

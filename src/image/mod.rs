@@ -365,6 +365,8 @@ fn stage(opts: &ImageOptions, plan: &Plan, work: &Path, progress: &Progress) -> 
             gpg_verify: false,
             gpg_key: None,
             tls_ca: None,
+            seed: None,
+            on_seeded: None,
             on_pulled: None,
         },
         &plan.settings,

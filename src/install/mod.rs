@@ -63,6 +63,8 @@ pub struct InstallOptions {
     pub tls_ca: Option<PathBuf>,
     pub report: Option<String>,
     pub dry_run: bool,
+    /// A checkout of the commit to import before the pull (the live root's, `--seed`).
+    pub seed: Option<PathBuf>,
 }
 
 /// Read a kickstart from a file or an `http://` or `https://` URL (the server checked
@@ -146,6 +148,18 @@ fn fetch(url: &str, tls_ca: Option<&Path>) -> Result<String> {
 }
 
 /// The CA file: `--tls-ca` (checked), else [`DEFAULT_TLS_CA`] when present.
+/// `--seed`: a directory holding a tree with `/usr` (checked before any disk is touched).
+fn check_seed(dir: &Path) -> Result<PathBuf> {
+    let usr = dir.join("usr");
+    if !std::fs::symlink_metadata(&usr).is_ok_and(|m| m.is_dir()) {
+        bail!(
+            "--seed {}: not a tree to import (no /usr directory in it)",
+            dir.display()
+        );
+    }
+    Ok(dir.to_path_buf())
+}
+
 fn tls_ca(opt: Option<&Path>) -> Result<Option<PathBuf>> {
     let p = match opt {
         Some(p) => p.to_path_buf(),
@@ -280,7 +294,8 @@ fn install_inner(opts: &InstallOptions, report_url: Option<&str>) -> Result<Outc
         opts.device.as_deref(),
         &disk::WipePolicy::from_kickstart(&ks),
     )?;
-    let plan = plan::build(&ks, &opts.kickstart, &choice, key, ca)?;
+    let mut plan = plan::build(&ks, &opts.kickstart, &choice, key, ca)?;
+    plan.commit.seed = opts.seed.as_deref().map(check_seed).transpose()?;
     if opts.dry_run {
         crate::outln!("{}", serde_json::to_string_pretty(&plan)?)?;
         return Ok(Outcome::DryRun);
@@ -471,6 +486,8 @@ fn deploy_and_configure(
             gpg_verify: c.gpg_verify,
             gpg_key: c.trusted_key.as_deref(),
             tls_ca: c.tls_ca.as_deref(),
+            seed: c.seed.as_deref(),
+            on_seeded: Some(&|| report(report_url, "seeded", None)),
             on_pulled: Some(&|| report(report_url, "pulled", None)),
         },
         settings,

@@ -26,6 +26,8 @@ pub struct Commit {
     /// The CA file an `https://` URL's server is checked against (also the installed
     /// remote's `tls-ca-path`); `None`: the machine's CA certificates.
     pub tls_ca: Option<PathBuf>,
+    /// A tree imported into the repository before the pull (`--seed`).
+    pub seed: Option<PathBuf>,
 }
 
 /// File system identities, generated up front.
@@ -240,6 +242,7 @@ pub fn build(
             gpg_verify,
             trusted_key: if gpg_verify { trusted_key } else { None },
             tls_ca,
+            seed: None,
         },
         kernel_args,
         users: ks.users.iter().map(|u| u.name.clone()).collect(),

@@ -9,13 +9,20 @@
 //!   (`/usr/lib/modules/KVER/`), byte for byte.
 //! - `rootfs.img` is a second initrd: an uncompressed cpio archive that the kernel unpacks
 //!   after the commit's initramfs (boot loaders concatenate initrds, and the kernel reads a
-//!   series of cpio archives, compressed or not). It holds the live root as
-//!   `/slipway/root.squashfs` (a checkout of the commit with `/usr/etc` as `/etc`, the
-//!   slipway that ran the build, `slipway-installer.service`, the default kickstart and the
-//!   trusted key) and three files for the initramfs: `slipway-live-root.service` mounts the
-//!   squashfs and a tmpfs, and a `sysroot.mount` in `/etc/systemd/system` (which wins over
-//!   the unit `root=tmpfs` makes systemd-fstab-generator write) puts them together as an
-//!   overlay at `/sysroot`. dracut accepts `root=tmpfs`; the commit's initramfs already has
+//!   series of cpio archives, compressed or not). It holds the live root in two squashfs
+//!   images: `/slipway/root.squashfs`, a checkout of the commit exactly as it is (`/usr/etc`
+//!   and the kernel included), and `/slipway/live.squashfs`, the live layer over it (the
+//!   commit's `/usr/etc` as `/etc`, the slipway that ran the build,
+//!   `slipway-installer.service`, the default kickstart and the trusted key); and three files
+//!   for the initramfs: `slipway-live-root.service` mounts both and a tmpfs, and a
+//!   `sysroot.mount` in `/etc/systemd/system` (which wins over the unit `root=tmpfs` makes
+//!   systemd-fstab-generator write) puts them together as an overlay at `/sysroot`.
+//! - The commit's tree stays mounted at `/run/slipway/lower` ([`LIVE_SEED_DIR`]), and the
+//!   installer imports it into the target's repository before it pulls (`slipway install
+//!   --seed`, see `repo::commit::import_tree`): the pull then finds every object but the
+//!   signed commit already there, so the host crosses the network once (as coreos-installer's
+//!   osmet does with a live ISO's image). The signature still decides: the pulled commit
+//!   names its root tree by checksum, and the imported objects are addressed by theirs. dracut accepts `root=tmpfs`; the commit's initramfs already has
 //!   systemd, mount and the loop, squashfs and overlay modules, which the plan checks with
 //!   `lsinitrd`.
 //! - The live root boots to `multi-user.target` with the health gate and the container
@@ -107,8 +114,13 @@ const SB_NETBOOT: [(&str, &str); 2] = [
         "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
     ),
 ];
-/// Where the squashfs is inside `rootfs.img` (and in the initramfs once unpacked).
+/// Where the commit's tree (a squashfs) is inside `rootfs.img` (and in the initramfs once
+/// unpacked): the live root's lower layer and the installer's seed.
 pub const SQUASHFS_IN_CPIO: &str = "slipway/root.squashfs";
+/// Where the live layer (a squashfs: `/etc`, the installer's slipway and units) is.
+pub const LIVE_SQUASHFS_IN_CPIO: &str = "slipway/live.squashfs";
+/// Where the live root mounts the commit's tree, which the installer imports before its pull.
+pub const LIVE_SEED_DIR: &str = "/run/slipway/lower";
 /// Paths in the live root.
 pub const LIVE_KICKSTART: &str = "etc/slipway/installer.ks";
 pub const LIVE_TRUSTED_KEY: &str = "etc/slipway/installer-trusted.gpg";
@@ -969,16 +981,19 @@ fn build_ref(
         .with_context(|| format!("creating a directory in {}", opts.output.display()))?;
     let stage = staging.path();
 
-    // The kernel and the initramfs leave the live root: the boot loader loads them.
+    // The commit's tree stays whole (the installer's seed); the live layer goes over it.
     let tree = Tree::open(&root)?;
-    take_boot_files(repo, r, &tree, stage)?;
+    take_boot_files(repo, r, stage)?;
     copy_signed_netboot(&tree, stage)?;
-    prepare_live_root(&root, &tree, plan, work.path())?;
     drop(tree);
+    let live = work.path().join("live");
+    prepare_live_root(repo, &r.commit, &root, &live, plan, work.path())?;
     let squashfs = work.path().join("root.squashfs");
+    let live_squashfs = work.path().join("live.squashfs");
     ui::info(format!("{}: making the live root's squashfs", r.ostree_ref));
     make_squashfs(&root, &squashfs, mtime)?;
-    write_rootfs_img(&squashfs, &stage.join("rootfs.img"), mtime)?;
+    make_squashfs(&live, &live_squashfs, mtime)?;
+    write_rootfs_img(&squashfs, &live_squashfs, &stage.join("rootfs.img"), mtime)?;
     drop(work);
 
     if let Some(ks) = &plan.kickstart {
@@ -1011,9 +1026,8 @@ fn build_ref(
     Ok(entry)
 }
 
-/// The commit's kernel and initramfs (padded) written into `stage` and removed from the
-/// live root `tree`.
-fn take_boot_files(repo: &ostree::Repo, r: &RefPlan, tree: &Tree, stage: &Path) -> Result<()> {
+/// The commit's kernel and initramfs (padded) written into `stage`.
+fn take_boot_files(repo: &ostree::Repo, r: &RefPlan, stage: &Path) -> Result<()> {
     let moddir = format!("usr/lib/modules/{}", r.kver);
     for (name, dest) in [("vmlinuz", "vmlinuz"), ("initramfs.img", "initramfs.img")] {
         let mut data =
@@ -1024,7 +1038,6 @@ fn take_boot_files(repo: &ostree::Repo, r: &RefPlan, tree: &Tree, stage: &Path) 
         }
         std::fs::write(stage.join(dest), &data)
             .with_context(|| format!("writing {}", stage.join(dest).display()))?;
-        tree.remove(&format!("{moddir}/{name}"))?;
     }
     Ok(())
 }
@@ -1123,9 +1136,20 @@ fn swap_into_place(new: &Path, dest: &Path) -> Result<()> {
 
 /// `ostree checkout` of `commit` into `dest` (which must not exist), owners kept.
 fn checkout(repo: &ostree::Repo, commit: &str, dest: &Path) -> Result<()> {
+    checkout_subpath(repo, commit, None, dest)
+}
+
+/// [`checkout`] of the commit's `subpath` (absolute) only, or the whole commit.
+fn checkout_subpath(
+    repo: &ostree::Repo,
+    commit: &str,
+    subpath: Option<&str>,
+    dest: &Path,
+) -> Result<()> {
     let opts = ostree::RepoCheckoutAtOptions {
         mode: ostree::RepoCheckoutMode::None,
         overwrite_mode: ostree::RepoCheckoutOverwriteMode::None,
+        subpath: subpath.map(PathBuf::from),
         ..Default::default()
     };
     repo.checkout_at(
@@ -1138,10 +1162,19 @@ fn checkout(repo: &ostree::Repo, commit: &str, dest: &Path) -> Result<()> {
     .with_context(|| format!("checking out commit {commit} into {}", dest.display()))
 }
 
-/// The live root: `/usr/etc` as `/etc`, the installer's slipway, its unit, the default
-/// kickstart and the trusted key; the health gate and the workloads masked.
-#[context("Making the live root {}", root.display())]
-fn prepare_live_root(root: &Path, tree: &Tree, plan: &Plan, work: &Path) -> Result<()> {
+/// The live layer `live` over the commit's checkout `root`: the commit's `/usr/etc` as
+/// `/etc`, the installer's slipway, its unit, the default kickstart and the trusted key; the
+/// health gate and the workloads masked.
+#[context("Making the live root's layer {}", live.display())]
+fn prepare_live_root(
+    repo: &ostree::Repo,
+    commit: &str,
+    root: &Path,
+    live: &Path,
+    plan: &Plan,
+    work: &Path,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     for (rel, want_dir) in [("usr", true), ("usr/etc", true)] {
         let m = std::fs::symlink_metadata(root.join(rel))
             .with_context(|| format!("the commit has no /{rel}"))?;
@@ -1149,10 +1182,13 @@ fn prepare_live_root(root: &Path, tree: &Tree, plan: &Plan, work: &Path) -> Resu
             bail!("/{rel} in the commit is not a directory");
         }
     }
-    if tree.exists("etc")? {
+    if std::fs::symlink_metadata(root.join("etc")).is_ok() {
         bail!("the commit has an /etc besides /usr/etc: not an OSTree layout slipway made");
     }
-    std::fs::rename(root.join("usr/etc"), root.join("etc")).context("moving /usr/etc to /etc")?;
+    std::fs::create_dir(live).with_context(|| format!("creating {}", live.display()))?;
+    std::fs::set_permissions(live, std::fs::Permissions::from_mode(0o755))?;
+    checkout_subpath(repo, commit, Some("/usr/etc"), &live.join("etc"))?;
+    let tree = Tree::open(live)?;
 
     let stripped = work.join("slipway.stripped");
     Command::new("strip")
@@ -1204,8 +1240,9 @@ pub fn pad_initrd(data: &mut Vec<u8>) {
 }
 
 /// `rootfs.img`: the initramfs side of the live root (`sysroot.mount`, the service that
-/// mounts the squashfs, its script) and the squashfs, as one uncompressed cpio archive.
-fn write_rootfs_img(squashfs: &Path, out: &Path, mtime: u64) -> Result<()> {
+/// mounts the squashfs images, its script) and the two squashfs images (the commit's tree and
+/// the live layer), as one uncompressed cpio archive.
+fn write_rootfs_img(squashfs: &Path, live: &Path, out: &Path, mtime: u64) -> Result<()> {
     let f = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut w = cpio::Writer::new(
         std::io::BufWriter::new(f),
@@ -1242,10 +1279,12 @@ fn write_rootfs_img(squashfs: &Path, out: &Path, mtime: u64) -> Result<()> {
         0o755,
         LIVE_ROOT_SCRIPT.as_bytes(),
     )?;
-    let mut sq =
-        std::fs::File::open(squashfs).with_context(|| format!("opening {}", squashfs.display()))?;
-    let size = sq.metadata()?.len();
-    w.file_from(SQUASHFS_IN_CPIO, 0o644, size, &mut sq)?;
+    for (name, path) in [(SQUASHFS_IN_CPIO, squashfs), (LIVE_SQUASHFS_IN_CPIO, live)] {
+        let mut sq =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let size = sq.metadata()?.len();
+        w.file_from(name, 0o644, size, &mut sq)?;
+    }
     let mut inner = w.finish()?;
     inner
         .flush()
@@ -1471,13 +1510,21 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        assert!(LIVE_ROOT_SCRIPT.contains(SQUASHFS_IN_CPIO));
+        assert!(
+            LIVE_ROOT_SCRIPT.contains(SQUASHFS_IN_CPIO)
+                && LIVE_ROOT_SCRIPT.contains(LIVE_SQUASHFS_IN_CPIO)
+                && LIVE_ROOT_SCRIPT.contains(LIVE_SEED_DIR)
+        );
+        assert!(INSTALLER_SCRIPT.contains(LIVE_SEED_DIR));
         assert!(
             INSTALLER_SCRIPT.contains(LIVE_KICKSTART)
                 && INSTALLER_SCRIPT.contains(LIVE_TRUSTED_KEY)
                 && INSTALLER_SCRIPT.contains(LIVE_TLS_CA)
         );
         assert!(LIVE_SYSROOT_MOUNT.contains("Where=/sysroot"));
+        assert!(
+            LIVE_SYSROOT_MOUNT.contains(&format!("lowerdir=/run/slipway/live:{LIVE_SEED_DIR},"))
+        );
         assert!(KERNEL_ARGS.contains(&"root=tmpfs"));
     }
 

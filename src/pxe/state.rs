@@ -51,7 +51,7 @@ pub struct MachineState {
     /// When the record last changed, Unix seconds.
     pub updated: u64,
     /// When each step was last recorded, Unix seconds: an install's progress over time
-    /// (`kickstart`, `install-start`, `pulled`, `deployed`, `install-result`...).
+    /// (`kickstart`, `install-start`, `seeded`, `pulled`, `deployed`, `install-result`...).
     #[serde(default)]
     pub steps: std::collections::BTreeMap<String, u64>,
 }

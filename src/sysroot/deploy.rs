@@ -15,6 +15,7 @@ use ostree::glib;
 use ostree::prelude::*;
 
 use crate::repo::pull::{self, TempRemote};
+use crate::sys::ui;
 use crate::sysroot::bootloader;
 
 /// Where a deployment's files are.
@@ -75,6 +76,12 @@ pub struct DeployRequest<'a> {
     pub gpg_key: Option<&'a Path>,
     /// The CA file an `https://` source's certificate is checked against while pulling.
     pub tls_ca: Option<&'a Path>,
+    /// A checkout of the commit (or of one close to it) whose objects are written into the
+    /// sysroot repository before the pull, so the pull fetches only what the seed lacks
+    /// (the network installer's live root: see `repo::commit::import_tree`).
+    pub seed: Option<&'a Path>,
+    /// Called once the seed is imported (the installer reports it).
+    pub on_seeded: Option<&'a dyn Fn()>,
     /// Called once the commit is pulled, before it is deployed (the installer reports it).
     pub on_pulled: Option<&'a dyn Fn()>,
 }
@@ -233,6 +240,10 @@ fn pull_commit(req: &DeployRequest, repo: &ostree::Repo) -> Result<(String, Opti
         .clone()
         .or_else(|| temp_remote.as_ref().map(|t| t.name.to_string()))
         .unwrap_or_else(|| url.clone());
+    let seeded = req.seed.map(|dir| seed(req.sysroot, dir)).transpose()?;
+    if let Some(f) = req.on_seeded.filter(|_| seeded.is_some()) {
+        f();
+    }
     pull::pull(
         repo,
         &pull::Source {
@@ -267,7 +278,38 @@ fn pull_commit(req: &DeployRequest, repo: &ostree::Repo) -> Result<(String, Opti
             .ok_or_else(|| anyhow!("ref {} missing after pull", req.ostree_ref))?
             .to_string(),
     };
+    if let (Some(s), Some(dir)) = (&seeded, req.seed) {
+        let (contents, meta) = crate::repo::commit_root(repo, &commit)?;
+        if s.contents_checksum == contents && s.metadata_checksum == meta {
+            ui::info(format!(
+                "{} is commit {commit}'s tree: the pull fetched its commit object and no content",
+                dir.display()
+            ));
+        } else {
+            ui::info(format!(
+                "{} is not commit {commit}'s tree: the pull fetched what it lacked",
+                dir.display()
+            ));
+        }
+    }
     Ok((commit, keyed_remote))
+}
+
+/// Import the tree `dir` into the sysroot's repository (objects only, no commit).
+fn seed(sysroot: &Path, dir: &Path) -> Result<crate::repo::commit::ImportedTree> {
+    let started = std::time::Instant::now();
+    ui::info(format!("importing {} into the repository", dir.display()));
+    let imported = crate::repo::commit::import_tree(&sysroot.join("ostree/repo"), dir, 0)
+        .with_context(|| format!("importing the seed {}", dir.display()))?;
+    ui::info(format!(
+        "imported {}: {} files, {} content objects written ({}) in {:.1} s",
+        dir.display(),
+        imported.files,
+        imported.content_objects_written,
+        indicatif::HumanBytes(imported.content_bytes_written),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(imported)
 }
 
 /// Deploy `commit` with an origin that follows the request's remote (its ref set to the
