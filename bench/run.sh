@@ -51,6 +51,13 @@
 #      the delayed link, HTTP >= 0.8x nginx. A placeholder row takes `pxe_*` measurements of
 #      the PXE install VM test ($SLIPWAY_BENCH_PXE_VM) when present. `bench/run.sh pxe` runs
 #      only this step (minutes) and rewrites its section of BENCHMARKS.md in place.
+#   8i. Network install, one machine at a time: the PXE lab (tests/pxe_slow.rs,
+#      pxe_install_alone_uefi_then_bios_against_the_image) installs `uefi` (Secure Boot, TFTP)
+#      then `bios` (iPXE, HTTP), each alone, then boots the prebuilt image of the same commit
+#      under the same firmware and VM size. Targets: bytes sent to the machine from power-on
+#      to installed (every frame on its tap) <= 1.15x the commit's archive objects; power-on
+#      to SSH <= 3x the image's boot to SSH. Each phase reported. `bench/run.sh install` runs
+#      only this step and rewrites its section of BENCHMARKS.md in place.
 #   9. Service containers: the bytes an upgrade pulls when one package is added to one image
 #      bound to the commit, against that package's .deb (target <= 1.5x) and installed size;
 #      the compose of the Keystone image of treefiles/examples/openstack-keystone.json (its
@@ -97,9 +104,10 @@ case "${1:-}" in
     compose-peer) MODE=compose-peer ;;
     host) MODE=host ;;
     pxe) MODE=pxe ;;
+    install) MODE=install ;;
     services) MODE=services ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: bench/run.sh [compose-peer|host|pxe|services]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [compose-peer|host|pxe|install|services]" >&2; exit 2 ;;
 esac
 
 script_start=$(date +%s.%N)
@@ -357,6 +365,74 @@ host_section() {
     echo
     echo "The changed files are the regular files of v2 whose content checksum is not v1's at the same path; their size is that of their \`.filez\` objects (zlib, as the archive repository stores and serves them). The object pull is what \`ostree pull-local\` of v2 adds to a repository holding v1. Raw lines: \`\$SLIPWAY_BENCH_DIR/results/host.jsonl\`."
     echo "<!-- host:end -->"
+}
+
+# ----------------------------------------------------------------------------------------------
+# 8i. Network install, one machine at a time (a function: `bench/run.sh install` runs only this)
+# ----------------------------------------------------------------------------------------------
+
+INSTALL_JSONL=$RESULTS/install.jsonl
+measure_install() {
+    mkdir -p "$RESULTS" "$LOGS"
+    rm -f "$INSTALL_JSONL"
+    install_cmd=(env SLIPWAY_BENCH_OUT="$INSTALL_JSONL" SLIPWAY_HOST_EXE="$SLIPWAY" cargo test
+        --test pxe_slow -- --ignored --exact pxe_install_alone_uefi_then_bios_against_the_image
+        --nocapture)
+    COMMANDS+="(cd $SRC && $(quote "${install_cmd[@]}"))"$'\n'
+    say "install: ${install_cmd[*]} (the PXE lab with one machine at a time, then the prebuilt image)"
+    local start
+    start=$(date +%s.%N)
+    if (cd "$SRC" && "${install_cmd[@]}") > "$LOGS/install.out" 2> "$LOGS/install.err"; then
+        V[install]=ok
+    else
+        V[install]=failed
+        tail -n 40 "$LOGS/install.err" >&2
+        say "install: the PXE install test FAILED; logs: $LOGS/install.err"
+    fi
+    T[install_test]=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
+}
+install_value() { # NAME
+    [ -f "$INSTALL_JSONL" ] || return 0
+    grep -E "\"name\": ?\"$1\"" "$INSTALL_JSONL" | tail -n 1 | sed -n 's/.*"value": *\([0-9.eE+-]*\).*/\1/p'
+}
+install_section() {
+    local archive m bytes rb total image rt phases p v
+    archive=$(install_value pxe_archive_bytes)
+    echo "<!-- install:begin -->"
+    echo "## 8i. Network install, one machine at a time"
+    echo
+    echo "Measured by \`bench/run.sh install\` on $(date -u '+%Y-%m-%d %H:%M UTC') (slipway $(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)): the PXE lab of \`tests/pxe_slow.rs\` (\`pxe_install_alone_uefi_then_bios_against_the_image\`, ${T[install_test]:-?} s, ${V[install]:-not run}) with one machine at a time (one vCPU, 3 GiB, $(grep -h -o -m1 '\"accel\": *\"[a-z]*\"' "$INSTALL_JSONL" 2>/dev/null | sed 's/.*\"\([a-z]*\)\"$/\1/' || echo '?')), then the prebuilt image of the same commit booted to SSH under the same firmware and VM size. Bytes are every frame the lab's bridge sent to the machine's tap (TFTP and HTTP with their headers) from power-on until the server recorded the machine installed; the commit's size is its archive objects in the served repository ($(human "${archive:-0}"))."
+    echo
+    if [ -z "$archive" ]; then
+        echo "**Not measured**: the test did not record its numbers (see \`\$SLIPWAY_BENCH_DIR/logs/install.err\`)."
+    else
+        echo "| machine | bytes to installed | against the commit's archive objects | target | result | power-on to SSH | the image's boot to SSH | ratio | target | result |"
+        echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        for m in uefi bios; do
+            bytes=$(install_value "pxe_${m}_bytes_to_installed")
+            total=$(install_value "pxe_${m}_install_to_ssh_s")
+            image=$(install_value "pxe_image_${m}_boot_to_ssh_s")
+            [ -n "$bytes" ] && [ -n "$total" ] && [ -n "$image" ] || { echo "| $m | not measured | | | | | | | | |"; continue; }
+            rb=$(ratio "$bytes" "$archive"); rt=$(ratio "$total" "$image")
+            echo "| \`$m\` | $(human "$bytes") | ${rb}x | <= 1.15x | $(verdict "$rb" "<=" 1.15) | $(printf '%.0f' "$total") s | $(printf '%.0f' "$image") s | ${rt}x | <= 3x | $(verdict "$rt" "<=" 3) |"
+        done
+        echo
+        echo "Phases (seconds from power-on; \`disk_and_seed\`: partitions, file systems and the import of the live root's tree; \`pull\`: the signed commit object and what the seed lacked):"
+        echo
+        echo "| machine | firmware to installer | disk and seed | pull | deploy | bootloader and post | reboot to SSH |"
+        echo "| --- | --- | --- | --- | --- | --- | --- |"
+        for m in uefi bios; do
+            phases=""
+            for p in firmware_to_installer disk_and_seed pull deploy bootloader_and_post reboot_to_ssh; do
+                v=$(install_value "pxe_${m}_${p}_s")
+                phases+=" $( [ -n "$v" ] && printf '%.0f s' "$v" || echo '-') |"
+            done
+            echo "| \`$m\` |$phases"
+        done
+    fi
+    echo
+    echo "Raw lines: \`\$SLIPWAY_BENCH_DIR/results/install.jsonl\`."
+    echo "<!-- install:end -->"
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -779,7 +855,7 @@ EOF
     if [ "${SLIPWAY_BENCH_SKIP_PXE_VM:-0}" != 1 ]; then
         rm -f "$PXE_VM_JSONL"
         pxe_timed pxe_vm env SLIPWAY_BENCH_OUT="$PXE_VM_JSONL" SLIPWAY_HOST_EXE="$SLIPWAY" \
-            sh -c "cd '$SRC' && exec cargo test --test pxe_slow -- --ignored --nocapture" || true
+            sh -c "cd '$SRC' && exec cargo test --test pxe_slow -- --ignored --skip pxe_install_alone --nocapture" || true
     fi
     PX[status]=measured
 }
@@ -1016,6 +1092,23 @@ if [ "$MODE" = services ]; then
     fi
     mv "$REPORT.tmp" "$REPORT"
     cat "$RESULTS/services.md"
+    exit 0
+fi
+
+if [ "$MODE" = install ]; then
+    measure_install
+    install_section > "$RESULTS/install.md"
+    if grep -q '^<!-- install:begin -->' "$REPORT"; then
+        awk -v f="$RESULTS/install.md" '
+            /^<!-- install:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
+            /^<!-- install:end -->/ { skip = 0; next }
+            !skip' "$REPORT" > "$REPORT.tmp"
+    else
+        { cat "$REPORT"; echo; cat "$RESULTS/install.md"; } > "$REPORT.tmp"
+    fi
+    mv "$REPORT.tmp" "$REPORT"
+    cat "$RESULTS/install.md"
+    [ "${V[install]}" = ok ] || die "the PXE install test failed (see $LOGS/install.err)"
     exit 0
 fi
 
@@ -1449,6 +1542,10 @@ else
     measure_pxe
 fi
 
+if [ "${SLIPWAY_BENCH_SKIP_PXE:-0}" != 1 ]; then
+    measure_install
+fi
+
 if [ "${SLIPWAY_BENCH_SKIP_SERVICES:-0}" != 1 ]; then
     measure_services
 fi
@@ -1621,6 +1718,8 @@ echo
 host_section
 echo
 pxe_section
+echo
+install_section
 if [ "${SLIPWAY_BENCH_SKIP_SERVICES:-0}" != 1 ]; then
     echo
     services_section

@@ -106,6 +106,17 @@ impl Netns {
         ip(&all);
     }
 
+    /// Bytes sent out of `tap` (to the machine behind it) since the tap was made.
+    fn tap_tx_bytes(&self, tap: &str) -> u64 {
+        let out = run_ok(
+            Command::new("ip").args(["-n", &self.0, "-j", "-s", "link", "show", "dev", tap]),
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["stats64"]["tx"]["bytes"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no tx bytes for {tap}: {v}"))
+    }
+
     /// `program args` inside the namespace.
     fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");
@@ -261,6 +272,17 @@ fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks() {
 #[ignore = "slow: network-boots three VMs in namespaces; two install and reboot, one fails and is wiped"]
 fn pxe_lab_two_installs_one_failed_install_wiped_and_a_second_disk_with_the_same_labels() {
     lab(&["uefi", "bios", "broken"]);
+}
+
+/// For the benchmark (`bench/run.sh install`): each machine of the short form alone in the
+/// lab (one VM on the machine, as the prebuilt image's boot it is compared with), then the
+/// prebuilt image under the same firmware. Not in a suite: the short form proves the same
+/// install.
+#[test]
+#[ignore = "benchmark: network-installs one VM at a time, then boots the prebuilt image"]
+fn pxe_install_alone_uefi_then_bios_against_the_image() {
+    lab(&["uefi"]);
+    lab(&["bios"]);
 }
 
 /// The lab with the machines of `MACHINES` named in `names`. With `broken` among them (the
@@ -480,6 +502,8 @@ fn lab(names: &[&str]) {
 
     // Wait on the server's status (installed or failed) and on SSH of the installed ones.
     let mut ssh_at: Vec<Option<f64>> = vec![None; machines.len()];
+    // Bytes each machine was sent from power-on until the server saw it installed.
+    let mut bytes_at_installed: Vec<Option<u64>> = vec![None; machines.len()];
     let deadline = Instant::now() + scaled(INSTALL_TIMEOUT);
     let mut last = String::new();
     loop {
@@ -511,6 +535,9 @@ fn lab(names: &[&str]) {
         }
         let st = |i: usize| machine(&s, machines[i].2).map(|m| m["status"].clone());
         for &i in &installs {
+            if bytes_at_installed[i].is_none() && st(i) == Some("installed".into()) {
+                bytes_at_installed[i] = Some(lab.tap_tx_bytes(machines[i].4));
+            }
             if ssh_at[i].is_none()
                 && st(i) == Some("installed".into())
                 && vms[i]
@@ -546,10 +573,35 @@ fn lab(names: &[&str]) {
     eprintln!("installs done after {:.0}s", t0.elapsed().as_secs_f64());
     // The phases, from power-on, by the times the server recorded for each machine's steps
     // (`steps` in its status): firmware and iPXE to the installer asking for its kickstart;
-    // partitions, file systems and the pull; the deploy; GRUB, host configuration and %post;
-    // the reboot through the network to the disk and SSH.
+    // partitions, file systems and the import of the live root's tree (the seed); the pull
+    // (the signed commit object, and whatever the seed lacked); the deploy; GRUB, host
+    // configuration and %post; the reboot through the network to the disk and SSH.
     let accel_name = accel.as_str();
     let s = status(&lab);
+    // One download: everything a machine was sent (frames on its tap, TFTP and HTTP with
+    // their headers) until it was installed, against the commit's size as archive objects.
+    let archive = slipway::repo::dir_size(&repo.join("objects"));
+    record_measurement("pxe_archive_bytes", archive as f64, "bytes", accel.as_str());
+    for &i in &installs {
+        let name = machines[i].0;
+        let bytes = bytes_at_installed[i].unwrap();
+        let ratio = bytes as f64 / archive as f64;
+        eprintln!(
+            "{name}: {:.1} MB sent until installed, {ratio:.2}x the commit's archive objects ({:.1} MB)",
+            bytes as f64 / 1e6,
+            archive as f64 / 1e6
+        );
+        record_measurement(
+            &format!("pxe_{name}_bytes_to_installed"),
+            bytes as f64,
+            "bytes",
+            accel_name,
+        );
+        assert!(
+            ratio <= 1.15,
+            "{name}: {bytes} bytes sent until installed, {ratio:.2}x the commit's {archive} bytes of archive objects (at most 1.15x: the host is sent once)"
+        );
+    }
     for &i in &installs {
         let name = machines[i].0;
         let m = machine(&s, machines[i].2).unwrap();
@@ -562,7 +614,8 @@ fn lab(names: &[&str]) {
         let ssh = ssh_at[i].unwrap();
         let phases = [
             ("firmware_to_installer", at("kickstart")),
-            ("disk_and_pull", at("pulled") - at("install-start")),
+            ("disk_and_seed", at("seeded") - at("install-start")),
+            ("pull", at("pulled") - at("seeded")),
             ("deploy", at("deployed") - at("pulled")),
             ("bootloader_and_post", at("install-result") - at("deployed")),
             ("reboot_to_ssh", ssh - at("install-result")),
@@ -699,12 +752,15 @@ fn lab(names: &[&str]) {
     }
     eprintln!("pxe lab done in {:.0}s", t0.elapsed().as_secs_f64());
 
-    // For the benchmark (`bench/run.sh pxe` sets SLIPWAY_BENCH_OUT): the prebuilt image of
-    // the same commit booted to SSH on this machine now, with the lab's machines gone.
-    let bios = installs.iter().copied().find(|&i| machines[i].0 == "bios");
-    if let (Some(bios), true) = (bios, std::env::var_os("SLIPWAY_BENCH_OUT").is_some()) {
-        // The installer's pull against `ostree pull` of the same commit from the same server
-        // into a fresh repository on the installed `bios` machine, now that the others idle.
+    // For the benchmark (`bench/run.sh` sets SLIPWAY_BENCH_OUT): the installer's pull
+    // against `ostree pull`, and the prebuilt image of the same commit booted to SSH on this
+    // machine now, with the lab's machines gone, under each installed machine's firmware.
+    if std::env::var_os("SLIPWAY_BENCH_OUT").is_none() {
+        return;
+    }
+    if let Some(bios) = installs.iter().copied().find(|&i| machines[i].0 == "bios") {
+        // `ostree pull` of the same commit from the same server into a fresh repository on
+        // the installed `bios` machine, now that the others idle.
         let script = format!(
             "set -e; r=/var/tmp/slipway-pull-baseline; rm -rf $r; \
              ostree --repo=$r init --mode=bare-user; \
@@ -725,8 +781,11 @@ fn lab(names: &[&str]) {
         let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         eprintln!("ostree pull of the commit on bios-node: {secs:.0}s");
         record_measurement("pxe_ostree_pull_s", secs, "s", accel.as_str());
-        drop(vms);
-        let overlay = w.join("image.qcow2");
+    }
+    drop(vms);
+    for &i in &installs {
+        let (name, firmware, _, _, _) = machines[i];
+        let overlay = w.join(format!("image-{name}.qcow2"));
         run_ok(
             Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
@@ -734,8 +793,9 @@ fn lab(names: &[&str]) {
                 .arg(&overlay),
         );
         let image = Vm::start(
-            VmConfig::new("pxe-image-baseline")
+            VmConfig::new(format!("pxe-image-baseline-{name}"))
                 .disk(&overlay)
+                .firmware(firmware)
                 .accel(accel)
                 .cpus(1)
                 .memory_mib(3072)
@@ -744,13 +804,24 @@ fn lab(names: &[&str]) {
         )
         .unwrap();
         let booted = image.wait_for_ssh(Duration::from_secs(900)).unwrap();
-        eprintln!("prebuilt image: SSH after {:.0}s", booted.as_secs_f64());
+        eprintln!(
+            "prebuilt image under {name}'s firmware: SSH after {:.0}s",
+            booted.as_secs_f64()
+        );
         record_measurement(
-            "pxe_image_boot_to_ssh_s",
+            &format!("pxe_image_{name}_boot_to_ssh_s"),
             booted.as_secs_f64(),
             "s",
             accel.as_str(),
         );
+        if name == "bios" {
+            record_measurement(
+                "pxe_image_boot_to_ssh_s",
+                booted.as_secs_f64(),
+                "s",
+                accel.as_str(),
+            );
+        }
     }
 }
 
