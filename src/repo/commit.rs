@@ -484,8 +484,8 @@ pub struct ImportedTree {
     pub content_bytes_written: u64,
 }
 
-/// Write every object of `tree` into `repo_path` (objects already there are skipped), with
-/// no commit and no ref: a seed for a pull (see the module's documentation).
+/// Write every object of `tree` into `repo_path`, with no commit and no ref: a seed for a
+/// pull (see the module's documentation).
 pub fn import_tree(repo_path: &Path, tree: &Path, threads: usize) -> Result<ImportedTree> {
     let w = walk(tree)?;
     for s in &w.skipped {
@@ -494,7 +494,10 @@ pub fn import_tree(repo_path: &Path, tree: &Path, threads: usize) -> Result<Impo
             tree.display()
         ));
     }
-    let (contents, stats) = write_contents(repo_path, tree, threads, true, &w, &|_, _| {})?;
+    // Each file is read once: checksumming it first to skip objects already present would
+    // read and hash it twice, and the installer imports into an empty repository (an object
+    // written again is dropped by libostree).
+    let (contents, stats) = write_contents(repo_path, tree, threads, false, &w, &|_, _| {})?;
     let repo = crate::repo::open(repo_path)?;
     let txn = repo
         .auto_transaction(gio::Cancellable::NONE)
