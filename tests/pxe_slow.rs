@@ -24,8 +24,10 @@
 //! pull inside TCG guests was more than three times slower (see the README's PXE lab);
 //! `tests/pxe_serve.rs` and `tests/host_fast.rs` prove TLS.
 //!
-//! The first two install, reboot through the network (the server now sends them to their
-//! disk) and answer SSH with the kickstart's key at dnsmasq's address; the booted deployment
+//! The first two install, each sent the host once (the installer imports the live root's
+//! tree and pulls only the signed commit object: every frame on its tap until it is installed
+//! is at most 1.15x the commit's archive objects), reboot through the network (the server now
+//! sends them to their disk) and answer SSH with the kickstart's key at dnsmasq's address; the booted deployment
 //! is the served commit, its root and /boot found by UUID, and it checks for updates against
 //! the server, verifying the summary's signature. The third refuses the commit, naming the
 //! key that signed it; the server's status and log show the failure, and its disk holds no

@@ -258,12 +258,24 @@ fn write_item(
     Ok(csum.to_string())
 }
 
+/// The order files are read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadOrder {
+    /// Big files first, so the last worker does not finish long after the others.
+    BiggestFirst,
+    /// Depth first, names sorted: the order mksquashfs stores file data and packs small files
+    /// into shared fragment blocks, so a squashfs is read front to back and each block is
+    /// decompressed once (out of order, every small file costs a whole block).
+    Tree,
+}
+
 /// Content objects of the tree written by `threads` workers; returns path -> checksum.
 fn write_contents(
     repo_path: &Path,
     tree: &Path,
     threads: usize,
     skip_existing: bool,
+    read_order: ReadOrder,
     w: &Walk,
     on_progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(HashMap<String, String>, CommitStats)> {
@@ -279,8 +291,12 @@ fn write_contents(
         }
         order.push(i);
     }
-    // Big files first, so the last worker does not finish long after the others.
-    order.sort_by(|a, b| w.items[*b].size.cmp(&w.items[*a].size));
+    match read_order {
+        ReadOrder::BiggestFirst => order.sort_by(|a, b| w.items[*b].size.cmp(&w.items[*a].size)),
+        ReadOrder::Tree => {
+            order.sort_by(|a, b| w.items[*a].rel.split('/').cmp(w.items[*b].rel.split('/')))
+        }
+    }
     let threads = if threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -423,6 +439,7 @@ pub fn commit_tree(
         req.tree,
         req.threads,
         req.skip_existing,
+        ReadOrder::BiggestFirst,
         &w,
         on_progress,
     )?;
@@ -497,7 +514,15 @@ pub fn import_tree(repo_path: &Path, tree: &Path, threads: usize) -> Result<Impo
     // Each file is read once: checksumming it first to skip objects already present would
     // read and hash it twice, and the installer imports into an empty repository (an object
     // written again is dropped by libostree).
-    let (contents, stats) = write_contents(repo_path, tree, threads, false, &w, &|_, _| {})?;
+    let (contents, stats) = write_contents(
+        repo_path,
+        tree,
+        threads,
+        false,
+        ReadOrder::Tree,
+        &w,
+        &|_, _| {},
+    )?;
     let repo = crate::repo::open(repo_path)?;
     let txn = repo
         .auto_transaction(gio::Cancellable::NONE)
