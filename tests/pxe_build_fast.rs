@@ -319,6 +319,8 @@ fn layout_manifest_artifacts_and_boot_programs() {
         "usr/lib/systemd/system/slipway-installer.service",
         "etc/systemd/system/multi-user.target.wants/slipway-installer.service",
         "etc/systemd/system/slipway-boot-check.service",
+        "etc/systemd/system/ssh.service",
+        "etc/systemd/system/apparmor.service",
         "etc/slipway/installer.ks",
         "etc/slipway/installer-trusted.gpg",
         "etc/os-release",

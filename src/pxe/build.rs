@@ -163,10 +163,13 @@ const GRUB_NET_MODULES: [&str; 16] = [
 /// Units of the commit that must not start in the installer's live root: the health gate
 /// (it would judge the live root as a deployment), its second stage (bound images) and the
 /// workloads it gates (a commit's own services are wanted by slipway-healthy.target, which
-/// the masked gate never lets start).
-const LIVE_MASKED: [&str; 9] = [
+/// the masked gate never lets start); and what only takes CPU from the installer on its one
+/// core, for a root that lives a few minutes: sshd (and its first-boot host keys), AppArmor's
+/// profile compilation, the maintenance timers, e2scrub and pstore.
+const LIVE_MASKED: [&str; 20] = [
     "slipway-boot-check.service",
     "slipway-images.service",
+    "slipway-images-place.service",
     "slipway-fleetlock-steady-state.service",
     "slipway-update-agent.service",
     "slipway-update-agent.timer",
@@ -174,6 +177,16 @@ const LIVE_MASKED: [&str; 9] = [
     "docker.socket",
     "containerd.service",
     "kubelet.service",
+    "ssh.service",
+    "ssh.socket",
+    "apparmor.service",
+    "e2scrub_reap.service",
+    "e2scrub_all.timer",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "fstrim.timer",
+    "systemd-pstore.service",
 ];
 
 /// Templates (see `pxe/README.md`).
