@@ -264,7 +264,7 @@ fn check(vm: &Vm, cmd: &str) -> String {
 #[test]
 #[ignore = "slow: network-boots two VMs in namespaces; both install and reboot to their disks"]
 fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks() {
-    lab(&["uefi", "bios"]);
+    lab(&["uefi", "bios"], true);
 }
 
 /// The long form (`make test-full`): the two machines of the short form and `broken`, at
@@ -273,7 +273,7 @@ fn pxe_lab_uefi_and_bios_machines_install_and_boot_their_disks() {
 #[test]
 #[ignore = "slow: network-boots three VMs in namespaces; two install and reboot, one fails and is wiped"]
 fn pxe_lab_two_installs_one_failed_install_wiped_and_a_second_disk_with_the_same_labels() {
-    lab(&["uefi", "bios", "broken"]);
+    lab(&["uefi", "bios", "broken"], true);
 }
 
 /// For the benchmark (`bench/run.sh install`): each machine of the short form alone in the
@@ -283,13 +283,22 @@ fn pxe_lab_two_installs_one_failed_install_wiped_and_a_second_disk_with_the_same
 #[test]
 #[ignore = "benchmark: network-installs one VM at a time, then boots the prebuilt image"]
 fn pxe_install_alone_uefi_then_bios_against_the_image() {
-    lab(&["uefi"]);
-    lab(&["bios"]);
+    lab(&["uefi"], true);
+    lab(&["bios"], true);
+}
+
+/// For the benchmark's comparison (`bench/run.sh install`): `bios` alone, installed the way
+/// it was before the seed (`slipway.seed=off`: every object pulled over HTTP).
+#[test]
+#[ignore = "benchmark: network-installs one VM pulling every object"]
+fn pxe_install_alone_bios_pulling_every_object() {
+    lab(&["bios"], false);
 }
 
 /// The lab with the machines of `MACHINES` named in `names`. With `broken` among them (the
-/// long form), `bios` gets a second disk holding another slipway host.
-fn lab(names: &[&str]) {
+/// long form), `bios` gets a second disk holding another slipway host. `seeded: false`: the
+/// installers pull every object (`slipway.seed=off`), for comparing.
+fn lab(names: &[&str], seeded: bool) {
     let t0 = Instant::now();
     let machines: Vec<_> = MACHINES
         .iter()
@@ -367,6 +376,11 @@ fn lab(names: &[&str]) {
 
     let (key, public) = test_ssh_key();
     let (node_ks, broken_ks) = write_kickstarts(w, &public);
+    let seed_args: Vec<&str> = if seeded {
+        vec![]
+    } else {
+        vec!["slipway.seed=off"]
+    };
     let profiles = w.join("profiles.json");
     std::fs::write(
         &profiles,
@@ -376,7 +390,9 @@ fn lab(names: &[&str]) {
                 {"name": "broken", "match": {"mac": MACHINES[2].2}, "ref": host.reference,
                  "kickstart": broken_ks},
                 // Its firmware enforces Secure Boot: the commit's signed shim and GRUB.
-                {"name": "secure-boot", "match": {"mac": MACHINES[0].2}, "secure-boot": true},
+                {"name": "secure-boot", "match": {"mac": MACHINES[0].2}, "secure-boot": true,
+                 "kernel-args": seed_args.clone()},
+                {"name": "bios", "match": {"mac": MACHINES[1].2}, "kernel-args": seed_args},
             ],
             "machines": [
                 {"mac": MACHINES[0].2, "hostname": "uefi-node"},
@@ -583,6 +599,8 @@ fn lab(names: &[&str]) {
     // One download: everything a machine was sent (frames on its tap, TFTP and HTTP with
     // their headers) until it was installed, against the commit's size as archive objects.
     let archive = slipway::repo::dir_size(&repo.join("objects"));
+    // Measurements of the comparison run (no seed) are named `pxe_NAME_unseeded_...`.
+    let variant = if seeded { "" } else { "_unseeded" };
     record_measurement("pxe_archive_bytes", archive as f64, "bytes", accel.as_str());
     for &i in &installs {
         let name = machines[i].0;
@@ -594,11 +612,14 @@ fn lab(names: &[&str]) {
             archive as f64 / 1e6
         );
         record_measurement(
-            &format!("pxe_{name}_bytes_to_installed"),
+            &format!("pxe_{name}{variant}_bytes_to_installed"),
             bytes as f64,
             "bytes",
             accel_name,
         );
+        if !seeded {
+            continue;
+        }
         assert!(
             ratio <= 1.15,
             "{name}: {bytes} bytes sent until installed, {ratio:.2}x the commit's {archive} bytes of archive objects (at most 1.15x: the host is sent once)"
@@ -614,10 +635,15 @@ fn lab(names: &[&str]) {
             t as f64 - vms_started_unix
         };
         let ssh = ssh_at[i].unwrap();
+        let seeded_at = if seeded {
+            at("seeded")
+        } else {
+            at("install-start")
+        };
         let phases = [
             ("firmware_to_installer", at("kickstart")),
-            ("disk_and_seed", at("seeded") - at("install-start")),
-            ("pull", at("pulled") - at("seeded")),
+            ("disk_and_seed", seeded_at - at("install-start")),
+            ("pull", at("pulled") - seeded_at),
             ("deploy", at("deployed") - at("pulled")),
             ("bootloader_and_post", at("install-result") - at("deployed")),
             ("reboot_to_ssh", ssh - at("install-result")),
@@ -627,7 +653,7 @@ fn lab(names: &[&str]) {
         eprintln!("{name}: {}", text.join(", "));
         for (k, v) in phases {
             assert!(v >= 0.0, "{name}: {k} {v}");
-            record_measurement(&format!("pxe_{name}_{k}_s"), v, "s", accel_name);
+            record_measurement(&format!("pxe_{name}{variant}_{k}_s"), v, "s", accel_name);
         }
     }
     if !installs.is_empty() {
@@ -757,7 +783,7 @@ fn lab(names: &[&str]) {
     // For the benchmark (`bench/run.sh` sets SLIPWAY_BENCH_OUT): the installer's pull
     // against `ostree pull`, and the prebuilt image of the same commit booted to SSH on this
     // machine now, with the lab's machines gone, under each installed machine's firmware.
-    if std::env::var_os("SLIPWAY_BENCH_OUT").is_none() {
+    if std::env::var_os("SLIPWAY_BENCH_OUT").is_none() || !seeded {
         return;
     }
     if let Some(bios) = installs.iter().copied().find(|&i| machines[i].0 == "bios") {
