@@ -69,6 +69,18 @@ fn squashfs_list(rootfs_img: &Path, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The live root's lower layer (the commit's tree) unpacked from `rootfs.img` into `dest`,
+/// owners, modes and extended attributes kept.
+fn unsquash_lower(rootfs_img: &Path, dest: &Path) {
+    let offset = squashfs_offset(rootfs_img, SQUASHFS_IN_CPIO).to_string();
+    run_ok(
+        Command::new("unsquashfs")
+            .args(["-q", "-n", "-o", &offset, "-d"])
+            .arg(dest)
+            .arg(rootfs_img),
+    );
+}
+
 /// A file's content from the live layer's squashfs inside `rootfs.img`.
 fn squashfs_cat(rootfs_img: &Path, path: &str) -> Vec<u8> {
     let offset = squashfs_offset(rootfs_img, LIVE_SQUASHFS_IN_CPIO);
@@ -286,18 +298,7 @@ fn layout_manifest_artifacts_and_boot_programs() {
     // repository, its root has the commit's root checksums (owners, modes and the file
     // capability kept), so an installer that imports it has every object but the commit.
     let lower = f.dir.path().join("lower");
-    run_ok(
-        Command::new("unsquashfs")
-            .args([
-                "-q",
-                "-n",
-                "-o",
-                &squashfs_offset(&rootfs, SQUASHFS_IN_CPIO).to_string(),
-                "-d",
-            ])
-            .arg(&lower)
-            .arg(&rootfs),
-    );
+    unsquash_lower(&rootfs, &lower);
     let seeded = f.dir.path().join("seeded");
     ostree(&seeded, &["init", "--mode=bare"]);
     let imported = slipway::repo::commit::import_tree(&seeded, &lower, 1).unwrap();
@@ -662,18 +663,7 @@ fn composed_host_installer_artifacts() {
     // The real host's tree (file capabilities, owners, hard links) survives the squashfs:
     // imported, it is the commit's root tree, so the installer's pull fetches only the commit.
     let unpacked = dir.path().join("lower");
-    run_ok(
-        Command::new("unsquashfs")
-            .args([
-                "-q",
-                "-n",
-                "-o",
-                &squashfs_offset(&rootfs, SQUASHFS_IN_CPIO).to_string(),
-                "-d",
-            ])
-            .arg(&unpacked)
-            .arg(&rootfs),
-    );
+    unsquash_lower(&rootfs, &unpacked);
     let seeded = dir.path().join("seeded");
     ostree(&seeded, &["init", "--mode=bare"]);
     let imported = slipway::repo::commit::import_tree(&seeded, &unpacked, 0).unwrap();

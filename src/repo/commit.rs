@@ -354,6 +354,19 @@ fn write_contents(
     Ok((map, stats.into_inner().expect("poisoned")))
 }
 
+/// The mutable tree of `rel`'s parent directory (already made: directories are walked
+/// parent first) and `rel`'s own name.
+fn parent_of<'a, 'r>(
+    root: &'a ostree::MutableTree,
+    trees: &'a HashMap<String, ostree::MutableTree>,
+    rel: &'r str,
+) -> (&'a ostree::MutableTree, &'r str) {
+    match rel.rsplit_once('/') {
+        Some((parent, name)) => (&trees[parent], name),
+        None => (root, rel),
+    }
+}
+
 /// The walked tree as an OSTree mutable tree: each directory with its metadata object
 /// (written once per owner, mode and xattrs), each file with its content checksum.
 fn mutable_tree(
@@ -389,15 +402,7 @@ fn mutable_tree(
         let mt = if d.rel.is_empty() {
             root.clone()
         } else {
-            let (parent, name) = match d.rel.rsplit_once('/') {
-                Some((p, n)) => (p, n),
-                None => ("", d.rel.as_str()),
-            };
-            let parent_tree = if parent.is_empty() {
-                &root
-            } else {
-                &trees[parent]
-            };
+            let (parent_tree, name) = parent_of(&root, &trees, &d.rel);
             parent_tree
                 .ensure_dir(name)
                 .with_context(|| format!("adding directory {}", d.rel))?
@@ -406,15 +411,7 @@ fn mutable_tree(
         trees.insert(d.rel.clone(), mt);
     }
     for it in &w.items {
-        let (parent, name) = match it.rel.rsplit_once('/') {
-            Some((p, n)) => (p, n),
-            None => ("", it.rel.as_str()),
-        };
-        let parent_tree = if parent.is_empty() {
-            &root
-        } else {
-            &trees[parent]
-        };
+        let (parent_tree, name) = parent_of(&root, &trees, &it.rel);
         parent_tree
             .replace_file(name, &contents[&it.rel])
             .with_context(|| format!("adding {}", it.rel))?;
