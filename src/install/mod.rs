@@ -147,7 +147,6 @@ fn fetch(url: &str, tls_ca: Option<&Path>) -> Result<String> {
     Ok(text)
 }
 
-/// The CA file: `--tls-ca` (checked), else [`DEFAULT_TLS_CA`] when present.
 /// `--seed`: a directory holding a tree with `/usr` (checked before any disk is touched).
 fn check_seed(dir: &Path) -> Result<PathBuf> {
     let usr = dir.join("usr");
@@ -160,6 +159,7 @@ fn check_seed(dir: &Path) -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
+/// The CA file: `--tls-ca` (checked), else [`DEFAULT_TLS_CA`] when present.
 fn tls_ca(opt: Option<&Path>) -> Result<Option<PathBuf>> {
     let p = match opt {
         Some(p) => p.to_path_buf(),
