@@ -41,7 +41,7 @@ test_tools=(
     lsinitrd:dracut-core cpio:cpio ip:iproute2 ps:procps vagrant:vagrant
     libvirtd:libvirt-daemon-system virsh:libvirt-clients dnsmasq:dnsmasq-base
     iptables:iptables nc:netcat-openbsd python3:python3 debugfs:e2fsprogs losetup:mount dpkg-deb:dpkg pkill:procps
-    atftp:atftp curl:curl unsquashfs:squashfs-tools
+    atftp:atftp curl:curl unsquashfs:squashfs-tools setcap:libcap2-bin
 )
 test_files=(
     /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf /usr/share/OVMF/OVMF_VARS_4M.fd:ovmf

@@ -171,6 +171,18 @@ fn walk(tree: &Path) -> Result<Walk> {
     Ok(w)
 }
 
+/// [`walk`], with a warning for each file left out (`doing`: what is not done to it).
+fn walk_warning(tree: &Path, doing: &str) -> Result<Walk> {
+    let w = walk(tree)?;
+    for s in &w.skipped {
+        crate::sys::ui::warn(format!(
+            "not {doing} {}/{s}: not a regular file, directory or symlink",
+            tree.display()
+        ));
+    }
+    Ok(w)
+}
+
 fn file_info(item: &Item) -> gio::FileInfo {
     let info = gio::FileInfo::new();
     info.set_attribute_uint32("unix::uid", item.uid);
@@ -424,12 +436,7 @@ pub fn commit_tree(
     req: CommitRequest,
     on_progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<CommitStats> {
-    let w = walk(req.tree)?;
-    for s in &w.skipped {
-        crate::sys::ui::warn(format!(
-            "not committing /{s}: not a regular file, directory or symlink"
-        ));
-    }
+    let w = walk_warning(req.tree, "committing")?;
     crate::sys::failpoint::hit("commit-start")?;
     let (contents, mut stats) = write_contents(
         req.repo_path,
@@ -501,13 +508,7 @@ pub struct ImportedTree {
 /// Write every object of `tree` into `repo_path`, with no commit and no ref: a seed for a
 /// pull (see the module's documentation).
 pub fn import_tree(repo_path: &Path, tree: &Path, threads: usize) -> Result<ImportedTree> {
-    let w = walk(tree)?;
-    for s in &w.skipped {
-        crate::sys::ui::warn(format!(
-            "not importing {}/{s}: not a regular file, directory or symlink",
-            tree.display()
-        ));
-    }
+    let w = walk_warning(tree, "importing")?;
     // Each file is read once: checksumming it first to skip objects already present would
     // read and hash it twice, and the installer imports into an empty repository (an object
     // written again is dropped by libostree).
@@ -545,6 +546,17 @@ mod tests {
     use super::*;
     use crate::sys::cmd::CommandRunExt;
     use std::process::Command;
+
+    /// `ostree CMD --repo REPO REST...`, its standard output.
+    fn ostree(cmd: &str, repo: &Path, rest: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+        Command::new("ostree")
+            .arg(cmd)
+            .arg("--repo")
+            .arg(repo)
+            .args(rest.iter().map(|a| a.as_ref()))
+            .run_get_string()
+            .unwrap()
+    }
 
     fn tree(root: &Path) {
         std::fs::create_dir_all(root.join("usr/bin")).unwrap();
@@ -590,32 +602,16 @@ mod tests {
         let stats = commit_tree(request(&repo, &t, None, false), &|_, _| {}).unwrap();
         assert_eq!(stats.content_objects_total, 4);
         // Same tree through the ostree CLI: the content must be identical.
-        Command::new("ostree")
-            .args(["commit", "--repo"])
-            .arg(&repo)
-            .arg("--branch=cli/ref")
-            .arg(format!("--tree=dir={}", t.display()))
-            .run()
-            .unwrap();
-        let diff = Command::new("ostree")
-            .args(["diff", "--repo"])
-            .arg(&repo)
-            .args(["test/ref", "cli/ref"])
-            .run_get_string()
-            .unwrap();
+        ostree(
+            "commit",
+            &repo,
+            &[&"--branch=cli/ref", &format!("--tree=dir={}", t.display())],
+        );
+        let diff = ostree("diff", &repo, &[&"test/ref", &"cli/ref"]);
         assert_eq!(diff.trim(), "", "trees differ:\n{diff}");
-        let ls = Command::new("ostree")
-            .args(["ls", "--repo"])
-            .arg(&repo)
-            .args(["test/ref", "/usr/bin/tool"])
-            .run_get_string()
-            .unwrap();
+        let ls = ostree("ls", &repo, &[&"test/ref", &"/usr/bin/tool"]);
         assert!(ls.starts_with("-04755"), "{ls}");
-        Command::new("ostree")
-            .args(["fsck", "--repo"])
-            .arg(&repo)
-            .run()
-            .unwrap();
+        ostree("fsck", &repo, &[]);
     }
 
     #[test]
@@ -664,35 +660,17 @@ mod tests {
         let commit = commit_tree(request(&src, &t, None, false), &|_, _| {})
             .unwrap()
             .commit;
-        let (root_contents, root_meta) = {
-            let repo = crate::repo::open(&src).unwrap();
-            let (root, _) = repo.read_commit(&commit, gio::Cancellable::NONE).unwrap();
-            let root = root.downcast::<ostree::RepoFile>().unwrap();
-            root.ensure_resolved().unwrap();
-            (
-                root.tree_get_contents_checksum().unwrap().to_string(),
-                root.tree_get_metadata_checksum().unwrap().to_string(),
-            )
-        };
+        let (root_contents, root_meta) =
+            crate::repo::commit_root(&crate::repo::open(&src).unwrap(), &commit).unwrap();
         let seed = d.path().join("seed");
-        Command::new("ostree")
-            .args(["checkout", "--repo"])
-            .arg(&src)
-            .arg(&commit)
-            .arg(&seed)
-            .run()
-            .unwrap();
+        ostree("checkout", &src, &[&commit, &seed]);
 
         for (name, change) in [("exact", false), ("changed", true)] {
             if change {
                 std::fs::write(seed.join("usr/share/a"), "changed").unwrap();
             }
             let dst = d.path().join(name);
-            Command::new("ostree")
-                .args(["init", "--mode=bare", "--repo"])
-                .arg(&dst)
-                .run()
-                .unwrap();
+            ostree("init", &dst, &[&"--mode=bare"]);
             let imported = import_tree(&dst, &seed, 2).unwrap();
             assert_eq!(imported.files, 4, "{imported:?}");
             assert_eq!(
@@ -702,23 +680,13 @@ mod tests {
                 "{name}: {imported:?}"
             );
             let before = objects(&dst);
-            Command::new("ostree")
-                .args(["pull-local", "--repo"])
-                .arg(&dst)
-                .arg(&src)
-                .arg(&commit)
-                .run()
-                .unwrap();
+            ostree("pull-local", &dst, &[&src, &commit]);
             // exact: the commit object only. changed: the commit and the directory trees
             // from usr/share up (the old content of `a` came with `a-link`, a copy in an
             // archive checkout).
             let fetched = objects(&dst) - before;
             assert_eq!(fetched, if change { 4 } else { 1 }, "{name}");
-            Command::new("ostree")
-                .args(["fsck", "--repo"])
-                .arg(&dst)
-                .run()
-                .unwrap();
+            ostree("fsck", &dst, &[]);
         }
     }
 }
