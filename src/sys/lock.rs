@@ -77,6 +77,29 @@ pub fn exclusive(path: &Path, what: &str, wait: Wait) -> Result<LockGuard> {
     }
 }
 
+/// Take a shared lock on `path` (created if missing): any number of shared holders, but none
+/// while someone holds it exclusively (which waits for them all). Blocks; says so first.
+pub fn shared(path: &Path, what: &str) -> Result<LockGuard> {
+    let f = open(path)?;
+    let lock = match Flock::lock(f, FlockArg::LockSharedNonblock) {
+        Ok(lock) => lock,
+        Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+            crate::sys::ui::info(format!(
+                "waiting for another slipway process to release {what} (lock {})",
+                path.display()
+            ));
+            Flock::lock(f, FlockArg::LockShared)
+                .map_err(|(_, e)| e)
+                .with_context(|| format!("locking {}", path.display()))?
+        }
+        Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    };
+    Ok(LockGuard {
+        _lock: lock,
+        path: path.to_path_buf(),
+    })
+}
+
 /// libostree's lock on a sysroot (an open file description lock on `<sysroot>/ostree/lock`,
 /// the one `ostree admin` and rpm-ostree take), released when dropped. On a booted host whose /sysroot is mounted
 /// read-only, libostree makes it writable in this process's mount namespace while locking

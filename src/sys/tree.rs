@@ -337,6 +337,27 @@ impl Tree {
         .with_context(|| format!("setting the owner of {}", self.describe(rel)))
     }
 
+    /// Set the modification (and access) time of `rel` to `secs` since the epoch (a link
+    /// itself, not what it points to).
+    pub fn set_mtime(&self, rel: &str, secs: i64) -> Result<()> {
+        let (dir, name) = self.parent_of(rel)?;
+        let t = rustix::time::Timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        };
+        rustix::fs::utimensat(
+            dir.as_fd(),
+            name,
+            &rustix::fs::Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("setting the time of {}", self.describe(rel)))
+    }
+
     /// Make `rel` a hard link to the existing `target` (both inside the tree; neither's last
     /// component followed; a file or link at `rel` is replaced).
     pub fn hard_link(&self, target: &str, rel: &str) -> Result<()> {
