@@ -277,7 +277,9 @@ pub struct AptWorkspace {
 impl AptWorkspace {
     /// Prepare `<cachedir>/apt`, writing the sources and exclude preferences for this compose.
     pub fn prepare(cachedir: &Path, sources: &[Source], exclude: &[String]) -> Result<Self> {
-        let dir = cachedir.join("apt");
+        // apt reads relative `Dir::` settings below its own root: the path must be absolute.
+        let dir = std::path::absolute(cachedir.join("apt"))
+            .with_context(|| format!("resolving {}", cachedir.display()))?;
         for sub in [
             "lists/partial",
             "cache",
@@ -442,6 +444,48 @@ impl AptWorkspace {
             );
         }
         Ok(pkgs)
+    }
+
+    /// Download the .debs of `pkgs` that the archive directory lacks (apt checks each
+    /// against its index, and fetches again what does not match).
+    pub fn download(&self, pkgs: &[ResolvedPackage]) -> Result<()> {
+        let archives = self.archives();
+        let missing = pkgs
+            .iter()
+            .filter(|p| {
+                !archives
+                    .join(crate::compose::rootfs::deb_filename(p))
+                    .exists()
+            })
+            .count();
+        if missing == 0 {
+            return Ok(());
+        }
+        crate::sys::ui::info(format!("downloading {missing} packages"));
+        let mut cmd = self.apt_get();
+        cmd.arg("-o")
+            .arg(format!("Dir::Cache::Archives={}", archives.display()))
+            .args([
+                "install",
+                "--download-only",
+                "-y",
+                "-q",
+                "--allow-downgrades",
+            ])
+            .args(pinned_includes(pkgs));
+        cmd.run().context("downloading packages with apt-get")?;
+        if let Some(p) = pkgs.iter().find(|p| {
+            !archives
+                .join(crate::compose::rootfs::deb_filename(p))
+                .exists()
+        }) {
+            bail!(
+                "apt-get downloaded the package set, but {} is not in {}",
+                crate::compose::rootfs::deb_filename(p),
+                archives.display()
+            );
+        }
+        Ok(())
     }
 
     /// SHA-256 over every InRelease/Release file apt holds for the current sources: if it is
