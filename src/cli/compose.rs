@@ -13,6 +13,8 @@ pub enum ComposeCommand {
     Tree(ComposeTreeArgs),
     /// Commit an already prepared directory tree (like `ostree commit`, with parallel writes).
     Commit(ComposeCommitArgs),
+    /// Remove old entries from the package cache (composes do this too, after 30 days).
+    PruneCache(PruneCacheArgs),
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +53,39 @@ pub struct ComposeTreeArgs {
     /// one. `make run` composes with the release build.
     #[arg(long, value_name = "PATH", env = "SLIPWAY_HOST_EXE")]
     pub host_slipway: Option<PathBuf>,
+    /// Unpack every package afresh instead of using the package cache (`<cachedir>/packages`):
+    /// the same tree, made the slow way.
+    #[arg(long)]
+    pub no_package_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneCacheArgs {
+    /// The cache directory whose package cache (`<cachedir>/packages`) is pruned.
+    #[arg(long, value_name = "DIR", env = "SLIPWAY_CACHEDIR", default_value = DEFAULT_CACHEDIR)]
+    pub cachedir: PathBuf,
+    /// Remove what no compose used for this many days.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub max_age_days: u64,
+    /// Then remove the least recently used until the package cache holds at most this many
+    /// bytes (suffixes K, M, G).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("`{s}` is not a size (a number of bytes, or with K, M or G)"))
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +134,7 @@ pub fn tree(a: ComposeTreeArgs) -> Result<()> {
         add_metadata: a.add_metadata_string,
         host_apt_dir: a.host_apt_dir,
         host_slipway: a.host_slipway,
+        no_package_cache: a.no_package_cache,
     };
     let cj = crate::compose::compose_tree(&opts)?;
     if let Some(c) = &cj.commit
@@ -148,6 +184,36 @@ pub fn commit(a: ComposeCommitArgs) -> Result<()> {
         stats.content_objects_total, stats.content_objects_written
     ));
     crate::outln!("{}", stats.commit)?;
+    Ok(())
+}
+
+/// `slipway compose prune-cache`.
+pub fn prune_cache(a: PruneCacheArgs) -> Result<()> {
+    let dir = a.cachedir.join("packages");
+    let r = crate::compose::dpkg::cache::PackageCache::prune(
+        &dir,
+        std::time::Duration::from_secs(a.max_age_days * 86400),
+        a.max_size,
+        crate::compose::dpkg::TREES_KEPT,
+    )?;
+    if a.json {
+        crate::outln!("{}", serde_json::to_string_pretty(&r)?)?;
+    } else if r.busy {
+        crate::sys::ui::warn(format!(
+            "{} is in use by a compose; nothing removed",
+            dir.display()
+        ));
+    } else {
+        crate::outln!(
+            "removed {} entries ({} bytes) from {}{}",
+            r.removed,
+            r.bytes_freed,
+            dir.display(),
+            r.bytes_kept
+                .map(|b| format!("; {b} bytes kept"))
+                .unwrap_or_default()
+        )?;
+    }
     Ok(())
 }
 

@@ -86,6 +86,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Compose(compose::ComposeCommand::Tree(a)) => compose::tree(a),
         Command::Compose(compose::ComposeCommand::Commit(a)) => compose::commit(a),
+        Command::Compose(compose::ComposeCommand::PruneCache(a)) => compose::prune_cache(a),
         Command::Image(a) => image::run(a),
         Command::Install(a) => install::run(a),
         Command::Host(c) => host::run(c),

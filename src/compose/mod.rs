@@ -8,6 +8,7 @@
 
 pub mod apt;
 pub mod archive;
+pub mod dpkg;
 pub mod images;
 pub mod inputhash;
 pub mod layout;
@@ -52,6 +53,9 @@ pub struct ComposeOptions {
     pub host_apt_dir: PathBuf,
     /// The slipway executable the host carries (`None`: the running one).
     pub host_slipway: Option<PathBuf>,
+    /// Unpack every package afresh (a throwaway cache in the work directory): the same tree
+    /// as with the package cache, made the slow way.
+    pub no_package_cache: bool,
 }
 
 /// The machine-readable result (`--write-composejson-to`).
@@ -75,6 +79,9 @@ pub struct ComposeJson {
     pub static_delta: Option<String>,
     pub static_delta_size: Option<u64>,
     pub tmpfiles_entries: usize,
+    /// How the package stage made the root (package cache use).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<dpkg::InstallReport>,
     /// Wall time of each phase, seconds.
     pub phases: BTreeMap<String, f64>,
 }
@@ -181,6 +188,8 @@ struct BuiltTree {
     _work: crate::sys::workdir::WorkDir,
     rootfs: PathBuf,
     installed: Vec<(String, String)>,
+    /// The package cache's roots this tree shares files with, checked after the commit.
+    watch: dpkg::Watch,
 }
 
 /// Run a compose: plan, resolve (stop when nothing changed), build, commit, publish.
@@ -242,9 +251,20 @@ pub fn compose_tree(opts: &ComposeOptions) -> Result<ComposeJson> {
     cj.content_bytes_written = stats.content_bytes_written;
     cj.metadata_objects_written = stats.metadata_objects_written;
     cj.version = version;
+    built.watch.verify()?;
     // The work directory (and the built tree in it) goes now, before the publish phase.
-    drop(built);
+    drop(built._work);
     publish(opts, repo, previous, &stats.commit, &progress, &mut cj)?;
+    // What no compose used for 30 days, and all but the newest configured roots (skipped
+    // while another compose uses the cache).
+    if !opts.no_package_cache {
+        dpkg::cache::PackageCache::prune(
+            &opts.cachedir.join("packages"),
+            std::time::Duration::from_secs(30 * 86400),
+            None,
+            dpkg::TREES_KEPT,
+        )?;
+    }
     finish_json(opts, &progress, &mut cj)?;
     Ok(cj)
 }
@@ -438,22 +458,30 @@ fn build(
     let seed_dir = seed.as_ref().map(|_| work.path().join("userdb"));
     let ws = &resolution.ws;
     let dpkg_path_filters = tf.dpkg_path_filters();
-    let rootfs_plan = rootfs::RootfsPlan {
-        suite: &tf.suite,
-        sources_file: &ws.sources_file(),
-        preferences_file: &ws.preferences_file(),
+    let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .map(|_| plan.timestamp);
+    let package_cache = opts.cachedir.join("packages");
+    let install_plan = dpkg::InstallPlan {
         packages,
-        deb_cache: &ws.archives(),
-        seed_userdb: seed_dir.as_deref(),
+        ws,
+        cache: (!opts.no_package_cache).then_some(package_cache.as_path()),
+        work: work.path(),
         target: &rootfs,
-        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .map(|_| plan.timestamp),
+        seed_userdb: seed_dir.as_deref(),
+        source_date_epoch,
         dpkg_path_filters: &dpkg_path_filters,
     };
-    let phase = progress.phase("build", "installing packages with mmdebstrap", None);
-    rootfs::build(&rootfs_plan, &mut |l| phase.message(l))?;
-    phase.finish(&format!("{} packages installed", packages.len()));
+    let phase = progress.phase("build", "installing packages", None);
+    let (report, watch) = dpkg::install(&install_plan, &mut |l| phase.message(l))?;
+    phase.finish(&format!(
+        "{} packages installed ({}; {} unpacked, {} from the package cache)",
+        packages.len(),
+        report.path,
+        report.unpacked,
+        report.reused
+    ));
+    cj.packages = Some(report);
 
     let kver = rootfs::kernel_version(&rootfs)?;
     if kver.is_none() {
@@ -487,7 +515,7 @@ fn build(
             packages: &resolution.image_packages,
             work: work.path(),
             rootfs: &rootfs,
-            source_date_epoch: rootfs_plan.source_date_epoch,
+            source_date_epoch,
         };
         build_images(&images, progress)?;
     }
@@ -498,6 +526,7 @@ fn build(
         _work: work,
         rootfs,
         installed: installed_packages(&status),
+        watch,
     })
 }
 
