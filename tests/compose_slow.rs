@@ -936,3 +936,94 @@ fn adding_a_package_to_a_service_image_makes_an_update_the_size_of_the_change() 
         "none",
     );
 }
+
+#[test]
+#[ignore = "slow: composes the default host three ways, with and without the package cache"]
+fn package_cache_gives_the_commit_of_unpacking_afresh() {
+    // v1 the default host, v2 v1 plus `hello` (files only), v3 v2 plus `cron` (maintainer
+    // scripts, a systemd unit, a user): each composed into repository A with the package
+    // cache and into repository B unpacking every package afresh, under SOURCE_DATE_EPOCH.
+    // The same root tree each time; v2 is the cached root of v1 plus hello's files, v3 runs
+    // every package's scripts again.
+    let tmp = tempfile::tempdir_in(cache_root()).unwrap();
+    let treefile = |name: &str, extra: &[&str]| {
+        let tf = tmp.path().join(format!("{name}.json"));
+        std::fs::write(
+            &tf,
+            serde_json::json!({
+                "include": source_dir().join("treefiles/atomic-host.json"),
+                "packages": extra,
+            })
+            .to_string(),
+        )
+        .unwrap();
+        tf
+    };
+    let steps = [
+        treefile("v1", &[]),
+        treefile("v2", &["hello"]),
+        treefile("v3", &["hello", "cron"]),
+    ];
+    let compose_all = |repo: &str, extra: &[&str]| -> Vec<(String, serde_json::Value)> {
+        let repo = tmp.path().join(repo);
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, tf)| {
+                let report = tmp.path().join(format!("report-{i}.json"));
+                let start = Instant::now();
+                let out = slipway()
+                    .env("SOURCE_DATE_EPOCH", "1700000000")
+                    .args(["compose", "tree", "--repo"])
+                    .arg(&repo)
+                    .arg("--cachedir")
+                    .arg(apt_cache())
+                    .arg("--write-composejson-to")
+                    .arg(&report)
+                    .args(extra)
+                    .arg(tf)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(!stderr.contains("leaves the cache"), "{stderr}");
+                let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                let cj: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+                eprintln!(
+                    "{} step {}: {:.1}s, packages {}",
+                    repo.display(),
+                    i + 1,
+                    start.elapsed().as_secs_f64(),
+                    cj["packages"]
+                );
+                (root_tree_checksums(&repo, &commit), cj)
+            })
+            .collect()
+    };
+    let cached = compose_all("a", &[]);
+    let afresh = compose_all("b", &["--no-package-cache"]);
+    for (i, (a, b)) in cached.iter().zip(&afresh).enumerate() {
+        assert_eq!(
+            a.0,
+            b.0,
+            "step {}: the package cache gave another root tree than unpacking afresh",
+            i + 1
+        );
+        assert_eq!(b.1["packages"]["path"], "full", "step {}", i + 1);
+        assert_ne!(b.1["packages"]["unpacked"], 0, "step {}", i + 1);
+    }
+    assert_eq!(cached[1].1["packages"]["path"], "added", "{}", cached[1].1);
+    assert_eq!(
+        cached[1].1["packages"]["added"],
+        serde_json::json!(["hello"])
+    );
+    assert_eq!(cached[2].1["packages"]["path"], "full", "{}", cached[2].1);
+    // The three trees differ (each step adds a package).
+    assert_ne!(cached[0].0, cached[1].0);
+    assert_ne!(cached[1].0, cached[2].0);
+}
