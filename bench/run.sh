@@ -102,12 +102,13 @@ MODE=all
 case "${1:-}" in
     "") ;;
     compose-peer) MODE=compose-peer ;;
+    recompose) MODE=recompose ;;
     host) MODE=host ;;
     pxe) MODE=pxe ;;
     install) MODE=install ;;
     services) MODE=services ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: bench/run.sh [compose-peer|host|pxe|install|services]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [compose-peer|recompose|host|pxe|install|services]" >&2; exit 2 ;;
 esac
 
 script_start=$(date +%s.%N)
@@ -1014,6 +1015,101 @@ EOF
 }
 
 # ----------------------------------------------------------------------------------------------
+# 1r. Recompose with the package cache (`bench/run.sh recompose`, after the cold compose of 1
+#     and debos's run of 1p): one leaf package added, then a package with maintainer scripts
+#     and a systemd unit, into the repository of 1; and the commit stage on the cold commit's
+#     own tree (checked out), `ostree commit` against `slipway compose commit`.
+# ----------------------------------------------------------------------------------------------
+
+measure_recompose() {
+    local dir=$BENCH/recompose tree c_ostree c_slipway k
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    printf '{"include": "%s", "packages": ["hello"]}\n' "$TREEFILE" > "$dir/hello.json"
+    printf '{"include": "%s", "packages": ["hello", "cron"]}\n' "$TREEFILE" > "$dir/cron.json"
+    measure compose_hello "$SLIPWAY" compose tree --repo "$REPO" --cachedir "$CACHE" \
+        --write-composejson-to "$RESULTS/compose-hello.json" "$dir/hello.json"
+    measure compose_cron "$SLIPWAY" compose tree --repo "$REPO" --cachedir "$CACHE" \
+        --write-composejson-to "$RESULTS/compose-cron.json" "$dir/cron.json"
+    for k in hello cron; do
+        V[path_$k]=$(sed -n 's/^    "path": "\(.*\)",\{0,1\}$/\1/p' "$RESULTS/compose-$k.json" | head -n1)
+    done
+    [ "${V[path_hello]}" = added ] ||
+        CHECK_FAILURES+=("1r: adding hello took the package stage's '${V[path_hello]}' path, not 'added'")
+    # The commit stage on one tree: the cold commit checked out (read once by the checkout).
+    tree=$dir/tree
+    ostree checkout --repo="$REPO" "${V[commit]}" "$tree" > /dev/null
+    ostree init --repo="$dir/commit-ostree" --mode=archive
+    ostree init --repo="$dir/commit-slipway" --mode=archive
+    measure commit_ostree ostree commit --repo="$dir/commit-ostree" --branch=bench/x --tree=dir="$tree"
+    measure commit_slipway "$SLIPWAY" compose commit --repo "$dir/commit-slipway" --ref bench/x "$tree"
+    V[commit_ostree_bytes]=$(du -sb "$dir/commit-ostree" | cut -f1)
+    V[commit_slipway_bytes]=$(du -sb "$dir/commit-slipway" | cut -f1)
+    c_ostree=$(ostree rev-parse --repo="$dir/commit-ostree" bench/x)
+    c_slipway=$(ostree rev-parse --repo="$dir/commit-slipway" bench/x)
+    if [ "$(ostree ls --repo="$dir/commit-ostree" -d -C "$c_ostree" / | awk '{ print $5 }')" = \
+        "$(ostree ls --repo="$dir/commit-slipway" -d -C "$c_slipway" / | awk '{ print $5 }')" ]; then
+        V[commit_same]="the same root tree (\`ostree ls -d -C\`)"
+    else
+        V[commit_same]="DIFFERENT root trees"
+        CHECK_FAILURES+=("1r: ostree commit and slipway compose commit made different trees")
+    fi
+    rm -rf "$tree"
+}
+
+recompose_phases() { json_phases "$RESULTS/compose-$1.json" | awk '{ printf "%s%s %.1f s", sep, $1, $2; sep = ", " }'; }
+
+recompose_section() {
+    local r_cold r_hello r_cron r_commit k
+    r_cold=$(ratio "${T[compose_cold]}" "${T[compose_debos]}")
+    r_hello=$(ratio "${T[compose_hello]}" "${T[compose_cold]}")
+    r_cron=$(ratio "${T[compose_cron]}" "${T[compose_cold]}")
+    r_commit=$(ratio "${T[commit_slipway]}" "${T[commit_ostree]}")
+    echo "<!-- recompose:begin -->"
+    cat << EOF
+## 1r. Recompose with the package cache
+
+Measured by \`bench/run.sh recompose\` on ${V[date]} (slipway ${V[revision]}), one run: the cold
+compose of \`atomic-host.json\` (fresh repository, warm .deb cache, **empty package cache**), debos
+on the same packages (section 1p's recipe), then into the cold compose's repository the default
+host plus \`hello\` (a leaf package: files only), then plus \`cron\` too (maintainer scripts, a
+systemd unit, a group), then the commit stage on the cold commit's tree (checked out).
+
+| measurement | slipway | baseline | ratio | target | result |
+| --- | --- | --- | --- | --- | --- |
+| cold compose against debos | $(printf '%.1f' "${T[compose_cold]}") s | $(printf '%.1f' "${T[compose_debos]}") s (debos) | ${r_cold}x | <= 0.6x | $(verdict "$r_cold" "<=" 0.6) |
+| add \`hello\` to the default host | $(printf '%.1f' "${T[compose_hello]}") s (package stage: ${V[path_hello]}) | $(printf '%.1f' "${T[compose_cold]}") s (the cold compose) | ${r_hello}x | <= 0.35x | $(verdict "$r_hello" "<=" 0.35) |
+| then add \`cron\` (scripts, a unit) | $(printf '%.1f' "${T[compose_cron]}") s (package stage: ${V[path_cron]}) | $(printf '%.1f' "${T[compose_cold]}") s (the cold compose) | ${r_cron}x | | info |
+| commit stage, one tree into a fresh archive repository | $(printf '%.1f' "${T[commit_slipway]}") s (\`slipway compose commit\`) | $(printf '%.1f' "${T[commit_ostree]}") s (\`ostree commit\`) | ${r_commit}x | <= 0.45x | $(verdict "$r_commit" "<=" 0.45) |
+
+Phases (composejson): cold: $(recompose_phases cold); \`hello\`: $(recompose_phases hello); \`cron\`: $(recompose_phases cron).
+
+The package stage (\`build\`): the cold compose unpacks every .deb into the package cache
+(\`\$CACHE/packages\`), copies them into the root, runs every preinst and \`dpkg --configure -a\`,
+and keeps the configured root in the cache. Adding \`hello\` starts from that root (hard links)
+and adds hello's files (path \`${V[path_hello]}\`); adding \`cron\`, which has maintainer scripts,
+assembles the root from the cache and configures every package again (path \`${V[path_cron]}\`).
+The commit stage: ${V[commit_same]}; repositories ${V[commit_slipway_bytes]} B (slipway) and
+${V[commit_ostree_bytes]} B (ostree).
+
+| run | wall | own CPU | rest of the machine |
+| --- | --- | --- | --- |
+EOF
+    for k in compose_cold compose_debos compose_hello compose_cron commit_ostree commit_slipway; do
+        [ -z "${T[$k]:-}" ] || load_row "$k"
+    done
+    cat << EOF
+
+Commands (as root; \`\$SRC\` is the checkout, \`\$BENCH\` the script's work directory):
+
+\`\`\`sh
+$(printf '%s' "$COMMANDS" | sed "s#$BENCH#\$BENCH#g; s#$SRC#\$SRC#g")
+\`\`\`
+EOF
+    echo "<!-- recompose:end -->"
+}
+
+# ----------------------------------------------------------------------------------------------
 # Set-up: binary, machine, work directory, warm cache
 # ----------------------------------------------------------------------------------------------
 
@@ -1046,6 +1142,7 @@ elif ! command -v debos > /dev/null; then
     V[debos]="skipped (debos is not installed: apt-get install --no-install-recommends debos)"
 fi
 [ "$MODE" != compose-peer ] || [ "${V[debos]}" = run ] || die "compose-peer: debos ${V[debos]}"
+[ "$MODE" != recompose ] || [ "${V[debos]}" = run ] || die "recompose: debos ${V[debos]}"
 MIRROR='' SECURITY='' UPDATES=no
 if [ "${V[debos]}" = run ]; then
     host_mirrors "$DEBOS_SUITE"
@@ -1394,6 +1491,9 @@ EOF
 # ----------------------------------------------------------------------------------------------
 
 REPO=$BENCH/slipway-repo
+# Cold: a fresh repository and an empty package cache (the warm-up filled it); the .deb cache
+# stays warm.
+rm -rf "$CACHE/packages"
 debs_before=$(deb_count)
 measure compose_cold "$SLIPWAY" compose tree --repo "$REPO" --cachedir "$CACHE" \
     --write-composejson-to "$RESULTS/compose-cold.json" "$TREEFILE"
@@ -1406,6 +1506,26 @@ V[kver]=$(json_scalar "$RESULTS/compose-cold.json" kernel_version)
 if [ "$MODE" = compose-peer ]; then
     measure_debos_peer
     write_peer_report
+    exit 0
+fi
+if [ "$MODE" = recompose ]; then
+    measure_debos_peer
+    measure_recompose
+    recompose_section > "$RESULTS/recompose.md"
+    if grep -q '^<!-- recompose:begin -->' "$REPORT"; then
+        awk -v f="$RESULTS/recompose.md" '
+            /^<!-- recompose:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
+            /^<!-- recompose:end -->/ { skip = 0; next }
+            !skip' "$REPORT" > "$REPORT.tmp"
+    else
+        { cat "$REPORT"; echo; cat "$RESULTS/recompose.md"; } > "$REPORT.tmp"
+    fi
+    mv "$REPORT.tmp" "$REPORT"
+    cat "$RESULTS/recompose.md"
+    if [ ${#CHECK_FAILURES[@]} -gt 0 ]; then
+        printf '%s\n' "${CHECK_FAILURES[@]}" >&2
+        die "correctness checks failed (see $REPORT)"
+    fi
     exit 0
 fi
 
