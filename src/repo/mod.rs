@@ -30,8 +30,14 @@ pub fn open(path: &Path) -> Result<ostree::Repo> {
     Ok(repo)
 }
 
+/// The zlib level of the archive repositories slipway creates (libostree's default is 6).
+/// Measured on the default host's tree (1.0 GiB, 2 cores): level 6 commits in 23.0 s into
+/// 391 MB, level 4 in 13.6 s into 402 MB (+2.8%), level 2 in 9.6 s into 418 MB (+7%).
+/// `ostree config set archive.zlib-level N` changes it for a repository.
+pub const ARCHIVE_ZLIB_LEVEL: i32 = 4;
+
 /// Open `path`, creating an `archive` repository when it does not exist (or is an empty
-/// directory).
+/// directory), with [`ARCHIVE_ZLIB_LEVEL`].
 pub fn open_or_create_archive(path: &Path) -> Result<ostree::Repo> {
     let empty_dir = path.is_dir()
         && std::fs::read_dir(path)
@@ -44,7 +50,14 @@ pub fn open_or_create_archive(path: &Path) -> Result<ostree::Repo> {
         let repo = ostree::Repo::new_for_path(path);
         repo.create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
             .with_context(|| format!("creating archive repository {}", path.display()))?;
-        crate::sys::ui::info(format!("created archive repository {}", path.display()));
+        let config = repo.copy_config();
+        config.set_integer("archive", "zlib-level", ARCHIVE_ZLIB_LEVEL);
+        repo.write_config(&config)
+            .with_context(|| format!("writing the configuration of {}", path.display()))?;
+        crate::sys::ui::info(format!(
+            "created archive repository {} (zlib level {ARCHIVE_ZLIB_LEVEL})",
+            path.display()
+        ));
         return open(path);
     }
     open(path)
@@ -280,5 +293,11 @@ mod tests {
         open_or_create_archive(&p).unwrap();
         let cfg = std::fs::read_to_string(p.join("config")).unwrap();
         assert!(cfg.contains("mode=archive"), "{cfg}");
+        // libostree reads the level back: the repository compresses at slipway's level.
+        let repo = open(&p).unwrap();
+        assert_eq!(
+            repo.copy_config().integer("archive", "zlib-level").unwrap(),
+            ARCHIVE_ZLIB_LEVEL
+        );
     }
 }
