@@ -96,6 +96,13 @@
 #
 # `bench/run.sh compose-peer` measures only 1 and 1p (with the same set-up: build, warm cache)
 # and writes $SLIPWAY_BENCH_DIR/results/compose-peer.md (printed too), not BENCHMARKS.md.
+#
+# `bench/run.sh recompose` (1r) measures 1 (the package cache emptied first, as in every cold
+# compose here) and 1p, then into 1's repository the default host plus `hello` (a leaf
+# package: target <= 0.35x the cold compose) and plus `cron` (maintainer scripts and a unit:
+# reported), then the commit stage on the cold commit's tree checked out, `ostree commit` and
+# `slipway compose commit` each into a repository it creates (target <= 0.45x); cold against
+# debos: target <= 0.6x. It rewrites only its section of BENCHMARKS.md.
 set -euo pipefail
 
 MODE=all
