@@ -211,6 +211,20 @@ measure3() {
     say "$key: median ${T[$key]} s (${runs[*]})"
 }
 
+# replace_section NAME: put $RESULTS/NAME.md into BENCHMARKS.md between its
+# `<!-- NAME:begin -->` and `<!-- NAME:end -->` lines (appended when they are not there yet).
+replace_section() {
+    if grep -q "^<!-- $1:begin -->" "$REPORT"; then
+        awk -v f="$RESULTS/$1.md" -v b="<!-- $1:begin -->" -v e="<!-- $1:end -->" '
+            $0 == b { while ((getline l < f) > 0) print l; skip = 1; next }
+            $0 == e { skip = 0; next }
+            !skip' "$REPORT" > "$REPORT.tmp"
+    else
+        { cat "$REPORT"; echo; cat "$RESULTS/$1.md"; } > "$REPORT.tmp"
+    fi
+    mv "$REPORT.tmp" "$REPORT"
+}
+
 # One row of the load table.
 load_row() {
     local share
@@ -1171,15 +1185,7 @@ fi
 if [ "$MODE" = pxe ]; then
     measure_pxe
     pxe_section > "$RESULTS/pxe.md"
-    if grep -q '^<!-- pxe:begin -->' "$REPORT"; then
-        awk -v f="$RESULTS/pxe.md" '
-            /^<!-- pxe:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
-            /^<!-- pxe:end -->/ { skip = 0; next }
-            !skip' "$REPORT" > "$REPORT.tmp"
-    else
-        { cat "$REPORT"; echo; cat "$RESULTS/pxe.md"; } > "$REPORT.tmp"
-    fi
-    mv "$REPORT.tmp" "$REPORT"
+    replace_section pxe
     cat "$RESULTS/pxe.md"
     if [ ${#CHECK_FAILURES[@]} -gt 0 ]; then
         printf '%s\n' "${CHECK_FAILURES[@]}" >&2
@@ -1191,15 +1197,7 @@ fi
 if [ "$MODE" = services ]; then
     measure_services
     services_section > "$RESULTS/services.md"
-    if grep -q '^<!-- services:begin -->' "$REPORT"; then
-        awk -v f="$RESULTS/services.md" '
-            /^<!-- services:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
-            /^<!-- services:end -->/ { skip = 0; next }
-            !skip' "$REPORT" > "$REPORT.tmp"
-    else
-        { cat "$REPORT"; echo; cat "$RESULTS/services.md"; } > "$REPORT.tmp"
-    fi
-    mv "$REPORT.tmp" "$REPORT"
+    replace_section services
     cat "$RESULTS/services.md"
     exit 0
 fi
@@ -1207,15 +1205,7 @@ fi
 if [ "$MODE" = install ]; then
     measure_install
     install_section > "$RESULTS/install.md"
-    if grep -q '^<!-- install:begin -->' "$REPORT"; then
-        awk -v f="$RESULTS/install.md" '
-            /^<!-- install:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
-            /^<!-- install:end -->/ { skip = 0; next }
-            !skip' "$REPORT" > "$REPORT.tmp"
-    else
-        { cat "$REPORT"; echo; cat "$RESULTS/install.md"; } > "$REPORT.tmp"
-    fi
-    mv "$REPORT.tmp" "$REPORT"
+    replace_section install
     cat "$RESULTS/install.md"
     [ "${V[install]}" = ok ] || die "the PXE install test failed (see $LOGS/install.err)"
     exit 0
@@ -1224,15 +1214,7 @@ fi
 if [ "$MODE" = host ]; then
     measure_host
     host_section > "$RESULTS/host.md"
-    if grep -q '^<!-- host:begin -->' "$REPORT"; then
-        awk -v f="$RESULTS/host.md" '
-            /^<!-- host:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
-            /^<!-- host:end -->/ { skip = 0; next }
-            !skip' "$REPORT" > "$REPORT.tmp"
-    else
-        { cat "$REPORT"; echo; cat "$RESULTS/host.md"; } > "$REPORT.tmp"
-    fi
-    mv "$REPORT.tmp" "$REPORT"
+    replace_section host
     cat "$RESULTS/host.md"
     [ "${V[host]}" = ok ] || die "the host test failed (see $LOGS/host.err)"
     exit 0
@@ -1520,15 +1502,7 @@ if [ "$MODE" = recompose ]; then
     measure_debos_peer
     measure_recompose
     recompose_section > "$RESULTS/recompose.md"
-    if grep -q '^<!-- recompose:begin -->' "$REPORT"; then
-        awk -v f="$RESULTS/recompose.md" '
-            /^<!-- recompose:begin -->/ { while ((getline l < f) > 0) print l; skip = 1; next }
-            /^<!-- recompose:end -->/ { skip = 0; next }
-            !skip' "$REPORT" > "$REPORT.tmp"
-    else
-        { cat "$REPORT"; echo; cat "$RESULTS/recompose.md"; } > "$REPORT.tmp"
-    fi
-    mv "$REPORT.tmp" "$REPORT"
+    replace_section recompose
     cat "$RESULTS/recompose.md"
     if [ ${#CHECK_FAILURES[@]} -gt 0 ]; then
         printf '%s\n' "${CHECK_FAILURES[@]}" >&2
