@@ -446,39 +446,65 @@ impl AptWorkspace {
         Ok(pkgs)
     }
 
-    /// Download the .debs of `pkgs` that the archive directory lacks (apt checks each
-    /// against its index, and fetches again what does not match).
+    /// Put the .debs of `pkgs` that the archive directory lacks into it: apt downloads
+    /// them (and checks each against its index); a `file:` repository's, which apt reads in
+    /// place and never copies, are copied from where apt says they are.
     pub fn download(&self, pkgs: &[ResolvedPackage]) -> Result<()> {
         let archives = self.archives();
-        let missing = pkgs
-            .iter()
-            .filter(|p| {
-                !archives
-                    .join(crate::compose::rootfs::deb_filename(p))
-                    .exists()
-            })
-            .count();
-        if missing == 0 {
-            return Ok(());
-        }
-        crate::sys::ui::info(format!("downloading {missing} packages"));
-        let mut cmd = self.apt_get();
-        cmd.arg("-o")
-            .arg(format!("Dir::Cache::Archives={}", archives.display()))
-            .args([
-                "install",
-                "--download-only",
-                "-y",
-                "-q",
-                "--allow-downgrades",
-            ])
-            .args(pinned_includes(pkgs));
-        cmd.run().context("downloading packages with apt-get")?;
-        if let Some(p) = pkgs.iter().find(|p| {
+        let missing = |p: &&ResolvedPackage| {
             !archives
                 .join(crate::compose::rootfs::deb_filename(p))
                 .exists()
-        }) {
+        };
+        if !pkgs.iter().any(|p| missing(&p)) {
+            return Ok(());
+        }
+        let archives_opt = format!("Dir::Cache::Archives={}", archives.display());
+        let uris = self
+            .apt_get()
+            .args(["-o", &archives_opt])
+            .args(["install", "--print-uris", "-qq", "--allow-downgrades"])
+            .args(pinned_includes(pkgs))
+            .run_get_string()
+            .context("asking apt-get where the packages come from")?;
+        let mut remote = 0;
+        for line in uris.lines().map(str::trim).filter(|l| l.starts_with('\'')) {
+            let uri = line[1..].split('\'').next().unwrap_or("");
+            let Some(file) = line.split_whitespace().nth(1) else {
+                continue;
+            };
+            match uri.strip_prefix("file:") {
+                Some(path) => {
+                    let path = percent_encoding::percent_decode_str(path.trim_start_matches("//"))
+                        .decode_utf8_lossy()
+                        .into_owned();
+                    let dest = archives.join(file);
+                    let tmp = archives.join(format!(".{file}.slipway-tmp"));
+                    std::fs::copy(&path, &tmp)
+                        .with_context(|| format!("copying {path} into {}", archives.display()))?;
+                    std::fs::rename(&tmp, &dest).with_context(|| {
+                        format!("renaming {} to {}", tmp.display(), dest.display())
+                    })?;
+                }
+                None => remote += 1,
+            }
+        }
+        if remote > 0 {
+            crate::sys::ui::info(format!("downloading {remote} packages"));
+            self.apt_get()
+                .args(["-o", &archives_opt])
+                .args([
+                    "install",
+                    "--download-only",
+                    "-y",
+                    "-q",
+                    "--allow-downgrades",
+                ])
+                .args(pinned_includes(pkgs))
+                .run()
+                .context("downloading packages with apt-get")?;
+        }
+        if let Some(p) = pkgs.iter().find(|p| missing(p)) {
             bail!(
                 "apt-get downloaded the package set, but {} is not in {}",
                 crate::compose::rootfs::deb_filename(p),

@@ -11,6 +11,7 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("apt-get", "apt"),
     ("apt-cache", "apt"),
     ("dpkg", "dpkg"),
+    ("cp", "coreutils"),
     ("dpkg-deb", "dpkg"),
     ("dpkg-query", "dpkg"),
     ("mksquashfs", "squashfs-tools"),
