@@ -15,7 +15,7 @@
 //! checkout's, and compiling nothing costs nothing. A `.pyc` whose size does not match
 //! (stale already), a hash-based one (PEP 552) and one without its source are left alone.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -128,9 +128,36 @@ fn fix_cache(tree: &Tree, parent: &str, cache: &Dir) -> Result<usize> {
         if mtime == 0 {
             continue;
         }
-        f.seek(SeekFrom::Start(8))
-            .and_then(|_| f.write_all(&[0; 4]))
-            .with_context(|| format!("writing {}", file.display()))?;
+        // Replaced, never written in place: the file may be a hard link that the package
+        // cache's kept root shares (compose::dpkg).
+        let mut data = header.to_vec();
+        f.read_to_end(&mut data)
+            .with_context(|| format!("reading {}", file.display()))?;
+        data[8..12].fill(0);
+        let meta = f.into_std().metadata()?;
+        let tmp = format!(".{name}.slipway-tmp");
+        let written = (|| -> std::io::Result<()> {
+            let mut out = cache.open_with(
+                &tmp,
+                cap_std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+            )?;
+            out.write_all(&data)?;
+            use std::os::unix::fs::MetadataExt;
+            rustix::fs::fchown(
+                &out,
+                Some(rustix::fs::Uid::from_raw(meta.uid())),
+                Some(rustix::fs::Gid::from_raw(meta.gid())),
+            )?;
+            rustix::fs::fchmod(&out, rustix::fs::Mode::from_raw_mode(meta.mode() & 0o7777))?;
+            cache.rename(&tmp, &cache, &name)
+        })();
+        if written.is_err() {
+            let _ = cache.remove_file(&tmp);
+        }
+        written.with_context(|| format!("writing {}", file.display()))?;
         changed += 1;
     }
     Ok(changed)
@@ -265,5 +292,35 @@ mod tests {
         assert!(!from_bytecode(), "the .pyc was taken before it was fixed");
         assert_eq!(zero_source_mtimes(t.path()).unwrap(), 1);
         assert!(from_bytecode(), "the fixed .pyc was not taken");
+    }
+
+    #[test]
+    fn bytecode_is_replaced_not_written_through_a_hard_link() {
+        // The package cache's kept roots share files with a compose's tree by hard links:
+        // a fitted .pyc is a new file, and the other link keeps the old content.
+        let t = tempfile::tempdir().unwrap();
+        let pkg = t.path().join("usr/lib/python3/dist-packages/pkg");
+        let cache = pkg.join("__pycache__");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(pkg.join("mod.py"), b"x = 1\n").unwrap();
+        let file = cache.join("mod.cpython-311.pyc");
+        std::fs::write(&file, pyc(0, 1_700_000_000, 6)).unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .unwrap();
+        let kept = t.path().join("kept.pyc");
+        std::fs::hard_link(&file, &kept).unwrap();
+        assert_eq!(zero_source_mtimes(t.path()).unwrap(), 1);
+        assert_eq!(mtime_of(&file), 0);
+        assert_eq!(mtime_of(&kept), 1_700_000_000);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+        assert_eq!(
+            std::fs::read_dir(&cache).unwrap().count(),
+            1,
+            "a temporary file is left"
+        );
     }
 }
