@@ -225,17 +225,10 @@ impl PackageCache {
         if let Some(e) = failed.into_inner().ok().flatten() {
             return Err(e);
         }
-        let now = filetime_now();
         debs.iter()
             .map(|d| {
                 let dir = self.entry_dir(d);
-                // Used now: pruning by age goes by this.
-                let _ = rustix::fs::utimensat(
-                    rustix::fs::CWD,
-                    &dir,
-                    &now,
-                    rustix::fs::AtFlags::empty(),
-                );
+                touch(&dir);
                 load(&dir, &d.pkg)
             })
             .collect()
@@ -353,15 +346,21 @@ pub struct PruneReport {
     pub bytes_kept: Option<u64>,
 }
 
-fn filetime_now() -> rustix::fs::Timestamps {
-    let t = rustix::time::Timespec {
+/// Mark `p` used now (pruning by age goes by its modification time).
+pub fn touch(p: &Path) {
+    let now = rustix::time::Timespec {
         tv_sec: 0,
         tv_nsec: rustix::fs::UTIME_NOW,
     };
-    rustix::fs::Timestamps {
-        last_access: t,
-        last_modification: t,
-    }
+    let _ = rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &rustix::fs::Timestamps {
+            last_access: now,
+            last_modification: now,
+        },
+        rustix::fs::AtFlags::empty(),
+    );
 }
 
 /// Bytes of the regular files below `p` (each inode once).

@@ -108,12 +108,12 @@ pub fn install(
     match found {
         Some(Found::Exact(dir)) => {
             watch.add(&dir)?;
-            link_tree(&dir.join("root"), plan.target)?;
+            link_root(&dir.join("root"), plan.target)?;
             on_line(&format!(
                 "the configured root of this package set is in the cache ({})",
                 dir.display()
             ));
-            touch(&dir);
+            cache::touch(&dir);
             report.path = "cached".into();
             return Ok((report, watch));
         }
@@ -129,16 +129,15 @@ pub fn install(
                         .join(" ")
                 ));
                 watch.add(&dir)?;
-                link_tree(&dir.join("root"), plan.target)?;
+                link_root(&dir.join("root"), plan.target)?;
                 on_line(&format!("cached root linked ({:.1}s)", secs()));
                 let tree = Tree::open(plan.target)?;
-                unshare_dpkg_state(&tree)?;
                 let lists = assemble::unpack(&tree, &added, &filters)?;
                 assemble::write_database(&tree, &added, &lists)?;
                 configure(plan, &tree, &[], false, on_line)?;
                 report.path = "added".into();
                 report.added = added.iter().map(|e| e.name.clone()).collect();
-                touch(&dir);
+                cache::touch(&dir);
                 from_tree = Some(dir);
             }
         }
@@ -250,6 +249,8 @@ struct TreeMeta {
     /// The account ids ([`account_ids`]) the root was seeded with, and those it ended with:
     /// a compose seeded with either gets the same root.
     ids: Vec<String>,
+    /// [`root_digest`] when it was kept.
+    digest: String,
 }
 
 /// A digest of the user and group ids in account files (`passwd`, `group` in `dir`), or
@@ -323,12 +324,24 @@ fn find_tree(trees: &Path, base: &str, ids: &str, debs: &[DebFile]) -> Result<Op
         {
             continue;
         }
-        if meta.packages.len() == want.len() {
+        let exact = meta.packages.len() == want.len();
+        if !exact && best.as_ref().is_some_and(|b| b.0 >= meta.packages.len()) {
+            continue;
+        }
+        // A root written in place since it was kept (a compose killed before its watch
+        // could drop it) is dropped now.
+        if root_digest(&dir.join("root"))? != meta.digest {
+            crate::sys::ui::warn(format!(
+                "the cached root {} changed since it was kept; it leaves the cache",
+                dir.display()
+            ));
+            drop_root(&dir)?;
+            continue;
+        }
+        if exact {
             return Ok(Some(Found::Exact(dir)));
         }
-        if best.as_ref().is_none_or(|b| b.0 < meta.packages.len()) {
-            best = Some((meta.packages.len(), dir, meta));
-        }
+        best = Some((meta.packages.len(), dir, meta));
     }
     Ok(best.map(|(_, dir, meta)| Found::Subset(dir, meta)))
 }
@@ -527,36 +540,56 @@ fn read_rel(tree: &Tree, rel: &str) -> Result<String> {
 }
 
 /// A whole root linked file by file (directories and symbolic links made anew, owners,
-/// modes and times kept): nothing is copied.
-fn link_tree(from: &Path, to: &Path) -> Result<()> {
+/// modes and times kept), but for `/etc` and `/var`, which are copied: they are where scripts
+/// append to files in place, and the root `from` must not change with `to`.
+fn link_root(from: &Path, to: &Path) -> Result<()> {
     Command::new("cp")
         .args(["-a", "--link", "--no-target-directory"])
         .arg(from)
         .arg(to)
         .run()
-        .with_context(|| format!("linking {} to {}", from.display(), to.display()))
+        .with_context(|| format!("linking {} to {}", from.display(), to.display()))?;
+    for d in ["etc", "var"] {
+        if to.join(d).is_dir() {
+            crate::sys::workdir::remove_tree(&to.join(d))?;
+            Command::new("cp")
+                .args(["-a", "--no-target-directory"])
+                .arg(from.join(d))
+                .arg(to.join(d))
+                .run()
+                .with_context(|| format!("copying {}", from.join(d).display()))?;
+        }
+    }
+    Ok(())
 }
 
-/// dpkg writes its lock files in place: the root gets its own copies of the files of its
-/// database directory and of its triggers directory (the packages' `info` files stay
-/// linked: dpkg replaces those, it never writes into them).
-fn unshare_dpkg_state(tree: &Tree) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    for dir in [ADMINDIR.to_string(), format!("{ADMINDIR}/triggers")] {
-        for name in tree.list(&dir)? {
-            let rel = format!("{dir}/{name}");
-            let mut f = match tree.open_file(&rel) {
-                Ok(f) => f,
-                Err(_) => continue, // a directory, or not a regular file
-            };
-            let m = f.metadata()?;
-            let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut f, &mut data)?;
-            tree.write_file(&rel, &mut &data[..], m.mode())?;
-            tree.set_owner(&rel, m.uid(), m.gid())?;
-            tree.set_mode(&rel, m.mode())?;
-            tree.set_mtime(&rel, m.mtime())?;
-        }
+/// A digest of what any write changes in every regular file of `root` (path, size, mode,
+/// owner, modification time): a kept root must still have the one it was kept with.
+fn root_digest(root: &Path) -> Result<String> {
+    let snap = snapshot(root)?;
+    let mut lines: Vec<String> = snap
+        .values()
+        .map(|(st, path)| {
+            format!(
+                "{} {:?}",
+                path.strip_prefix(root).unwrap_or(path).display(),
+                st
+            )
+        })
+        .collect();
+    lines.sort();
+    Ok(hex::encode(Sha256::digest(lines.join("\n").as_bytes())))
+}
+
+/// Take a kept root out of the cache (renamed aside first, so no compose finds it half
+/// removed).
+fn drop_root(dir: &Path) -> Result<()> {
+    let aside = dir.with_file_name(format!(
+        ".tmp-dropped-{}",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    if std::fs::rename(dir, &aside).is_ok() {
+        crate::sys::workdir::remove_tree(&aside)?;
     }
     Ok(())
 }
@@ -630,34 +663,12 @@ impl Watch {
                     path.display(),
                     dir.display()
                 ));
-                let aside = dir.with_file_name(format!(
-                    ".tmp-dropped-{}",
-                    dir.file_name().unwrap_or_default().to_string_lossy()
-                ));
-                if std::fs::rename(&dir, &aside).is_ok() {
-                    crate::sys::workdir::remove_tree(&aside)?;
-                }
+                drop_root(&dir)?;
                 dropped.push(dir);
             }
         }
         Ok(dropped)
     }
-}
-
-fn touch(p: &Path) {
-    let t = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: rustix::fs::UTIME_NOW,
-    };
-    let _ = rustix::fs::utimensat(
-        rustix::fs::CWD,
-        p,
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-        rustix::fs::AtFlags::empty(),
-    );
 }
 
 /// Keep the configured root for the next compose (linked aside, renamed into place);
@@ -681,7 +692,7 @@ fn save_tree(
     }
     let tmp = cache.temp_dir("tree")?;
     let result = (|| -> Result<()> {
-        link_tree(root, &tmp.join("root"))?;
+        link_root(root, &tmp.join("root"))?;
         let meta = TreeMeta {
             base: base.to_string(),
             packages: debs
@@ -689,6 +700,7 @@ fn save_tree(
                 .map(|d| (package_id(d), d.sha256.clone()))
                 .collect(),
             ids: vec![seed_ids.to_string(), own_ids],
+            digest: root_digest(&tmp.join("root"))?,
         };
         std::fs::write(tmp.join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
         match std::fs::rename(&tmp, &dest) {

@@ -266,7 +266,7 @@ fn a_cached_root_left_alone_stays() {
     let mut w = Watch::default();
     w.add(&t).unwrap();
     // Replacing a file (a new inode, as dpkg and every rename-based writer do) is fine.
-    link_tree(&t.join("root"), &d.path().join("build")).unwrap();
+    link_root(&t.join("root"), &d.path().join("build")).unwrap();
     std::fs::remove_file(d.path().join("build/usr/lib/os-release")).unwrap();
     std::fs::write(d.path().join("build/usr/lib/os-release"), "ID=other\n").unwrap();
     assert!(w.verify().unwrap().is_empty());
@@ -298,4 +298,71 @@ fn account_ids_ignore_all_but_names_and_ids() {
     assert_eq!(a, b);
     assert_ne!(a, c);
     assert_eq!(account_ids(|_| None), "none");
+}
+
+#[test]
+fn a_linked_root_shares_usr_but_not_etc_and_var() {
+    let d = tempfile::tempdir().unwrap();
+    let t = cached_root(d.path());
+    std::fs::create_dir_all(t.join("root/etc")).unwrap();
+    std::fs::write(t.join("root/etc/shells"), "/bin/sh\n").unwrap();
+    std::fs::create_dir_all(t.join("root/var/lib/dpkg")).unwrap();
+    std::fs::write(t.join("root/var/lib/dpkg/lock"), "").unwrap();
+    let build = d.path().join("build");
+    link_root(&t.join("root"), &build).unwrap();
+    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(&build.join("usr/lib/os-release")),
+        ino(&t.join("root/usr/lib/os-release"))
+    );
+    assert_ne!(
+        ino(&build.join("etc/shells")),
+        ino(&t.join("root/etc/shells"))
+    );
+    assert_ne!(
+        ino(&build.join("var/lib/dpkg/lock")),
+        ino(&t.join("root/var/lib/dpkg/lock"))
+    );
+    // Appending to /etc in the build leaves the kept root as it was.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(build.join("etc/shells"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"/bin/bash\n").unwrap();
+    assert_eq!(read(&t, "root/etc/shells"), "/bin/sh\n");
+}
+
+#[test]
+fn a_kept_root_changed_since_it_was_kept_is_not_used() {
+    let d = tempfile::tempdir().unwrap();
+    let trees = d.path().join("trees");
+    let t = cached_root(d.path());
+    let deb = DebFile {
+        pkg: ResolvedPackage {
+            name: "x".into(),
+            version: "1".into(),
+            arch: "all".into(),
+            hash: String::new(),
+        },
+        path: PathBuf::from("/nonexistent"),
+        sha256: "ab".into(),
+    };
+    let meta = TreeMeta {
+        base: "base".into(),
+        packages: [("x:all".to_string(), "ab".to_string())].into(),
+        ids: vec!["none".into()],
+        digest: root_digest(&t.join("root")).unwrap(),
+    };
+    std::fs::write(t.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+    let found = find_tree(&trees, "base", "none", std::slice::from_ref(&deb)).unwrap();
+    assert!(matches!(found, Some(Found::Exact(ref p)) if p == &t));
+    // Written in place (as by a compose killed before its watch ran): dropped, not used.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(t.join("root/usr/lib/os-release"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"X=1\n").unwrap();
+    let found = find_tree(&trees, "base", "none", &[deb]).unwrap();
+    assert!(found.is_none());
+    assert!(!t.exists(), "the changed root is still in the cache");
 }
