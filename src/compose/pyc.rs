@@ -152,7 +152,7 @@ fn fix_cache(tree: &Tree, parent: &str, cache: &Dir) -> Result<usize> {
                 Some(rustix::fs::Gid::from_raw(meta.gid())),
             )?;
             rustix::fs::fchmod(&out, rustix::fs::Mode::from_raw_mode(meta.mode() & 0o7777))?;
-            cache.rename(&tmp, &cache, &name)
+            cache.rename(&tmp, cache, &name)
         })();
         if written.is_err() {
             let _ = cache.remove_file(&tmp);
