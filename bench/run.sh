@@ -1043,7 +1043,7 @@ EOF
 # ----------------------------------------------------------------------------------------------
 
 measure_recompose() {
-    local dir=$BENCH/recompose tree c_ostree c_slipway k
+    local dir=$BENCH/recompose tree k
     rm -rf "$dir"
     mkdir -p "$dir"
     printf '{"include": "%s", "packages": ["hello"]}\n' "$TREEFILE" > "$dir/hello.json"
@@ -1060,23 +1060,31 @@ measure_recompose() {
     # The commit stage on one tree: the cold commit checked out (read once by the checkout).
     tree=$dir/tree
     ostree checkout --repo="$REPO" "${V[commit]}" "$tree" > /dev/null
-    # Each tool creates its own fresh repository, with its own defaults (slipway's: zlib level
-    # 4, libostree's: 6; the sizes below show what that costs).
+    measure_commit_stage "$tree" "$dir"
+    rm -rf "$tree"
+}
+
+# measure_commit_stage TREE DIR: TREE committed by `ostree commit` and by `slipway compose
+# commit`, each into a fresh archive repository with its own defaults (DIR/commit-ostree made
+# by `ostree init`: zlib level 6; DIR/commit-slipway made by slipway: level 4; the sizes show
+# what that costs). Sets their sizes, V[c_ostree], V[c_slipway] and V[commit_same].
+measure_commit_stage() {
+    local tree=$1 dir=$2
+    rm -rf "$dir/commit-ostree" "$dir/commit-slipway"
     ostree init --repo="$dir/commit-ostree" --mode=archive
     measure commit_ostree ostree commit --repo="$dir/commit-ostree" --branch=bench/x --tree=dir="$tree"
     measure commit_slipway "$SLIPWAY" compose commit --repo "$dir/commit-slipway" --ref bench/x "$tree"
     V[commit_ostree_bytes]=$(du -sb "$dir/commit-ostree" | cut -f1)
     V[commit_slipway_bytes]=$(du -sb "$dir/commit-slipway" | cut -f1)
-    c_ostree=$(ostree rev-parse --repo="$dir/commit-ostree" bench/x)
-    c_slipway=$(ostree rev-parse --repo="$dir/commit-slipway" bench/x)
-    if [ "$(ostree ls --repo="$dir/commit-ostree" -d -C "$c_ostree" / | awk '{ print $5 }')" = \
-        "$(ostree ls --repo="$dir/commit-slipway" -d -C "$c_slipway" / | awk '{ print $5 }')" ]; then
+    V[c_ostree]=$(ostree rev-parse --repo="$dir/commit-ostree" bench/x)
+    V[c_slipway]=$(ostree rev-parse --repo="$dir/commit-slipway" bench/x)
+    if [ "$(ostree ls --repo="$dir/commit-ostree" -d -C "${V[c_ostree]}" / | awk '{ print $5 }')" = \
+        "$(ostree ls --repo="$dir/commit-slipway" -d -C "${V[c_slipway]}" / | awk '{ print $5 }')" ]; then
         V[commit_same]="the same root tree (\`ostree ls -d -C\`)"
     else
         V[commit_same]="DIFFERENT root trees"
-        CHECK_FAILURES+=("1r: ostree commit and slipway compose commit made different trees")
+        CHECK_FAILURES+=("commit stage: ostree commit and slipway compose commit made different trees")
     fi
-    rm -rf "$tree"
 }
 
 recompose_phases() { json_phases "$RESULTS/compose-$1.json" | awk '{ printf "%s%s %.1f s", sep, $1, $2; sep = ", " }'; }
@@ -1563,14 +1571,9 @@ measure_debos_peer
 # ----------------------------------------------------------------------------------------------
 
 TREE=$BENCH/baseline/rootfs      # converted and already read once (page cache warm for both)
-ostree init --repo="$BENCH/commit-ostree" --mode=archive
-ostree init --repo="$BENCH/commit-slipway" --mode=archive
-measure commit_ostree ostree commit --repo="$BENCH/commit-ostree" --branch=bench/x --tree=dir="$TREE"
-measure commit_slipway "$SLIPWAY" compose commit --repo "$BENCH/commit-slipway" --ref bench/x "$TREE"
-V[commit_ostree_bytes]=$(du -sb "$BENCH/commit-ostree" | cut -f1)
-V[commit_slipway_bytes]=$(du -sb "$BENCH/commit-slipway" | cut -f1)
-c_ostree=$(ostree rev-parse --repo="$BENCH/commit-ostree" bench/x)
-c_slipway=$(ostree rev-parse --repo="$BENCH/commit-slipway" bench/x)
+measure_commit_stage "$TREE" "$BENCH"
+c_ostree=${V[c_ostree]}
+c_slipway=${V[c_slipway]}
 # Pull slipway's commit (by checksum, so no ref moves) into the ostree repository and compare.
 ostree pull-local --repo="$BENCH/commit-ostree" "$BENCH/commit-slipway" "$c_slipway" \
     > "$LOGS/pull-local.out" 2>&1 || die "ostree pull-local failed: $(tail -n 5 "$LOGS/pull-local.out")"
@@ -1769,7 +1772,7 @@ the ref unchanged. Runs: ${V[compose_noop.runs]} s.
 
 ## 3. Commit stage on one tree
 
-The baseline's converted tree (\`$TREE\`), committed into two fresh \`archive\` repositories:
+The baseline's converted tree (\`$TREE\`), committed into two fresh \`archive\` repositories, each made by its tool (libostree's zlib level 6, slipway's 4):
 
 | | wall time | repository size (\`du -sb\`) |
 | --- | --- | --- |
