@@ -16,8 +16,8 @@ use anyhow::{Context, Result};
 use crate::compose::apt::ResolvedPackage;
 use crate::sys::cmd::{CommandRunExt, shell_quote};
 
-/// Where dracut hides while packages install.
-const DRACUT_DIVERSION: &str = "/usr/bin/dracut.slipway-diverted";
+/// Where dracut hides while packages install (here and in `compose::dpkg`).
+pub const DRACUT_DIVERSION: &str = "/usr/bin/dracut.slipway-diverted";
 
 /// Everything mmdebstrap needs.
 pub struct RootfsPlan<'a> {

@@ -27,14 +27,11 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::compose::apt::{AptWorkspace, ResolvedPackage};
+use crate::compose::rootfs::DRACUT_DIVERSION;
 use crate::sys::cmd::CommandRunExt;
 use crate::sys::tree::Tree;
 use assemble::{ADMINDIR, Filters};
 use cache::{DebFile, Entry, PackageCache};
-
-/// Where dracut hides while packages configure (the kernel's hook finds no dracut and builds
-/// no initramfs that would be thrown away; the compose builds the OSTree one later).
-pub const DRACUT_DIVERSION: &str = "/usr/bin/dracut.slipway-diverted";
 
 /// The trees kept in the cache (the newest; older ones go when the cache is pruned).
 pub const TREES_KEPT: usize = 2;
