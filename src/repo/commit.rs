@@ -541,6 +541,51 @@ pub fn import_tree(repo_path: &Path, tree: &Path, threads: usize) -> Result<Impo
     Ok(imported)
 }
 
+/// Write every object of `tree` into the bare repository `repo_path`, as [`import_tree`] does,
+/// but moving the files instead of copying them: libostree checksums each regular file and
+/// renames it into `objects/` ("adopt", `OSTREE_REPO_COMMIT_MODIFIER_FLAGS_CONSUME`), so a tree
+/// unpacked on the repository's file system is written once. `tree` must be on that file
+/// system, outside the repository (libostree empties its `tmp` at each commit); what is left of it afterwards (directories, symbolic
+/// links) is the caller's to remove. Checksums are computed here, as with [`import_tree`], so
+/// nothing in `tree` is trusted.
+pub fn adopt_tree(repo_path: &Path, tree: &Path) -> Result<ImportedTree> {
+    let repo = crate::repo::open(repo_path)?;
+    if repo.mode() != ostree::RepoMode::Bare {
+        bail!(
+            "{}: adopting files needs a bare repository (this one is {:?})",
+            repo_path.display(),
+            repo.mode()
+        );
+    }
+    let txn = repo
+        .auto_transaction(gio::Cancellable::NONE)
+        .context("starting the import transaction")?;
+    let mtree = ostree::MutableTree::new();
+    let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::CONSUME, None);
+    repo.write_directory_to_mtree(
+        &gio::File::for_path(tree),
+        &mtree,
+        Some(&modifier),
+        gio::Cancellable::NONE,
+    )
+    .with_context(|| format!("importing {}", tree.display()))?;
+    repo.write_mtree(&mtree, gio::Cancellable::NONE)
+        .context("writing directory trees")?;
+    let contents_checksum = mtree.contents_checksum().to_string();
+    let metadata_checksum = mtree.metadata_checksum().to_string();
+    let stats = txn
+        .commit(gio::Cancellable::NONE)
+        .with_context(|| format!("committing the objects of {}", tree.display()))?;
+    Ok(ImportedTree {
+        contents_checksum,
+        metadata_checksum,
+        files: stats.get_content_objects_total() as usize,
+        directories: stats.get_metadata_objects_total() as usize,
+        content_objects_written: stats.get_content_objects_written() as usize,
+        content_bytes_written: stats.get_content_bytes_written(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,5 +733,64 @@ mod tests {
             assert_eq!(fetched, if change { 4 } else { 1 }, "{name}");
             ostree("fsck", &dst, &[]);
         }
+    }
+    /// A tree unpacked beside a bare repository is adopted: its regular files move into
+    /// `objects/` (none is left behind), the root checksums are the commit's, and a pull
+    /// then fetches the commit object alone. A changed file gives another tree: the
+    /// checksums are computed, not taken from the file names.
+    #[test]
+    fn adopted_tree_moves_its_files_and_is_the_commits_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, t) = (d.path().join("src"), d.path().join("tree"));
+        tree(&t);
+        crate::repo::open_or_create_archive(&src).unwrap();
+        let commit = commit_tree(request(&src, &t, None, false), &|_, _| {})
+            .unwrap()
+            .commit;
+        let (root_contents, root_meta) =
+            crate::repo::commit_root(&crate::repo::open(&src).unwrap(), &commit).unwrap();
+        for (name, change) in [("exact", false), ("changed", true)] {
+            let dst = d.path().join(name);
+            ostree("init", &dst, &[&"--mode=bare"]);
+            // Beside the repository, on its file system (libostree empties `tmp` itself).
+            let seed = d.path().join(format!("seed-{name}"));
+            ostree("checkout", &src, &[&commit, &seed]);
+            if change {
+                std::fs::write(seed.join("usr/share/a"), "changed").unwrap();
+            }
+            let imported = adopt_tree(&dst, &seed).unwrap();
+            assert_eq!(
+                (imported.contents_checksum == root_contents)
+                    && (imported.metadata_checksum == root_meta),
+                !change,
+                "{name}: {imported:?}"
+            );
+            let left: Vec<_> = walkdir(&seed)
+                .into_iter()
+                .filter(|p| p.symlink_metadata().unwrap().is_file())
+                .collect();
+            assert!(left.is_empty(), "{name}: files not adopted: {left:?}");
+            let before = objects(&dst);
+            ostree("pull-local", &dst, &[&src, &commit]);
+            assert_eq!(objects(&dst) - before, if change { 4 } else { 1 }, "{name}");
+            ostree("fsck", &dst, &[]);
+        }
+        // An archive repository cannot adopt files: refused before anything moves.
+        let err = adopt_tree(&src, &t).unwrap_err();
+        assert!(format!("{err:#}").contains("bare repository"), "{err:#}");
+        assert!(t.join("usr/bin/tool").is_file());
+    }
+
+    fn walkdir(p: &Path) -> Vec<PathBuf> {
+        let Ok(meta) = p.symlink_metadata() else {
+            return Vec::new();
+        };
+        let mut out = vec![p.to_path_buf()];
+        if meta.is_dir() {
+            for e in std::fs::read_dir(p).unwrap() {
+                out.extend(walkdir(&e.unwrap().path()));
+            }
+        }
+        out
     }
 }
