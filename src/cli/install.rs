@@ -37,8 +37,13 @@ pub struct InstallArgs {
     /// A checkout of the commit (the network installer's live root passes its own) whose
     /// objects are written into the new repository before the pull, so the pull fetches only
     /// what it lacks; the signed commit still decides what is deployed.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "seed_image")]
     pub seed: Option<PathBuf>,
+    /// As --seed, from a squashfs image of the commit's tree (a file or a block device, such
+    /// as the loop device the network installer's live root runs on): unpacked beside the new
+    /// repository and moved into it, each file checksummed. Needs unsquashfs.
+    #[arg(long, value_name = "FILE")]
+    pub seed_image: Option<PathBuf>,
 }
 
 pub fn run(a: InstallArgs) -> Result<()> {
@@ -51,5 +56,6 @@ pub fn run(a: InstallArgs) -> Result<()> {
         report: a.report,
         dry_run: a.dry_run,
         seed: a.seed,
+        seed_image: a.seed_image,
     })
 }

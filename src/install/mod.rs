@@ -39,7 +39,7 @@ use crate::kickstart::{self, Kickstart, PowerAction, Script};
 use crate::sys::cmd::CommandRunExt;
 use crate::sys::ui;
 use crate::sysroot::bootloader::{self, BootSearch, GrubSettings, Platform};
-use crate::sysroot::deploy::{self, DeployRequest, Remote};
+use crate::sysroot::deploy::{self, DeployRequest, Remote, Seed};
 use crate::sysroot::disk as sysdisk;
 use crate::sysroot::esp;
 pub use plan::InstallPlan;
@@ -63,8 +63,11 @@ pub struct InstallOptions {
     pub tls_ca: Option<PathBuf>,
     pub report: Option<String>,
     pub dry_run: bool,
-    /// A checkout of the commit to import before the pull (the live root's, `--seed`).
+    /// A checkout of the commit to import before the pull (`--seed`).
     pub seed: Option<PathBuf>,
+    /// A squashfs image of the commit's tree to import before the pull (the live root's,
+    /// `--seed-image`).
+    pub seed_image: Option<PathBuf>,
 }
 
 /// Read a kickstart from a file or an `http://` or `https://` URL (the server checked
@@ -147,17 +150,42 @@ fn fetch(url: &str, tls_ca: Option<&Path>) -> Result<String> {
     Ok(text)
 }
 
-/// `--seed`: a directory holding a tree with `/usr` (checked before any disk is touched).
-fn check_seed(dir: &Path) -> Result<PathBuf> {
-    let usr = dir.join("usr");
-    if !std::fs::symlink_metadata(&usr).is_ok_and(|m| m.is_dir()) {
-        bail!(
-            "--seed {}: not a tree to import (no /usr directory in it)",
-            dir.display()
-        );
+/// `--seed DIR` (a directory holding a tree with `/usr`) or `--seed-image FILE` (a squashfs
+/// image, and `unsquashfs` to unpack it), checked before any disk is touched.
+fn check_seed(opts: &InstallOptions) -> Result<Option<Seed>> {
+    match (&opts.seed, &opts.seed_image) {
+        (Some(_), Some(_)) => bail!("--seed and --seed-image name two seeds; give one"),
+        (Some(dir), None) => {
+            let usr = dir.join("usr");
+            if !std::fs::symlink_metadata(&usr).is_ok_and(|m| m.is_dir()) {
+                bail!(
+                    "--seed {}: not a tree to import (no /usr directory in it)",
+                    dir.display()
+                );
+            }
+            Ok(Some(Seed::Tree(dir.clone())))
+        }
+        (None, Some(image)) => {
+            let mut magic = [0u8; 4];
+            std::fs::File::open(image)
+                .and_then(|mut f| f.read_exact(&mut magic))
+                .with_context(|| format!("--seed-image {}: reading it", image.display()))?;
+            if &magic != SQUASHFS_MAGIC {
+                bail!(
+                    "--seed-image {}: not a squashfs image (it starts with {magic:02x?}, not \"hsqs\")",
+                    image.display()
+                );
+            }
+            crate::sys::preflight::require_programs(&["unsquashfs"])
+                .context("--seed-image needs unsquashfs (squashfs-tools)")?;
+            Ok(Some(Seed::Image(image.clone())))
+        }
+        (None, None) => Ok(None),
     }
-    Ok(dir.to_path_buf())
 }
+
+/// The first bytes of a squashfs image (its magic number, little-endian).
+const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";
 
 /// The CA file: `--tls-ca` (checked), else [`DEFAULT_TLS_CA`] when present.
 fn tls_ca(opt: Option<&Path>) -> Result<Option<PathBuf>> {
@@ -295,7 +323,7 @@ fn install_inner(opts: &InstallOptions, report_url: Option<&str>) -> Result<Outc
         &disk::WipePolicy::from_kickstart(&ks),
     )?;
     let mut plan = plan::build(&ks, &opts.kickstart, &choice, key, ca)?;
-    plan.commit.seed = opts.seed.as_deref().map(check_seed).transpose()?;
+    plan.commit.seed = check_seed(opts)?;
     if opts.dry_run {
         crate::outln!("{}", serde_json::to_string_pretty(&plan)?)?;
         return Ok(Outcome::DryRun);
@@ -486,7 +514,7 @@ fn deploy_and_configure(
             gpg_verify: c.gpg_verify,
             gpg_key: c.trusted_key.as_deref(),
             tls_ca: c.tls_ca.as_deref(),
-            seed: c.seed.as_deref(),
+            seed: c.seed.as_ref(),
             on_seeded: Some(&|| report(report_url, "seeded", None)),
             on_pulled: Some(&|| report(report_url, "pulled", None)),
         },
@@ -610,6 +638,51 @@ fn report(url: Option<&str>, step: &str, error: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_are_checked_before_any_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = |seed: Option<&Path>, image: Option<&Path>| InstallOptions {
+            seed: seed.map(Path::to_path_buf),
+            seed_image: image.map(Path::to_path_buf),
+            ..Default::default()
+        };
+        assert_eq!(check_seed(&opts(None, None)).unwrap(), None);
+        let e = format!("{:#}", check_seed(&opts(Some(d.path()), None)).unwrap_err());
+        assert!(e.contains("no /usr directory"), "{e}");
+        std::fs::create_dir(d.path().join("usr")).unwrap();
+        assert_eq!(
+            check_seed(&opts(Some(d.path()), None)).unwrap(),
+            Some(Seed::Tree(d.path().to_path_buf()))
+        );
+        let e = format!(
+            "{:#}",
+            check_seed(&opts(Some(d.path()), Some(d.path()))).unwrap_err()
+        );
+        assert!(e.contains("give one"), "{e}");
+        let not = d.path().join("not.img");
+        std::fs::write(&not, b"070701...").unwrap();
+        let e = format!("{:#}", check_seed(&opts(None, Some(&not))).unwrap_err());
+        assert!(
+            e.contains(&format!("--seed-image {}: not a squashfs", not.display())),
+            "{e}"
+        );
+        let missing = d.path().join("missing.img");
+        let e = format!("{:#}", check_seed(&opts(None, Some(&missing))).unwrap_err());
+        assert!(e.contains("missing.img"), "{e}");
+        let img = d.path().join("seed.img");
+        crate::sys::cmd::CommandRunExt::run(
+            Command::new("mksquashfs")
+                .arg(d.path().join("usr"))
+                .arg(&img)
+                .args(["-quiet", "-no-progress"]),
+        )
+        .unwrap();
+        assert_eq!(
+            check_seed(&opts(None, Some(&img))).unwrap(),
+            Some(Seed::Image(img.clone()))
+        );
+    }
 
     #[test]
     fn fetched_kickstarts_refuse_include_at_its_line() {

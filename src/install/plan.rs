@@ -26,8 +26,8 @@ pub struct Commit {
     /// The CA file an `https://` URL's server is checked against (also the installed
     /// remote's `tls-ca-path`); `None`: the machine's CA certificates.
     pub tls_ca: Option<PathBuf>,
-    /// A tree imported into the repository before the pull (`--seed`).
-    pub seed: Option<PathBuf>,
+    /// What is imported into the repository before the pull (`--seed`, `--seed-image`).
+    pub seed: Option<crate::sysroot::deploy::Seed>,
 }
 
 /// File system identities, generated up front.
