@@ -69,13 +69,21 @@ fn squashfs_list(rootfs_img: &Path, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The live root's lower layer (the commit's tree) unpacked from `rootfs.img` into `dest`,
-/// owners, modes and extended attributes kept.
-fn unsquash_lower(rootfs_img: &Path, dest: &Path) {
-    let offset = squashfs_offset(rootfs_img, SQUASHFS_IN_CPIO).to_string();
+/// The squashfs `name` inside `rootfs.img` unpacked into `dest` (owners, modes and extended
+/// attributes kept), by the build machine's unsquashfs or by the one in `tools` (the live
+/// layer's, with its library beside it).
+fn unsquash(rootfs_img: &Path, name: &str, dest: &Path, tools: Option<&Path>) {
+    let offset = squashfs_offset(rootfs_img, name).to_string();
+    let mut cmd = match tools {
+        Some(dir) => {
+            let mut c = Command::new(dir.join("unsquashfs"));
+            c.env("LD_LIBRARY_PATH", dir);
+            c
+        }
+        None => Command::new("unsquashfs"),
+    };
     run_ok(
-        Command::new("unsquashfs")
-            .args(["-q", "-n", "-o", &offset, "-d"])
+        cmd.args(["-q", "-n", "-o", &offset, "-d"])
             .arg(dest)
             .arg(rootfs_img),
     );
@@ -294,14 +302,32 @@ fn layout_manifest_artifacts_and_boot_programs() {
     ] {
         assert!(listed.contains(p), "rootfs.img lacks {p}: {listed:?}");
     }
-    // The lower layer is the commit's tree exactly: unpacked and imported into a new
-    // repository, its root has the commit's root checksums (owners, modes and the file
-    // capability kept), so an installer that imports it has every object but the commit.
+    // The lower layer is the commit's tree exactly, taken the installer's way: unpacked by
+    // the live layer's own unsquashfs (Debian's, with its liblzo2) beside a new bare
+    // repository and adopted into it, its root has the commit's root checksums (owners,
+    // modes and the file capability kept), so an installer that imports it has every object
+    // but the commit.
+    let live_dir = f.dir.path().join("live");
+    unsquash(&rootfs, LIVE_SQUASHFS_IN_CPIO, &live_dir, None);
+    let tools = live_dir.join(slipway::pxe::build::LIVE_UNSQUASHFS_DIR);
+    for (_, _, name) in slipway::pxe::build::LIVE_TOOLS {
+        assert!(tools.join(name).is_file(), "the live layer lacks {name}");
+    }
+    let wrapper = std::fs::read_to_string(
+        live_dir
+            .join(slipway::pxe::build::LIVE_BIN_DIR)
+            .join("unsquashfs"),
+    )
+    .unwrap();
+    assert!(
+        wrapper.contains("/usr/lib/slipway/unsquashfs/unsquashfs"),
+        "{wrapper}"
+    );
     let lower = f.dir.path().join("lower");
-    unsquash_lower(&rootfs, &lower);
+    unsquash(&rootfs, SQUASHFS_IN_CPIO, &lower, Some(&tools));
     let seeded = f.dir.path().join("seeded");
     ostree(&seeded, &["init", "--mode=bare"]);
-    let imported = slipway::repo::commit::import_tree(&seeded, &lower, 1).unwrap();
+    let imported = slipway::repo::commit::adopt_tree(&seeded, &lower).unwrap();
     let (contents, meta) =
         slipway::repo::commit_root(&slipway::repo::open(&f.repo).unwrap(), &commit).unwrap();
     assert_eq!(
@@ -661,12 +687,16 @@ fn composed_host_installer_artifacts() {
         assert!(lower.contains(p), "the live root's lower layer lacks /{p}");
     }
     // The real host's tree (file capabilities, owners, hard links) survives the squashfs:
-    // imported, it is the commit's root tree, so the installer's pull fetches only the commit.
+    // unpacked by the live layer's unsquashfs and adopted, as the installer does, it is the
+    // commit's root tree, so the installer's pull fetches only the commit.
+    let live_dir = dir.path().join("live");
+    unsquash(&rootfs, LIVE_SQUASHFS_IN_CPIO, &live_dir, None);
+    let tools = live_dir.join(slipway::pxe::build::LIVE_UNSQUASHFS_DIR);
     let unpacked = dir.path().join("lower");
-    unsquash_lower(&rootfs, &unpacked);
+    unsquash(&rootfs, SQUASHFS_IN_CPIO, &unpacked, Some(&tools));
     let seeded = dir.path().join("seeded");
     ostree(&seeded, &["init", "--mode=bare"]);
-    let imported = slipway::repo::commit::import_tree(&seeded, &unpacked, 0).unwrap();
+    let imported = slipway::repo::commit::adopt_tree(&seeded, &unpacked).unwrap();
     let (contents, meta) =
         slipway::repo::commit_root(&slipway::repo::open(&host.repo).unwrap(), &host.commit)
             .unwrap();

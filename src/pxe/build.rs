@@ -189,6 +189,29 @@ const LIVE_MASKED: [&str; 20] = [
     "systemd-pstore.service",
 ];
 
+/// What the installer's `unsquashfs` comes from (Debian's squashfs-tools, and the one library
+/// of it a slipway host may lack): (package, path in the package, name in
+/// [`LIVE_UNSQUASHFS_DIR`]). The installer unpacks the live root's squashfs with it instead of
+/// reading the mounted image through the kernel (see `sysroot::deploy::Seed::Image`).
+pub const LIVE_TOOLS: [(&str, &str, &str); 2] = [
+    ("squashfs-tools", "usr/bin/unsquashfs", "unsquashfs"),
+    (
+        "liblzo2-2",
+        "lib/x86_64-linux-gnu/liblzo2.so.2.0.0",
+        "liblzo2.so.2",
+    ),
+];
+/// Where the live layer keeps them, and the wrapper that runs `unsquashfs` with its library
+/// ([`LIVE_BIN_DIR`] is first in the installer's `PATH`).
+pub const LIVE_UNSQUASHFS_DIR: &str = "usr/lib/slipway/unsquashfs";
+pub const LIVE_BIN_DIR: &str = "usr/lib/slipway/bin";
+const UNSQUASHFS_WRAPPER: &str = "#!/bin/sh\n\
+# slipway's live root: Debian's unsquashfs with its liblzo2, for the installer's seed.\n\
+LD_LIBRARY_PATH=/usr/lib/slipway/unsquashfs exec /usr/lib/slipway/unsquashfs/unsquashfs \"$@\"\n";
+
+/// The `.deb` cache in the cache directory.
+const PXE_DEBS: &str = "pxe-debs";
+
 /// Templates (see `pxe/README.md`).
 const TEMPLATE_MENU_IPXE: &str = include_str!("../../pxe/ipxe/boot.ipxe");
 const TEMPLATE_REF_IPXE: &str = include_str!("../../pxe/ipxe/ref.ipxe");
@@ -484,6 +507,8 @@ struct Plan {
     options: String,
     /// The packages of the boot programs, when they are to be (re)written.
     debs: Option<Vec<Deb>>,
+    /// The packages of [`LIVE_TOOLS`].
+    live_debs: Vec<Deb>,
     /// The manifest the plan was made against.
     manifest: Option<Manifest>,
 }
@@ -554,11 +579,13 @@ fn check_gpg_key(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// SHA-256 over what shapes the artifacts besides the commit and slipway's source.
+/// `installer`: what identifies the installer's programs (slipway's SHA-256, the live tools'
+/// packages).
 fn options_hash(
     ks: Option<&[u8]>,
     key: Option<&[u8]>,
     tls_ca: Option<&[u8]>,
-    exe_sha: &str,
+    installer: &str,
 ) -> String {
     let mut h = Sha256::new();
     for (name, part) in [("kickstart", ks), ("gpg-key", key), ("tls-ca", tls_ca)] {
@@ -573,7 +600,7 @@ fn options_hash(
         }
     }
     h.update(b"installer-slipway");
-    h.update(exe_sha.as_bytes());
+    h.update(installer.as_bytes());
     hex::encode(h.finalize())
 }
 
@@ -696,11 +723,23 @@ fn plan(opts: &PxeBuildOptions, repo: &ostree::Repo, manifest: Option<Manifest>)
     };
     let exe_sha = crate::repo::sha256_file(&installer_exe)
         .with_context(|| format!("the installer's slipway {}", installer_exe.display()))?;
+    let live_debs = LIVE_TOOLS
+        .iter()
+        .map(|(package, _, _)| debian::locate(package))
+        .collect::<Result<Vec<_>>>()?;
+    let installer: String = std::iter::once(exe_sha)
+        .chain(
+            live_debs
+                .iter()
+                .map(|d| format!("{} {} {}", d.package, d.version, d.sha256)),
+        )
+        .collect::<Vec<_>>()
+        .join("\n");
     let options = options_hash(
         kickstart.as_deref(),
         gpg_key.as_deref(),
         tls_ca.as_deref(),
-        &exe_sha,
+        &installer,
     );
 
     let mut refs: Vec<RefPlan> = Vec::new();
@@ -751,6 +790,7 @@ fn plan(opts: &PxeBuildOptions, repo: &ostree::Repo, manifest: Option<Manifest>)
         installer_exe,
         options,
         debs,
+        live_debs,
         manifest,
     })
 }
@@ -923,7 +963,7 @@ fn boot_programs(
 ) -> Result<BTreeMap<String, BootProgram>> {
     let mut programs = BTreeMap::new();
     for deb in debs {
-        let file = debian::fetch(deb, &cachedir.join("pxe-debs"))?;
+        let file = debian::fetch(deb, &cachedir.join(PXE_DEBS))?;
         let unpacked = work.join(&deb.package);
         debian::extract(&file, &unpacked)?;
         for (name, package, rel) in PACKAGED_PROGRAMS {
@@ -1000,7 +1040,15 @@ fn build_ref(
     copy_signed_netboot(&tree, stage)?;
     drop(tree);
     let live = work.path().join("live");
-    prepare_live_root(repo, &r.commit, &root, &live, plan, work.path())?;
+    prepare_live_root(
+        repo,
+        &r.commit,
+        &root,
+        &live,
+        plan,
+        work.path(),
+        &opts.cachedir,
+    )?;
     let squashfs = work.path().join("root.squashfs");
     let live_squashfs = work.path().join("live.squashfs");
     ui::info(format!("{}: making the live root's squashfs", r.ostree_ref));
@@ -1186,6 +1234,7 @@ fn prepare_live_root(
     live: &Path,
     plan: &Plan,
     work: &Path,
+    cachedir: &Path,
 ) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for (rel, want_dir) in [("usr", true), ("usr/etc", true)] {
@@ -1231,6 +1280,7 @@ fn prepare_live_root(
     for unit in LIVE_MASKED {
         tree.symlink(&format!("etc/systemd/system/{unit}"), "/dev/null")?;
     }
+    live_tools(&tree, plan, work, &cachedir.join(PXE_DEBS))?;
     if let Some(ks) = &plan.kickstart {
         tree.write_file(LIVE_KICKSTART, &mut ks.as_slice(), 0o600)?;
     }
@@ -1241,6 +1291,24 @@ fn prepare_live_root(
         tree.write_file(LIVE_TLS_CA, &mut ca.as_slice(), 0o644)?;
     }
     Ok(())
+}
+
+/// [`LIVE_TOOLS`] into the live layer, and the `unsquashfs` wrapper.
+fn live_tools(tree: &Tree, plan: &Plan, work: &Path, cache: &Path) -> Result<()> {
+    for (deb, (package, rel, name)) in plan.live_debs.iter().zip(LIVE_TOOLS) {
+        let file = debian::fetch(deb, cache)?;
+        let unpacked = work.join(format!("live-{package}"));
+        debian::extract(&file, &unpacked)?;
+        let src = debian::regular_file(&unpacked, rel, package)?;
+        let mut f =
+            std::fs::File::open(&src).with_context(|| format!("opening {}", src.display()))?;
+        tree.write_file(&format!("{LIVE_UNSQUASHFS_DIR}/{name}"), &mut f, 0o755)?;
+    }
+    tree.write_file(
+        &format!("{LIVE_BIN_DIR}/unsquashfs"),
+        &mut UNSQUASHFS_WRAPPER.as_bytes(),
+        0o755,
+    )
 }
 
 /// Zero bytes after the initramfs up to a multiple of 4. The kernel reads an uncompressed
