@@ -411,7 +411,10 @@ fn boot_scripts_kickstarts_files_reports_and_a_restart() {
     );
     let uefi = tftp("grub/grub.cfg-01-52-54-00-00-00-05");
     assert!(
-        uefi.contains("linux /refs/test+pxe+a/vmlinuz")
+        uefi.contains(&format!(
+            "linux (http,{})/refs/test+pxe+a/vmlinuz",
+            base.strip_prefix("http://").unwrap()
+        )) && uefi.contains("/refs/test+pxe+a/rootfs.img\n")
             && uefi.contains(&format!("'slipway.ks={base}/kickstart?mac={UEFI}'")),
         "{uefi}"
     );
