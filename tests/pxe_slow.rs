@@ -586,7 +586,12 @@ fn lab(names: &[&str], seeded: bool) {
                 server.log()
             );
         }
-        std::thread::sleep(Duration::from_secs(5));
+        // Once a machine is installed, SSH is tried every second, as `Vm::wait_for_ssh` does
+        // for the image it is compared with (the status alone every 5 s).
+        let awaiting_ssh = installs
+            .iter()
+            .any(|&i| ssh_at[i].is_none() && st(i) == Some("installed".into()));
+        std::thread::sleep(Duration::from_secs(if awaiting_ssh { 1 } else { 5 }));
     }
     eprintln!("installs done after {:.0}s", t0.elapsed().as_secs_f64());
     // The phases, from power-on, by the times the server recorded for each machine's steps
