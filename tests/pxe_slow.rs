@@ -560,7 +560,10 @@ fn lab(names: &[&str], seeded: bool) {
                 && st(i) == Some("installed".into())
                 && vms[i]
                     .0
-                    .ssh_with_timeout("true", Duration::from_secs(8))
+                    // As long as `Vm::wait_for_ssh` lets an attempt take for the image it
+                    // is compared with: under TCG a first boot's SSH handshake, with docker
+                    // starting beside it, can take longer than a few seconds.
+                    .ssh_with_timeout("true", Duration::from_secs(30))
                     .is_ok_and(|o| o.status.success())
             {
                 ssh_at[i] = Some(since());

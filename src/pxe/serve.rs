@@ -334,7 +334,14 @@ impl Site {
                         .join(" "),
                     r = profile.ostree_ref,
                     d = e.dir,
-                    root = grub_http_root(&self.server).unwrap_or_default(),
+                    // Debian's signed network GRUB (Secure Boot) has no `http` module, and
+                    // under shim's lockdown loads none: TFTP then.
+                    root = if profile.secure_boot {
+                        None
+                    } else {
+                        grub_http_root(&self.server)
+                    }
+                    .unwrap_or_default(),
                 ),
             ),
         };
@@ -669,7 +676,8 @@ fn loader_config_mac(path: &str) -> Option<String> {
 }
 
 /// GRUB's name for the HTTP server at `server` (`http://HOST:PORT/PREFIX` becomes
-/// `(http,HOST:PORT)/PREFIX`), from which a GRUB machine loads its kernel and initrds: GRUB's
+/// `(http,HOST:PORT)/PREFIX`), from which a GRUB machine (slipway's `grubnetx64.efi`, built
+/// with `http`; not Debian's signed one) loads its kernel and initrds: GRUB's
 /// TFTP waits for each block's acknowledgement before the next, which took about 55 s for
 /// the live root under TCG. `None` (TFTP, the root GRUB came from) for `https://`, which GRUB
 /// cannot speak, and for hosts GRUB's device syntax cannot hold (IPv6 literals).
