@@ -17,9 +17,10 @@
 //!   for the initramfs: `slipway-live-root.service` mounts both and a tmpfs, and a
 //!   `sysroot.mount` in `/etc/systemd/system` (which wins over the unit `root=tmpfs` makes
 //!   systemd-fstab-generator write) puts them together as an overlay at `/sysroot`.
-//! - The commit's tree stays mounted at `/run/slipway/lower` ([`LIVE_SEED_DIR`]), and the
-//!   installer imports it into the target's repository before it pulls (`slipway install
-//!   --seed`, see `repo::commit::import_tree`): the pull then finds every object but the
+//! - The commit's tree stays mounted at `/run/slipway/lower` ([`LIVE_SEED_DIR`]), its image
+//!   kept as a file in a tmpfs at `/run/slipway/images`, and the installer unpacks the image
+//!   beside the target's repository and adopts its files before it pulls (`slipway install
+//!   --seed-image`, see `sysroot::deploy::Seed`): the pull then finds every object but the
 //!   signed commit already there, so the host crosses the network once (as coreos-installer's
 //!   osmet does with a live ISO's image). The signature still decides: the pulled commit
 //!   names its root tree by checksum, and the imported objects are addressed by theirs. dracut accepts `root=tmpfs`; the commit's initramfs already has
@@ -649,7 +650,7 @@ fn check_tree(repo: &ostree::Repo, ostree_ref: &str, commit: &str) -> Result<()>
 }
 
 /// What the live root needs from the commit's initramfs, as `lsinitrd` lists it: systemd's
-/// initrd with dracut's root= parser, mount, mkdir, a shell, and the loop, squashfs and
+/// initrd with dracut's root= parser, mount, mkdir, mv, stat, a shell, and the loop, squashfs and
 /// overlay drivers (as modules there or built into the kernel).
 #[context("Checking the initramfs of {ostree_ref} (commit {commit})")]
 fn check_initramfs(repo: &ostree::Repo, ostree_ref: &str, commit: &str, kver: &str) -> Result<()> {
@@ -670,6 +671,8 @@ fn check_initramfs(repo: &ostree::Repo, ostree_ref: &str, commit: &str, kver: &s
         "usr/bin/dracut-cmdline",
         "usr/bin/mount",
         "usr/bin/mkdir",
+        "usr/bin/mv",
+        "usr/bin/stat",
         "usr/bin/sh",
         "etc/initrd-release",
     ]

@@ -35,6 +35,8 @@ pub fn fake_initramfs(dir: &Path) -> Vec<u8> {
         "usr/bin/dracut-cmdline",
         "usr/bin/mount",
         "usr/bin/mkdir",
+        "usr/bin/mv",
+        "usr/bin/stat",
         "usr/bin/bash",
         "usr/lib/initrd-release",
     ] {
