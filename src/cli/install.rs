@@ -39,8 +39,8 @@ pub struct InstallArgs {
     /// what it lacks; the signed commit still decides what is deployed.
     #[arg(long, value_name = "DIR", conflicts_with = "seed_image")]
     pub seed: Option<PathBuf>,
-    /// As --seed, from a squashfs image of the commit's tree (a file or a block device, such
-    /// as the loop device the network installer's live root runs on): unpacked beside the new
+    /// As --seed, from a squashfs image of the commit's tree (a file, such as the one the
+    /// network installer's live root runs on, or a block device): unpacked beside the new
     /// repository and moved into it, each file checksummed. Needs unsquashfs.
     #[arg(long, value_name = "FILE")]
     pub seed_image: Option<PathBuf>,

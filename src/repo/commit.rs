@@ -576,6 +576,7 @@ pub fn adopt_tree(repo_path: &Path, tree: &Path) -> Result<ImportedTree> {
     let stats = txn
         .commit(gio::Cancellable::NONE)
         .with_context(|| format!("committing the objects of {}", tree.display()))?;
+    // libostree's statistics count the objects it wrote, not the files it adopted.
     Ok(ImportedTree {
         contents_checksum,
         metadata_checksum,
