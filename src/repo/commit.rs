@@ -694,11 +694,9 @@ mod tests {
         count(&repo.join("objects"))
     }
 
-    /// A checkout of a commit imported into a fresh bare repository is that commit's tree,
-    /// and a pull of the commit then fetches its commit object and nothing else; a changed
-    /// file in the seed is a different tree, and the pull fetches what differs.
-    #[test]
-    fn imported_checkout_is_the_commits_tree_and_leaves_the_pull_only_the_commit() {
+    /// `tree` committed into a new archive repository: the directory, the repository, the
+    /// tree, the commit and its root's (contents, metadata) checksums.
+    fn committed_tree() -> (tempfile::TempDir, PathBuf, PathBuf, String, String, String) {
         let d = tempfile::tempdir().unwrap();
         let (src, t) = (d.path().join("src"), d.path().join("tree"));
         tree(&t);
@@ -706,8 +704,17 @@ mod tests {
         let commit = commit_tree(request(&src, &t, None, false), &|_, _| {})
             .unwrap()
             .commit;
-        let (root_contents, root_meta) =
+        let (contents, meta) =
             crate::repo::commit_root(&crate::repo::open(&src).unwrap(), &commit).unwrap();
+        (d, src, t, commit, contents, meta)
+    }
+
+    /// A checkout of a commit imported into a fresh bare repository is that commit's tree,
+    /// and a pull of the commit then fetches its commit object and nothing else; a changed
+    /// file in the seed is a different tree, and the pull fetches what differs.
+    #[test]
+    fn imported_checkout_is_the_commits_tree_and_leaves_the_pull_only_the_commit() {
+        let (d, src, _, commit, root_contents, root_meta) = committed_tree();
         let seed = d.path().join("seed");
         ostree("checkout", &src, &[&commit, &seed]);
 
@@ -741,15 +748,7 @@ mod tests {
     /// checksums are computed, not taken from the file names.
     #[test]
     fn adopted_tree_moves_its_files_and_is_the_commits_tree() {
-        let d = tempfile::tempdir().unwrap();
-        let (src, t) = (d.path().join("src"), d.path().join("tree"));
-        tree(&t);
-        crate::repo::open_or_create_archive(&src).unwrap();
-        let commit = commit_tree(request(&src, &t, None, false), &|_, _| {})
-            .unwrap()
-            .commit;
-        let (root_contents, root_meta) =
-            crate::repo::commit_root(&crate::repo::open(&src).unwrap(), &commit).unwrap();
+        let (d, src, t, commit, root_contents, root_meta) = committed_tree();
         for (name, change) in [("exact", false), ("changed", true)] {
             let dst = d.path().join(name);
             ostree("init", &dst, &[&"--mode=bare"]);
