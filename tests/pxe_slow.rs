@@ -178,6 +178,34 @@ impl Drop for Daemon {
     }
 }
 
+/// One SSH attempt at an installed machine, given as long as `Vm::wait_for_ssh` lets an
+/// attempt take for the image it is compared with (under TCG a first boot's SSH handshake,
+/// with docker starting beside it, can take longer than a few seconds). A failed attempt is
+/// logged with its length and ssh's last words, so the time from the machine's login prompt
+/// (serial log) to SSH can be told apart: the guest still booting, or the probe waiting.
+fn ssh_attempt(vm: &Vm, name: &str, t0: Instant) -> bool {
+    let start = Instant::now();
+    let out = vm.ssh_with_timeout("true", Duration::from_secs(30));
+    if out.as_ref().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    let why = match &out {
+        Ok(o) => String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string(),
+        Err(e) => format!("{e:#}"),
+    };
+    eprintln!(
+        "[{:>5.0}s] {name}: SSH attempt failed after {:.1}s: {}",
+        t0.elapsed().as_secs_f64(),
+        start.elapsed().as_secs_f64(),
+        why.lines().last().unwrap_or("")
+    );
+    false
+}
+
 /// The kickstart templates the profiles name: the shipped `kickstart/atomic-host.ks` with
 /// the test's key for root and core, the serial console last (so the installed system's
 /// console is in the VM's log), and for `broken` the ref signed by another key.
@@ -558,13 +586,7 @@ fn lab(names: &[&str], seeded: bool) {
             }
             if ssh_at[i].is_none()
                 && st(i) == Some("installed".into())
-                && vms[i]
-                    .0
-                    // As long as `Vm::wait_for_ssh` lets an attempt take for the image it
-                    // is compared with: under TCG a first boot's SSH handshake, with docker
-                    // starting beside it, can take longer than a few seconds.
-                    .ssh_with_timeout("true", Duration::from_secs(30))
-                    .is_ok_and(|o| o.status.success())
+                && ssh_attempt(&vms[i].0, machines[i].0, t0)
             {
                 ssh_at[i] = Some(since());
                 eprintln!(
