@@ -104,9 +104,9 @@
 # reported), then the commit stage on the cold commit's tree checked out, `ostree commit` and
 # `slipway compose commit` each into a repository it creates (target <= 0.45x); cold against
 # debos: target <= 0.6x. It rewrites only its section of BENCHMARKS.md. A full run (no argument)
-# measures 1r too, so every target is in one run: after 3, hello then cron into 1's repository
-# (1r's commit-stage row is 3's, target <= 0.45x), then the ref goes back to the cold commit
-# for 5 and 6.
+# measures 1r too, so every target is in one run: after 3, hello then cron into a hard-linked
+# copy of 1's repository (1's ref and summary stay on the cold commit for 5 and 6); 1r's
+# commit-stage row is 3's, target <= 0.45x.
 #
 # Paths in BENCHMARKS.md are written as $SRC (the checkout), $BENCH (the work directory) and
 # $SLIPWAY_TEST_CACHE, not as this machine's.
