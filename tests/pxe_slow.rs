@@ -190,11 +190,7 @@ fn ssh_attempt(vm: &Vm, name: &str, t0: Instant) -> bool {
         return true;
     }
     let why = match &out {
-        Ok(o) => String::from_utf8_lossy(&o.stderr)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .to_string(),
+        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
         Err(e) => format!("{e:#}"),
     };
     eprintln!(
