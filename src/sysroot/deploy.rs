@@ -67,8 +67,9 @@ pub enum Seed {
     /// (`repo::commit::import_tree`, `--seed DIR`).
     Tree(PathBuf),
     /// A squashfs image whose root is the tree (`--seed-image FILE`, the live root's
-    /// `/run/slipway/images/root.squashfs`): `unsquashfs` unpacks it beside the repository, on the target's file system,
-    /// and libostree checksums each file and renames it into the repository
+    /// `/run/slipway/images/root.squashfs`): `unsquashfs` unpacks it beside the repository,
+    /// on the target's file system, and libostree checksums each file and renames it into
+    /// the repository
     /// (`repo::commit::adopt_tree`). The data is decompressed by zstd in user space and written
     /// once; reading the mounted squashfs through the kernel was about 2.5 times slower in a
     /// TCG guest (and reading the image through its loop device about 1.8 times).
