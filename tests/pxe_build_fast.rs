@@ -219,6 +219,7 @@ fn layout_manifest_artifacts_and_boot_programs() {
         std::fs::write(spool.join("file"), b"x").unwrap();
         std::os::unix::fs::chown(&spool, Some(1), Some(1)).unwrap();
         std::os::unix::fs::chown(spool.join("file"), Some(1), Some(1)).unwrap();
+        add_nic_modules(tree);
     });
     let ks = atomic_host_ks(f.dir.path());
     let key = make_gpg_key(f.dir.path());
@@ -247,6 +248,7 @@ fn layout_manifest_artifacts_and_boot_programs() {
             "boot.ipxe",
             "initramfs.img",
             "kickstart.ks",
+            "netroot.img",
             "rootfs.img",
             "vmlinuz"
         ]
@@ -288,6 +290,58 @@ fn layout_manifest_artifacts_and_boot_programs() {
     for (name, a) in files {
         assert_eq!(a["sha256"], sha256(&refdir.join(name)).as_str(), "{name}");
     }
+
+    // netroot.img (a gzip cpio archive): the same units, the script that fetches rootfs.img
+    // over HTTP with busybox, the SHA-256 and size it must have, the commit's network drivers
+    // and what they need, and a module index that has the initramfs's modules too.
+    let netroot = refdir.join("netroot.img");
+    let unpacked = f.dir.path().join("netroot");
+    std::fs::create_dir(&unpacked).unwrap();
+    run_ok(
+        Command::new("sh")
+            .current_dir(&unpacked)
+            .arg("-c")
+            .arg(format!("zcat {} | cpio -i -d --quiet", netroot.display())),
+    );
+    for p in [
+        "etc/systemd/system/sysroot.mount",
+        "etc/systemd/system/slipway-live-root.service",
+        "etc/systemd/system/initrd-root-fs.target.requires/sysroot.mount",
+        "usr/lib/slipway/live-root.sh",
+        "usr/lib/slipway/net-root.sh",
+        "usr/lib/slipway/udhcpc.script",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(unpacked.join(p)).is_ok(),
+            "netroot.img lacks {p}"
+        );
+    }
+    let busybox = unpacked.join("usr/lib/slipway/busybox");
+    for applet in ["udhcpc", "wget", "sha256sum", "cpio", "ip"] {
+        run_ok(Command::new(&busybox).args([applet, "--help"]));
+    }
+    assert_eq!(
+        std::fs::read_to_string(unpacked.join("usr/lib/slipway/rootfs.img.sha256")).unwrap(),
+        format!(
+            "{} {}\n",
+            sha256(&refdir.join("rootfs.img")),
+            std::fs::metadata(refdir.join("rootfs.img")).unwrap().len()
+        )
+    );
+    let moddir = unpacked.join(format!("usr/lib/modules/{KVER}"));
+    assert!(moddir.join(NIC_MODULE).is_file() && moddir.join(NIC_DEPENDENCY).is_file());
+    assert!(
+        !moddir.join(OTHER_MODULE).exists(),
+        "{OTHER_MODULE} in netroot.img"
+    );
+    let index = std::fs::read_to_string(moddir.join("modules.dep")).unwrap();
+    for m in [NIC_MODULE, NIC_DEPENDENCY, "kernel/fs/squashfs/squashfs.ko"] {
+        assert!(
+            index.lines().any(|l| l.starts_with(&format!("{m}:"))),
+            "{index}"
+        );
+    }
+    assert!(moddir.join("modules.dep.bin").is_file() && moddir.join("modules.alias.bin").is_file());
 
     // rootfs.img: the initramfs side of the live root and the squashfs.
     let rootfs = refdir.join("rootfs.img");
@@ -414,6 +468,13 @@ fn two_refs_share_a_directory_and_an_unchanged_rebuild_is_a_no_op() {
     let out = f.build_ok(&["--ref", REF_B]);
     assert!(
         stderr(&out).contains(&format!("{REF_B}: built")),
+        "{}",
+        stderr(&out)
+    );
+    // A kernel without network drivers: no netroot.img, and the build says why.
+    assert!(!f.out.join("refs/test+pxe+b/netroot.img").exists());
+    assert!(
+        stderr(&out).contains("no network drivers"),
         "{}",
         stderr(&out)
     );

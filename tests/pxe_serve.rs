@@ -38,7 +38,7 @@ struct Site {
 
 fn site() -> Site {
     let f = Fixture::new();
-    f.commit(REF_A, "1.0");
+    f.commit_with(REF_A, "1.0", add_nic_modules);
     f.commit(REF_B, "2.0");
     let ks = atomic_host_ks(f.dir.path());
     f.build_ok(&[
@@ -414,9 +414,30 @@ fn boot_scripts_kickstarts_files_reports_and_a_restart() {
         uefi.contains(&format!(
             "linux (http,{})/refs/test+pxe+a/vmlinuz",
             base.strip_prefix("http://").unwrap()
-        )) && uefi.contains("/refs/test+pxe+a/rootfs.img\n")
+        )) && uefi.contains("/refs/test+pxe+a/initramfs.img ")
+            && uefi.contains("/refs/test+pxe+a/netroot.img\n")
             && uefi.contains(&format!("'slipway.ks={base}/kickstart?mac={UEFI}'")),
         "{uefi}"
+    );
+    // GRUB loads netroot.img, and the initramfs fetches rootfs.img from this server by HTTP,
+    // the file being named with the machine's MAC as iPXE names it.
+    let rootfs_url = format!("{base}/refs/test+pxe+a/rootfs.img?mac={UEFI}");
+    assert!(
+        uefi.contains(&format!(
+            "'slipway.rootfs={rootfs_url}' 'slipway.netif={UEFI}'"
+        )),
+        "{uefi}"
+    );
+    let fetched = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "30", "-o"])
+        .arg(s.f.dir.path().join("fetched-rootfs.img"))
+        .arg(&rootfs_url)
+        .output()
+        .unwrap();
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    assert_eq!(
+        std::fs::read(s.f.dir.path().join("fetched-rootfs.img")).unwrap(),
+        std::fs::read(s.f.out.join("refs/test+pxe+a/rootfs.img")).unwrap()
     );
     let check = s.f.dir.path().join("grub-check.cfg");
     std::fs::write(&check, &uefi).unwrap();

@@ -786,8 +786,10 @@ fn lab(names: &[&str], seeded: bool) {
         let (name, _, _, addr, _) = machines[i];
         if name == "uefi" {
             // Secure Boot: the firmware fetched the ref's signed shim by TFTP, the shim the
-            // signed network GRUB beside it, and GRUB the installer; never iPXE.
-            for file in ["shimx64.efi", "grubx64.efi", "vmlinuz", "rootfs.img"] {
+            // signed network GRUB beside it, and GRUB the installer's kernel, initramfs and
+            // netroot.img; never iPXE. The initramfs then fetched the live root (rootfs.img)
+            // whole by HTTP, never by TFTP.
+            for file in ["shimx64.efi", "grubx64.efi", "vmlinuz", "netroot.img"] {
                 assert!(
                     log.lines().any(|l| l.contains(&format!("tftp: {addr}:"))
                         && l.contains(&format!("/{file} ("))
@@ -799,6 +801,24 @@ fn lab(names: &[&str], seeded: bool) {
                 !log.lines()
                     .any(|l| l.contains(addr) && l.contains("snponly.efi")),
                 "uefi: a Secure Boot machine was sent iPXE\n{log}"
+            );
+            assert!(
+                !log.lines()
+                    .any(|l| l.contains(&format!("tftp: {addr}:")) && l.contains("/rootfs.img")),
+                "uefi: rootfs.img went by TFTP\n{log}"
+            );
+            let rootfs_size = std::fs::metadata(
+                pxe_dir
+                    .join(slipway::pxe::build::ref_dir(&host.reference))
+                    .join("rootfs.img"),
+            )
+            .unwrap()
+            .len();
+            assert!(
+                log.lines().any(|l| l.contains(&format!("http: {addr}:"))
+                    && l.contains("/rootfs.img?mac=")
+                    && l.contains(&format!(" 200 {rootfs_size} bytes"))),
+                "uefi: rootfs.img not fetched whole by HTTP\n{log}"
             );
         } else {
             assert_eq!(tftp_lines(addr), 0, "{name}: TFTP used\n{log}");

@@ -23,9 +23,9 @@
 //!   --seed-image`, see `sysroot::deploy::Seed`): the pull then finds every object but the
 //!   signed commit already there, so the host crosses the network once (as coreos-installer's
 //!   osmet does with a live ISO's image). The signature still decides: the pulled commit
-//!   names its root tree by checksum, and the imported objects are addressed by theirs. dracut accepts `root=tmpfs`; the commit's initramfs already has
-//!   systemd, mount and the loop, squashfs and overlay modules, which the plan checks with
-//!   `lsinitrd`.
+//!   names its root tree by checksum, and the imported objects are addressed by theirs.
+//!   dracut accepts `root=tmpfs`; the commit's initramfs already has systemd, mount and the
+//!   loop, squashfs and overlay modules, which the plan checks with `lsinitrd`.
 //! - The live root boots to `multi-user.target` with the health gate and the container
 //!   workloads masked; `slipway-installer.service` runs `slipway install` with the kickstart
 //!   named by `slipway.ks=` on the kernel command line, or the default one.
@@ -36,13 +36,20 @@
 //! userspace in the initramfs. The boot loader already speaks HTTP (iPXE) or TFTP, so it
 //! fetches the live root itself, and nothing new runs in the initramfs but two mounts.
 //!
+//! Except under GRUB, whose TFTP (and its HTTP) is slow, and whose signed build has no HTTP:
+//! `netroot.img` ([`NETROOT_IMG`]) is a third, small initrd that GRUB loads in place of
+//! `rootfs.img`. It carries what the initramfs lacks for fetching the live root itself (the
+//! commit's NIC modules, Debian's static busybox) and the SHA-256 the download must have
+//! (`pxe/live/net-root.sh`); `pxe serve` names the URL and the interface on the kernel
+//! command line.
+//!
 //! # Layout of DIR
 //!
 //! ```text
 //! DIR/manifest.json              refs, commits, kernel versions, sha256 of every artifact
 //! DIR/boot.ipxe                  iPXE menu chaining each ref's script
 //! DIR/refs/<ref>/                one per ref (`/` in the ref written `+`)
-//!     vmlinuz initramfs.img rootfs.img boot.ipxe [kickstart.ks]
+//!     vmlinuz initramfs.img rootfs.img [netroot.img] boot.ipxe [kickstart.ks]
 //!     [shimx64.efi grubx64.efi]  the commit's signed shim and network GRUB (Secure Boot)
 //! DIR/pxelinux.cfg/default       PXELINUX (BIOS) menu
 //! DIR/grub/grub.cfg              GRUB (UEFI) menu
@@ -210,6 +217,24 @@ const UNSQUASHFS_WRAPPER: &str = "#!/bin/sh\n\
 # slipway's live root: Debian's unsquashfs with its liblzo2, for the installer's seed.\n\
 LD_LIBRARY_PATH=/usr/lib/slipway/unsquashfs exec /usr/lib/slipway/unsquashfs/unsquashfs \"$@\"\n";
 
+/// The small initrd a boot loader may load instead of `rootfs.img` (GRUB, whose TFTP is
+/// slow): the live root's initramfs units, busybox (DHCP, HTTP, SHA-256, cpio), the commit's
+/// network drivers and the SHA-256 of `rootfs.img`, which the initramfs then fetches over
+/// HTTP (`pxe/live/net-root.sh`).
+pub const NETROOT_IMG: &str = "netroot.img";
+/// Where busybox comes from: (package, path in the package).
+pub const NETROOT_BUSYBOX: (&str, &str) = ("busybox-static", "bin/busybox");
+/// In netroot.img: the expected `rootfs.img` (`SHA256 SIZE`).
+pub const NETROOT_ROOTFS_SUM: &str = "usr/lib/slipway/rootfs.img.sha256";
+/// The commit's modules netroot.img carries (with what they depend on), by path under
+/// `/usr/lib/modules/KVER/`: every Ethernet driver and the paravirtual NICs.
+const NETROOT_MODULES: [&str; 4] = [
+    "kernel/drivers/net/ethernet/",
+    "kernel/drivers/net/virtio_net.ko",
+    "kernel/drivers/net/vmxnet3/",
+    "kernel/drivers/net/hyperv/",
+];
+
 /// The `.deb` cache in the cache directory.
 const PXE_DEBS: &str = "pxe-debs";
 
@@ -222,6 +247,8 @@ const TEMPLATE_GRUB: &str = include_str!("../../pxe/grub/grub.cfg");
 const LIVE_SYSROOT_MOUNT: &str = include_str!("../../pxe/live/sysroot.mount");
 const LIVE_ROOT_SERVICE: &str = include_str!("../../pxe/live/slipway-live-root.service");
 const LIVE_ROOT_SCRIPT: &str = include_str!("../../pxe/live/live-root.sh");
+const NET_ROOT_SCRIPT: &str = include_str!("../../pxe/live/net-root.sh");
+const UDHCPC_SCRIPT: &str = include_str!("../../pxe/live/udhcpc.script");
 const INSTALLER_SERVICE: &str = include_str!("../../pxe/live/slipway-installer.service");
 const INSTALLER_SCRIPT: &str = include_str!("../../pxe/live/pxe-installer");
 
@@ -496,6 +523,9 @@ struct RefPlan {
     kver: String,
     dir: String,
     changed: bool,
+    /// The modules the commit's initramfs has (paths under `/usr/lib/modules/KVER/`), when
+    /// the ref is to be built.
+    initramfs_modules: Vec<String>,
 }
 
 /// Every input, checked.
@@ -510,6 +540,8 @@ struct Plan {
     debs: Option<Vec<Deb>>,
     /// The packages of [`LIVE_TOOLS`].
     live_debs: Vec<Deb>,
+    /// busybox's package ([`NETROOT_BUSYBOX`]).
+    busybox_deb: Deb,
     /// The manifest the plan was made against.
     manifest: Option<Manifest>,
 }
@@ -525,6 +557,7 @@ fn required_programs(with_key: bool) -> Vec<&'static str> {
         "dpkg-deb",
         "dpkg-query",
         "grub-mkimage",
+        "depmod",
     ];
     if with_key {
         tools.push("gpg");
@@ -652,8 +685,14 @@ fn check_tree(repo: &ostree::Repo, ostree_ref: &str, commit: &str) -> Result<()>
 /// What the live root needs from the commit's initramfs, as `lsinitrd` lists it: systemd's
 /// initrd with dracut's root= parser, mount, mkdir, mv, stat, a shell, and the loop, squashfs and
 /// overlay drivers (as modules there or built into the kernel).
+/// Returns the initramfs's modules (paths under `/usr/lib/modules/KVER/`).
 #[context("Checking the initramfs of {ostree_ref} (commit {commit})")]
-fn check_initramfs(repo: &ostree::Repo, ostree_ref: &str, commit: &str, kver: &str) -> Result<()> {
+fn check_initramfs(
+    repo: &ostree::Repo,
+    ostree_ref: &str,
+    commit: &str,
+    kver: &str,
+) -> Result<Vec<String>> {
     let path = format!("/usr/lib/modules/{kver}/initramfs.img");
     let data = crate::repo::read_commit_file(repo, commit, &path)?
         .with_context(|| format!("commit {commit} ({ostree_ref}) has no {path}"))?;
@@ -699,7 +738,14 @@ fn check_initramfs(repo: &ostree::Repo, ostree_ref: &str, commit: &str, kver: &s
             missing.join(", ")
         );
     }
-    Ok(())
+    let prefix = format!("usr/lib/modules/{kver}/");
+    Ok(listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter_map(|p| p.strip_prefix(&prefix))
+        .filter(|p| p.starts_with("kernel/") && p.ends_with(".ko"))
+        .map(str::to_string)
+        .collect())
 }
 
 /// Every check that can be made before a file is written. `manifest`: DIR's, read now.
@@ -730,10 +776,12 @@ fn plan(opts: &PxeBuildOptions, repo: &ostree::Repo, manifest: Option<Manifest>)
         .iter()
         .map(|(package, _, _)| debian::locate(package))
         .collect::<Result<Vec<_>>>()?;
+    let busybox_deb = debian::locate(NETROOT_BUSYBOX.0)?;
     let installer: String = std::iter::once(exe_sha)
         .chain(
             live_debs
                 .iter()
+                .chain([&busybox_deb])
                 .map(|d| format!("{} {} {}", d.package, d.version, d.sha256)),
         )
         .collect::<Vec<_>>()
@@ -758,9 +806,11 @@ fn plan(opts: &PxeBuildOptions, repo: &ostree::Repo, manifest: Option<Manifest>)
         let changed = !manifest
             .as_ref()
             .is_some_and(|m| is_current(m, &opts.output, r, &commit, &options));
-        if changed {
-            check_initramfs(repo, r, &commit, &kernel.kver)?;
-        }
+        let initramfs_modules = if changed {
+            check_initramfs(repo, r, &commit, &kernel.kver)?
+        } else {
+            Vec::new()
+        };
         refs.push(RefPlan {
             ostree_ref: r.clone(),
             version: crate::repo::commit_meta_string(repo, &commit, "version")?,
@@ -768,6 +818,7 @@ fn plan(opts: &PxeBuildOptions, repo: &ostree::Repo, manifest: Option<Manifest>)
             kver: kernel.kver,
             dir: ref_dir(r),
             changed,
+            initramfs_modules,
         });
     }
     let programs_current = manifest
@@ -794,6 +845,7 @@ fn plan(opts: &PxeBuildOptions, repo: &ostree::Repo, manifest: Option<Manifest>)
         options,
         debs,
         live_debs,
+        busybox_deb,
         manifest,
     })
 }
@@ -1057,7 +1109,23 @@ fn build_ref(
     ui::info(format!("{}: making the live root's squashfs", r.ostree_ref));
     make_squashfs(&root, &squashfs, mtime)?;
     make_squashfs(&live, &live_squashfs, mtime)?;
-    write_rootfs_img(&squashfs, &live_squashfs, &stage.join("rootfs.img"), mtime)?;
+    let rootfs_img = stage.join("rootfs.img");
+    write_rootfs_img(&squashfs, &live_squashfs, &rootfs_img, mtime)?;
+    let rootfs_sum = format!(
+        "{} {}\n",
+        crate::repo::sha256_file(&rootfs_img)?,
+        std::fs::metadata(&rootfs_img)?.len()
+    );
+    write_netroot_img(
+        &root,
+        r,
+        plan,
+        &rootfs_sum,
+        work.path(),
+        &opts.cachedir,
+        &stage.join(NETROOT_IMG),
+        mtime,
+    )?;
     drop(work);
 
     if let Some(ks) = &plan.kickstart {
@@ -1332,6 +1400,29 @@ fn write_rootfs_img(squashfs: &Path, live: &Path, out: &Path, mtime: u64) -> Res
         std::io::BufWriter::new(f),
         u32::try_from(mtime).unwrap_or(0),
     );
+    write_live_units(&mut w)?;
+    w.dir("slipway", 0o755)?;
+    for (name, path) in [(SQUASHFS_IN_CPIO, squashfs), (LIVE_SQUASHFS_IN_CPIO, live)] {
+        let mut sq =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let size = sq.metadata()?.len();
+        w.file_from(name, 0o644, size, &mut sq)?;
+    }
+    let mut inner = w.finish()?;
+    inner
+        .flush()
+        .with_context(|| format!("writing {}", out.display()))?;
+    inner
+        .into_inner()
+        .map_err(|e| anyhow!("writing {}: {}", out.display(), e.error()))?
+        .sync_all()
+        .with_context(|| format!("syncing {}", out.display()))?;
+    Ok(())
+}
+
+/// The initramfs side of the live root, in `rootfs.img` and `netroot.img` alike:
+/// `sysroot.mount`, the service that mounts the squashfs images, and its script.
+fn write_live_units<W: Write>(w: &mut cpio::Writer<W>) -> Result<()> {
     for d in [
         "etc",
         "etc/systemd",
@@ -1340,7 +1431,6 @@ fn write_rootfs_img(squashfs: &Path, live: &Path, out: &Path, mtime: u64) -> Res
         "usr",
         "usr/lib",
         "usr/lib/slipway",
-        "slipway",
     ] {
         w.dir(d, 0o755)?;
     }
@@ -1362,19 +1452,178 @@ fn write_rootfs_img(squashfs: &Path, live: &Path, out: &Path, mtime: u64) -> Res
         "usr/lib/slipway/live-root.sh",
         0o755,
         LIVE_ROOT_SCRIPT.as_bytes(),
-    )?;
-    for (name, path) in [(SQUASHFS_IN_CPIO, squashfs), (LIVE_SQUASHFS_IN_CPIO, live)] {
-        let mut sq =
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let size = sq.metadata()?.len();
-        w.file_from(name, 0o644, size, &mut sq)?;
+    )
+}
+
+/// The commit's modules netroot.img carries: [`NETROOT_MODULES`] and every module they
+/// depend on, as `modules.dep` (in the checkout `moddir`) lists them. Empty when the commit
+/// has none (or no `modules.dep`).
+fn netroot_modules(moddir: &Path) -> Result<Vec<String>> {
+    let dep = moddir.join("modules.dep");
+    let text = match std::fs::read_to_string(&dep) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dep.display())),
+    };
+    let mut deps: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let (module, rest) = line
+            .split_once(':')
+            .with_context(|| format!("{}:{}: no `:`", dep.display(), n + 1))?;
+        deps.insert(module, rest.split_whitespace().collect());
     }
-    let mut inner = w.finish()?;
-    inner
-        .flush()
+    let mut todo: Vec<&str> = deps
+        .keys()
+        .copied()
+        .filter(|m| {
+            NETROOT_MODULES.iter().any(|w| {
+                if w.ends_with('/') {
+                    m.starts_with(w)
+                } else {
+                    m == w
+                }
+            })
+        })
+        .collect();
+    let mut all = std::collections::BTreeSet::new();
+    while let Some(m) = todo.pop() {
+        if all.insert(m.to_string()) {
+            todo.extend(deps.get(m).into_iter().flatten().copied());
+        }
+    }
+    Ok(all.into_iter().collect())
+}
+
+/// `netroot.img` (see [`NETROOT_IMG`]), a gzip-compressed cpio archive, when the commit's
+/// kernel has network drivers; otherwise none, and every boot loader loads `rootfs.img`.
+/// Its modules index (`modules.dep`, aliases...) is made by `depmod` over the initramfs's
+/// modules and the added ones, so `modprobe` in the initramfs finds both.
+#[allow(clippy::too_many_arguments)]
+#[context("Writing {}", out.display())]
+fn write_netroot_img(
+    root: &Path,
+    r: &RefPlan,
+    plan: &Plan,
+    rootfs_sum: &str,
+    work: &Path,
+    cachedir: &Path,
+    out: &Path,
+    mtime: u64,
+) -> Result<()> {
+    let rel_moddir = format!("usr/lib/modules/{}", r.kver);
+    let moddir = root.join(&rel_moddir);
+    let added = netroot_modules(&moddir)?;
+    if added.is_empty() {
+        ui::info(format!(
+            "{}: the commit's kernel has no network drivers in /{rel_moddir}: no {NETROOT_IMG}, every boot loader loads rootfs.img",
+            r.ostree_ref
+        ));
+        return Ok(());
+    }
+    // depmod's tree: the initramfs's modules and the added ones, with the kernel's lists.
+    let base = work.join("netroot-depmod");
+    let index_dir = base.join(&rel_moddir);
+    std::fs::create_dir_all(&index_dir)
+        .with_context(|| format!("creating {}", index_dir.display()))?;
+    std::os::unix::fs::symlink("usr/lib", base.join("lib"))
+        .with_context(|| format!("creating {}/lib", base.display()))?;
+    for m in r.initramfs_modules.iter().chain(&added) {
+        let src = moddir.join(m);
+        if !src.is_file() {
+            continue;
+        }
+        let dest = index_dir.join(m);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        if !dest.exists() {
+            std::fs::hard_link(&src, &dest)
+                .or_else(|_| std::fs::copy(&src, &dest).map(|_| ()))
+                .with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
+        }
+    }
+    for list in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
+        if moddir.join(list).is_file() {
+            std::fs::copy(moddir.join(list), index_dir.join(list))
+                .with_context(|| format!("copying {}", moddir.join(list).display()))?;
+        }
+    }
+    Command::new("depmod")
+        .arg("-b")
+        .arg(&base)
+        .arg(&r.kver)
+        .run()
+        .context("indexing the installer initramfs's modules")?;
+
+    let busybox = {
+        let file = debian::fetch(&plan.busybox_deb, &cachedir.join(PXE_DEBS))?;
+        let unpacked = work.join("netroot-busybox");
+        debian::extract(&file, &unpacked)?;
+        debian::regular_file(&unpacked, NETROOT_BUSYBOX.1, NETROOT_BUSYBOX.0)?
+    };
+
+    let f = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let gz =
+        flate2::GzBuilder::new().write(std::io::BufWriter::new(f), flate2::Compression::default());
+    let mut w = cpio::Writer::new(gz, u32::try_from(mtime).unwrap_or(0));
+    write_live_units(&mut w)?;
+    w.file(
+        "usr/lib/slipway/net-root.sh",
+        0o644,
+        NET_ROOT_SCRIPT.as_bytes(),
+    )?;
+    w.file(
+        "usr/lib/slipway/udhcpc.script",
+        0o755,
+        UDHCPC_SCRIPT.as_bytes(),
+    )?;
+    w.file(NETROOT_ROOTFS_SUM, 0o644, rootfs_sum.as_bytes())?;
+    let mut bb =
+        std::fs::File::open(&busybox).with_context(|| format!("opening {}", busybox.display()))?;
+    let size = bb.metadata()?.len();
+    w.file_from("usr/lib/slipway/busybox", 0o755, size, &mut bb)?;
+    // The modules' directories, then the modules and the index depmod wrote.
+    let mut dirs = std::collections::BTreeSet::new();
+    for m in &added {
+        let mut p = Path::new(m).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(format!("{rel_moddir}/{}", d.display()));
+            p = d.parent();
+        }
+    }
+    for d in ["usr/lib/modules".to_string(), rel_moddir.clone()]
+        .into_iter()
+        .chain(dirs)
+    {
+        w.dir(&d, 0o755)?;
+    }
+    let mut index: Vec<String> = std::fs::read_dir(&index_dir)
+        .with_context(|| format!("reading {}", index_dir.display()))?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|n| n.starts_with("modules."))
+        .collect();
+    index.sort();
+    for name in added.iter().chain(&index) {
+        let src = index_dir.join(name);
+        let mut f =
+            std::fs::File::open(&src).with_context(|| format!("opening {}", src.display()))?;
+        let size = f.metadata()?.len();
+        w.file_from(&format!("{rel_moddir}/{name}"), 0o644, size, &mut f)?;
+    }
+    let mut buf = w
+        .finish()?
+        .finish()
+        .with_context(|| format!("compressing {}", out.display()))?;
+    buf.flush()
         .with_context(|| format!("writing {}", out.display()))?;
-    inner
-        .into_inner()
+    buf.into_inner()
         .map_err(|e| anyhow!("writing {}: {}", out.display(), e.error()))?
         .sync_all()
         .with_context(|| format!("syncing {}", out.display()))?;

@@ -291,6 +291,24 @@ impl Site {
             "# slipway: {mac}, profile {}, written by `slipway pxe serve`.\n",
             profile.name
         );
+        // GRUB's TFTP and HTTP are slow: when the ref has netroot.img, GRUB loads that small
+        // initrd and the initramfs fetches rootfs.img from this server's HTTP
+        // (`pxe/live/net-root.sh`; busybox's wget speaks plain HTTP only).
+        let (second, net_args) =
+            if e.files.contains_key(build::NETROOT_IMG) && self.server.starts_with("http://") {
+                (
+                    build::NETROOT_IMG,
+                    vec![
+                        format!(
+                            "slipway.rootfs={}",
+                            self.url(&format!("{}/rootfs.img?mac={mac}", e.dir))
+                        ),
+                        format!("slipway.netif={mac}"),
+                    ],
+                )
+            } else {
+                ("rootfs.img", Vec::new())
+            };
         let (path, text) = match (profile.bootloader, local) {
             (Bootloader::Ipxe, _) => return Ok(()),
             (Bootloader::Pxelinux, true) => (
@@ -327,8 +345,9 @@ impl Site {
             (Bootloader::Grub, false) => (
                 grub,
                 format!(
-                    "{head}set timeout=0\nset default=0\nmenuentry 'slipway: install {r}' {{\n    linux {root}/{d}/vmlinuz {}\n    initrd {root}/{d}/initramfs.img {root}/{d}/rootfs.img\n}}\n",
+                    "{head}set timeout=0\nset default=0\nmenuentry 'slipway: install {r}' {{\n    linux {root}/{d}/vmlinuz {}\n    initrd {root}/{d}/initramfs.img {root}/{d}/{second}\n}}\n",
                     args.iter()
+                        .chain(&net_args)
                         .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
                         .collect::<Vec<_>>()
                         .join(" "),
@@ -705,6 +724,7 @@ fn file_step(
         "vmlinuz" => Some(("kernel", "kernel fetched")),
         "initramfs.img" => Some(("initramfs", "initramfs fetched")),
         "rootfs.img" => Some(("initramfs", "live root fetched")),
+        build::NETROOT_IMG => Some(("initramfs", "network initrd fetched")),
         build::SB_SHIM | build::SB_GRUB => Some(("boot-program", "signed boot program fetched")),
         _ if boot_programs.contains_key(file) || file == build::GRUB_NETBOOT => {
             Some(("boot-program", "boot program fetched"))

@@ -55,6 +55,7 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("blkid", "util-linux"),
     ("udevadm", "udev"),
     ("lsinitrd", "dracut-core"),
+    ("depmod", "kmod"),
     ("systemctl", "systemd"),
 ];
 

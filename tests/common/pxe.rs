@@ -60,6 +60,35 @@ pub fn fake_initramfs(dir: &Path) -> Vec<u8> {
     std::fs::read(dir.join("initramfs.cpio.zst")).unwrap()
 }
 
+/// Modules for a commit's tree, so that `pxe build` writes `netroot.img`: a network driver
+/// (`NIC_MODULE`) and what it depends on (`NIC_DEPENDENCY`), the initramfs's three modules and
+/// one module that is neither (`OTHER_MODULE`), with a `modules.dep` naming them. Not real
+/// modules: `depmod` indexes them by path (it warns that it cannot read their symbols).
+pub const NIC_MODULE: &str = "kernel/drivers/net/ethernet/fake/fake_nic.ko";
+pub const NIC_DEPENDENCY: &str = "kernel/net/core/fake_link.ko";
+pub const OTHER_MODULE: &str = "kernel/sound/fake_snd.ko";
+pub fn add_nic_modules(tree: &Path) {
+    let moddir = tree.join(format!("usr/lib/modules/{KVER}"));
+    let initramfs = [
+        "kernel/drivers/block/loop.ko",
+        "kernel/fs/squashfs/squashfs.ko",
+        "kernel/fs/overlayfs/overlay.ko",
+    ];
+    let mut dep = format!("{NIC_MODULE}: {NIC_DEPENDENCY}\n{NIC_DEPENDENCY}:\n{OTHER_MODULE}:\n");
+    for m in initramfs {
+        dep.push_str(&format!("{m}:\n"));
+    }
+    for m in [NIC_MODULE, NIC_DEPENDENCY, OTHER_MODULE]
+        .into_iter()
+        .chain(initramfs)
+    {
+        let p = moddir.join(m);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, format!("module {m}")).unwrap();
+    }
+    std::fs::write(moddir.join("modules.dep"), dep).unwrap();
+}
+
 impl Fixture {
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
