@@ -769,6 +769,54 @@ fn composed_host_installer_artifacts() {
         (contents.as_str(), meta.as_str()),
         "the live root's lower layer is not the composed commit's tree"
     );
+    // netroot.img: the real host's kernel gives its NIC drivers (virtio-net for the lab's
+    // machines, e1000e for a common server NIC) with what they depend on, indexed together
+    // with the initramfs's own modules, and a busybox that runs.
+    let netroot = dir.path().join("netroot");
+    std::fs::create_dir(&netroot).unwrap();
+    run_ok(
+        Command::new("sh")
+            .current_dir(&netroot)
+            .arg("-c")
+            .arg(format!(
+                "zcat {} | cpio -i -d --quiet",
+                refdir.join("netroot.img").display()
+            )),
+    );
+    let kver = std::fs::read_dir(netroot.join("usr/lib/modules"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let index = std::fs::read_to_string(kver.join("modules.dep")).unwrap();
+    for m in [
+        "kernel/drivers/net/virtio_net.ko",
+        "kernel/drivers/net/net_failover.ko",
+        "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko",
+        "kernel/fs/squashfs/squashfs.ko",
+        "kernel/fs/overlayfs/overlay.ko",
+    ] {
+        assert!(
+            index.lines().any(|l| l.starts_with(&format!("{m}:"))),
+            "netroot.img's modules.dep lacks {m}"
+        );
+    }
+    for m in [
+        "kernel/drivers/net/virtio_net.ko",
+        "kernel/drivers/net/net_failover.ko",
+        "kernel/net/core/failover.ko",
+        "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko",
+    ] {
+        assert!(kver.join(m).is_file(), "netroot.img lacks {m}");
+    }
+    let aliases = std::fs::read_to_string(kver.join("modules.alias")).unwrap();
+    assert!(
+        aliases.contains(" virtio_net\n"),
+        "netroot.img's modules.alias has no virtio_net"
+    );
+    run_ok(Command::new(netroot.join("usr/lib/slipway/busybox")).args(["udhcpc", "--help"]));
+
     // rootfs.img is an uncompressed cpio archive (the kernel reads it after the zstd one).
     let mut f = std::fs::File::open(refdir.join("rootfs.img")).unwrap();
     let mut magic = [0u8; 6];

@@ -1559,6 +1559,14 @@ fn write_netroot_img(
         .arg(&r.kver)
         .run()
         .context("indexing the installer initramfs's modules")?;
+    for index in ["modules.dep.bin", "modules.alias.bin"] {
+        if !index_dir.join(index).is_file() {
+            bail!(
+                "depmod wrote no {index} in {}: modprobe in the initramfs would find no module",
+                index_dir.display()
+            );
+        }
+    }
 
     let busybox = {
         let file = debian::fetch(&plan.busybox_deb, &cachedir.join(PXE_DEBS))?;
