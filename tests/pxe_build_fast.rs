@@ -45,6 +45,17 @@ fn cpio_list(p: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// `netroot.img` (a gzip-compressed cpio archive) unpacked into `dest` (created).
+fn unpack_netroot(img: &Path, dest: &Path) {
+    std::fs::create_dir(dest).unwrap();
+    run_ok(
+        Command::new("sh")
+            .current_dir(dest)
+            .arg("-c")
+            .arg(format!("zcat {} | cpio -i -d --quiet", img.display())),
+    );
+}
+
 /// Where the squashfs `name` starts inside `rootfs.img`.
 fn squashfs_offset(rootfs_img: &Path, name: &str) -> u64 {
     let mut f = std::fs::File::open(rootfs_img).unwrap();
@@ -294,15 +305,8 @@ fn layout_manifest_artifacts_and_boot_programs() {
     // netroot.img (a gzip cpio archive): the same units, the script that fetches rootfs.img
     // over HTTP with busybox, the SHA-256 and size it must have, the commit's network drivers
     // and what they need, and a module index that has the initramfs's modules too.
-    let netroot = refdir.join("netroot.img");
     let unpacked = f.dir.path().join("netroot");
-    std::fs::create_dir(&unpacked).unwrap();
-    run_ok(
-        Command::new("sh")
-            .current_dir(&unpacked)
-            .arg("-c")
-            .arg(format!("zcat {} | cpio -i -d --quiet", netroot.display())),
-    );
+    unpack_netroot(&refdir.join("netroot.img"), &unpacked);
     for p in [
         "etc/systemd/system/sysroot.mount",
         "etc/systemd/system/slipway-live-root.service",
@@ -773,16 +777,7 @@ fn composed_host_installer_artifacts() {
     // machines, e1000e for a common server NIC) with what they depend on, indexed together
     // with the initramfs's own modules, and a busybox that runs.
     let netroot = dir.path().join("netroot");
-    std::fs::create_dir(&netroot).unwrap();
-    run_ok(
-        Command::new("sh")
-            .current_dir(&netroot)
-            .arg("-c")
-            .arg(format!(
-                "zcat {} | cpio -i -d --quiet",
-                refdir.join("netroot.img").display()
-            )),
-    );
+    unpack_netroot(&refdir.join("netroot.img"), &netroot);
     let kver = std::fs::read_dir(netroot.join("usr/lib/modules"))
         .unwrap()
         .next()

@@ -50,7 +50,6 @@ udevadm settle -t 10 2>/dev/null || :
 found=$(ifaces)
 
 images=/run/slipway/images
-$bb mkdir -p "$images"
 $bb mount -t tmpfs -o "mode=0755,size=$((size * 2 + 8388608))" slipway-images "$images"
 img="$images/rootfs.img"
 got=

@@ -1366,11 +1366,8 @@ fn prepare_live_root(
 
 /// [`LIVE_TOOLS`] into the live layer, and the `unsquashfs` wrapper.
 fn live_tools(tree: &Tree, plan: &Plan, work: &Path, cache: &Path) -> Result<()> {
-    for (deb, (package, rel, name)) in plan.live_debs.iter().zip(LIVE_TOOLS) {
-        let file = debian::fetch(deb, cache)?;
-        let unpacked = work.join(format!("live-{package}"));
-        debian::extract(&file, &unpacked)?;
-        let src = debian::regular_file(&unpacked, rel, package)?;
+    for (deb, (_, rel, name)) in plan.live_debs.iter().zip(LIVE_TOOLS) {
+        let src = debian::take_file(deb, cache, work, rel)?;
         let mut f =
             std::fs::File::open(&src).with_context(|| format!("opening {}", src.display()))?;
         tree.write_file(&format!("{LIVE_UNSQUASHFS_DIR}/{name}"), &mut f, 0o755)?;
@@ -1408,16 +1405,17 @@ fn write_rootfs_img(squashfs: &Path, live: &Path, out: &Path, mtime: u64) -> Res
         let size = sq.metadata()?.len();
         w.file_from(name, 0o644, size, &mut sq)?;
     }
-    let mut inner = w.finish()?;
-    inner
-        .flush()
+    sync_written(w.finish()?, out)
+}
+
+/// Flush a file written through a `BufWriter` and sync it to disk.
+fn sync_written(mut buf: std::io::BufWriter<std::fs::File>, out: &Path) -> Result<()> {
+    buf.flush()
         .with_context(|| format!("writing {}", out.display()))?;
-    inner
-        .into_inner()
+    buf.into_inner()
         .map_err(|e| anyhow!("writing {}: {}", out.display(), e.error()))?
         .sync_all()
-        .with_context(|| format!("syncing {}", out.display()))?;
-    Ok(())
+        .with_context(|| format!("syncing {}", out.display()))
 }
 
 /// The initramfs side of the live root, in `rootfs.img` and `netroot.img` alike:
@@ -1568,12 +1566,12 @@ fn write_netroot_img(
         }
     }
 
-    let busybox = {
-        let file = debian::fetch(&plan.busybox_deb, &cachedir.join(PXE_DEBS))?;
-        let unpacked = work.join("netroot-busybox");
-        debian::extract(&file, &unpacked)?;
-        debian::regular_file(&unpacked, NETROOT_BUSYBOX.1, NETROOT_BUSYBOX.0)?
-    };
+    let busybox = debian::take_file(
+        &plan.busybox_deb,
+        &cachedir.join(PXE_DEBS),
+        work,
+        NETROOT_BUSYBOX.1,
+    )?;
 
     let f = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let gz =
@@ -1625,17 +1623,11 @@ fn write_netroot_img(
         let size = f.metadata()?.len();
         w.file_from(&format!("{rel_moddir}/{name}"), 0o644, size, &mut f)?;
     }
-    let mut buf = w
+    let gz = w
         .finish()?
         .finish()
         .with_context(|| format!("compressing {}", out.display()))?;
-    buf.flush()
-        .with_context(|| format!("writing {}", out.display()))?;
-    buf.into_inner()
-        .map_err(|e| anyhow!("writing {}: {}", out.display(), e.error()))?
-        .sync_all()
-        .with_context(|| format!("syncing {}", out.display()))?;
-    Ok(())
+    sync_written(gz, out)
 }
 
 /// Find where `name`'s data starts in a newc cpio archive (for readers such as the tests

@@ -133,6 +133,15 @@ pub fn regular_file(dir: &Path, rel: &str, package: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// The regular file at `rel` of `deb`: fetched into `cache` ([`fetch`]) and unpacked into
+/// `work/deb-PACKAGE` ([`extract`]).
+pub fn take_file(deb: &Deb, cache: &Path, work: &Path, rel: &str) -> Result<PathBuf> {
+    let file = fetch(deb, cache)?;
+    let unpacked = work.join(format!("deb-{}", deb.package));
+    extract(&file, &unpacked)?;
+    regular_file(&unpacked, rel, &deb.package)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -299,10 +299,7 @@ impl Site {
                 (
                     build::NETROOT_IMG,
                     vec![
-                        format!(
-                            "slipway.rootfs={}",
-                            self.url(&format!("{}/rootfs.img?mac={mac}", e.dir))
-                        ),
+                        format!("slipway.rootfs={}", self.ref_file_url(e, "rootfs.img", mac)),
                         format!("slipway.netif={mac}"),
                     ],
                 )
@@ -454,10 +451,16 @@ impl Site {
         format!("{}/{path}", self.server)
     }
 
+    /// The URL of the ref's file `name` for `mac` (`?mac=`: the download is the machine's
+    /// step).
+    fn ref_file_url(&self, e: &build::RefEntry, name: &str, mac: &str) -> String {
+        self.url(&format!("{}/{name}?mac={mac}", e.dir))
+    }
+
     /// The install script of `profile` for `mac`.
     pub fn install_script(&self, mac: &str, profile: &Profile) -> Result<String> {
         let (e, args) = self.kernel_args(mac, profile)?;
-        let file = |name: &str| self.url(&format!("{}/{name}?mac={mac}", e.dir));
+        let file = |name: &str| self.ref_file_url(e, name, mac);
         Ok(format!(
             "#!ipxe\n\
              # slipway: install {r} on {mac} (profile {p}), written by `slipway pxe serve`.\n\
