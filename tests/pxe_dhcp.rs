@@ -1,6 +1,8 @@
 //! `slipway::pxe::dhcp` from outside: property tests of the parser and the responder on any
 //! bytes, and the server over real UDP on 127.0.0.1 (unprivileged ports picked by the kernel,
-//! broadcasts redirected to 127.0.0.1). No root, no network, about a second.
+//! broadcasts redirected to 127.0.0.1; no root, no network, about a second), and the answer
+//! to iPXE's IPv6 router solicitations over real sockets in two network namespaces (root,
+//! about 5 s).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -351,4 +353,234 @@ async fn bind_errors_name_the_address_and_the_interface() {
     sc.interface = Some("nosuchif0".into());
     let e = format!("{:#}", Server::bind(sc).err().expect("no such interface"));
     assert!(e.contains("nosuchif0"), "{e}");
+}
+
+/// Two network namespaces joined by a veth pair: the server's end `veth0`, the machine's
+/// `veth1`; no duplicate address detection, so both link-local addresses work at once.
+/// Needs root. Removed on drop.
+struct VethPair {
+    server: String,
+    machine: String,
+}
+
+impl VethPair {
+    fn new() -> Self {
+        let pid = std::process::id();
+        let pair = Self {
+            server: format!("slwra-s-{pid}"),
+            machine: format!("slwra-m-{pid}"),
+        };
+        for ns in [&pair.server, &pair.machine] {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(std::process::Stdio::null())
+                .status();
+            ip(&["netns", "add", ns]);
+            for key in ["all", "default"] {
+                ip(&[
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{key}.accept_dad=0"),
+                ]);
+            }
+        }
+        ip(&[
+            "link",
+            "add",
+            "veth0",
+            "netns",
+            &pair.server,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth1",
+            "netns",
+            &pair.machine,
+        ]);
+        ip(&[
+            "-n",
+            &pair.server,
+            "addr",
+            "add",
+            "192.0.2.1/24",
+            "dev",
+            "veth0",
+        ]);
+        ip(&["-n", &pair.server, "link", "set", "veth0", "up"]);
+        ip(&["-n", &pair.machine, "link", "set", "veth1", "up"]);
+        for (ns, dev) in [(&pair.server, "veth0"), (&pair.machine, "veth1")] {
+            let deadline = std::time::Instant::now() + WAIT;
+            loop {
+                let out = std::process::Command::new("ip")
+                    .args(["-n", ns, "-6", "addr", "show", "dev", dev])
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                if text.contains("scope link") && !text.contains("tentative") {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{dev}: {text}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        pair
+    }
+
+    /// Run `f` on a thread inside namespace `ns` (sockets made there stay there), within the
+    /// caller's tokio runtime.
+    fn within<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{ns}");
+        let rt = tokio::runtime::Handle::current();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let _rt = rt.enter();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        for ns in [&self.server, &self.machine] {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A router solicitation as iPXE sends it: the header and the source link-layer address.
+fn router_solicitation(mac: &[u8; 6]) -> Vec<u8> {
+    let mut rs = vec![133, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+    rs.extend_from_slice(mac);
+    rs
+}
+
+/// Send `rs` to ff02::2 out of interface `ifindex` and return the first router
+/// advertisement that comes back within `wait`, with its source.
+fn solicit(
+    sock: &socket2::Socket,
+    ifindex: u32,
+    rs: &[u8],
+    wait: Duration,
+) -> Option<(Vec<u8>, std::net::Ipv6Addr)> {
+    use std::mem::MaybeUninit;
+    let all_routers = std::net::SocketAddrV6::new("ff02::2".parse().unwrap(), 0, 0, ifindex);
+    sock.send_to(rs, &all_routers.into()).unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        sock.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            return None;
+        };
+        // SAFETY: recv_from initialised the first n bytes.
+        let bytes: Vec<u8> = buf[..n]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        if bytes.first() == Some(&134) {
+            return Some((bytes, *from.as_socket_ipv6().unwrap().ip()));
+        }
+    }
+}
+
+fn ifindex(name: &str) -> u32 {
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a NUL-terminated string that outlives the call.
+    unsafe { libc::if_nametoindex(name.as_ptr()) }
+}
+
+/// iPXE waits about 16 s for an IPv6 router where there is none; the server ends that wait
+/// for the machines it boots, and for no one else. Real sockets in two network namespaces
+/// (root): the server on `veth0` in proxy mode, the machine's DHCP and ICMPv6 on `veth1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_solicitations_answered_for_ipxe_clients_just_booted_only() {
+    let pair = VethPair::new();
+    let mut rc = ResponderConfig::new(Ipv4Addr::new(192, 0, 2, 1), 8080);
+    rc.mode = DhcpMode::Proxy;
+    let mut sc = ServeConfig::new(rc);
+    sc.interface = Some("veth0".into());
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel::<BootEvent>();
+    sc.events = Some(tx);
+    let server = VethPair::within(&pair.server, move || Server::bind(sc).unwrap());
+    let task = tokio::spawn(server.run());
+
+    // The machine's sockets: DHCP from port 68 and raw ICMPv6, both on veth1.
+    let (dhcp, icmp, index) = VethPair::within(&pair.machine, || {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let dhcp = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        dhcp.bind_device(Some(b"veth1")).unwrap();
+        dhcp.set_broadcast(true).unwrap();
+        dhcp.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 68)).into())
+            .unwrap();
+        let icmp = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).unwrap();
+        icmp.bind_device(Some(b"veth1")).unwrap();
+        icmp.set_multicast_hops_v6(255).unwrap();
+        (dhcp, icmp, ifindex("veth1"))
+    });
+    let other: [u8; 6] = [0x52, 0x54, 0x00, 0x11, 0x22, 0x33];
+    // The server runs on the other worker while this one waits.
+    let solicit_as = |mac: &[u8; 6], wait: Duration| {
+        tokio::task::block_in_place(|| solicit(&icmp, index, &router_solicitation(mac), wait))
+    };
+    let short = Duration::from_millis(1500);
+
+    // Not booted by this server yet: no answer.
+    assert_eq!(solicit_as(&MAC, short), None, "answered before any DHCP");
+
+    // iPXE's discovery (BIOS, user class iPXE): the proxy names the boot script.
+    let mut discover = ovmf_discover();
+    discover
+        .opts_mut()
+        .insert(DhcpOption::ClientSystemArchitecture(Architecture(0)));
+    discover.opts_mut().insert(DhcpOption::ClassIdentifier(
+        b"PXEClient:Arch:00000:UNDI:002001".to_vec(),
+    ));
+    discover
+        .opts_mut()
+        .insert(DhcpOption::UserClass(b"iPXE".to_vec()));
+    let to = SocketAddr::from((Ipv4Addr::BROADCAST, 67));
+    dhcp.send_to(&discover.to_vec().unwrap(), &to.into())
+        .unwrap();
+    let event = timeout(WAIT, events.recv()).await.unwrap().unwrap();
+    assert!(event.facts.ipxe, "{event:?}");
+
+    // Now its solicitation gets the advertisement, unicast, and another machine's does not.
+    let (ra, from) = solicit_as(&MAC, WAIT).expect("a router advertisement");
+    assert_eq!(ra.len(), 16, "no options: {ra:?}");
+    assert_eq!(ra[1], 0, "code");
+    assert_eq!(ra[5], 0, "flags M and O clear (no DHCPv6): {ra:?}");
+    assert_eq!(&ra[6..8], &[0, 0], "router lifetime 0: {ra:?}");
+    assert!(from.is_unicast_link_local(), "{from}");
+    assert_eq!(
+        solicit_as(&other, short),
+        None,
+        "answered a machine the server never booted"
+    );
+    task.abort();
+    drop(pair);
 }

@@ -54,6 +54,7 @@
 
 mod answer;
 mod leases;
+pub mod ndp;
 mod packet;
 mod server;
 #[cfg(test)]
@@ -61,6 +62,7 @@ mod tests;
 
 pub use answer::*;
 pub use leases::*;
+pub use ndp::{ANSWER_WINDOW_S, IpxeClients, NdpSocket, mac_bytes, parse_router_solicitation};
 pub use packet::*;
 pub use server::*;
 

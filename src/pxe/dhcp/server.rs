@@ -1,4 +1,5 @@
-//! The socket layer: UDP sockets on ports 67 and 4011, one task that answers both.
+//! The socket layer: UDP sockets on ports 67 and 4011, one task that answers both (and, on
+//! an interface, iPXE clients' IPv6 router solicitations: see [`super::ndp`]).
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -61,6 +62,9 @@ pub struct ServeConfig {
     pub events: Option<UnboundedSender<BootEvent>>,
     /// Log ordinary ignored packets too (non-PXE clients in proxy mode).
     pub verbose: bool,
+    /// With an `interface`: answer the IPv6 router solicitations of iPXE clients this server
+    /// has just answered, so they stop waiting for a router ([`super::ndp`]).
+    pub ipxe_router_advertisement: bool,
 }
 
 impl ServeConfig {
@@ -75,6 +79,7 @@ impl ServeConfig {
             lease_file: None,
             events: None,
             verbose: false,
+            ipxe_router_advertisement: true,
         }
     }
 }
@@ -85,6 +90,15 @@ pub struct Server {
     dhcp: tokio::net::UdpSocket,
     pxe: tokio::net::UdpSocket,
     leases: Leases,
+    /// The router solicitation socket, or why there is none.
+    ndp: std::result::Result<NdpSocket, String>,
+    ipxe_clients: IpxeClients,
+}
+
+/// What the server's task received.
+enum Received {
+    Dhcp(u16, std::io::Result<(Vec<u8>, SocketAddr)>),
+    Ndp(std::io::Result<(Vec<u8>, std::net::Ipv6Addr)>),
 }
 
 /// Receive buffer of the DHCP and boot server sockets, bytes.
@@ -147,11 +161,19 @@ impl Server {
         let iface = cfg.interface.as_deref();
         let dhcp = bind_udp(cfg.bind_ip, cfg.dhcp_port, iface)?;
         let pxe = bind_udp(cfg.bind_ip, cfg.pxe_port, iface)?;
+        let ndp = match iface {
+            Some(i) if cfg.ipxe_router_advertisement => {
+                NdpSocket::open(i).map_err(|e| format!("{e:#}"))
+            }
+            _ => Err("no --interface".into()),
+        };
         Ok(Self {
             cfg,
             dhcp,
             pxe,
             leases,
+            ndp,
+            ipxe_clients: IpxeClients::default(),
         })
     }
 
@@ -186,13 +208,52 @@ impl Server {
                 .map(|i| format!(" (interface {i})"))
                 .unwrap_or_default()
         ));
+        match &self.ndp {
+            Ok(s) => ui::info(format!(
+                "dhcp: answering IPv6 router solicitations of iPXE clients on {} (unicast, \
+                 no router, no prefix), so iPXE does not wait 16 s for a router",
+                s.interface()
+            )),
+            Err(e) if self.cfg.interface.is_some() && self.cfg.ipxe_router_advertisement => {
+                ui::info(format!(
+                    "dhcp: not answering iPXE's IPv6 router solicitations (iPXE waits about \
+                     16 s for a router where there is none): {e}"
+                ))
+            }
+            Err(_) => {}
+        }
         let mut buf67 = vec![0u8; 4096];
         let mut buf4011 = vec![0u8; 4096];
         let mut failures = 0u32;
+        let mut ndp_failures = 0u32;
         loop {
-            let (port, received) = tokio::select! {
-                r = self.dhcp.recv_from(&mut buf67) => (DHCP_SERVER_PORT, r.map(|(n, a)| (buf67[..n].to_vec(), a))),
-                r = self.pxe.recv_from(&mut buf4011) => (PXE_PORT, r.map(|(n, a)| (buf4011[..n].to_vec(), a))),
+            let ndp = async {
+                match &self.ndp {
+                    Ok(s) => s.recv().await,
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let received = tokio::select! {
+                r = self.dhcp.recv_from(&mut buf67) => Received::Dhcp(DHCP_SERVER_PORT, r.map(|(n, a)| (buf67[..n].to_vec(), a))),
+                r = self.pxe.recv_from(&mut buf4011) => Received::Dhcp(PXE_PORT, r.map(|(n, a)| (buf4011[..n].to_vec(), a))),
+                r = ndp => Received::Ndp(r),
+            };
+            let (port, received) = match received {
+                Received::Dhcp(port, r) => (port, r),
+                Received::Ndp(Ok((icmp, from))) => {
+                    ndp_failures = 0;
+                    self.solicited(&icmp, from).await;
+                    continue;
+                }
+                Received::Ndp(Err(e)) => {
+                    ui::warn(format!("dhcp: receiving ICMPv6: {e}"));
+                    ndp_failures += 1;
+                    if ndp_failures > 100 {
+                        ui::warn("dhcp: no longer answering IPv6 router solicitations");
+                        self.ndp = Err(format!("receiving keeps failing: {e}"));
+                    }
+                    continue;
+                }
             };
             match received {
                 Ok((bytes, from)) => {
@@ -263,6 +324,11 @@ impl Server {
             return;
         }
         ui::info(format!("dhcp: {}", reply.summary));
+        if reply.facts.ipxe
+            && let Some(mac) = mac_bytes(&reply.facts.mac)
+        {
+            self.ipxe_clients.answered(mac, unix_now());
+        }
         if let (Some(tx), Some(program)) = (&self.cfg.events, reply.boot) {
             let _ = tx.send(BootEvent {
                 facts: reply.facts,
@@ -270,6 +336,29 @@ impl Server {
                 kind: reply.kind,
                 address: reply.address,
             });
+        }
+    }
+}
+
+impl Server {
+    /// A router solicitation arrived: answer it if it comes from an iPXE client answered
+    /// within [`ANSWER_WINDOW_S`].
+    async fn solicited(&self, icmp: &[u8], from: std::net::Ipv6Addr) {
+        let (Ok(sock), Some(mac)) = (&self.ndp, parse_router_solicitation(icmp, &from)) else {
+            return;
+        };
+        if !self.ipxe_clients.wants_answer(&mac, unix_now()) {
+            return;
+        }
+        let mac = format_mac(&mac);
+        match sock.advertise(from).await {
+            Ok(()) => ui::info(format!(
+                "dhcp: {mac} (iPXE, {from}): router advertisement without router or prefix, \
+                 so its IPv6 set-up ends now"
+            )),
+            Err(e) => ui::warn(format!(
+                "dhcp: sending a router advertisement to {mac} ({from}): {e}"
+            )),
         }
     }
 }
