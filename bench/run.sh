@@ -442,13 +442,18 @@ install_value() { # NAME
     [ -f "$INSTALL_JSONL" ] || return 0
     grep -E "\"name\": ?\"$1\"" "$INSTALL_JSONL" | tail -n 1 | sed -n 's/.*"value": *\([0-9.eE+-]*\).*/\1/p'
 }
+install_samples() { # NAME: every value recorded under NAME, rounded, space-separated
+    [ -f "$INSTALL_JSONL" ] || return 0
+    grep -E "\"name\": ?\"$1\"" "$INSTALL_JSONL" | sed -n 's/.*"value": *\([0-9.eE+-]*\).*/\1/p' |
+        awk '{ printf "%s%.0f", (NR > 1 ? " " : ""), $1 }'
+}
 install_section() {
-    local archive m bytes rb total image rt phases p v
+    local archive m bytes rb total image rt phases p v samples imagecell
     archive=$(install_value pxe_archive_bytes)
     echo "<!-- install:begin -->"
     echo "## 8i. Network install, one machine at a time"
     echo
-    echo "Measured by \`bench/run.sh install\` on $(date -u '+%Y-%m-%d %H:%M UTC') (slipway $(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)): the PXE lab of \`tests/pxe_slow.rs\` (\`pxe_install_alone_uefi_then_bios_against_the_image\`, ${T[install_test]:-?} s, ${V[install]:-not run}) with one machine at a time (one vCPU, 3 GiB, $(grep -h -o -m1 '\"accel\": *\"[a-z]*\"' "$INSTALL_JSONL" 2>/dev/null | sed 's/.*\"\([a-z]*\)\"$/\1/' || echo '?')), then the prebuilt image of the same commit booted to SSH under the same firmware and VM size. Bytes are every frame the lab's bridge sent to the machine's tap (TFTP and HTTP with their headers) from power-on until the server recorded the machine installed; the commit's size is its archive objects in the served repository ($(human "${archive:-0}"))."
+    echo "Measured by \`bench/run.sh install\` on $(date -u '+%Y-%m-%d %H:%M UTC') (slipway $(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)): the PXE lab of \`tests/pxe_slow.rs\` (\`pxe_install_alone_uefi_then_bios_against_the_image\`, ${T[install_test]:-?} s, ${V[install]:-not run}) with one machine at a time (one vCPU, 3 GiB, $(grep -h -o -m1 '\"accel\": *\"[a-z]*\"' "$INSTALL_JSONL" 2>/dev/null | sed 's/.*\"\([a-z]*\)\"$/\1/' || echo '?')), then the prebuilt image of the same commit booted to SSH under the same firmware and VM size (the median of \`SLIPWAY_BENCH_IMAGE_BOOTS\`, default 3, first boots, each from a fresh overlay). Bytes are every frame the lab's bridge sent to the machine's tap (TFTP and HTTP with their headers) from power-on until the server recorded the machine installed; the commit's size is its archive objects in the served repository ($(human "${archive:-0}"))."
     echo
     if [ -z "$archive" ]; then
         echo "**Not measured**: the test did not record its numbers (see \`\$SLIPWAY_BENCH_DIR/logs/install.err\`)."
@@ -461,10 +466,13 @@ install_section() {
             image=$(install_value "pxe_image_${m%_unseeded}_boot_to_ssh_s")
             [ -n "$bytes" ] && [ -n "$total" ] && [ -n "$image" ] || { echo "| $m | not measured | | | | | | | | |"; continue; }
             rb=$(ratio "$bytes" "$archive"); rt=$(ratio "$total" "$image")
+            samples=$(install_samples "pxe_image_${m%_unseeded}_boot_to_ssh_sample_s")
+            imagecell="$(printf '%.0f' "$image") s"
+            [ -n "$samples" ] && imagecell+=" (median of $(wc -w <<< "$samples"): $samples)"
             if [ "$m" = bios_unseeded ]; then
-                echo "| \`bios\` pulling every object (\`slipway.seed=off\`, as before) | $(human "$bytes") | ${rb}x | | info | $(printf '%.0f' "$total") s | $(printf '%.0f' "$image") s | ${rt}x | | info |"
+                echo "| \`bios\` pulling every object (\`slipway.seed=off\`, as before) | $(human "$bytes") | ${rb}x | | info | $(printf '%.0f' "$total") s | $imagecell | ${rt}x | | info |"
             else
-                echo "| \`$m\` | $(human "$bytes") | ${rb}x | <= 1.15x | $(verdict "$rb" "<=" 1.15) | $(printf '%.0f' "$total") s | $(printf '%.0f' "$image") s | ${rt}x | <= 3x | $(verdict "$rt" "<=" 3) |"
+                echo "| \`$m\` | $(human "$bytes") | ${rb}x | <= 1.15x | $(verdict "$rb" "<=" 1.15) | $(printf '%.0f' "$total") s | $imagecell | ${rt}x | <= 3x | $(verdict "$rt" "<=" 3) |"
             fi
         done
         echo

@@ -822,6 +822,27 @@ fn lab(names: &[&str], seeded: bool) {
             );
         } else {
             assert_eq!(tftp_lines(addr), 0, "{name}: TFTP used\n{log}");
+            // The iPXE ROM's network set-up ended as soon as DHCP did, at both of its boots
+            // (to the installer, then to the installed disk): the server answered its IPv6
+            // router solicitations. Without that answer iPXE prints a dot per second of its
+            // 16 s wait for a router.
+            let mac = machines[i].2;
+            let serial = vms[i].0.serial_text();
+            let configuring = format!("Configuring (net0 {mac})");
+            let steps: Vec<String> = serial
+                .match_indices(&configuring)
+                .map(|(at, _)| serial[at + configuring.len()..].chars().take(12).collect())
+                .collect();
+            assert!(
+                steps.len() >= 2 && steps.iter().all(|s| s.starts_with("... ok")),
+                "{name}: iPXE's network set-up waited: {steps:?}"
+            );
+            assert!(
+                log.lines()
+                    .any(|l| l.contains(&format!("dhcp: {mac} (iPXE,"))
+                        && l.contains("router advertisement")),
+                "{name}: no router advertisement\n{log}"
+            );
         }
     }
     eprintln!("pxe lab done in {:.0}s", t0.elapsed().as_secs_f64());
@@ -857,44 +878,61 @@ fn lab(names: &[&str], seeded: bool) {
         record_measurement("pxe_ostree_pull_s", secs, "s", accel.as_str());
     }
     drop(vms);
+    // The image's boot swings by tens of seconds from one boot to the next under TCG on a
+    // shared machine: the median of several first boots (a fresh overlay each) is the
+    // baseline. `SLIPWAY_BENCH_IMAGE_BOOTS` (default 3) sets how many.
+    let boots: usize = std::env::var("SLIPWAY_BENCH_IMAGE_BOOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3);
     for &i in &installs {
         let (name, firmware, _, _, _) = machines[i];
-        let overlay = w.join(format!("image-{name}.qcow2"));
-        run_ok(
-            Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-                .arg(host_image("raw"))
-                .arg(&overlay),
-        );
-        let image = Vm::start(
-            VmConfig::new(format!("pxe-image-baseline-{name}"))
-                .disk(&overlay)
-                .firmware(firmware)
-                .accel(accel)
-                .cpus(1)
-                .memory_mib(3072)
-                .user_net_ssh()
-                .ssh("root", &key),
-        )
-        .unwrap();
-        let booted = image.wait_for_ssh(Duration::from_secs(900)).unwrap();
-        eprintln!(
-            "prebuilt image under {name}'s firmware: SSH after {:.0}s",
-            booted.as_secs_f64()
-        );
-        record_measurement(
-            &format!("pxe_image_{name}_boot_to_ssh_s"),
-            booted.as_secs_f64(),
-            "s",
-            accel.as_str(),
-        );
-        if name == "bios" {
+        let mut samples = Vec::new();
+        for boot in 1..=boots {
+            let overlay = w.join(format!("image-{name}-{boot}.qcow2"));
+            run_ok(
+                Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                    .arg(host_image("raw"))
+                    .arg(&overlay),
+            );
+            let image = Vm::start(
+                VmConfig::new(format!("pxe-image-baseline-{name}-{boot}"))
+                    .disk(&overlay)
+                    .firmware(firmware)
+                    .accel(accel)
+                    .cpus(1)
+                    .memory_mib(3072)
+                    .user_net_ssh()
+                    .ssh("root", &key),
+            )
+            .unwrap();
+            let booted = image.wait_for_ssh(Duration::from_secs(900)).unwrap();
+            drop(image);
+            let _ = std::fs::remove_file(&overlay);
+            eprintln!(
+                "prebuilt image under {name}'s firmware, boot {boot} of {boots}: SSH after {:.0}s",
+                booted.as_secs_f64()
+            );
             record_measurement(
-                "pxe_image_boot_to_ssh_s",
+                &format!("pxe_image_{name}_boot_to_ssh_sample_s"),
                 booted.as_secs_f64(),
                 "s",
                 accel.as_str(),
             );
+            samples.push(booted.as_secs_f64());
+        }
+        samples.sort_by(f64::total_cmp);
+        let median = samples[samples.len() / 2];
+        record_measurement(
+            &format!("pxe_image_{name}_boot_to_ssh_s"),
+            median,
+            "s",
+            accel.as_str(),
+        );
+        if name == "bios" {
+            record_measurement("pxe_image_boot_to_ssh_s", median, "s", accel.as_str());
         }
     }
 }
