@@ -133,6 +133,14 @@ pub const LIVE_SEED_DIR: &str = "/run/slipway/lower";
 pub const LIVE_KICKSTART: &str = "etc/slipway/installer.ks";
 pub const LIVE_TRUSTED_KEY: &str = "etc/slipway/installer-trusted.gpg";
 pub const LIVE_TLS_CA: &str = "etc/slipway/installer-tls-ca.pem";
+/// The live root's kernel settings (`systemd-sysctl` applies them before the installer
+/// starts).
+pub const LIVE_SYSCTL: &str = "etc/sysctl.d/60-slipway-installer.conf";
+/// Their text: the kernel starts writing the new host to disk once 32 MiB are waiting, not
+/// 10% of memory (about 300 MiB in a 3 GiB machine), so the disk writes while the installer
+/// unpacks and checksums, and the sync before the reboot has little left to do.
+const LIVE_SYSCTL_TEXT: &str = "# slipway's network installer: write the new host out as it arrives\n\
+                                vm.dirty_background_bytes = 33554432\n";
 
 /// Boot programs taken out of Debian packages: (name in DIR, package, path in the package).
 pub const PACKAGED_PROGRAMS: [(&str, &str, &str); 5] = [
@@ -523,9 +531,9 @@ struct RefPlan {
     kver: String,
     dir: String,
     changed: bool,
-    /// The modules the commit's initramfs has (paths under `/usr/lib/modules/KVER/`), when
-    /// the ref is to be built.
-    initramfs_modules: Vec<String>,
+    /// The modules the commit's initramfs has (paths under `/usr/lib/modules/KVER/`); `None`
+    /// for a ref that is current (nothing is built for it).
+    initramfs_modules: Option<Vec<String>>,
 }
 
 /// Every input, checked.
@@ -807,9 +815,9 @@ fn plan(opts: &PxeBuildOptions, repo: &ostree::Repo, manifest: Option<Manifest>)
             .as_ref()
             .is_some_and(|m| is_current(m, &opts.output, r, &commit, &options));
         let initramfs_modules = if changed {
-            check_initramfs(repo, r, &commit, &kernel.kver)?
+            Some(check_initramfs(repo, r, &commit, &kernel.kver)?)
         } else {
-            Vec::new()
+            None
         };
         refs.push(RefPlan {
             ostree_ref: r.clone(),
@@ -1111,11 +1119,12 @@ fn build_ref(
     make_squashfs(&live, &live_squashfs, mtime)?;
     let rootfs_img = stage.join("rootfs.img");
     write_rootfs_img(&squashfs, &live_squashfs, &rootfs_img, mtime)?;
-    let rootfs_sum = format!(
-        "{} {}\n",
-        crate::repo::sha256_file(&rootfs_img)?,
-        std::fs::metadata(&rootfs_img)?.len()
-    );
+    // Described once: for netroot.img's check and for the manifest.
+    let rootfs = Artifact {
+        sha256: crate::repo::sha256_file(&rootfs_img)?,
+        size: std::fs::metadata(&rootfs_img)?.len(),
+    };
+    let rootfs_sum = format!("{} {}\n", rootfs.sha256, rootfs.size);
     write_netroot_img(
         &root,
         r,
@@ -1149,7 +1158,7 @@ fn build_ref(
     };
     std::fs::write(stage.join("boot.ipxe"), ref_script(&r.ostree_ref, &entry)?)
         .context("writing boot.ipxe")?;
-    entry.files = seal_stage(stage)?;
+    entry.files = seal_stage(stage, BTreeMap::from([("rootfs.img".to_string(), rootfs)]))?;
 
     crate::sys::failpoint::hit("pxe-before-rename")?;
     let dest = opts.output.join(&r.dir);
@@ -1223,8 +1232,12 @@ fn make_squashfs(root: &Path, squashfs: &Path, mtime: u64) -> Result<()> {
 }
 
 /// Every file of `stage` synced, world-readable and described (size, SHA-256) for the
-/// manifest; the directory itself made 0755.
-fn seal_stage(stage: &Path) -> Result<BTreeMap<String, Artifact>> {
+/// manifest; the directory itself made 0755. A file in `described` (hashed as it was written,
+/// and unchanged since: same size) is not read again.
+fn seal_stage(
+    stage: &Path,
+    mut described: BTreeMap<String, Artifact>,
+) -> Result<BTreeMap<String, Artifact>> {
     use std::os::unix::fs::PermissionsExt;
     let mut files = BTreeMap::new();
     for e in std::fs::read_dir(stage).with_context(|| format!("reading {}", stage.display()))? {
@@ -1237,13 +1250,15 @@ fn seal_stage(stage: &Path) -> Result<BTreeMap<String, Artifact>> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        files.insert(
-            name,
-            Artifact {
+        let size = f.metadata()?.len();
+        let artifact = match described.remove(&name) {
+            Some(a) if a.size == size => a,
+            _ => Artifact {
                 sha256: crate::repo::sha256_file(&p)?,
-                size: f.metadata()?.len(),
+                size,
             },
-        );
+        };
+        files.insert(name, artifact);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))?;
     }
     std::fs::set_permissions(stage, std::fs::Permissions::from_mode(0o755))?;
@@ -1351,6 +1366,7 @@ fn prepare_live_root(
     for unit in LIVE_MASKED {
         tree.symlink(&format!("etc/systemd/system/{unit}"), "/dev/null")?;
     }
+    tree.write_file(LIVE_SYSCTL, &mut LIVE_SYSCTL_TEXT.as_bytes(), 0o644)?;
     live_tools(&tree, plan, work, &cachedir.join(PXE_DEBS))?;
     if let Some(ks) = &plan.kickstart {
         tree.write_file(LIVE_KICKSTART, &mut ks.as_slice(), 0o600)?;
@@ -1525,7 +1541,13 @@ fn write_netroot_img(
         .with_context(|| format!("creating {}", index_dir.display()))?;
     std::os::unix::fs::symlink("usr/lib", base.join("lib"))
         .with_context(|| format!("creating {}/lib", base.display()))?;
-    for m in r.initramfs_modules.iter().chain(&added) {
+    let initramfs_modules = r.initramfs_modules.as_deref().with_context(|| {
+        format!(
+            "{}: the initramfs's modules were not listed (the ref is current)",
+            r.ostree_ref
+        )
+    })?;
+    for m in initramfs_modules.iter().chain(&added) {
         let src = moddir.join(m);
         if !src.is_file() {
             continue;
