@@ -133,14 +133,6 @@ pub const LIVE_SEED_DIR: &str = "/run/slipway/lower";
 pub const LIVE_KICKSTART: &str = "etc/slipway/installer.ks";
 pub const LIVE_TRUSTED_KEY: &str = "etc/slipway/installer-trusted.gpg";
 pub const LIVE_TLS_CA: &str = "etc/slipway/installer-tls-ca.pem";
-/// The live root's kernel settings (`systemd-sysctl` applies them before the installer
-/// starts).
-pub const LIVE_SYSCTL: &str = "etc/sysctl.d/60-slipway-installer.conf";
-/// Their text: the kernel starts writing the new host to disk once 32 MiB are waiting, not
-/// 10% of memory (about 300 MiB in a 3 GiB machine), so the disk writes while the installer
-/// unpacks and checksums, and the sync before the reboot has little left to do.
-const LIVE_SYSCTL_TEXT: &str = "# slipway's network installer: write the new host out as it arrives\n\
-                                vm.dirty_background_bytes = 33554432\n";
 
 /// Boot programs taken out of Debian packages: (name in DIR, package, path in the package).
 pub const PACKAGED_PROGRAMS: [(&str, &str, &str); 5] = [
@@ -1366,7 +1358,6 @@ fn prepare_live_root(
     for unit in LIVE_MASKED {
         tree.symlink(&format!("etc/systemd/system/{unit}"), "/dev/null")?;
     }
-    tree.write_file(LIVE_SYSCTL, &mut LIVE_SYSCTL_TEXT.as_bytes(), 0o644)?;
     live_tools(&tree, plan, work, &cachedir.join(PXE_DEBS))?;
     if let Some(ks) = &plan.kickstart {
         tree.write_file(LIVE_KICKSTART, &mut ks.as_slice(), 0o600)?;
