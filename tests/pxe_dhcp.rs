@@ -4,6 +4,8 @@
 //! to iPXE's IPv6 router solicitations over real sockets in two network namespaces (root,
 //! about 5 s).
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ use slipway::pxe::dhcp::{
 };
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
+
+use common::ip;
 
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef];
@@ -454,18 +458,6 @@ impl Drop for VethPair {
                 .status();
         }
     }
-}
-
-fn ip(args: &[&str]) {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A router solicitation as iPXE sends it: the header and the source link-layer address.

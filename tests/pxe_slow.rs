@@ -40,8 +40,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fixtures::*;
-use common::scaled;
 use common::vm::{self, Disk, Firmware, SbKeys, Vm, VmConfig};
+use common::{ip, scaled};
 use serde_json::Value;
 
 const SERVER_IP: &str = "10.77.0.1";
@@ -131,15 +131,6 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A child process killed on drop.

@@ -24,6 +24,19 @@ pub const ENV_TIMEOUT_SCALE: &str = "SLIPWAY_TEST_TIMEOUT_SCALE";
 /// Environment variable: a bootable Linux kernel (bzImage) for harness tests.
 pub const ENV_KERNEL: &str = "SLIPWAY_TEST_KERNEL";
 
+/// `ip ARGS...`, which must succeed (its stderr in the panic).
+pub fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Where logs of failed VMs are copied: `$SLIPWAY_TEST_ARTIFACTS`, else
 /// `<CARGO_TARGET_TMPDIR>/vm-logs` (i.e. `target/tmp/vm-logs`), else
 /// `<crate>/target/vm-logs`.
