@@ -62,7 +62,7 @@ mod tests;
 
 pub use answer::*;
 pub use leases::*;
-pub use ndp::{ANSWER_WINDOW_S, IpxeClients, NdpSocket, mac_bytes, parse_router_solicitation};
+pub use ndp::{ANSWER_WINDOW_S, IpxeClients, NdpSocket, parse_router_solicitation};
 pub use packet::*;
 pub use server::*;
 

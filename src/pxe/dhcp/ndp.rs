@@ -82,36 +82,27 @@ pub fn mac_from_link_local(addr: &Ipv6Addr) -> Option<[u8; 6]> {
     Some([o[8] ^ 0x02, o[9], o[10], o[13], o[14], o[15]])
 }
 
-/// The iPXE clients the DHCP server answered lately, by hardware address.
+/// The iPXE clients the DHCP server answered lately, by hardware address as
+/// [`super::ClientFacts::mac`] writes it.
 #[derive(Debug, Default)]
 pub struct IpxeClients {
-    answered: HashMap<[u8; 6], u64>,
+    answered: HashMap<String, u64>,
 }
 
 impl IpxeClients {
     /// The server answered `mac`, an iPXE client, at `now` (Unix seconds).
-    pub fn answered(&mut self, mac: [u8; 6], now: u64) {
+    pub fn answered(&mut self, mac: &str, now: u64) {
         self.answered
             .retain(|_, t| now.saturating_sub(*t) <= ANSWER_WINDOW_S);
-        self.answered.insert(mac, now);
+        self.answered.insert(mac.to_string(), now);
     }
 
     /// Whether a solicitation from `mac` at `now` is answered.
-    pub fn wants_answer(&self, mac: &[u8; 6], now: u64) -> bool {
+    pub fn wants_answer(&self, mac: &str, now: u64) -> bool {
         self.answered
             .get(mac)
             .is_some_and(|t| now.saturating_sub(*t) <= ANSWER_WINDOW_S)
     }
-}
-
-/// A hardware address as the DHCP side writes it (`52:54:00:ab:cd:ef`) back to bytes.
-pub fn mac_bytes(mac: &str) -> Option<[u8; 6]> {
-    let parts: Vec<u8> = mac
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    parts.try_into().ok()
 }
 
 /// A raw ICMPv6 socket on one interface that receives router solicitations only.
@@ -297,22 +288,17 @@ mod tests {
 
     #[test]
     fn answered_clients_within_the_window_only() {
+        let mac = "52:54:00:77:00:0b";
+        assert_eq!(super::super::format_mac(&MAC), mac, "as DHCP writes it");
         let mut c = IpxeClients::default();
-        assert!(!c.wants_answer(&MAC, 100));
-        c.answered(MAC, 100);
-        assert!(c.wants_answer(&MAC, 100 + ANSWER_WINDOW_S));
-        assert!(!c.wants_answer(&MAC, 101 + ANSWER_WINDOW_S));
-        assert!(!c.wants_answer(&[0x52, 0x54, 0, 0, 0, 1], 100));
+        assert!(!c.wants_answer(mac, 100));
+        c.answered(mac, 100);
+        assert!(c.wants_answer(mac, 100 + ANSWER_WINDOW_S));
+        assert!(!c.wants_answer(mac, 101 + ANSWER_WINDOW_S));
+        assert!(!c.wants_answer("52:54:00:00:00:01", 100));
         // Old entries go when others come.
-        c.answered([1, 2, 3, 4, 5, 6], 500);
-        assert!(!c.wants_answer(&MAC, 500));
+        c.answered("01:02:03:04:05:06", 500);
+        assert!(!c.wants_answer(mac, 500));
         assert_eq!(c.answered.len(), 1);
-    }
-
-    #[test]
-    fn mac_strings() {
-        assert_eq!(mac_bytes("52:54:00:77:00:0b"), Some(MAC));
-        assert_eq!(mac_bytes("52:54:00:77:00"), None);
-        assert_eq!(mac_bytes("52:54:00:77:00:zz"), None);
     }
 }

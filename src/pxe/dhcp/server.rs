@@ -90,8 +90,8 @@ pub struct Server {
     dhcp: tokio::net::UdpSocket,
     pxe: tokio::net::UdpSocket,
     leases: Leases,
-    /// The router solicitation socket, or why there is none.
-    ndp: std::result::Result<NdpSocket, String>,
+    /// The router solicitation socket, if there is one.
+    ndp: Option<NdpSocket>,
     ipxe_clients: IpxeClients,
 }
 
@@ -162,10 +162,15 @@ impl Server {
         let dhcp = bind_udp(cfg.bind_ip, cfg.dhcp_port, iface)?;
         let pxe = bind_udp(cfg.bind_ip, cfg.pxe_port, iface)?;
         let ndp = match iface {
-            Some(i) if cfg.ipxe_router_advertisement => {
-                NdpSocket::open(i).map_err(|e| format!("{e:#}"))
-            }
-            _ => Err("no --interface".into()),
+            Some(i) if cfg.ipxe_router_advertisement => NdpSocket::open(i)
+                .map_err(|e| {
+                    ui::info(format!(
+                        "dhcp: not answering iPXE's IPv6 router solicitations (iPXE waits \
+                         about 16 s for a router where there is none): {e:#}"
+                    ))
+                })
+                .ok(),
+            _ => None,
         };
         Ok(Self {
             cfg,
@@ -208,19 +213,12 @@ impl Server {
                 .map(|i| format!(" (interface {i})"))
                 .unwrap_or_default()
         ));
-        match &self.ndp {
-            Ok(s) => ui::info(format!(
+        if let Some(s) = &self.ndp {
+            ui::info(format!(
                 "dhcp: answering IPv6 router solicitations of iPXE clients on {} (unicast, \
                  no router, no prefix), so iPXE does not wait 16 s for a router",
                 s.interface()
-            )),
-            Err(e) if self.cfg.interface.is_some() && self.cfg.ipxe_router_advertisement => {
-                ui::info(format!(
-                    "dhcp: not answering iPXE's IPv6 router solicitations (iPXE waits about \
-                     16 s for a router where there is none): {e}"
-                ))
-            }
-            Err(_) => {}
+            ));
         }
         let mut buf67 = vec![0u8; 4096];
         let mut buf4011 = vec![0u8; 4096];
@@ -229,8 +227,8 @@ impl Server {
         loop {
             let ndp = async {
                 match &self.ndp {
-                    Ok(s) => s.recv().await,
-                    Err(_) => std::future::pending().await,
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
                 }
             };
             let received = tokio::select! {
@@ -250,7 +248,7 @@ impl Server {
                     ndp_failures += 1;
                     if ndp_failures > 100 {
                         ui::warn("dhcp: no longer answering IPv6 router solicitations");
-                        self.ndp = Err(format!("receiving keeps failing: {e}"));
+                        self.ndp = None;
                     }
                     continue;
                 }
@@ -324,10 +322,8 @@ impl Server {
             return;
         }
         ui::info(format!("dhcp: {}", reply.summary));
-        if reply.facts.ipxe
-            && let Some(mac) = mac_bytes(&reply.facts.mac)
-        {
-            self.ipxe_clients.answered(mac, unix_now());
+        if reply.facts.ipxe {
+            self.ipxe_clients.answered(&reply.facts.mac, unix_now());
         }
         if let (Some(tx), Some(program)) = (&self.cfg.events, reply.boot) {
             let _ = tx.send(BootEvent {
@@ -338,19 +334,17 @@ impl Server {
             });
         }
     }
-}
 
-impl Server {
     /// A router solicitation arrived: answer it if it comes from an iPXE client answered
     /// within [`ANSWER_WINDOW_S`].
     async fn solicited(&self, icmp: &[u8], from: std::net::Ipv6Addr) {
-        let (Ok(sock), Some(mac)) = (&self.ndp, parse_router_solicitation(icmp, &from)) else {
+        let (Some(sock), Some(mac)) = (&self.ndp, parse_router_solicitation(icmp, &from)) else {
             return;
         };
+        let mac = format_mac(&mac);
         if !self.ipxe_clients.wants_answer(&mac, unix_now()) {
             return;
         }
-        let mac = format_mac(&mac);
         match sock.advertise(from).await {
             Ok(()) => ui::info(format!(
                 "dhcp: {mac} (iPXE, {from}): router advertisement without router or prefix, \
